@@ -1,0 +1,1 @@
+"""Runnable demos behind `keras-attention demo`; they train on generated data only."""

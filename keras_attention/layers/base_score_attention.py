@@ -1,0 +1,236 @@
+"""The shared call contract of every score-attention layer."""
+
+import contextlib
+
+import keras
+from keras import ops
+
+from keras_attention.ops import (
+    apply_attention,
+    compute_attention_mask,
+    masked_softmax,
+    merge_padding_masks,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class BaseScoreAttention(keras.layers.Layer):
+    """Soft attention of a query over a memory, with a pluggable score function.
+
+    The context is `c = Σ_i a_i h_i` with `a = softmax(score(s, h))` over the
+    memory positions `i`. Subclasses create the score function's weights in
+    `build_score(query_dim, key_dim)` and implement
+    `score(query, key, value_length) -> (batch_size, Tq, Tv)`; masking, the
+    softmax, dropout, one-step queries and attention scores are handled here,
+    the same way for every score function.
+
+    Args:
+        dropout: float in `[0, 1)`, dropout rate applied to the attention
+            weights when `training=True`. Defaults to `0.0`.
+        seed: optional int, seed of the dropout. Defaults to `None`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        query: the decoder state(s) `s`: one step `(batch_size, dq)` or a
+            sequence `(batch_size, Tq, dq)`.
+        value: the memory `(batch_size, Tv, dv)` that is averaged.
+        key: optional `(batch_size, Tv, dk)` that is scored against the query;
+            defaults to `value`.
+        query_mask: boolean `(batch_size, Tq)` (`(batch_size,)` for one
+            step); `False` marks padded queries, whose output and weights are
+            zero. Filled from the query's Keras mask when not given.
+        value_mask: boolean `(batch_size, Tv)`; `False` positions get exactly
+            zero weight. Filled from the value's Keras mask when not given.
+        key_mask: boolean `(batch_size, Tv)`, ANDed with `value_mask`. Filled
+            from the key's Keras mask when not given.
+        mask: `[query_mask, value_mask]` as taken by `keras.layers.Attention`;
+            its non-`None` entries take precedence over `query_mask` and
+            `value_mask`.
+        attention_mask: boolean `(batch_size, Tq, Tv)` (`(batch_size, Tv)` for
+            one step), ANDed with the other masks.
+        use_causal_mask: bool, query `i` only attends to positions `<= i`
+            (needs a query sequence). Defaults to `False`.
+        return_attention_scores: bool, also return the attention weights
+            (before dropout; they sum to 1 over unmasked positions and are all
+            zero on a fully masked row). Defaults to `False`.
+        training: bool, whether dropout is active.
+
+    Returns:
+        The context `(batch_size[, Tq], dv)`, and with
+        `return_attention_scores=True` the weights `(batch_size[, Tq], Tv)`.
+        The output carries the query's mask.
+    """
+
+    def __init__(self, dropout=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+            raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={dropout!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={dropout!r}")
+        self.dropout = float(dropout)
+        self.seed = seed
+        self.supports_masking = True
+
+    # -- subclass hooks -------------------------------------------------------------------------
+
+    def build_score(self, query_dim, key_dim):
+        """Creates the weights of the score function; the default has none."""
+
+    def validate_dims(self, query_dim, key_dim, value_dim):
+        """Raises `ValueError` if the feature sizes do not suit the score function."""
+
+    def score(self, query, key, value_length):
+        """Raw scores `(batch_size, Tq, Tv)` for `query (batch_size, Tq, dq)` and `key (batch_size, Tv, dk)`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `score(query, key, value_length)`."
+        )
+
+    # -- Keras API ------------------------------------------------------------------------------
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        query_dim, key_dim, value_dim = self._validate_shapes(query_shape, value_shape, key_shape)
+        self.build_score(query_dim, key_dim)
+        self._dropout_layer = keras.layers.Dropout(
+            self.dropout, seed=self.seed, dtype=self.dtype_policy, name="attention_dropout"
+        )
+        self.built = True
+
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        return_attention_scores=False,
+        training=None,
+    ):
+        query_mask, value_mask = _unpack_mask_list(mask, query_mask, value_mask)
+        single_step = len(query.shape) == 2
+        if single_step:
+            if use_causal_mask:
+                raise ValueError(
+                    "`use_causal_mask=True` needs a query sequence `(batch_size, Tq, dq)`. "
+                    f"Received: query.shape={tuple(query.shape)}"
+                )
+            query = ops.expand_dims(query, 1)  # (B, 1, dq)
+            if query_mask is not None:
+                query_mask = ops.reshape(query_mask, (-1, 1))  # (B, 1)
+            if attention_mask is not None and len(attention_mask.shape) == 2:
+                attention_mask = ops.expand_dims(attention_mask, 1)  # (B, 1, Tv)
+        if key is None:
+            key = value
+        query_length = ops.shape(query)[1]
+        value_length = ops.shape(value)[1]
+
+        scores = self.score(query, key, value_length)  # (B, Tq, Tv)
+        combined_mask = compute_attention_mask(
+            query_mask=query_mask,
+            value_mask=merge_padding_masks(value_mask, key_mask),
+            attention_mask=attention_mask,
+            use_causal_mask=use_causal_mask,
+            query_length=query_length,
+            value_length=value_length,
+        )
+        weights = masked_softmax(scores, combined_mask)  # (B, Tq, Tv)
+        context = apply_attention(self._dropout_layer(weights, training=training), value)
+
+        if single_step:
+            context = ops.squeeze(context, 1)  # (B, dv)
+            weights = ops.squeeze(weights, 1)  # (B, Tv)
+        elif query_mask is not None:
+            _attach_keras_mask(context, ops.cast(query_mask, "bool"))
+        if return_attention_scores:
+            return context, weights
+        return context
+
+    def compute_mask(self, query, previous_mask=None):
+        if len(query.shape) == 2:
+            return None
+        if isinstance(previous_mask, list | tuple):
+            return previous_mask[0] if previous_mask else None
+        return previous_mask
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        self._validate_shapes(query_shape, value_shape, key_shape)
+        return tuple(query_shape[:-1]) + (value_shape[-1],)
+
+    def compute_output_spec(self, query, value, key=None, return_attention_scores=False, **kwargs):
+        output_shape = self.compute_output_shape(
+            query.shape, value.shape, None if key is None else key.shape
+        )
+        output = keras.KerasTensor(output_shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        scores_shape = tuple(query.shape[:-1]) + (value.shape[1],)
+        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"dropout": self.dropout, "seed": self.seed})
+        return config
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _validate_shapes(self, query_shape, value_shape, key_shape):
+        name = type(self).__name__
+        query_shape = tuple(query_shape)
+        value_shape = tuple(value_shape)
+        if len(query_shape) not in (2, 3):
+            raise ValueError(
+                f"{name}: `query` must have rank 2 `(batch_size, dq)` or rank 3 "
+                f"`(batch_size, Tq, dq)`. Received: query.shape={query_shape}"
+            )
+        if len(value_shape) != 3:
+            raise ValueError(
+                f"{name}: `value` must have rank 3 `(batch_size, Tv, dv)`. "
+                f"Received: value.shape={value_shape}"
+            )
+        if key_shape is not None:
+            key_shape = tuple(key_shape)
+            if len(key_shape) != 3:
+                raise ValueError(
+                    f"{name}: `key` must have rank 3 `(batch_size, Tv, dk)`. "
+                    f"Received: key.shape={key_shape}"
+                )
+            if None not in (key_shape[1], value_shape[1]) and key_shape[1] != value_shape[1]:
+                raise ValueError(
+                    f"{name}: `key` and `value` must have the same length Tv. "
+                    f"Received: key.shape={key_shape}, value.shape={value_shape}"
+                )
+        for arg, shape in (("query", query_shape), ("value", value_shape), ("key", key_shape)):
+            if shape is not None and shape[-1] is None:
+                raise ValueError(
+                    f"{name}: the last dimension of `{arg}` must be known. "
+                    f"Received: {arg}.shape={shape}"
+                )
+        key_dim = (key_shape or value_shape)[-1]
+        self.validate_dims(query_shape[-1], key_dim, value_shape[-1])
+        return query_shape[-1], key_dim, value_shape[-1]
+
+
+def _unpack_mask_list(mask, query_mask, value_mask):
+    """Returns `(query_mask, value_mask)` with the entries of a Keras-style `mask` list first."""
+    if mask is None:
+        return query_mask, value_mask
+    if not isinstance(mask, list | tuple) or len(mask) != 2:
+        raise ValueError(
+            "`mask` must be a list `[query_mask, value_mask]` (either may be None); use "
+            "`query_mask=`/`value_mask=` for a single mask. "
+            f"Received: mask={mask!r}"
+        )
+    return (
+        mask[0] if mask[0] is not None else query_mask,
+        mask[1] if mask[1] is not None else value_mask,
+    )
+
+
+def _attach_keras_mask(tensor, mask):
+    """Sets the Keras mask of an output tensor (what Keras itself does for implicit masks)."""
+    # Backends whose arrays take no attributes (JAX) carry no masks.
+    with contextlib.suppress(AttributeError):
+        tensor._keras_mask = mask

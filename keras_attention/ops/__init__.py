@@ -1,0 +1,33 @@
+"""Stateless attention math on `keras.ops`: scores, masks, masked softmax."""
+
+from keras_attention.ops.masking import (
+    causal_mask,
+    compute_attention_mask,
+    large_negative,
+    merge_padding_masks,
+)
+from keras_attention.ops.scores import (
+    additive_score,
+    apply_attention,
+    bilinear_score,
+    concat_score,
+    dot_score,
+    location_score,
+    scaled_dot_score,
+)
+from keras_attention.ops.softmax import masked_softmax
+
+__all__ = [
+    "additive_score",
+    "apply_attention",
+    "bilinear_score",
+    "causal_mask",
+    "compute_attention_mask",
+    "concat_score",
+    "dot_score",
+    "large_negative",
+    "location_score",
+    "masked_softmax",
+    "merge_padding_masks",
+    "scaled_dot_score",
+]

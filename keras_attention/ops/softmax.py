@@ -1,0 +1,48 @@
+"""Masked softmax that is exact at padded positions and finite on fully masked rows."""
+
+from keras import ops
+
+from keras_attention.ops.masking import large_negative
+
+_HALF_DTYPES = ("float16", "bfloat16")
+
+
+def masked_softmax(scores, mask=None, axis=-1):
+    """Softmax over `axis` where `mask == False` positions get exactly zero weight.
+
+    The softmax runs in float32 when `scores` are float16 or bfloat16 and the
+    result is cast back, so mixed precision neither overflows nor loses the
+    normalisation. Masked scores are replaced by the most negative finite
+    float32 value before the softmax, and the weights are zeroed afterwards:
+    a row with no unmasked position therefore gives all zeros (never NaN,
+    never a uniform distribution) and its gradient is zero.
+
+    Args:
+        scores: float tensor, e.g. `(batch_size, Tq, Tv)`.
+        mask: optional boolean tensor broadcastable to `scores`; `True` keeps
+            a position.
+        axis: the axis to normalise over. Defaults to `-1`.
+
+    Returns:
+        Weights with the dtype and shape of `scores`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> w = masked_softmax(np.zeros((2, 3), "float32"),
+    ...                    np.array([[True, True, False], [False, False, False]]))
+    >>> np.asarray(w).round(3)
+    array([[0.5, 0.5, 0. ],
+           [0. , 0. , 0. ]], dtype=float32)
+    """
+    dtype = scores.dtype if hasattr(scores, "dtype") else "float32"
+    dtype_name = getattr(dtype, "name", str(dtype))
+    x = ops.cast(scores, "float32") if dtype_name in _HALF_DTYPES else scores
+    if mask is None:
+        weights = ops.softmax(x, axis=axis)
+    else:
+        mask = ops.cast(mask, "bool")
+        fill = ops.cast(large_negative(x.dtype if hasattr(x, "dtype") else "float32"), x.dtype)
+        weights = ops.softmax(ops.where(mask, x, fill), axis=axis)
+        weights = ops.where(mask, weights, ops.zeros_like(weights))
+    return ops.cast(weights, dtype_name) if dtype_name in _HALF_DTYPES else weights

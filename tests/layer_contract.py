@@ -1,0 +1,518 @@
+"""The layer contract of DESIGN.md, checked by one helper for every public layer.
+
+A layer test describes its layer with a `ContractSpec` and runs every check:
+
+    SPEC = ContractSpec(DotAttention, inputs={"query": ("Tq", 8), "value": ("Tv", 8)})
+
+    @pytest.mark.parametrize("check", contract_checks())
+    def test_layer_contract(check, tmp_path):
+        check(SPEC, tmp_path)
+
+Input shapes are given per example; a string names a variable length (`"Tq"`),
+shared by every input that uses the same string. The checks pick concrete
+lengths, batch sizes and masks themselves and compare numbers.
+
+Points of the contract and the checks that show them:
+1. config round trip, registration, `.keras` save/load: `check_config_round_trip`,
+   `check_keras_save_load`.
+2. `None` batch/sequence dims, `compute_output_shape`: `check_dynamic_shapes`.
+3. masks: `check_padding_masks`, `check_query_mask`, `check_causal`.
+4. weights sum to 1: `check_weights_sum_to_one`.
+5. gradients, dropout: `check_gradients`, `check_dropout`.
+6. mixed precision: `check_mixed_precision`.
+7. XLA: `check_jit_compile`.
+8. export: `check_saved_model` and `check_tflite` (slow).
+"""
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+BATCH = 4
+
+
+@dataclasses.dataclass
+class ContractSpec:
+    """What the contract checks need to know about one layer.
+
+    Attributes:
+        layer_cls: the public layer class.
+        init_kwargs: constructor arguments.
+        inputs: input name -> per-example shape; strings are variable lengths.
+            The first input is passed positionally, the others by keyword.
+        value_masks: call argument -> length name, for padding masks of the
+            attended-to side (padded positions must get zero weight).
+        query_mask: call argument of the query padding mask (`None` if the
+            layer has none); the output carries it.
+        returns_scores: the layer supports `return_attention_scores=True`,
+            returning `(output, weights)` with weights over the last axis.
+        causal: the layer supports `use_causal_mask=True`.
+        dropout_kwargs: constructor arguments that switch dropout on (`None`
+            if the layer has no dropout).
+        call_kwargs: extra call arguments for every call.
+        lengths: two assignments of the variable lengths (the second one
+            checks dynamic shapes and TFLite resizing).
+    """
+
+    layer_cls: type
+    init_kwargs: dict = dataclasses.field(default_factory=dict)
+    inputs: dict = dataclasses.field(default_factory=dict)
+    value_masks: dict = dataclasses.field(default_factory=dict)
+    query_mask: str | None = None
+    returns_scores: bool = True
+    causal: bool = False
+    dropout_kwargs: dict | None = None
+    call_kwargs: dict = dataclasses.field(default_factory=dict)
+    lengths: tuple = ({"Tq": 5, "Tv": 7, "T": 6}, {"Tq": 3, "Tv": 9, "T": 4})
+
+    def make_layer(self, **overrides):
+        return self.layer_cls(**{**self.init_kwargs, **overrides})
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def make_inputs(spec, lengths, batch=BATCH, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, shape in spec.inputs.items():
+        concrete = (batch,) + tuple(lengths[d] if isinstance(d, str) else d for d in shape)
+        arrays[name] = (scale * rng.standard_normal(concrete)).astype("float32")
+    return arrays
+
+
+def make_value_masks(spec, lengths, batch=BATCH, seed=1, fully_masked_row=True):
+    """Random padding masks with >= 1 valid position per row, the last row fully masked."""
+    rng = np.random.default_rng(seed)
+    masks = {}
+    for arg, symbol in spec.value_masks.items():
+        length = lengths[symbol]
+        valid = rng.integers(1, length + 1, size=batch)
+        valid[0] = max(1, length - 1)  # the first row always has padding
+        mask = np.arange(length)[None, :] < valid[:, None]
+        if fully_masked_row:
+            mask[-1] = False
+        masks[arg] = mask
+    return masks
+
+
+def call_layer(spec, layer, arrays, masks=None, **kwargs):
+    names = list(spec.inputs)
+    first = arrays[names[0]]
+    rest = {name: arrays[name] for name in names[1:]}
+    call_kwargs = {**spec.call_kwargs, **(masks or {}), **kwargs}
+    if spec.returns_scores:
+        call_kwargs.setdefault("return_attention_scores", True)
+    result = layer(first, **rest, **call_kwargs)
+    if spec.returns_scores and call_kwargs["return_attention_scores"]:
+        return result
+    return result, None
+
+
+def build_functional_model(spec, layer, with_masks=True):
+    """A functional model: every input and mask is a `keras.Input` with `None` lengths."""
+    inputs = {
+        name: keras.Input(shape=tuple(None if isinstance(d, str) else d for d in shape), name=name)
+        for name, shape in spec.inputs.items()
+    }
+    mask_inputs = {}
+    if with_masks:
+        mask_inputs = {
+            arg: keras.Input(shape=(None,), dtype="bool", name=arg) for arg in spec.value_masks
+        }
+    names = list(spec.inputs)
+    kwargs = {**spec.call_kwargs, **mask_inputs}
+    if spec.returns_scores:
+        kwargs["return_attention_scores"] = True
+    outputs = layer(inputs[names[0]], **{n: inputs[n] for n in names[1:]}, **kwargs)
+    if spec.returns_scores:
+        outputs = {"output": outputs[0], "scores": outputs[1]}
+    return keras.Model({**inputs, **mask_inputs}, outputs)
+
+
+def _np(x):
+    return None if x is None else np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def _model_inputs(arrays, masks):
+    return {**arrays, **masks}
+
+
+def _as_tuple(outputs):
+    if isinstance(outputs, dict):
+        return _np(outputs["output"]), _np(outputs.get("scores"))
+    return _np(outputs), None
+
+
+def _symbols(spec):
+    return sorted({d for shape in spec.inputs.values() for d in shape if isinstance(d, str)})
+
+
+# -- 1. serialization -------------------------------------------------------------------------
+
+
+def check_config_round_trip(spec, tmp_path):
+    layer = spec.make_layer()
+    arrays = make_inputs(spec, spec.lengths[0])
+    expected, _ = call_layer(spec, layer, arrays)
+    config = layer.get_config()
+    json.dumps(config)  # plain JSON, as `.keras` files need
+    for key in spec.init_kwargs:
+        assert key in config, f"get_config() misses constructor argument {key!r}"
+    clone = spec.layer_cls.from_config(config)
+    assert clone.get_config() == config
+    registered = keras.saving.get_registered_name(spec.layer_cls)
+    assert registered.startswith("keras_attention>"), registered
+    assert keras.saving.get_registered_object(registered) is spec.layer_cls
+    call_layer(spec, clone, arrays)  # build
+    clone.set_weights(layer.get_weights())
+    actual, _ = call_layer(spec, clone, arrays)
+    np.testing.assert_allclose(_np(actual), _np(expected), rtol=0, atol=1e-6)
+
+
+def check_keras_save_load(spec, tmp_path):
+    layer = spec.make_layer()
+    model = build_functional_model(spec, layer)
+    arrays = make_inputs(spec, spec.lengths[0])
+    feed = _model_inputs(arrays, make_value_masks(spec, spec.lengths[0]))
+    expected = _as_tuple(model(feed))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)  # no custom_objects: registration must suffice
+    assert any(isinstance(lay, spec.layer_cls) for lay in restored.layers)
+    actual = _as_tuple(restored(feed))
+    for a, e in zip(actual, expected, strict=True):
+        if e is not None:
+            np.testing.assert_array_equal(a, e)
+
+
+# -- 2. shapes --------------------------------------------------------------------------------
+
+
+def check_dynamic_shapes(spec, tmp_path):
+    layer = spec.make_layer()
+    model = build_functional_model(spec, layer, with_masks=False)
+    for batch, lengths in ((BATCH, spec.lengths[0]), (BATCH + 3, spec.lengths[1])):
+        arrays = make_inputs(spec, lengths, batch=batch)
+        eager, _ = call_layer(spec, layer, arrays)
+        functional, _ = _as_tuple(model(arrays))
+        shapes = {f"{name}_shape": a.shape for name, a in arrays.items()}
+        expected_shape = tuple(layer.compute_output_shape(**shapes))
+        assert tuple(eager.shape) == expected_shape, (tuple(eager.shape), expected_shape)
+        np.testing.assert_allclose(functional, _np(eager), rtol=0, atol=1e-6)
+
+
+# -- 3./4. masks and weights ------------------------------------------------------------------
+
+
+def check_padding_masks(spec, tmp_path):
+    if not spec.value_masks:
+        pytest.skip("layer takes no padding mask")
+    layer = spec.make_layer()
+    lengths = spec.lengths[0]
+    arrays = make_inputs(spec, lengths)
+    masks = make_value_masks(spec, lengths)
+    output, weights = call_layer(spec, layer, arrays, masks)
+    output, weights = _np(output), _np(weights)
+    assert np.all(np.isfinite(output)), "NaN/inf in the output with a fully masked row"
+    np.testing.assert_array_equal(output[-1], 0.0, err_msg="fully masked row must give zeros")
+    for _arg, mask in masks.items():
+        if weights is not None:
+            padded = ~mask[:, None, :] if weights.ndim == 3 else ~mask
+            padded = np.broadcast_to(padded, weights.shape)
+            assert np.all(weights[padded] == 0.0), "padded positions must get exactly zero weight"
+            np.testing.assert_array_equal(weights[-1], 0.0)
+    # Changing padded inputs changes no output.
+    perturbed = {k: v.copy() for k, v in arrays.items()}
+    rng = np.random.default_rng(7)
+    for arg, symbol in spec.value_masks.items():
+        for name, shape in spec.inputs.items():
+            if shape[0] == symbol:
+                noise = 100.0 * rng.standard_normal(perturbed[name].shape).astype("float32")
+                perturbed[name] = np.where(masks[arg][..., None], perturbed[name], noise)
+    output2, _ = call_layer(spec, layer, perturbed, masks)
+    np.testing.assert_allclose(_np(output2), output, rtol=0, atol=1e-6)
+
+
+def check_query_mask(spec, tmp_path):
+    if spec.query_mask is None:
+        pytest.skip("layer takes no query mask")
+    layer = spec.make_layer()
+    lengths = spec.lengths[0]
+    arrays = make_inputs(spec, lengths)
+    first = list(spec.inputs)[0]
+    symbol = spec.inputs[first][0]
+    query_mask = np.ones((BATCH, lengths[symbol]), bool)
+    query_mask[0, -2:] = False
+    query_mask[1, 0] = False
+    # Explicit query mask: masked rows are zero, the output carries the mask.
+    output, weights = call_layer(spec, layer, arrays, {spec.query_mask: query_mask})
+    out = _np(output)
+    np.testing.assert_array_equal(out[~query_mask], 0.0)
+    if weights is not None:
+        np.testing.assert_array_equal(_np(weights)[~query_mask], 0.0)
+    np.testing.assert_array_equal(_np(getattr(output, "_keras_mask", None)), query_mask)
+    assert np.all(np.isfinite(out))
+    # Implicit Keras mask on the query: honoured and carried the same way.
+    masked_first = np.where(query_mask[..., None], arrays[first], 0.0).astype("float32")
+    implicit = keras.layers.Masking(mask_value=0.0)(masked_first)
+    output2, _ = call_layer(spec, layer, {**arrays, first: implicit})
+    np.testing.assert_array_equal(_np(output2._keras_mask), query_mask)
+    np.testing.assert_array_equal(_np(output2)[~query_mask], 0.0)
+    explicit, _ = call_layer(
+        spec, layer, {**arrays, first: masked_first}, {spec.query_mask: query_mask}
+    )
+    np.testing.assert_allclose(_np(output2), _np(explicit), rtol=0, atol=1e-6)
+
+
+def check_causal(spec, tmp_path):
+    if not spec.causal:
+        pytest.skip("layer has no causal mode")
+    layer = spec.make_layer()
+    length, prefix = 6, 3
+    lengths = dict.fromkeys(_symbols(spec), length)
+    arrays = make_inputs(spec, lengths)
+    full, full_weights = call_layer(spec, layer, arrays, use_causal_mask=True)
+    if full_weights is not None:
+        upper = np.triu(np.ones((length, length), bool), k=1)
+        assert np.all(_np(full_weights)[:, upper] == 0.0), "weights on future positions"
+    # Outputs on a prefix equal the prefix of the full output.
+    short = {k: v[:, :prefix] for k, v in arrays.items()}
+    part, _ = call_layer(spec, layer, short, use_causal_mask=True)
+    np.testing.assert_allclose(_np(part), _np(full)[:, :prefix], rtol=0, atol=1e-5)
+    # Changing future positions moves no past output, also with dropout in training.
+    future = {k: v.copy() for k, v in arrays.items()}
+    for v in future.values():
+        v[:, prefix:] += 50.0
+    moved, _ = call_layer(spec, layer, future, use_causal_mask=True)
+    np.testing.assert_allclose(_np(moved)[:, :prefix], _np(full)[:, :prefix], rtol=0, atol=1e-5)
+    if spec.dropout_kwargs:
+        drop_layer = spec.make_layer(**spec.dropout_kwargs, seed=3)
+        a, _ = call_layer(spec, drop_layer, arrays, use_causal_mask=True, training=True)
+        drop_layer2 = spec.make_layer(**spec.dropout_kwargs, seed=3)
+        call_layer(spec, drop_layer2, arrays, use_causal_mask=True)
+        drop_layer2.set_weights(drop_layer.get_weights())
+        b, _ = call_layer(spec, drop_layer2, future, use_causal_mask=True, training=True)
+        np.testing.assert_allclose(_np(b)[:, :prefix], _np(a)[:, :prefix], rtol=0, atol=1e-5)
+
+
+def check_weights_sum_to_one(spec, tmp_path):
+    if not spec.returns_scores:
+        pytest.skip("layer returns no attention weights")
+    layer = spec.make_layer()
+    lengths = spec.lengths[0]
+    arrays = make_inputs(spec, lengths)
+    masks = make_value_masks(spec, lengths)
+    _, weights = call_layer(spec, layer, arrays, masks)
+    weights = _np(weights)
+    assert np.all(weights >= 0.0)
+    sums = weights.sum(axis=-1)
+    expected = np.ones_like(sums)
+    if masks:
+        expected[-1] = 0.0  # the fully masked row
+    np.testing.assert_allclose(sums, expected, rtol=0, atol=1e-5)
+    _, unmasked = call_layer(spec, layer, arrays)
+    np.testing.assert_allclose(_np(unmasked).sum(axis=-1), 1.0, rtol=0, atol=1e-5)
+
+
+# -- 5. gradients and dropout -----------------------------------------------------------------
+
+
+def _gradients(spec, layer, arrays, masks):
+    tensors = {k: tf.constant(v) for k, v in arrays.items()}
+    with tf.GradientTape() as tape:
+        tape.watch(list(tensors.values()))
+        output, _ = call_layer(spec, layer, tensors, masks)
+        weight = tf.constant(np.random.default_rng(5).standard_normal(output.shape), output.dtype)
+        loss = tf.reduce_sum(tf.cast(output * weight, "float32"))
+    variables = layer.trainable_variables
+    grads = tape.gradient(loss, [v.value for v in variables] + list(tensors.values()))
+    return variables, grads
+
+
+def check_gradients(spec, tmp_path):
+    layer = spec.make_layer()
+    lengths = spec.lengths[0]
+    arrays = make_inputs(spec, lengths)
+    call_layer(spec, layer, arrays)  # build
+    variables, grads = _gradients(spec, layer, arrays, make_value_masks(spec, lengths))
+    for var, grad in zip(variables, grads, strict=False):
+        assert grad is not None, f"no gradient for {var.path}"
+        assert np.all(np.isfinite(_np(grad))), f"non-finite gradient for {var.path}"
+    for grad in grads[len(variables) :]:
+        if grad is not None:
+            assert np.all(np.isfinite(_np(grad)))
+
+
+def check_dropout(spec, tmp_path):
+    if spec.dropout_kwargs is None:
+        pytest.skip("layer has no dropout")
+    layer = spec.make_layer(**spec.dropout_kwargs, seed=11)
+    arrays = make_inputs(spec, spec.lengths[0])
+    default, _ = call_layer(spec, layer, arrays)
+    inference, _ = call_layer(spec, layer, arrays, training=False)
+    np.testing.assert_array_equal(_np(default), _np(inference))
+    reference = spec.make_layer()
+    call_layer(spec, reference, arrays)
+    reference.set_weights(layer.get_weights())
+    no_dropout, _ = call_layer(spec, reference, arrays)
+    np.testing.assert_allclose(_np(inference), _np(no_dropout), rtol=0, atol=1e-6)
+    trained, train_weights = call_layer(spec, layer, arrays, training=True)
+    assert not np.allclose(_np(trained), _np(inference)), "dropout had no effect with training=True"
+    if train_weights is not None:  # returned weights are the pre-dropout distribution
+        np.testing.assert_allclose(_np(train_weights).sum(-1), 1.0, rtol=0, atol=1e-5)
+
+
+# -- 6. mixed precision -----------------------------------------------------------------------
+
+
+def check_mixed_precision(spec, tmp_path):
+    lengths = spec.lengths[0]
+    arrays = make_inputs(spec, lengths, scale=4.0)
+    masks = make_value_masks(spec, lengths)
+    reference = spec.make_layer()
+    expected, _ = call_layer(spec, reference, arrays, masks)
+    for policy, compute_dtype, atol in (
+        ("mixed_float16", "float16", 3e-2),
+        ("mixed_bfloat16", "bfloat16", 2e-1),
+    ):
+        layer = spec.make_layer(dtype=policy)
+        call_layer(spec, layer, arrays, masks)
+        layer.set_weights(reference.get_weights())
+        output, weights = call_layer(spec, layer, arrays, masks)
+        assert keras.backend.standardize_dtype(output.dtype) == compute_dtype, (
+            policy,
+            output.dtype,
+        )
+        for var in layer.weights:
+            assert var.dtype == "float32", f"{policy}: weight {var.path} is {var.dtype}"
+        out = _np(output).astype("float32")
+        assert np.all(np.isfinite(out)), f"{policy}: NaN/inf in the output"
+        if masks:
+            np.testing.assert_array_equal(out[-1], 0.0)
+        if weights is not None:
+            w = _np(weights).astype("float32")
+            assert np.all(np.isfinite(w))
+            if masks:
+                np.testing.assert_array_equal(w[-1], 0.0)
+        np.testing.assert_allclose(
+            out, _np(expected), rtol=0, atol=atol * max(1.0, np.abs(_np(expected)).max())
+        )
+        variables, grads = _gradients(spec, layer, arrays, masks)
+        for var, grad in zip(variables, grads, strict=False):
+            assert grad is not None and np.all(np.isfinite(_np(grad))), (
+                f"{policy}: gradient of {var.path}"
+            )
+
+
+# -- 7. XLA -----------------------------------------------------------------------------------
+
+
+def check_jit_compile(spec, tmp_path):
+    layer = spec.make_layer()
+    lengths = spec.lengths[0]
+    arrays = make_inputs(spec, lengths)
+    masks = make_value_masks(spec, lengths)
+    eager = call_layer(spec, layer, arrays, masks)
+
+    @tf.function(jit_compile=True)
+    def compiled(arrays, masks):
+        return call_layer(spec, layer, arrays, masks)
+
+    jitted = compiled(arrays, masks)
+    for a, e in zip(jitted, eager, strict=True):
+        if e is not None:
+            np.testing.assert_allclose(_np(a), _np(e), rtol=1e-5, atol=1e-5)
+
+
+# -- 8. export --------------------------------------------------------------------------------
+
+
+def check_saved_model(spec, tmp_path):
+    layer = spec.make_layer()
+    model = build_functional_model(spec, layer)
+    path = str(tmp_path / "saved_model")
+    model.export(path, format="tf_saved_model", verbose=False)
+    reloaded = tf.saved_model.load(path)
+    for lengths in spec.lengths:
+        arrays = make_inputs(spec, lengths)
+        feed = _model_inputs(arrays, make_value_masks(spec, lengths))
+        expected = _as_tuple(model(feed))
+        actual = _as_tuple(reloaded.serve(feed))
+        for a, e in zip(actual, expected, strict=True):
+            if e is not None:
+                np.testing.assert_allclose(a, e, rtol=0, atol=1e-6)
+
+
+def convert_builtins_only(model, tmp_path):
+    """SavedModel -> TFLite with `TFLITE_BUILTINS` only (conversion fails if a Flex op is needed)."""
+    path = str(tmp_path / "tflite_source")
+    model.export(path, format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(path)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def run_tflite(flatbuffer, feed):
+    """Runs the `serving_default` signature in the LiteRT interpreter, resizing inputs to `feed`."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    runner = interpreter.get_signature_runner("serving_default")
+    inputs = {name: d["index"] for name, d in runner.get_input_details().items()}
+    outputs = {name: d["index"] for name, d in runner.get_output_details().items()}
+    del runner  # it holds the interpreter's buffers; resizing needs them released
+    assert sorted(inputs) == sorted(feed), (sorted(inputs), sorted(feed))
+    for name, value in feed.items():
+        interpreter.resize_tensor_input(inputs[name], np.asarray(value).shape, strict=True)
+    interpreter.allocate_tensors()
+    for name, value in feed.items():
+        interpreter.set_tensor(inputs[name], np.asarray(value))
+    interpreter.invoke()
+    return {name: interpreter.get_tensor(index) for name, index in outputs.items()}
+
+
+def check_tflite(spec, tmp_path):
+    layer = spec.make_layer()
+    model = build_functional_model(spec, layer)
+    flatbuffer = convert_builtins_only(model, tmp_path)
+    for lengths in spec.lengths:  # two different sequence lengths
+        arrays = make_inputs(spec, lengths)
+        feed = _model_inputs(arrays, make_value_masks(spec, lengths))
+        expected = model(feed)
+        actual = run_tflite(flatbuffer, feed)
+        if not isinstance(expected, dict):  # a single output is named `output_0` by the export
+            expected = {next(iter(actual)): expected}
+        assert sorted(actual) == sorted(expected)
+        for name, value in expected.items():
+            np.testing.assert_allclose(actual[name], _np(value), rtol=0, atol=1e-5)
+
+
+FAST_CHECKS = (
+    check_config_round_trip,
+    check_keras_save_load,
+    check_dynamic_shapes,
+    check_padding_masks,
+    check_query_mask,
+    check_causal,
+    check_weights_sum_to_one,
+    check_gradients,
+    check_dropout,
+    check_mixed_precision,
+    check_jit_compile,
+)
+SLOW_CHECKS = (check_saved_model, check_tflite)
+
+
+def contract_checks():
+    """Every contract check as pytest params; the export checks carry the `slow` mark."""
+    fast = [pytest.param(c, id=c.__name__.removeprefix("check_")) for c in FAST_CHECKS]
+    slow = [
+        pytest.param(c, id=c.__name__.removeprefix("check_"), marks=pytest.mark.slow)
+        for c in SLOW_CHECKS
+    ]
+    return fast + slow
