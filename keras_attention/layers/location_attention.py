@@ -80,9 +80,6 @@ class LocationAttention(WeightOptionsMixin, BaseScoreAttention):
             bias_constraint,
         )
 
-    def validate_dims(self, query_dim, key_dim, value_dim):
-        pass
-
     def build_score(self, query_dim, key_dim):
         self.kernel = self._add_kernel("kernel", (query_dim, self.max_length))
         self.bias = self._add_bias("bias", (self.max_length,)) if self.use_bias else None

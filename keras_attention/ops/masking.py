@@ -6,6 +6,7 @@ explicit and causal masks are combined with logical AND in
 `compute_attention_mask`, so every layer treats masks the same way.
 """
 
+import keras
 import ml_dtypes
 import numpy as np
 from keras import ops
@@ -122,7 +123,7 @@ def large_negative(dtype):
     >>> large_negative("float16")
     -65504.0
     """
-    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", str(dtype))
+    name = keras.backend.standardize_dtype(dtype)
     if name == "bfloat16":
         return float(ml_dtypes.finfo(ml_dtypes.bfloat16).min)
     return float(np.finfo(np.dtype(name)).min)

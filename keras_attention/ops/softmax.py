@@ -1,5 +1,6 @@
 """Masked softmax that is exact at padded positions and finite on fully masked rows."""
 
+import keras
 from keras import ops
 
 from keras_attention.ops.masking import large_negative
@@ -35,14 +36,13 @@ def masked_softmax(scores, mask=None, axis=-1):
     array([[0.5, 0.5, 0. ],
            [0. , 0. , 0. ]], dtype=float32)
     """
-    dtype = scores.dtype if hasattr(scores, "dtype") else "float32"
-    dtype_name = getattr(dtype, "name", str(dtype))
-    x = ops.cast(scores, "float32") if dtype_name in _HALF_DTYPES else scores
+    dtype = keras.backend.standardize_dtype(scores.dtype)
+    x = ops.cast(scores, "float32") if dtype in _HALF_DTYPES else scores
     if mask is None:
         weights = ops.softmax(x, axis=axis)
     else:
         mask = ops.cast(mask, "bool")
-        fill = ops.cast(large_negative(x.dtype if hasattr(x, "dtype") else "float32"), x.dtype)
+        fill = ops.cast(large_negative(keras.backend.standardize_dtype(x.dtype)), x.dtype)
         weights = ops.softmax(ops.where(mask, x, fill), axis=axis)
         weights = ops.where(mask, weights, ops.zeros_like(weights))
-    return ops.cast(weights, dtype_name) if dtype_name in _HALF_DTYPES else weights
+    return ops.cast(weights, dtype) if dtype in _HALF_DTYPES else weights

@@ -3,21 +3,10 @@ import pytest
 
 from keras_attention.layers import AdditiveAttention
 from tests import numpy_reference as npref
-from tests.layer_contract import ContractSpec, contract_checks
+from tests.layer_contract import contract_checks
+from tests.layers.score_specs import rand, score_attention_spec
 
-SPEC = ContractSpec(
-    AdditiveAttention,
-    init_kwargs={"units": 8},
-    inputs={"query": ("Tq", 8), "value": ("Tv", 6)},
-    value_masks={"value_mask": "Tv"},
-    query_mask="query_mask",
-    causal=True,
-    dropout_kwargs={"dropout": 0.5},
-)
-
-
-def _rand(*shape):
-    return np.random.default_rng(sum(shape)).standard_normal(shape).astype("float32")
+SPEC = score_attention_spec(AdditiveAttention, value_dim=6, units=8)
 
 
 @pytest.mark.parametrize("check", contract_checks())
@@ -28,7 +17,7 @@ def test_layer_contract(check, tmp_path):
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_matches_numpy_formula(use_bias):
     layer = AdditiveAttention(units=7, use_bias=use_bias, bias_initializer="random_normal")
-    s, h, v = _rand(2, 3, 6), _rand(2, 5, 4), _rand(2, 5, 3)
+    s, h, v = rand(2, 3, 6), rand(2, 5, 4), rand(2, 5, 3)
     context, weights = layer(s, v, key=h, return_attention_scores=True)
     W, U, va = (np.asarray(w) for w in (layer.query_kernel, layer.key_kernel, layer.attention_v))
     b = np.asarray(layer.bias) if use_bias else None
@@ -39,7 +28,7 @@ def test_matches_numpy_formula(use_bias):
 
 def test_normalized_form():
     layer = AdditiveAttention(units=5, normalize=True)
-    s, h = _rand(2, 3, 6), _rand(2, 4, 6)
+    s, h = rand(2, 3, 6), rand(2, 4, 6)
     _, weights = layer(s, h, return_attention_scores=True)
     va, g = np.asarray(layer.attention_v), float(np.asarray(layer.attention_g))
     np.testing.assert_allclose(g, np.sqrt(1 / 5), rtol=1e-6)

@@ -211,3 +211,30 @@ def test_subclass_with_a_custom_score():
     expected = np.exp(scores - scores.max(-1, keepdims=True))
     expected /= expected.sum(-1, keepdims=True)
     np.testing.assert_allclose(np.asarray(weights), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_one_step_decoder_query_converts_to_tflite(factory, tmp_path):
+    """The decoding use: one query step over a padded memory, builtins-only TFLite at two lengths."""
+    from tests.layer_contract import convert_builtins_only, run_tflite
+
+    step = keras.Input((DIM,), name="step")
+    memory = keras.Input((None, DIM), name="memory")
+    memory_mask = keras.Input((None,), dtype="bool", name="memory_mask")
+    context, weights = factory()(step, memory, value_mask=memory_mask, return_attention_scores=True)
+    model = keras.Model(
+        {"step": step, "memory": memory, "memory_mask": memory_mask},
+        {"context": context, "weights": weights},
+    )
+    flatbuffer = convert_builtins_only(model, tmp_path)
+    for length in (4, 9):
+        feed = {
+            "step": _rand(3, DIM),
+            "memory": _rand(3, length, DIM, seed=length),
+            "memory_mask": np.arange(length)[None, :] < np.array([[length], [2], [0]]),
+        }
+        expected = model(feed)
+        actual = run_tflite(flatbuffer, feed)
+        for name in ("context", "weights"):
+            np.testing.assert_allclose(actual[name], np.asarray(expected[name]), rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(actual["context"][2], 0.0)

@@ -3,21 +3,10 @@ import pytest
 
 from keras_attention.layers import BilinearAttention
 from tests import numpy_reference as npref
-from tests.layer_contract import ContractSpec, contract_checks
+from tests.layer_contract import contract_checks
+from tests.layers.score_specs import rand, score_attention_spec
 
-SPEC = ContractSpec(
-    BilinearAttention,
-    init_kwargs={},
-    inputs={"query": ("Tq", 8), "value": ("Tv", 6)},
-    value_masks={"value_mask": "Tv"},
-    query_mask="query_mask",
-    causal=True,
-    dropout_kwargs={"dropout": 0.5},
-)
-
-
-def _rand(*shape):
-    return np.random.default_rng(sum(shape)).standard_normal(shape).astype("float32")
+SPEC = score_attention_spec(BilinearAttention, value_dim=6)
 
 
 @pytest.mark.parametrize("check", contract_checks())
@@ -27,7 +16,7 @@ def test_layer_contract(check, tmp_path):
 
 def test_matches_numpy_formula():
     layer = BilinearAttention()
-    s, h, v = _rand(2, 3, 6), _rand(2, 5, 4), _rand(2, 5, 3)
+    s, h, v = rand(2, 3, 6), rand(2, 5, 4), rand(2, 5, 3)
     mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
     context, weights = layer(s, v, key=h, value_mask=mask, return_attention_scores=True)
     W = np.asarray(layer.kernel)
@@ -40,6 +29,6 @@ def test_matches_numpy_formula():
 def test_identity_kernel_is_dot_attention():
     from keras_attention.layers import DotAttention
 
-    s, h = _rand(2, 3, 5), _rand(2, 4, 5)
+    s, h = rand(2, 3, 5), rand(2, 4, 5)
     ours = BilinearAttention(kernel_initializer="identity")(s, h)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(DotAttention()(s, h)), atol=1e-6)

@@ -3,21 +3,10 @@ import pytest
 
 from keras_attention.layers import ConcatAttention
 from tests import numpy_reference as npref
-from tests.layer_contract import ContractSpec, contract_checks
+from tests.layer_contract import contract_checks
+from tests.layers.score_specs import rand, score_attention_spec
 
-SPEC = ContractSpec(
-    ConcatAttention,
-    init_kwargs={"units": 8},
-    inputs={"query": ("Tq", 8), "value": ("Tv", 6)},
-    value_masks={"value_mask": "Tv"},
-    query_mask="query_mask",
-    causal=True,
-    dropout_kwargs={"dropout": 0.5},
-)
-
-
-def _rand(*shape):
-    return np.random.default_rng(sum(shape)).standard_normal(shape).astype("float32")
+SPEC = score_attention_spec(ConcatAttention, value_dim=6, units=8)
 
 
 @pytest.mark.parametrize("check", contract_checks())
@@ -28,7 +17,7 @@ def test_layer_contract(check, tmp_path):
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_matches_numpy_formula(use_bias):
     layer = ConcatAttention(units=7, use_bias=use_bias, bias_initializer="random_normal")
-    s, h, v = _rand(2, 3, 6), _rand(2, 5, 4), _rand(2, 5, 3)
+    s, h, v = rand(2, 3, 6), rand(2, 5, 4), rand(2, 5, 3)
     context, weights = layer(s, v, key=h, return_attention_scores=True)
     W, va = np.asarray(layer.kernel), np.asarray(layer.attention_v)
     assert W.shape == (10, 7)
@@ -42,7 +31,7 @@ def test_concat_equals_additive_with_split_kernel():
     """vᵀ tanh(W [s; h] + b) is Bahdanau's vᵀ tanh(W_s s + W_h h + b) with W = [W_s; W_h]."""
     from keras_attention.layers import AdditiveAttention
 
-    s, h = _rand(2, 3, 6), _rand(2, 5, 4)
+    s, h = rand(2, 3, 6), rand(2, 5, 4)
     concat = ConcatAttention(units=5, bias_initializer="random_normal")
     concat(s, h)
     additive = AdditiveAttention(units=5)

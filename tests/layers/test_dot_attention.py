@@ -4,21 +4,10 @@ import pytest
 
 from keras_attention.layers import DotAttention
 from tests import numpy_reference as npref
-from tests.layer_contract import ContractSpec, contract_checks
+from tests.layer_contract import contract_checks
+from tests.layers.score_specs import rand, score_attention_spec
 
-SPEC = ContractSpec(
-    DotAttention,
-    init_kwargs={},
-    inputs={"query": ("Tq", 8), "value": ("Tv", 8)},
-    value_masks={"value_mask": "Tv"},
-    query_mask="query_mask",
-    causal=True,
-    dropout_kwargs={"dropout": 0.5},
-)
-
-
-def _rand(*shape):
-    return np.random.default_rng(sum(shape)).standard_normal(shape).astype("float32")
+SPEC = score_attention_spec(DotAttention)
 
 
 @pytest.mark.parametrize("check", contract_checks())
@@ -28,7 +17,7 @@ def test_layer_contract(check, tmp_path):
 
 def test_matches_numpy_formula():
     layer = DotAttention()
-    s, h = _rand(2, 3, 6), _rand(2, 5, 6)
+    s, h = rand(2, 3, 6), rand(2, 5, 6)
     context, weights = layer(s, h, return_attention_scores=True)
     ref_context, ref_weights = npref.attend(npref.dot_scores(s, h), h)
     np.testing.assert_allclose(np.asarray(weights), ref_weights, atol=1e-5)
@@ -37,7 +26,7 @@ def test_matches_numpy_formula():
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_matches_keras_attention_dot(causal):
-    s, h = _rand(3, 6, 8), _rand(3, 6, 8)
+    s, h = rand(3, 6, 8), rand(3, 6, 8)
     query_mask = np.ones((3, 6), bool)
     query_mask[0, -1] = False
     value_mask = np.ones((3, 6), bool)
@@ -59,4 +48,4 @@ def test_rejects_mismatched_depths():
     with pytest.raises(
         ValueError, match=r"query depth must equal the key depth.*Received: query_dim=6, key_dim=4"
     ):
-        DotAttention()(_rand(2, 3, 6), _rand(2, 5, 4))
+        DotAttention()(rand(2, 3, 6), rand(2, 5, 4))

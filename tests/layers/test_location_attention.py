@@ -3,21 +3,10 @@ import pytest
 
 from keras_attention.layers import LocationAttention
 from tests import numpy_reference as npref
-from tests.layer_contract import ContractSpec, contract_checks
+from tests.layer_contract import contract_checks
+from tests.layers.score_specs import rand, score_attention_spec
 
-SPEC = ContractSpec(
-    LocationAttention,
-    init_kwargs={"max_length": 12},
-    inputs={"query": ("Tq", 8), "value": ("Tv", 6)},
-    value_masks={"value_mask": "Tv"},
-    query_mask="query_mask",
-    causal=True,
-    dropout_kwargs={"dropout": 0.5},
-)
-
-
-def _rand(*shape):
-    return np.random.default_rng(sum(shape)).standard_normal(shape).astype("float32")
+SPEC = score_attention_spec(LocationAttention, value_dim=6, max_length=12)
 
 
 @pytest.mark.parametrize("check", contract_checks())
@@ -27,7 +16,7 @@ def test_layer_contract(check, tmp_path):
 
 def test_matches_numpy_formula():
     layer = LocationAttention(max_length=9, bias_initializer="random_normal")
-    s, v = _rand(2, 3, 6), _rand(2, 5, 4)
+    s, v = rand(2, 3, 6), rand(2, 5, 4)
     mask = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], bool)
     context, weights = layer(s, v, value_mask=mask, return_attention_scores=True)
     W, b = np.asarray(layer.kernel), np.asarray(layer.bias)
@@ -39,17 +28,17 @@ def test_matches_numpy_formula():
 
 def test_weights_depend_on_the_query_only():
     layer = LocationAttention(max_length=6)
-    s = _rand(2, 3, 4)
-    _, w1 = layer(s, _rand(2, 6, 5), return_attention_scores=True)
-    _, w2 = layer(s, _rand(2, 6, 5), return_attention_scores=True)
+    s = rand(2, 3, 4)
+    _, w1 = layer(s, rand(2, 6, 5), return_attention_scores=True)
+    _, w2 = layer(s, rand(2, 6, 5), return_attention_scores=True)
     np.testing.assert_array_equal(np.asarray(w1), np.asarray(w2))
 
 
 def test_shorter_memory_renormalises_over_its_own_positions():
     layer = LocationAttention(max_length=8, bias_initializer="random_normal")
-    s = _rand(2, 1, 4)
-    _, w_full = layer(s, _rand(2, 8, 3), return_attention_scores=True)
-    _, w_short = layer(s, _rand(2, 3, 3), return_attention_scores=True)
+    s = rand(2, 1, 4)
+    _, w_full = layer(s, rand(2, 8, 3), return_attention_scores=True)
+    _, w_short = layer(s, rand(2, 3, 3), return_attention_scores=True)
     full = np.asarray(w_full)[..., :3]
     np.testing.assert_allclose(np.asarray(w_short), full / full.sum(-1, keepdims=True), atol=1e-6)
 
@@ -59,7 +48,7 @@ def test_rejects_memory_longer_than_max_length():
     with pytest.raises(
         ValueError, match=r"longer than `max_length=4`.*Received: value.shape=\(2, 5, 3\)"
     ):
-        layer(_rand(2, 3), _rand(2, 5, 3))
+        layer(rand(2, 3), rand(2, 5, 3))
 
 
 @pytest.mark.parametrize("max_length", [0, -2, 3.0, None])

@@ -3,21 +3,10 @@ import pytest
 
 from keras_attention.layers import ScaledDotAttention
 from tests import numpy_reference as npref
-from tests.layer_contract import ContractSpec, contract_checks
+from tests.layer_contract import contract_checks
+from tests.layers.score_specs import rand, score_attention_spec
 
-SPEC = ContractSpec(
-    ScaledDotAttention,
-    init_kwargs={},
-    inputs={"query": ("Tq", 8), "value": ("Tv", 8)},
-    value_masks={"value_mask": "Tv"},
-    query_mask="query_mask",
-    causal=True,
-    dropout_kwargs={"dropout": 0.5},
-)
-
-
-def _rand(*shape):
-    return np.random.default_rng(sum(shape)).standard_normal(shape).astype("float32")
+SPEC = score_attention_spec(ScaledDotAttention)
 
 
 @pytest.mark.parametrize("check", contract_checks())
@@ -27,7 +16,7 @@ def test_layer_contract(check, tmp_path):
 
 def test_matches_numpy_formula():
     layer = ScaledDotAttention()
-    s, h, v = _rand(2, 3, 16), _rand(2, 5, 16), _rand(2, 5, 3)
+    s, h, v = rand(2, 3, 16), rand(2, 5, 16), rand(2, 5, 3)
     context, weights = layer(s, v, key=h, return_attention_scores=True)
     ref_context, ref_weights = npref.attend(npref.scaled_dot_scores(s, h), v)
     np.testing.assert_allclose(np.asarray(weights), ref_weights, atol=1e-5)
@@ -35,7 +24,7 @@ def test_matches_numpy_formula():
 
 
 def test_custom_scale():
-    s, h = _rand(2, 3, 4), _rand(2, 5, 4)
+    s, h = rand(2, 3, 4), rand(2, 5, 4)
     _, weights = ScaledDotAttention(scale=0.25)(s, h, return_attention_scores=True)
     _, ref_weights = npref.attend(0.25 * npref.dot_scores(s, h), h)
     np.testing.assert_allclose(np.asarray(weights), ref_weights, atol=1e-5)
@@ -49,4 +38,4 @@ def test_rejects_bad_scale(scale):
 
 def test_rejects_mismatched_depths():
     with pytest.raises(ValueError, match=r"Received: query_dim=8, key_dim=4"):
-        ScaledDotAttention()(_rand(2, 3, 8), _rand(2, 5, 6), key=_rand(2, 5, 4))
+        ScaledDotAttention()(rand(2, 3, 8), rand(2, 5, 6), key=rand(2, 5, 4))
