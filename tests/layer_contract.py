@@ -221,9 +221,9 @@ def check_padding_masks(spec, tmp_path):
     assert np.all(np.isfinite(output)), "NaN/inf in the output with a fully masked row"
     np.testing.assert_array_equal(output[-1], 0.0, err_msg="fully masked row must give zeros")
     for _arg, mask in masks.items():
-        if weights is not None:
-            padded = ~mask[:, None, :] if weights.ndim == 3 else ~mask
-            padded = np.broadcast_to(padded, weights.shape)
+        if weights is not None:  # (B, Tv), (B, Tq, Tv) or per head (B, H, Tq, Tv)
+            padded = mask.reshape((mask.shape[0],) + (1,) * (weights.ndim - 2) + (mask.shape[1],))
+            padded = np.broadcast_to(~padded, weights.shape)
             assert np.all(weights[padded] == 0.0), "padded positions must get exactly zero weight"
             np.testing.assert_array_equal(weights[-1], 0.0)
     # Changing padded inputs changes no output.
@@ -253,8 +253,8 @@ def check_query_mask(spec, tmp_path):
     output, weights = call_layer(spec, layer, arrays, {spec.query_mask: query_mask})
     out = _np(output)
     np.testing.assert_array_equal(out[~query_mask], 0.0)
-    if weights is not None:
-        np.testing.assert_array_equal(_np(weights)[~query_mask], 0.0)
+    if weights is not None:  # the query axis is the second to last: (B, [H,] Tq, Tv)
+        np.testing.assert_array_equal(np.moveaxis(_np(weights), -2, 1)[~query_mask], 0.0)
     np.testing.assert_array_equal(_np(getattr(output, "_keras_mask", None)), query_mask)
     assert np.all(np.isfinite(out))
     # Implicit Keras mask on the query: honoured and carried the same way.
@@ -279,7 +279,7 @@ def check_causal(spec, tmp_path):
     full, full_weights = call_layer(spec, layer, arrays, use_causal_mask=True)
     if full_weights is not None:
         upper = np.triu(np.ones((length, length), bool), k=1)
-        assert np.all(_np(full_weights)[:, upper] == 0.0), "weights on future positions"
+        assert np.all(_np(full_weights)[..., upper] == 0.0), "weights on future positions"
     # Outputs on a prefix equal the prefix of the full output.
     short = {k: v[:, :prefix] for k, v in arrays.items()}
     part, _ = call_layer(spec, layer, short, use_causal_mask=True)

@@ -6,6 +6,7 @@ from keras_attention.layers.bilinear_attention import BilinearAttention
 from keras_attention.layers.concat_attention import ConcatAttention
 from keras_attention.layers.dot_attention import DotAttention
 from keras_attention.layers.location_attention import LocationAttention
+from keras_attention.layers.multi_head_attention import MultiHeadAttention
 from keras_attention.layers.scaled_dot_attention import ScaledDotAttention
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "ConcatAttention",
     "DotAttention",
     "LocationAttention",
+    "MultiHeadAttention",
     "ScaledDotAttention",
 ]

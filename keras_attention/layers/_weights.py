@@ -28,7 +28,7 @@ class WeightOptionsMixin:
             shape=shape,
             # A fresh initializer per weight: a seeded initializer object shared by two
             # weights would give both the same values.
-            initializer=_clone(self.kernel_initializer),
+            initializer=clone_initializer(self.kernel_initializer),
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
@@ -37,7 +37,7 @@ class WeightOptionsMixin:
         return self.add_weight(
             name=name,
             shape=shape,
-            initializer=_clone(self.bias_initializer),
+            initializer=clone_initializer(self.bias_initializer),
             regularizer=self.bias_regularizer,
             constraint=self.bias_constraint,
         )
@@ -52,14 +52,23 @@ class WeightOptionsMixin:
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
         }
 
+    def _sublayer_weight_options(self):
+        """The options as keyword arguments for a sublayer, with fresh initializers."""
+        return {
+            **self._weight_options_config(),
+            "kernel_initializer": clone_initializer(self.kernel_initializer),
+            "bias_initializer": clone_initializer(self.bias_initializer),
+        }
 
-def _clone(initializer):
+
+def clone_initializer(initializer):
     return initializer.__class__.from_config(initializer.get_config())
 
 
-def validate_units(layer_name, units):
-    if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
+def positive_int(layer_name, name, value):
+    """Returns `value` if it is a positive int, else raises `ValueError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(
-            f"{layer_name}: `units` must be a positive integer. Received: units={units!r}"
+            f"{layer_name}: `{name}` must be a positive integer. Received: {name}={value!r}"
         )
-    return units
+    return value

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_attention.layers._weights import WeightOptionsMixin, validate_units
+from keras_attention.layers._weights import WeightOptionsMixin, positive_int
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import additive_score
 
@@ -69,7 +69,7 @@ class AdditiveAttention(WeightOptionsMixin, BaseScoreAttention):
         **kwargs,
     ):
         super().__init__(dropout=dropout, seed=seed, **kwargs)
-        self.units = validate_units(type(self).__name__, units)
+        self.units = positive_int(type(self).__name__, "units", units)
         self.use_bias = bool(use_bias)
         self.normalize = bool(normalize)
         self._set_weight_options(

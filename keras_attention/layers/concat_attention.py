@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_attention.layers._weights import WeightOptionsMixin, validate_units
+from keras_attention.layers._weights import WeightOptionsMixin, positive_int
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import concat_score
 
@@ -62,7 +62,7 @@ class ConcatAttention(WeightOptionsMixin, BaseScoreAttention):
         **kwargs,
     ):
         super().__init__(dropout=dropout, seed=seed, **kwargs)
-        self.units = validate_units(type(self).__name__, units)
+        self.units = positive_int(type(self).__name__, "units", units)
         self.use_bias = bool(use_bias)
         self._set_weight_options(
             kernel_initializer,

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_attention.layers._weights import WeightOptionsMixin
+from keras_attention.layers._weights import WeightOptionsMixin, positive_int
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import location_score
 
@@ -65,11 +65,7 @@ class LocationAttention(WeightOptionsMixin, BaseScoreAttention):
         **kwargs,
     ):
         super().__init__(dropout=dropout, seed=seed, **kwargs)
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
-            raise ValueError(
-                f"LocationAttention: `max_length` must be a positive integer. Received: max_length={max_length!r}"
-            )
-        self.max_length = max_length
+        self.max_length = positive_int("LocationAttention", "max_length", max_length)
         self.use_bias = bool(use_bias)
         self._set_weight_options(
             kernel_initializer,

@@ -1,0 +1,265 @@
+"""Multi-head attention: self and cross, grouped-query heads, causal and padding masks."""
+
+import contextlib
+import math
+
+import keras
+from keras import ops
+
+from keras_attention.layers._weights import WeightOptionsMixin, positive_int
+from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
+    """Multi-head scaled dot-product attention (Vaswani et al. 2017).
+
+    `head_i = softmax(Q_i K_iᵀ / √key_dim) V_i` with `Q_i = query W_i^Q`,
+    `K_i = key W_i^K`, `V_i = value W_i^V`, and the output `[head_1; ...;
+    head_h] W^O`. With `num_key_value_heads < num_heads` the keys and values
+    have fewer heads, each shared by `num_heads // num_key_value_heads` query
+    heads (grouped-query attention; `1` is multi-query attention).
+
+    The weight layout is that of `keras.layers.MultiHeadAttention`, so weights
+    copy over with `set_weights(keras_layer.get_weights())`. Unlike it, an
+    explicit `query_mask` is never replaced by the implicit one, padded query
+    positions output exact zeros, a fully masked row gives zeros (not NaN or a
+    uniform average) in float16, and the causal mask lowers to TFLite builtins.
+
+    Args:
+        num_heads: positive int, the number of query heads.
+        key_dim: positive int, the size of each query and key head.
+        value_dim: positive int, the size of each value head. Defaults to
+            `key_dim`.
+        num_key_value_heads: positive int dividing `num_heads`. Defaults to
+            `num_heads` (ordinary multi-head attention).
+        dropout: float in `[0, 1)`, dropout on the attention weights in
+            training. Defaults to `0.0`.
+        use_bias: bool, biases in the projections. Defaults to `True`.
+        output_dim: positive int, the output size. Defaults to the query depth.
+        kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, kernel_constraint, bias_constraint: for the four
+            projections.
+        seed: optional int, dropout seed.
+        **kwargs: base layer arguments.
+
+    Call arguments:
+        query: `(batch_size, Tq, dq)`.
+        value: `(batch_size, Tv, dv)`.
+        key: optional `(batch_size, Tv, dk)`; defaults to `value`.
+        query_mask, value_mask, key_mask: boolean padding masks, filled from
+            the inputs' Keras masks when not given.
+        attention_mask: boolean `(batch_size, Tq, Tv)`, ANDed with the others.
+        use_causal_mask: bool, query `i` attends to positions `<= i`.
+        return_attention_scores: bool, also return the per-head weights.
+        training: bool, whether dropout is active.
+
+    Returns:
+        `(batch_size, Tq, output_dim)`, and with `return_attention_scores=True`
+        the weights `(batch_size, num_heads, Tq, Tv)` (before dropout).
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = MultiHeadAttention(num_heads=4, key_dim=8, num_key_value_heads=2)
+    >>> x = np.random.rand(2, 5, 16).astype("float32")
+    >>> y, scores = layer(x, x, use_causal_mask=True, return_attention_scores=True)
+    >>> tuple(y.shape), tuple(scores.shape)
+    ((2, 5, 16), (2, 4, 5, 5))
+
+    References:
+        Vaswani et al., 2017, "Attention Is All You Need"; Ainslie et al.,
+        2023, "GQA: Training Generalized Multi-Query Transformer Models".
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        value_dim=None,
+        num_key_value_heads=None,
+        dropout=0.0,
+        use_bias=True,
+        output_dim=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = positive_int("MultiHeadAttention", "num_heads", num_heads)
+        self.key_dim = positive_int("MultiHeadAttention", "key_dim", key_dim)
+        self.value_dim = positive_int(
+            "MultiHeadAttention", "value_dim", value_dim if value_dim is not None else key_dim
+        )
+        self.num_key_value_heads = positive_int(
+            "MultiHeadAttention",
+            "num_key_value_heads",
+            num_key_value_heads if num_key_value_heads is not None else num_heads,
+        )
+        if self.num_heads % self.num_key_value_heads:
+            raise ValueError(
+                "`num_heads` must be a multiple of `num_key_value_heads`. "
+                f"Received: num_heads={num_heads}, num_key_value_heads={num_key_value_heads}"
+            )
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, int | float)
+            or not 0.0 <= dropout < 1.0
+        ):
+            raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={dropout!r}")
+        self.dropout = float(dropout)
+        self.use_bias = bool(use_bias)
+        self.output_dim = (
+            None
+            if output_dim is None
+            else positive_int("MultiHeadAttention", "output_dim", output_dim)
+        )
+        self.seed = seed
+        self._set_weight_options(
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            kernel_constraint,
+            bias_constraint,
+        )
+        self.supports_masking = True
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        query_shape, value_shape = tuple(query_shape), tuple(value_shape)
+        key_shape = value_shape if key_shape is None else tuple(key_shape)
+        for arg, shape in (("query", query_shape), ("value", value_shape), ("key", key_shape)):
+            if len(shape) != 3:
+                raise ValueError(
+                    f"MultiHeadAttention: `{arg}` must have rank 3 `(batch_size, length, dim)`. "
+                    f"Received: {arg}.shape={shape}"
+                )
+            if shape[-1] is None:
+                raise ValueError(
+                    f"MultiHeadAttention: the last dimension of `{arg}` must be known. "
+                    f"Received: {arg}.shape={shape}"
+                )
+        if None not in (key_shape[1], value_shape[1]) and key_shape[1] != value_shape[1]:
+            raise ValueError(
+                "MultiHeadAttention: `key` and `value` must have the same length. "
+                f"Received: key.shape={key_shape}, value.shape={value_shape}"
+            )
+        bias = "de" if self.use_bias else None
+        self._query_dense = self._projection("query", (self.num_heads, self.key_dim), bias)
+        self._query_dense.build(query_shape)
+        self._key_dense = self._projection("key", (self.num_key_value_heads, self.key_dim), bias)
+        self._key_dense.build(key_shape)
+        self._value_dense = self._projection(
+            "value", (self.num_key_value_heads, self.value_dim), bias
+        )
+        self._value_dense.build(value_shape)
+        self._output_dense = keras.layers.EinsumDense(
+            "abcd,cde->abe",
+            output_shape=(None, self.output_dim or query_shape[-1]),
+            bias_axes="e" if self.use_bias else None,
+            name="attention_output",
+            dtype=self.dtype_policy,
+            **self._sublayer_weight_options(),
+        )
+        self._output_dense.build(query_shape[:2] + (self.num_heads, self.value_dim))
+        self._dropout_layer = keras.layers.Dropout(
+            self.dropout, seed=self.seed, dtype=self.dtype_policy, name="attention_dropout"
+        )
+        self.built = True
+
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        return_attention_scores=False,
+        training=None,
+    ):
+        if key is None:
+            key = value
+        # The masks were taken as arguments; the projections get mask-free inputs (a copy, so
+        # the caller's tensors keep their masks).
+        query_heads = self._query_dense(_without_keras_mask(query))  # (B, Tq, H, key_dim)
+        key_heads = self._key_dense(_without_keras_mask(key))  # (B, Tv, Hkv, key_dim)
+        value_heads = self._value_dense(_without_keras_mask(value))  # (B, Tv, Hkv, value_dim)
+        groups = self.num_heads // self.num_key_value_heads
+        if groups > 1:  # query head h reads key/value head h // groups
+            key_heads = ops.repeat(key_heads, groups, axis=2)
+            value_heads = ops.repeat(value_heads, groups, axis=2)
+        query_heads = query_heads * ops.cast(1.0 / math.sqrt(self.key_dim), query_heads.dtype)
+        scores = ops.einsum("bqhd,bkhd->bhqk", query_heads, key_heads)  # (B, H, Tq, Tv)
+        mask = compute_attention_mask(
+            query_mask=query_mask,
+            value_mask=merge_padding_masks(value_mask, key_mask),
+            attention_mask=attention_mask,
+            use_causal_mask=use_causal_mask,
+            query_length=ops.shape(query)[1],
+            value_length=ops.shape(value)[1],
+        )
+        if mask is not None:
+            mask = ops.expand_dims(mask, 1)  # (B, 1, Tq, Tv)
+        weights = masked_softmax(scores, mask)
+        dropped = self._dropout_layer(weights, training=training)
+        context = ops.einsum("bhqk,bkhd->bqhd", dropped, value_heads)  # (B, Tq, H, value_dim)
+        output = self._output_dense(context)  # (B, Tq, output_dim)
+        if query_mask is not None:
+            query_mask = ops.cast(query_mask, "bool")
+            output = ops.where(ops.expand_dims(query_mask, -1), output, ops.zeros_like(output))
+            with contextlib.suppress(AttributeError):
+                output._keras_mask = query_mask
+        if return_attention_scores:
+            return output, weights
+        return output
+
+    def compute_mask(self, query, previous_mask=None):
+        return previous_mask
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        return tuple(query_shape[:-1]) + (self.output_dim or query_shape[-1],)
+
+    def compute_output_spec(self, query, value, key=None, return_attention_scores=False, **kwargs):
+        output = keras.KerasTensor(
+            self.compute_output_shape(query.shape, value.shape), dtype=self.compute_dtype
+        )
+        if not return_attention_scores:
+            return output
+        scores_shape = (query.shape[0], self.num_heads, query.shape[1], value.shape[1])
+        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "value_dim": self.value_dim,
+            "num_key_value_heads": self.num_key_value_heads,
+            "dropout": self.dropout,
+            "use_bias": self.use_bias,
+            "output_dim": self.output_dim,
+            "seed": self.seed,
+            **self._weight_options_config(),
+        }
+
+    def _projection(self, name, heads_shape, bias_axes):
+        return keras.layers.EinsumDense(
+            "abc,cde->abde",
+            output_shape=(None,) + heads_shape,
+            bias_axes=bias_axes,
+            name=name,
+            dtype=self.dtype_policy,
+            **self._sublayer_weight_options(),
+        )
+
+
+def _without_keras_mask(x):
+    return ops.copy(x) if getattr(x, "_keras_mask", None) is not None else x

@@ -1,0 +1,171 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_attention.layers import MultiHeadAttention
+from tests.layer_contract import ContractSpec, contract_checks, convert_builtins_only, run_tflite
+from tests.layers.score_specs import rand
+
+SPECS = {
+    "multi_head": ContractSpec(
+        MultiHeadAttention,
+        init_kwargs={"num_heads": 2, "key_dim": 4},
+        inputs={"query": ("Tq", 8), "value": ("Tv", 6)},
+        value_masks={"value_mask": "Tv"},
+        query_mask="query_mask",
+        causal=True,
+        dropout_kwargs={"dropout": 0.5},
+    ),
+    "grouped_query": ContractSpec(
+        MultiHeadAttention,
+        init_kwargs={
+            "num_heads": 4,
+            "key_dim": 4,
+            "value_dim": 3,
+            "num_key_value_heads": 2,
+            "output_dim": 5,
+        },
+        inputs={"query": ("Tq", 8), "value": ("Tv", 6)},
+        value_masks={"value_mask": "Tv"},
+        query_mask="query_mask",
+        causal=True,
+        dropout_kwargs={"dropout": 0.5},
+    ),
+}
+
+
+@pytest.mark.parametrize("spec", list(SPECS.values()), ids=list(SPECS))
+@pytest.mark.parametrize("check", contract_checks())
+def test_layer_contract(check, spec, tmp_path):
+    check(spec, tmp_path)
+
+
+def _copy_from_keras(ours, theirs, query, value, key=None):
+    theirs(query, value, key=key)
+    ours(query, value, key=key)
+    ours.set_weights(theirs.get_weights())
+
+
+CASES = {
+    "self": dict(query=(2, 6, 8), value=None, key=None, causal=False, padded=False),
+    "cross": dict(query=(2, 4, 8), value=(2, 7, 6), key=(2, 7, 5), causal=False, padded=False),
+    "causal": dict(query=(2, 6, 8), value=None, key=None, causal=True, padded=False),
+    "padded": dict(query=(3, 5, 8), value=(3, 7, 6), key=None, causal=False, padded=True),
+    "padded_causal": dict(query=(3, 6, 8), value=None, key=None, causal=True, padded=True),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_keras_multi_head_attention(case):
+    c = CASES[case]
+    query = rand(*c["query"])
+    value = query if c["value"] is None else rand(*c["value"])
+    key = None if c["key"] is None else rand(*c["key"])
+    kwargs = {"use_causal_mask": c["causal"], "return_attention_scores": True}
+    query_mask = np.ones(query.shape[:2], bool)
+    if c["padded"]:
+        query_mask[0, -2:] = False
+        value_mask = np.arange(value.shape[1])[None, :] < np.array([[value.shape[1] - 2], [3], [1]])
+        kwargs.update(query_mask=query_mask, value_mask=value_mask)
+    theirs = keras.layers.MultiHeadAttention(num_heads=3, key_dim=4, value_dim=5)
+    ours = MultiHeadAttention(num_heads=3, key_dim=4, value_dim=5)
+    _copy_from_keras(ours, theirs, query, value, key)
+    expected, expected_scores = theirs(query, value, key=key, **kwargs)
+    actual, actual_scores = ours(query, value, key=key, **kwargs)
+    # keras leaves padded query rows unmasked in the output; ours are exactly zero there.
+    np.testing.assert_allclose(
+        np.asarray(actual)[query_mask], np.asarray(expected)[query_mask], rtol=0, atol=1e-5
+    )
+    np.testing.assert_array_equal(np.asarray(actual)[~query_mask], 0.0)
+    rows = np.moveaxis(np.asarray(actual_scores), 1, 2)[query_mask]
+    np.testing.assert_allclose(
+        rows, np.moveaxis(np.asarray(expected_scores), 1, 2)[query_mask], rtol=0, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_grouped_query_matches_keras_grouped_query_attention(causal):
+    x, memory = rand(2, 6, 8), rand(2, 6, 7)
+    theirs = keras.layers.GroupQueryAttention(head_dim=4, num_query_heads=4, num_key_value_heads=2)
+    ours = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2)
+    _copy_from_keras(ours, theirs, x, memory)
+    expected, expected_scores = theirs(
+        x, memory, use_causal_mask=causal, return_attention_scores=True
+    )
+    actual, actual_scores = ours(x, memory, use_causal_mask=causal, return_attention_scores=True)
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(actual_scores), np.asarray(expected_scores), rtol=0, atol=1e-5
+    )
+
+
+def test_implicit_masks_are_used_and_the_callers_tensors_keep_them(recwarn):
+    tokens = np.array([[3, 5, 0, 0], [2, 0, 0, 0]])
+    x = keras.layers.Embedding(10, 8, mask_zero=True)(tokens)
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    output, scores = layer(x, x, return_attention_scores=True)
+    np.testing.assert_array_equal(np.asarray(x._keras_mask), tokens > 0)  # not stripped
+    np.testing.assert_array_equal(np.asarray(output._keras_mask), tokens > 0)
+    assert np.all(
+        np.asarray(scores)[np.broadcast_to(~(tokens > 0)[:, None, None, :], scores.shape)] == 0
+    )
+    assert not [w for w in recwarn if "destroy the mask" in str(w.message)]
+
+
+def test_multi_query_attention_has_one_key_value_head():
+    layer = MultiHeadAttention(num_heads=4, key_dim=8, num_key_value_heads=1)
+    layer(rand(2, 3, 16), rand(2, 5, 16))
+    assert tuple(layer._key_dense.kernel.shape) == (16, 1, 8)
+    assert tuple(layer._query_dense.kernel.shape) == (16, 4, 8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"num_heads": 0, "key_dim": 4},
+            r"`num_heads` must be a positive integer. Received: num_heads=0",
+        ),
+        (
+            {"num_heads": 2, "key_dim": -1},
+            r"`key_dim` must be a positive integer. Received: key_dim=-1",
+        ),
+        (
+            {"num_heads": 4, "key_dim": 4, "num_key_value_heads": 3},
+            r"multiple of `num_key_value_heads`. Received: num_heads=4, num_key_value_heads=3",
+        ),
+        ({"num_heads": 2, "key_dim": 4, "dropout": 1.0}, r"Received: dropout=1.0"),
+        ({"num_heads": 2, "key_dim": 4, "output_dim": 0}, r"Received: output_dim=0"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MultiHeadAttention(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("query_shape", "value_shape", "key_shape", "message"),
+    [
+        ((2, 8), (2, 5, 8), None, r"`query` must have rank 3 .* Received: query.shape=\(2, 8\)"),
+        ((2, 3, 8), (2, 5, 8), (2, 4, 8), r"same length. Received: key.shape=\(2, 4, 8\)"),
+    ],
+)
+def test_bad_shapes_raise(query_shape, value_shape, key_shape, message):
+    key = None if key_shape is None else rand(*key_shape)
+    with pytest.raises(ValueError, match=message):
+        MultiHeadAttention(num_heads=2, key_dim=4)(rand(*query_shape), rand(*value_shape), key=key)
+
+
+def _causal_model(layer):
+    x = keras.Input((None, 8), name="x")
+    return keras.Model(x, layer(x, x, use_causal_mask=True))
+
+
+@pytest.mark.slow
+def test_causal_self_attention_converts_to_tflite_builtins(tmp_path):
+    model = _causal_model(MultiHeadAttention(num_heads=2, key_dim=4, num_key_value_heads=1))
+    flatbuffer = convert_builtins_only(model, tmp_path)
+    for length in (5, 11):
+        x = rand(2, length, 8)
+        actual = next(iter(run_tflite(flatbuffer, {"x": x}).values()))
+        np.testing.assert_allclose(actual, np.asarray(model(x)), rtol=0, atol=1e-5)
