@@ -52,11 +52,24 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         attention_mask: boolean `(batch_size, Tq, Tv)`, ANDed with the others.
         use_causal_mask: bool, query `i` attends to positions `<= i`.
         return_attention_scores: bool, also return the per-head weights.
+        cache: optional `(key_cache, value_cache)` for decoding, of shapes
+            `(batch_size, max_length, num_key_value_heads, key_dim)` and
+            `(batch_size, max_length, num_key_value_heads, value_dim)` (rank 4,
+            so a decode step converts to TFLite builtins); see `init_cache`.
+            The keys and values of this call are written at
+            `cache_update_index` and the query attends causally over the
+            cache: query `i` sees cache positions `<= cache_update_index + i`.
+            Prefill is a call with the prompt at index `0`; a decode step a
+            call with one token at index `t`.
+        cache_update_index: int or scalar int tensor, where this call's keys
+            and values go in the cache (required with `cache`).
         training: bool, whether dropout is active.
 
     Returns:
-        `(batch_size, Tq, output_dim)`, and with `return_attention_scores=True`
-        the weights `(batch_size, num_heads, Tq, Tv)` (before dropout).
+        `(batch_size, Tq, output_dim)`, then the weights
+        `(batch_size, num_heads, Tq, Tv)` (before dropout) with
+        `return_attention_scores=True` (`Tv = max_length` with a cache), then
+        the updated `(key_cache, value_cache)` when a cache was given.
 
     Example:
 
@@ -183,15 +196,33 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         attention_mask=None,
         use_causal_mask=False,
         return_attention_scores=False,
+        cache=None,
+        cache_update_index=None,
         training=None,
     ):
         if key is None:
             key = value
+        if cache is not None and cache_update_index is None:
+            raise ValueError(
+                "MultiHeadAttention: `cache` needs `cache_update_index`. Received: cache_update_index=None"
+            )
         # The masks were taken as arguments; the projections get mask-free inputs (a copy, so
         # the caller's tensors keep their masks).
         query_heads = self._query_dense(_without_keras_mask(query))  # (B, Tq, H, key_dim)
         key_heads = self._key_dense(_without_keras_mask(key))  # (B, Tv, Hkv, key_dim)
         value_heads = self._value_dense(_without_keras_mask(value))  # (B, Tv, Hkv, value_dim)
+        causal_offset = 0
+        if cache is not None:
+            key_cache, value_cache = self._validate_cache(cache)
+            start = [0, cache_update_index, 0, 0]
+            key_heads = ops.slice_update(key_cache, start, ops.cast(key_heads, key_cache.dtype))
+            value_heads = ops.slice_update(
+                value_cache, start, ops.cast(value_heads, value_cache.dtype)
+            )
+            cache = (key_heads, value_heads)  # (B, max_length, Hkv, d)
+            key_heads = ops.cast(key_heads, query_heads.dtype)
+            value_heads = ops.cast(value_heads, query_heads.dtype)
+            use_causal_mask, causal_offset = True, cache_update_index
         groups = self.num_heads // self.num_key_value_heads
         if groups > 1:  # query head h reads key/value head h // groups
             key_heads = ops.repeat(key_heads, groups, axis=2)
@@ -203,8 +234,9 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             value_mask=merge_padding_masks(value_mask, key_mask),
             attention_mask=attention_mask,
             use_causal_mask=use_causal_mask,
-            query_length=ops.shape(query)[1],
-            value_length=ops.shape(value)[1],
+            query_length=ops.shape(query_heads)[1],
+            value_length=ops.shape(key_heads)[1],
+            causal_offset=causal_offset,
         )
         if mask is not None:
             mask = ops.expand_dims(mask, 1)  # (B, 1, Tq, Tv)
@@ -217,9 +249,21 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             output = ops.where(ops.expand_dims(query_mask, -1), output, ops.zeros_like(output))
             with contextlib.suppress(AttributeError):
                 output._keras_mask = query_mask
+        results = (output,)
         if return_attention_scores:
-            return output, weights
-        return output
+            results += (weights,)
+        if cache is not None:
+            results += (cache,)
+        return results[0] if len(results) == 1 else results
+
+    def init_cache(self, batch_size, max_length, dtype=None):
+        """A zero `(key_cache, value_cache)` for decoding up to `max_length` positions."""
+        dtype = dtype or self.compute_dtype
+        heads = self.num_key_value_heads
+        return (
+            ops.zeros((batch_size, max_length, heads, self.key_dim), dtype),
+            ops.zeros((batch_size, max_length, heads, self.value_dim), dtype),
+        )
 
     def compute_mask(self, query, previous_mask=None):
         return previous_mask
@@ -227,14 +271,40 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         return tuple(query_shape[:-1]) + (self.output_dim or query_shape[-1],)
 
-    def compute_output_spec(self, query, value, key=None, return_attention_scores=False, **kwargs):
+    def compute_output_spec(
+        self, query, value, key=None, return_attention_scores=False, cache=None, **kwargs
+    ):
         output = keras.KerasTensor(
             self.compute_output_shape(query.shape, value.shape), dtype=self.compute_dtype
         )
-        if not return_attention_scores:
-            return output
-        scores_shape = (query.shape[0], self.num_heads, query.shape[1], value.shape[1])
-        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
+        results = (output,)
+        if return_attention_scores:
+            memory_length = value.shape[1] if cache is None else cache[0].shape[1]
+            scores_shape = (query.shape[0], self.num_heads, query.shape[1], memory_length)
+            results += (keras.KerasTensor(scores_shape, dtype=self.compute_dtype),)
+        if cache is not None:
+            results += (tuple(keras.KerasTensor(c.shape, dtype=c.dtype) for c in cache),)
+        return results[0] if len(results) == 1 else results
+
+    def _validate_cache(self, cache):
+        expected = (
+            (self.num_key_value_heads, self.key_dim),
+            (self.num_key_value_heads, self.value_dim),
+        )
+        ok = isinstance(cache, list | tuple) and len(cache) == 2
+        ok = ok and all(
+            len(c.shape) == 4 and tuple(c.shape[2:]) == e
+            for c, e in zip(cache, expected, strict=True)
+        )
+        if not ok:
+            shapes = [tuple(c.shape) for c in cache] if isinstance(cache, list | tuple) else cache
+            raise ValueError(
+                "MultiHeadAttention: `cache` must be `(key_cache, value_cache)` of shapes "
+                f"(batch_size, max_length, {expected[0][0]}, {expected[0][1]}) and "
+                f"(batch_size, max_length, {expected[1][0]}, {expected[1][1]}); see `init_cache`. "
+                f"Received: cache={shapes}"
+            )
+        return cache
 
     def get_config(self):
         return {

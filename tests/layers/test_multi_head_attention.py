@@ -169,3 +169,130 @@ def test_causal_self_attention_converts_to_tflite_builtins(tmp_path):
         x = rand(2, length, 8)
         actual = next(iter(run_tflite(flatbuffer, {"x": x}).values()))
         np.testing.assert_allclose(actual, np.asarray(model(x)), rtol=0, atol=1e-5)
+
+
+def _decode_with_cache(layer, x, prefill, **kwargs):
+    """Prefill `prefill` tokens, then feed one token at a time; returns outputs, scores, cache."""
+    cache = layer.init_cache(x.shape[0], x.shape[1])
+    out, scores, cache = layer(
+        x[:, :prefill],
+        x[:, :prefill],
+        cache=cache,
+        cache_update_index=0,
+        return_attention_scores=True,
+        **kwargs,
+    )
+    outputs, all_scores = [np.asarray(out)], [np.asarray(scores)]
+    for t in range(prefill, x.shape[1]):
+        out, scores, cache = layer(
+            x[:, t : t + 1],
+            x[:, t : t + 1],
+            cache=cache,
+            cache_update_index=t,
+            return_attention_scores=True,
+            **kwargs,
+        )
+        outputs.append(np.asarray(out))
+        all_scores.append(np.asarray(scores))
+    return np.concatenate(outputs, 1), np.concatenate(all_scores, 2), cache
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_cached_decoding_equals_the_full_causal_pass(kv_heads):
+    layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=kv_heads)
+    x = rand(2, 9, 8)
+    full, full_scores = layer(x, x, use_causal_mask=True, return_attention_scores=True)
+    decoded, scores, (key_cache, value_cache) = _decode_with_cache(layer, x, prefill=4)
+    np.testing.assert_allclose(decoded, np.asarray(full), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(scores, np.asarray(full_scores), rtol=0, atol=1e-5)
+    assert tuple(key_cache.shape) == (2, 9, kv_heads, 4)  # only the key/value heads are cached
+    keys = np.asarray(layer._key_dense(x))
+    np.testing.assert_allclose(np.asarray(key_cache), keys, rtol=0, atol=1e-6)
+
+
+def test_cached_step_under_xla_with_a_tensor_index():
+    import tensorflow as tf
+
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    x = rand(2, 6, 8)
+    full = np.asarray(layer(x, x, use_causal_mask=True))
+
+    @tf.function(jit_compile=True)
+    def step(token, cache, index):
+        return layer(token, token, cache=cache, cache_update_index=index)
+
+    cache = layer.init_cache(2, 6)
+    for t in range(6):
+        out, cache = step(x[:, t : t + 1], cache, tf.constant(t))
+        np.testing.assert_allclose(np.asarray(out)[:, 0], full[:, t], rtol=0, atol=1e-5)
+
+
+def test_cache_padding_mask_with_left_padded_prompts():
+    """value_mask over cache positions: left padding of a prompt gets no weight at any step."""
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    x = rand(2, 6, 8)
+    valid = np.ones((2, 6), bool)
+    valid[1, :2] = False  # second prompt is left-padded by two tokens
+    decoded, scores, _ = _decode_with_cache(layer, x, prefill=3, value_mask=valid)
+    assert np.all(scores[1, :, :, :2] == 0.0)
+    full = layer(x, x, use_causal_mask=True, value_mask=valid)
+    np.testing.assert_allclose(decoded[:, 2:], np.asarray(full)[:, 2:], rtol=0, atol=1e-5)
+
+
+def test_bad_cache_raises():
+    layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2)
+    x = rand(2, 1, 8)
+    with pytest.raises(ValueError, match=r"`cache` needs `cache_update_index`"):
+        layer(x, x, cache=layer.init_cache(2, 5))
+    wrong = MultiHeadAttention(num_heads=4, key_dim=4).init_cache(2, 5)  # 4 kv heads, not 2
+    with pytest.raises(
+        ValueError, match=r"\(batch_size, max_length, 2, 4\).*Received: cache=\[\(2, 5, 4, 4\)"
+    ):
+        layer(x, x, cache=wrong, cache_update_index=0)
+
+
+@pytest.mark.slow
+def test_cached_decode_step_converts_to_tflite_builtins(tmp_path):
+    """One decode step (token, caches, index) -> (output, caches): builtins only, rank-4 caches."""
+    import tensorflow as tf
+
+    from tests.layer_contract import run_tflite
+
+    layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2)
+    x = rand(2, 7, 8)
+    full = np.asarray(layer(x, x, use_causal_mask=True))
+
+    def step(token, key_cache, value_cache, index):
+        out, (k, v) = layer(token, token, cache=(key_cache, value_cache), cache_update_index=index)
+        return {"output": out, "key_cache": k, "value_cache": v}
+
+    archive = keras.export.ExportArchive()
+    archive.track(layer)
+    archive.add_endpoint(
+        "serving_default",
+        step,
+        input_signature=[
+            tf.TensorSpec((None, 1, 8), tf.float32, name="token"),
+            tf.TensorSpec((None, None, 2, 4), tf.float32, name="key_cache"),
+            tf.TensorSpec((None, None, 2, 4), tf.float32, name="value_cache"),
+            tf.TensorSpec((), tf.int32, name="index"),
+        ],
+    )
+    path = str(tmp_path / "step")
+    archive.write_out(path, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(path)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    flatbuffer = converter.convert()
+    key_cache, value_cache = (np.asarray(c) for c in layer.init_cache(2, 7))
+    for t in range(7):
+        result = run_tflite(
+            flatbuffer,
+            {
+                "token": x[:, t : t + 1],
+                "key_cache": key_cache,
+                "value_cache": value_cache,
+                "index": np.int32(t),
+            },
+        )
+        key_cache, value_cache = result["key_cache"], result["value_cache"]
+        np.testing.assert_allclose(result["output"][:, 0], full[:, t], rtol=0, atol=1e-5)
