@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_attention.layers._weights import WeightOptionsMixin, positive_int
+from keras_attention.layers._common import WeightOptionsMixin, positive_int
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import additive_score
 

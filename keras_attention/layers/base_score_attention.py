@@ -1,10 +1,9 @@
 """The shared call contract of every score-attention layer."""
 
-import contextlib
-
 import keras
 from keras import ops
 
+from keras_attention.layers._common import attach_keras_mask, dropout_rate
 from keras_attention.ops import (
     apply_attention,
     compute_attention_mask,
@@ -63,13 +62,7 @@ class BaseScoreAttention(keras.layers.Layer):
 
     def __init__(self, dropout=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, int | float)
-            or not 0.0 <= dropout < 1.0
-        ):
-            raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = dropout_rate(dropout)
         self.seed = seed
         self.supports_masking = True
 
@@ -145,7 +138,7 @@ class BaseScoreAttention(keras.layers.Layer):
             context = ops.squeeze(context, 1)  # (B, dv)
             weights = ops.squeeze(weights, 1)  # (B, Tv)
         elif query_mask is not None:
-            _attach_keras_mask(context, ops.cast(query_mask, "bool"))
+            attach_keras_mask(context, ops.cast(query_mask, "bool"))
         if return_attention_scores:
             return context, weights
         return context
@@ -229,10 +222,3 @@ def _unpack_mask_list(mask, query_mask, value_mask):
         mask[0] if mask[0] is not None else query_mask,
         mask[1] if mask[1] is not None else value_mask,
     )
-
-
-def _attach_keras_mask(tensor, mask):
-    """Sets the Keras mask of an output tensor (what Keras itself does for implicit masks)."""
-    # Backends whose arrays take no attributes (JAX) carry no masks.
-    with contextlib.suppress(AttributeError):
-        tensor._keras_mask = mask

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_attention.layers._weights import WeightOptionsMixin
+from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import bilinear_score
 

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_attention.layers._weights import WeightOptionsMixin, positive_int
+from keras_attention.layers._common import WeightOptionsMixin, positive_int
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import concat_score
 

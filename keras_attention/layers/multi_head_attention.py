@@ -1,12 +1,16 @@
 """Multi-head attention: self and cross, grouped-query heads, causal and padding masks."""
 
-import contextlib
 import math
 
 import keras
 from keras import ops
 
-from keras_attention.layers._weights import WeightOptionsMixin, positive_int
+from keras_attention.layers._common import (
+    WeightOptionsMixin,
+    attach_keras_mask,
+    dropout_rate,
+    positive_int,
+)
 from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
 
 
@@ -119,13 +123,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                 "`num_heads` must be a multiple of `num_key_value_heads`. "
                 f"Received: num_heads={num_heads}, num_key_value_heads={num_key_value_heads}"
             )
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, int | float)
-            or not 0.0 <= dropout < 1.0
-        ):
-            raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = dropout_rate(dropout)
         self.use_bias = bool(use_bias)
         self.output_dim = (
             None
@@ -247,8 +245,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         if query_mask is not None:
             query_mask = ops.cast(query_mask, "bool")
             output = ops.where(ops.expand_dims(query_mask, -1), output, ops.zeros_like(output))
-            with contextlib.suppress(AttributeError):
-                output._keras_mask = query_mask
+            attach_keras_mask(output, query_mask)
         results = (output,)
         if return_attention_scores:
             results += (weights,)

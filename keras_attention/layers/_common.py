@@ -1,4 +1,6 @@
-"""Initializer / regularizer / constraint options shared by the layers with weights."""
+"""Argument handling shared by the layers: weight options, validation, output masks."""
+
+import contextlib
 
 import keras
 
@@ -72,3 +74,17 @@ def positive_int(layer_name, name, value):
             f"{layer_name}: `{name}` must be a positive integer. Received: {name}={value!r}"
         )
     return value
+
+
+def dropout_rate(value):
+    """Returns `value` as a float if it is in `[0, 1)`, else raises `ValueError`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={value!r}")
+    return float(value)
+
+
+def attach_keras_mask(tensor, mask):
+    """Sets the Keras mask of an output tensor (what Keras itself does for implicit masks)."""
+    # Backends whose arrays take no attributes (JAX) carry no masks.
+    with contextlib.suppress(AttributeError):
+        tensor._keras_mask = mask
