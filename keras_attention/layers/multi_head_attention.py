@@ -64,7 +64,9 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             `cache_update_index` and the query attends causally over the
             cache: query `i` sees cache positions `<= cache_update_index + i`.
             Prefill is a call with the prompt at index `0`; a decode step a
-            call with one token at index `t`.
+            call with one token at index `t`. With a cache, `value_mask` and
+            `attention_mask` cover the `max_length` cache positions (e.g. the
+            left padding of prompts).
         cache_update_index: int or scalar int tensor, where this call's keys
             and values go in the cache (required with `cache`).
         training: bool, whether dropout is active.
