@@ -12,6 +12,11 @@ from keras_attention.layers._common import (
     positive_int,
 )
 from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
+from keras_attention.ops.chunked_attention import DEFAULT_CHUNK_SIZE, chunked_attention
+
+# `chunk_size="auto"` chunks when a call's score matrix has at least this many entries per
+# batch row and head (query length x key length), e.g. 2048 x 2048.
+AUTO_CHUNK_MIN_SCORES = 2048 * 2048
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -41,6 +46,18 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             training. Defaults to `0.0`.
         use_bias: bool, biases in the projections. Defaults to `True`.
         output_dim: positive int, the output size. Defaults to the query depth.
+        chunk_size: how the attention is computed. `"auto"` (the default)
+            uses the memory-efficient chunked path (`ops.chunked_attention`,
+            key chunks of 512 with an online softmax and recomputation in the
+            backward pass, so memory grows linearly with the length) when the
+            query length times the key length reaches `2048 * 2048`, and the
+            full `(batch, heads, Tq, Tv)` score matrix below that; when the
+            lengths are unknown at trace time the choice is made at run time.
+            A positive int always chunks keys that many at a time (when the
+            key length exceeds it); `None` always uses the full path. Both
+            paths give the same outputs and gradients to float rounding. With
+            `return_attention_scores=True` the weights are returned in full,
+            so such a call uses the full path.
         kernel_initializer, bias_initializer, kernel_regularizer,
         bias_regularizer, kernel_constraint, bias_constraint: for the four
             projections.
@@ -54,6 +71,9 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         query_mask, value_mask, key_mask: boolean padding masks, filled from
             the inputs' Keras masks when not given.
         attention_mask: boolean `(batch_size, Tq, Tv)`, ANDed with the others.
+        attention_bias: optional float tensor added to the scaled scores before
+            the softmax, of rank 4 and broadcastable to
+            `(batch_size, num_heads, Tq, Tv)` (e.g. a `RelativePositionBias`).
         use_causal_mask: bool, query `i` attends to positions `<= i`.
         return_attention_scores: bool, also return the per-head weights.
         cache: optional `(key_cache, value_cache)` for decoding, of shapes
@@ -100,6 +120,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         dropout=0.0,
         use_bias=True,
         output_dim=None,
+        chunk_size="auto",
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         kernel_regularizer=None,
@@ -132,6 +153,14 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             if output_dim is None
             else positive_int("MultiHeadAttention", "output_dim", output_dim)
         )
+        if not (chunk_size is None or chunk_size == "auto") and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(
+                'MultiHeadAttention: `chunk_size` must be "auto", a positive integer or None. '
+                f"Received: chunk_size={chunk_size!r}"
+            )
+        self.chunk_size = chunk_size
         self.seed = seed
         self._set_weight_options(
             kernel_initializer,
@@ -183,6 +212,12 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         self._dropout_layer = keras.layers.Dropout(
             self.dropout, seed=self.seed, dtype=self.dtype_policy, name="attention_dropout"
         )
+        # The chunked path draws one seed per call for its hash-based dropout.
+        self._chunk_seed_generator = (
+            keras.random.SeedGenerator(self.seed, name="chunk_dropout_seed")
+            if self.dropout > 0
+            else None
+        )
         self.built = True
 
     def call(
@@ -196,6 +231,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         attention_mask=None,
         use_causal_mask=False,
         return_attention_scores=False,
+        attention_bias=None,
         cache=None,
         cache_update_index=None,
         training=None,
@@ -228,21 +264,29 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             key_heads = ops.repeat(key_heads, groups, axis=2)
             value_heads = ops.repeat(value_heads, groups, axis=2)
         query_heads = query_heads * ops.cast(1.0 / math.sqrt(self.key_dim), query_heads.dtype)
-        scores = ops.einsum("bqhd,bkhd->bhqk", query_heads, key_heads)  # (B, H, Tq, Tv)
-        mask = compute_attention_mask(
-            query_mask=query_mask,
-            value_mask=merge_padding_masks(value_mask, key_mask),
-            attention_mask=attention_mask,
-            use_causal_mask=use_causal_mask,
-            query_length=ops.shape(query_heads)[1],
-            value_length=ops.shape(key_heads)[1],
-            causal_offset=causal_offset,
-        )
-        if mask is not None:
-            mask = ops.expand_dims(mask, 1)  # (B, 1, Tq, Tv)
-        weights = masked_softmax(scores, mask)
-        dropped = self._dropout_layer(weights, training=training)
-        context = ops.einsum("bhqk,bkhd->bqhd", dropped, value_heads)  # (B, Tq, H, value_dim)
+        attention = {
+            "query_heads": query_heads,
+            "key_heads": key_heads,
+            "value_heads": value_heads,
+            "value_mask": merge_padding_masks(value_mask, key_mask),
+            "attention_mask": attention_mask,
+            "attention_bias": attention_bias,
+            "use_causal_mask": use_causal_mask,
+            "causal_offset": causal_offset,
+            "training": training,
+        }
+        weights = None
+        chunk_size = self._chunk_size_for(query_heads, key_heads, return_attention_scores)
+        if chunk_size is None:
+            context, weights = self._full_attention(query_mask=query_mask, **attention)
+        elif isinstance(chunk_size, int):
+            context = self._chunked_attention(chunk_size=chunk_size, **attention)
+        else:  # lengths unknown at trace time: decide at run time
+            context = ops.cond(
+                chunk_size,
+                lambda: self._chunked_attention(chunk_size=DEFAULT_CHUNK_SIZE, **attention),
+                lambda: self._full_attention(query_mask=query_mask, **attention)[0],
+            )
         output = self._output_dense(context)  # (B, Tq, output_dim)
         if query_mask is not None:
             query_mask = ops.cast(query_mask, "bool")
@@ -254,6 +298,87 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         if cache is not None:
             results += (cache,)
         return results[0] if len(results) == 1 else results
+
+    def _chunk_size_for(self, query_heads, key_heads, return_attention_scores):
+        """`None` (full path), an int (chunked path) or a boolean tensor (decided at run time)."""
+        if self.chunk_size is None or return_attention_scores:
+            return None
+        query_length, key_length = query_heads.shape[1], key_heads.shape[1]
+        if self.chunk_size != "auto":
+            if key_length is not None and key_length <= self.chunk_size:
+                return None  # one chunk: the full path computes the same, faster
+            return self.chunk_size
+        if query_length is not None and key_length is not None:
+            return (
+                DEFAULT_CHUNK_SIZE if query_length * key_length >= AUTO_CHUNK_MIN_SCORES else None
+            )
+        dynamic = ops.shape(query_heads)[1] * ops.shape(key_heads)[1]
+        return ops.greater_equal(dynamic, AUTO_CHUNK_MIN_SCORES)
+
+    def _full_attention(
+        self,
+        query_heads,
+        key_heads,
+        value_heads,
+        query_mask,
+        value_mask,
+        attention_mask,
+        attention_bias,
+        use_causal_mask,
+        causal_offset,
+        training,
+    ):
+        """Materialises the `(B, H, Tq, Tv)` weights; returns the context and the weights."""
+        scores = ops.einsum("bqhd,bkhd->bhqk", query_heads, key_heads)  # (B, H, Tq, Tv)
+        if attention_bias is not None:
+            scores = scores + ops.cast(attention_bias, scores.dtype)
+        mask = compute_attention_mask(
+            query_mask=query_mask,
+            value_mask=value_mask,
+            attention_mask=attention_mask,
+            use_causal_mask=use_causal_mask,
+            query_length=ops.shape(query_heads)[1],
+            value_length=ops.shape(key_heads)[1],
+            causal_offset=causal_offset,
+        )
+        if mask is not None:
+            mask = ops.expand_dims(mask, 1)  # (B, 1, Tq, Tv)
+        weights = masked_softmax(scores, mask)
+        dropped = self._dropout_layer(weights, training=training)
+        context = ops.einsum("bhqk,bkhd->bqhd", dropped, value_heads)  # (B, Tq, H, value_dim)
+        return context, weights
+
+    def _chunked_attention(
+        self,
+        query_heads,
+        key_heads,
+        value_heads,
+        value_mask,
+        attention_mask,
+        attention_bias,
+        use_causal_mask,
+        causal_offset,
+        training,
+        chunk_size,
+    ):
+        """Key chunks with an online softmax; the query mask is applied to the output."""
+        rate, seed = 0.0, None
+        if training and self._chunk_seed_generator is not None:
+            rate = self.dropout
+            seed = ops.cast(ops.sum(self._chunk_seed_generator.next()), "int32")
+        return chunked_attention(
+            query_heads,
+            key_heads,
+            value_heads,
+            value_mask=value_mask,
+            attention_mask=attention_mask,
+            bias=attention_bias,
+            use_causal_mask=use_causal_mask,
+            causal_offset=causal_offset,
+            chunk_size=chunk_size,
+            dropout_rate=rate,
+            dropout_seed=seed,
+        )
 
     def init_cache(self, batch_size, max_length, dtype=None):
         """A zero `(key_cache, value_cache)` for decoding up to `max_length` positions."""
@@ -315,6 +440,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             "dropout": self.dropout,
             "use_bias": self.use_bias,
             "output_dim": self.output_dim,
+            "chunk_size": self.chunk_size,
             "seed": self.seed,
             **self._weight_options_config(),
         }

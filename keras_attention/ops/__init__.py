@@ -1,5 +1,6 @@
-"""Stateless attention math on `keras.ops`: scores, masks, masked softmax."""
+"""Stateless attention math on `keras.ops`: scores, masks, masked softmax, chunked attention."""
 
+from keras_attention.ops.chunked_attention import chunked_attention, dropout_keep_mask
 from keras_attention.ops.masking import (
     causal_mask,
     compute_attention_mask,
@@ -22,9 +23,11 @@ __all__ = [
     "apply_attention",
     "bilinear_score",
     "causal_mask",
+    "chunked_attention",
     "compute_attention_mask",
     "concat_score",
     "dot_score",
+    "dropout_keep_mask",
     "large_negative",
     "location_score",
     "masked_softmax",

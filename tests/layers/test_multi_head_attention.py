@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_attention.layers import MultiHeadAttention
+from tests import numpy_reference as npref
 from tests.layer_contract import ContractSpec, contract_checks, convert_builtins_only, run_tflite
 from tests.layers.score_specs import rand
 
@@ -28,6 +29,18 @@ SPECS = {
         inputs={"query": ("Tq", 8), "value": ("Tv", 6)},
         value_masks={"value_mask": "Tv"},
         query_mask="query_mask",
+        causal=True,
+        dropout_kwargs={"dropout": 0.5},
+    ),
+    # chunk_size=2 takes the chunked path on every call (scores are not asked for: with
+    # scores the layer returns the full weights and so takes the full path).
+    "chunked": ContractSpec(
+        MultiHeadAttention,
+        init_kwargs={"num_heads": 4, "key_dim": 4, "num_key_value_heads": 2, "chunk_size": 2},
+        inputs={"query": ("Tq", 8), "value": ("Tv", 6)},
+        value_masks={"value_mask": "Tv"},
+        query_mask="query_mask",
+        returns_scores=False,
         causal=True,
         dropout_kwargs={"dropout": 0.5},
     ),
@@ -296,3 +309,140 @@ def test_cached_decode_step_converts_to_tflite_builtins(tmp_path):
         )
         key_cache, value_cache = result["key_cache"], result["value_cache"]
         np.testing.assert_allclose(result["output"][:, 0], full[:, t], rtol=0, atol=1e-5)
+
+
+# -- the chunked path -------------------------------------------------------------------------
+
+
+def _loss_and_grads(layer, query, value, **kwargs):
+    import tensorflow as tf
+
+    query, value = tf.constant(query), tf.constant(value)
+    with tf.GradientTape() as tape:
+        tape.watch([query, value])
+        output = layer(query, value, **kwargs)
+        weight = np.random.default_rng(2).standard_normal(output.shape).astype("float32")
+        loss = tf.reduce_sum(output * weight)
+    variables = [v.value for v in layer.trainable_variables]
+    return np.asarray(output), [
+        np.asarray(g) for g in tape.gradient(loss, variables + [query, value])
+    ]
+
+
+CHUNK_CASES = {
+    "self_causal": dict(kv_heads=4, causal=True, cross=False, padded=False),
+    "cross_padded": dict(kv_heads=4, causal=False, cross=True, padded=True),
+    "grouped_causal_padded": dict(kv_heads=2, causal=True, cross=False, padded=True),
+    "multi_query_explicit_mask": dict(kv_heads=1, causal=False, cross=True, explicit=True),
+}
+
+
+@pytest.mark.parametrize("case", list(CHUNK_CASES))
+def test_chunked_path_equals_full_path_in_outputs_and_gradients(case):
+    c = CHUNK_CASES[case]
+    query = rand(3, 9, 8)
+    value = rand(3, 13, 6) if c["cross"] else query
+    kwargs = {"use_causal_mask": c["causal"]}
+    if c.get("padded"):
+        length = value.shape[1]
+        kwargs["value_mask"] = np.arange(length)[None, :] < np.array([[length - 3], [1], [length]])
+        kwargs["query_mask"] = np.arange(9)[None, :] < np.array([[9], [7], [4]])
+    if c.get("explicit"):
+        kwargs["attention_mask"] = np.random.default_rng(4).random((3, 9, value.shape[1])) > 0.3
+    init = {"num_heads": 4, "key_dim": 4, "num_key_value_heads": c["kv_heads"]}
+    full = MultiHeadAttention(**init, chunk_size=None)
+    chunked = MultiHeadAttention(**init, chunk_size=3)
+    full(query, value)
+    chunked(query, value)
+    chunked.set_weights(full.get_weights())
+    expected, expected_grads = _loss_and_grads(full, query, value, **kwargs)
+    actual, actual_grads = _loss_and_grads(chunked, query, value, **kwargs)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5)
+    assert len(actual_grads) == len(expected_grads) == len(full.trainable_variables) + 2
+    for a, e in zip(actual_grads, expected_grads, strict=True):
+        np.testing.assert_allclose(a, e, rtol=0, atol=1e-5)
+
+
+def test_chunked_prefill_into_a_cache_equals_the_full_path():
+    x = rand(2, 9, 8)
+    full = MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=None)
+    chunked = MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=2)
+    full(x, x)
+    chunked(x, x)
+    chunked.set_weights(full.get_weights())
+    expected = np.asarray(full(x, x, use_causal_mask=True))
+    cache = chunked.init_cache(2, 12)  # longer than the prompt: the rest stays masked
+    out, cache = chunked(x[:, :6], x[:, :6], cache=cache, cache_update_index=0)
+    np.testing.assert_allclose(np.asarray(out), expected[:, :6], rtol=0, atol=1e-5)
+    out, cache = chunked(x[:, 6:], x[:, 6:], cache=cache, cache_update_index=6)
+    np.testing.assert_allclose(np.asarray(out), expected[:, 6:], rtol=0, atol=1e-5)
+
+
+def test_attention_bias_is_added_to_the_scores_in_both_paths():
+    query, value = rand(2, 5, 8), rand(2, 7, 8)
+    bias = np.random.default_rng(3).standard_normal((1, 2, 5, 7)).astype("float32")
+    full = MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=None)
+    out, scores = full(query, value, attention_bias=bias, return_attention_scores=True)
+    q = np.asarray(full._query_dense(query)) / 2.0  # 1 / sqrt(key_dim)
+    k = np.asarray(full._key_dense(value))
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) + bias
+    np.testing.assert_allclose(np.asarray(scores), npref.softmax(logits), rtol=0, atol=1e-5)
+    chunked = MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=3)
+    chunked(query, value)
+    chunked.set_weights(full.get_weights())
+    np.testing.assert_allclose(
+        np.asarray(chunked(query, value, attention_bias=bias)), np.asarray(out), rtol=0, atol=1e-5
+    )
+
+
+def test_auto_chunk_size_chooses_by_length():
+    import tensorflow as tf
+
+    layer = MultiHeadAttention(num_heads=1, key_dim=2)
+    assert layer.chunk_size == "auto"
+
+    def choice(q_len, k_len, scores=False):
+        q = keras.KerasTensor((1, q_len, 1, 2))
+        k = keras.KerasTensor((1, k_len, 1, 2))
+        return layer._chunk_size_for(q, k, scores)
+
+    assert choice(2048, 2048) == 512
+    assert choice(1, 1 << 22) == 512  # one query over a 4M-position cache
+    assert choice(2048, 2047) is None
+    assert choice(4096, 4096, scores=True) is None  # the full weights are returned
+    fixed = MultiHeadAttention(num_heads=1, key_dim=2, chunk_size=64)
+    assert (
+        fixed._chunk_size_for(
+            keras.KerasTensor((1, 8, 1, 2)), keras.KerasTensor((1, 65, 1, 2)), False
+        )
+        == 64
+    )
+    assert (
+        fixed._chunk_size_for(
+            keras.KerasTensor((1, 8, 1, 2)), keras.KerasTensor((1, 64, 1, 2)), False
+        )
+        is None
+    )
+    # Unknown lengths: decided at run time; both branches agree with the full path.
+    full = MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=None)
+    auto = MultiHeadAttention(num_heads=2, key_dim=4)
+    x = rand(1, 2048, 8)
+    full(x[:, :4], x[:, :4])
+    auto(x[:, :4], x[:, :4])
+    auto.set_weights(full.get_weights())
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None, 8))])
+    def dynamic(x):
+        return auto(x, x, use_causal_mask=True)
+
+    for length in (16, 2048):  # below and at the threshold
+        expected = np.asarray(full(x[:, :length], x[:, :length], use_causal_mask=True))
+        np.testing.assert_allclose(np.asarray(dynamic(x[:, :length])), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_size", [0, -3, 2.5, "big", True])
+def test_bad_chunk_size_raises(chunk_size):
+    with pytest.raises(
+        ValueError, match=r"`chunk_size` must be \"auto\", a positive integer or None"
+    ):
+        MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=chunk_size)
