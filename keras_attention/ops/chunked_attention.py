@@ -23,6 +23,7 @@ from keras import ops
 from keras_attention.ops.masking import large_negative
 
 DEFAULT_CHUNK_SIZE = 512
+_MAX_UNROLLED_QUERY_CHUNKS = 16
 _HALF_DTYPES = ("float16", "bfloat16")
 
 
@@ -99,7 +100,10 @@ def chunked_attention(
     out_dtype = keras.backend.standardize_dtype(query.dtype)
     # Half-precision inputs run in float32: the running sums need its range and precision.
     work = "float32" if out_dtype in _HALF_DTYPES else out_dtype
-    query, key, value = (ops.cast(x, work) for x in (query, key, value))
+    # Heads-major `(B, H, T, d)` inside: every block product is then a plain batched matmul.
+    query, key, value = (
+        ops.transpose(ops.cast(x, work), (0, 2, 1, 3)) for x in (query, key, value)
+    )
     tensors = {"query": query, "key": key, "value": value}
     if bias is not None:
         tensors["bias"] = ops.cast(bias, work)
@@ -119,8 +123,8 @@ def chunked_attention(
     )
     names = tuple(tensors)
     kernel = _Kernel(names, chunk_size, bool(use_causal_mask), float(dropout_rate), work)
-    output = _attention_with_custom_gradient(kernel, *tensors.values())
-    return ops.cast(output, out_dtype)
+    output = _attention_with_custom_gradient(kernel, *tensors.values())  # (B, H, Tq, dv)
+    return ops.cast(ops.transpose(output, (0, 2, 1, 3)), out_dtype)
 
 
 def dropout_keep_mask(seed, batch_index, head_index, query_index, key_index, rate):
@@ -146,7 +150,11 @@ def dropout_keep_mask(seed, batch_index, head_index, query_index, key_index, rat
 
 
 class _Kernel:
-    """The per-chunk computations shared by the forward and the backward pass."""
+    """The per-block computations shared by the forward and the backward pass.
+
+    Queries are split into `nq` chunks of `cq` and keys into `nk` chunks of `ck`
+    (both padded at the end); block `(i, j)` holds `(B, H, cq, ck)` scores.
+    """
 
     def __init__(self, names, chunk_size, causal, dropout_rate, dtype):
         self.names = names
@@ -156,189 +164,336 @@ class _Kernel:
         self.dtype = dtype
 
     def prepare(self, tensors):
-        """Pads the key axis to a multiple of the chunk size and splits it into chunks."""
+        """Pads the query and key axes to whole chunks and splits them."""
         t = dict(zip(self.names, tensors, strict=True))
-        c = self.chunk_size
-        key = t["key"]
-        self.value_length = ops.shape(key)[1]
-        self.query_length = ops.shape(t["query"])[1]
-        self.num_chunks = (self.value_length + c - 1) // c
-        pad = self.num_chunks * c - self.value_length
-        chunks = {}
-        for name in ("key", "value"):  # (B, n, c, H, d)
-            x = _pad_axis(t[name], 1, pad)
-            shape = ops.shape(x)
-            chunks[name] = ops.reshape(x, (shape[0], self.num_chunks, c, shape[2], shape[3]))
-        if "bias" in t:  # (Bb, Hb, Tqb, n, c)
-            x = _pad_axis(t["bias"], 3, pad)
-            s = ops.shape(x)
-            chunks["bias"] = ops.reshape(x, (s[0], s[1], s[2], self.num_chunks, c))
-        if "value_mask" in t:  # (B, n, c)
-            x = _pad_axis(t["value_mask"], 1, pad)
-            chunks["value_mask"] = ops.reshape(x, (ops.shape(x)[0], self.num_chunks, c))
-        if "attention_mask" in t:  # (Bm, Tqm, n, c)
-            x = _pad_axis(t["attention_mask"], 2, pad)
-            s = ops.shape(x)
-            chunks["attention_mask"] = ops.reshape(x, (s[0], s[1], self.num_chunks, c))
+        static_tq, static_tv = t["query"].shape[2], t["key"].shape[2]
+        # A short side is one chunk of its own length (e.g. a single decoding query).
+        self.cq = self.chunk_size if static_tq is None else max(1, min(self.chunk_size, static_tq))
+        self.ck = self.chunk_size if static_tv is None else max(1, min(self.chunk_size, static_tv))
+        cq, ck = self.cq, self.ck
+        self.query_length, self.value_length = ops.shape(t["query"])[2], ops.shape(t["key"])[2]
+        self.nq = (self.query_length + cq - 1) // cq
+        self.nk = (self.value_length + ck - 1) // ck
+        q_pad, k_pad = self.nq * cq - self.query_length, self.nk * ck - self.value_length
+        chunks = {"query": _split(t["query"], 2, q_pad, self.nq, cq)}  # (B, H, nq, cq, d)
+        for name in ("key", "value"):  # (B, H, nk, ck, d)
+            chunks[name] = _split(t[name], 2, k_pad, self.nk, ck)
+        self.bias_broadcasts_queries = "bias" in t and t["bias"].shape[2] == 1
+        if "bias" in t:  # (Bb, Hb, nq or 1, cq or 1, nk, ck)
+            x = _split(t["bias"], 3, k_pad, self.nk, ck)
+            if not self.bias_broadcasts_queries:
+                x = _split(x, 2, q_pad, self.nq, cq)
+            else:
+                x = ops.expand_dims(x, 2)
+            chunks["bias"] = x
+        if "value_mask" in t:  # (B, nk, ck)
+            chunks["value_mask"] = _split(t["value_mask"], 1, k_pad, self.nk, ck)
+        self.mask_broadcasts_queries = "attention_mask" in t and t["attention_mask"].shape[1] == 1
+        if "attention_mask" in t:  # (Bm, nq or 1, cq or 1, nk, ck)
+            x = _split(t["attention_mask"], 2, k_pad, self.nk, ck)
+            if not self.mask_broadcasts_queries:
+                x = _split(x, 1, q_pad, self.nq, cq)
+            else:
+                x = ops.expand_dims(x, 1)
+            chunks["attention_mask"] = x
+        # Without masks and with whole key chunks, every position is allowed: skip the `where`s.
+        self.masked = (
+            self.causal
+            or "value_mask" in t
+            or "attention_mask" in t
+            or static_tv is None
+            or static_tv % ck != 0
+        )
         self.t, self.chunks = t, chunks
 
-    def chunk(self, j):
-        """Scores `(B, H, Tq, c)` in the work dtype, the allowed positions, keys and values."""
-        t, chunks, c = self.t, self.chunks, self.chunk_size
-        key = ops.take(chunks["key"], j, axis=1)  # (B, c, H, d)
-        value = ops.take(chunks["value"], j, axis=1)  # (B, c, H, dv)
-        scores = ops.einsum("bqhd,bkhd->bhqk", t["query"], key)  # (B, H, Tq, c)
-        if "bias" in chunks:
-            scores = scores + ops.take(chunks["bias"], j, axis=3)
-        key_pos = j * c + ops.arange(c, dtype="int32")  # (c,)
-        allowed = ops.reshape(ops.less(key_pos, self.value_length), (1, 1, 1, c))
+    def bias(self, i, j):
+        """The bias of block `(i, j)`, `(Bb, Hb, cq or 1, ck)`, or `None`."""
+        if "bias" not in self.chunks:
+            return None
+        bias = ops.take(self.chunks["bias"], 0 if self.bias_broadcasts_queries else i, axis=2)
+        return ops.take(bias, j, axis=3)
+
+    def allowed(self, i, j):
+        """Boolean, broadcastable to `(B, H, cq, ck)`: the positions block `(i, j)` may attend to.
+
+        `None` when nothing is masked.
+        """
+        if not self.masked:
+            return None
+        chunks, cq, ck = self.chunks, self.cq, self.ck
+        key_pos = j * ck + ops.arange(ck, dtype="int32")
+        allowed = ops.reshape(ops.less(key_pos, self.value_length), (1, 1, 1, ck))
         if self.causal:
-            query_pos = ops.arange(self.query_length, dtype="int32") + t["causal_offset"]
+            query_pos = i * cq + ops.arange(cq, dtype="int32") + self.t["causal_offset"]
             causal = ops.greater_equal(
-                ops.reshape(query_pos, (1, 1, -1, 1)), ops.reshape(key_pos, (1, 1, 1, -1))
-            )  # (1, 1, Tq, c)
+                ops.reshape(query_pos, (1, 1, cq, 1)), ops.reshape(key_pos, (1, 1, 1, ck))
+            )
             allowed = ops.logical_and(allowed, causal)
         if "value_mask" in chunks:
-            vm = ops.take(chunks["value_mask"], j, axis=1)  # (B, c)
-            allowed = ops.logical_and(allowed, ops.expand_dims(vm, (1, 2)))
+            mask = ops.take(chunks["value_mask"], j, axis=1)  # (B, ck)
+            allowed = ops.logical_and(allowed, ops.expand_dims(mask, (1, 2)))
         if "attention_mask" in chunks:
-            am = ops.take(chunks["attention_mask"], j, axis=2)  # (Bm, Tqm, c)
-            allowed = ops.logical_and(allowed, ops.expand_dims(am, 1))
-        fill = ops.cast(large_negative(self.dtype), scores.dtype)
-        scores = ops.where(allowed, scores, fill)
-        return scores, allowed, key, value
+            mask = ops.take(chunks["attention_mask"], 0 if self.mask_broadcasts_queries else i, 1)
+            mask = ops.take(mask, j, axis=2)  # (Bm, cq or 1, ck)
+            allowed = ops.logical_and(allowed, ops.expand_dims(mask, 1))
+        return allowed
 
-    def keep_scale(self, j, shape):
-        """`keep / (1 - rate)` for chunk `j`, shaped `(B, H, Tq, c)`."""
-        b, h, q = (ops.arange(n, dtype="int32") for n in shape[:3])
-        key_pos = j * self.chunk_size + ops.arange(self.chunk_size, dtype="int32")
+    def keep_scale(self, i, j, shape):
+        """`keep / (1 - rate)` for block `(i, j)`, shaped `(B, H, cq, ck)`."""
+        b, h = (ops.arange(n, dtype="int32") for n in shape[:2])
+        query_pos = i * self.cq + ops.arange(self.cq, dtype="int32")
+        key_pos = j * self.ck + ops.arange(self.ck, dtype="int32")
         keep = dropout_keep_mask(
             self.t["dropout_seed"],
             ops.reshape(b, (-1, 1, 1, 1)),
             ops.reshape(h, (1, -1, 1, 1)),
-            ops.reshape(q, (1, 1, -1, 1)),
+            ops.reshape(query_pos, (1, 1, -1, 1)),
             ops.reshape(key_pos, (1, 1, 1, -1)),
             self.dropout_rate,
         )
-        return ops.where(keep, 1.0 / (1.0 - self.dropout_rate), 0.0)
+        return ops.cast(ops.where(keep, 1.0 / (1.0 - self.dropout_rate), 0.0), self.dtype)
 
     def forward(self):
-        query, value = self.t["query"], self.t["value"]
-        batch, heads = ops.shape(query)[0], ops.shape(query)[2]
-        value_dim = ops.shape(value)[3]
-        fill = large_negative(self.dtype)
-        stats_shape = (batch, heads, self.query_length, 1)
+        """Returns the output `(nq, B, H, cq, dv)` and the log-sum-exp `(nq, B, H, cq, 1)`.
 
-        def body(j, state):
-            m, norm, acc = state
-            scores, allowed, _, value_chunk = self.chunk(j)
-            m_new = ops.maximum(m, ops.max(scores, axis=-1, keepdims=True))
-            alpha = ops.exp(m - m_new)
-            p = ops.where(allowed, ops.exp(scores - m_new), 0.0)
-            norm = norm * alpha + ops.sum(p, axis=-1, keepdims=True)
-            if self.dropout_rate > 0.0:
-                p = p * ops.cast(self.keep_scale(j, ops.shape(p)), p.dtype)
-            acc = acc * alpha + ops.einsum("bhqk,bkhd->bhqd", p, value_chunk)
-            return m_new, norm, acc
+        Each block is normalised on its own with the fused softmax kernel (faster
+        than separate subtract and exp passes); blocks are then merged by their
+        log-sum-exp, `lse_b = max(s) - log(max(softmax(s)))`.
+        """
+        chunks = self.chunks
+        query_chunks = chunks["query"]
+        batch, heads = ops.shape(query_chunks)[0], ops.shape(query_chunks)[1]
+        value_dim = ops.shape(self.t["value"])[3]
+        fill = large_negative(self.dtype)
+        stats_shape = (batch, heads, self.cq, 1)
+
+        def query_step(i, state):
+            outputs, log_sum_exps, token = state
+            i_dep = _after(i, token)
+            query_chunk = ops.take(query_chunks, i_dep, axis=2)  # (B, H, cq, d)
+
+            def key_step(j, state):
+                lse, acc, seen = state
+                j_dep = _after(j, lse)
+                key_chunk = ops.take(chunks["key"], j_dep, axis=2)  # (B, H, ck, d)
+                value_chunk = ops.take(chunks["value"], j_dep, axis=2)  # (B, H, ck, dv)
+                scores = ops.matmul(query_chunk, ops.swapaxes(key_chunk, -1, -2))  # (B,H,cq,ck)
+                bias = self.bias(i_dep, j_dep)
+                if bias is not None:
+                    scores = scores + bias
+                allowed = self.allowed(i_dep, j_dep)
+                if allowed is not None:
+                    scores = ops.where(allowed, scores, fill)
+                top = ops.max(scores, axis=-1, keepdims=True)  # (B, H, cq, 1)
+                # (A one-key block needs no softmax: its one weight is 1 where present.)
+                p = ops.softmax(scores, axis=-1) if self.ck > 1 else ops.ones_like(scores)
+                block_lse = top - ops.log(ops.max(p, axis=-1, keepdims=True))
+                if self.dropout_rate > 0.0:
+                    p = p * self.keep_scale(i_dep, j_dep, ops.shape(p))
+                block_out = ops.matmul(p, value_chunk)  # (B, H, cq, dv)
+                new_lse = ops.logaddexp(lse, block_lse)
+                keep_old = ops.exp(lse - new_lse)
+                take_new = ops.exp(block_lse - new_lse)
+                if allowed is not None:  # a row with nothing allowed in this block adds nothing
+                    present = ops.greater(top, fill)
+                    take_new = ops.where(present, take_new, 0.0)
+                    new_lse = ops.where(present, new_lse, lse)
+                    keep_old = ops.where(present, keep_old, 1.0)
+                    seen = ops.logical_or(seen, present)
+                acc = acc * keep_old + block_out * take_new
+                return new_lse, acc, seen
+
+            init = (
+                ops.full(stats_shape, fill, self.dtype),
+                ops.zeros((batch, heads, self.cq, value_dim), self.dtype),
+                ops.zeros(stats_shape, "bool") if self.masked else ops.ones(stats_shape, "bool"),
+            )
+            lse, output, seen = ops.fori_loop(0, self.nk, key_step, init)
+            lse = ops.where(seen, lse, 0.0)  # (B, H, cq, 1); rows with no key: output 0
+            outputs = ops.slice_update(outputs, (i, 0, 0, 0, 0), ops.expand_dims(output, 0))
+            log_sum_exps = ops.slice_update(log_sum_exps, (i, 0, 0, 0, 0), ops.expand_dims(lse, 0))
+            return outputs, log_sum_exps, ops.min(lse)
 
         state = (
-            ops.full(stats_shape, fill, self.dtype),
-            ops.zeros(stats_shape, self.dtype),
-            ops.zeros((batch, heads, self.query_length, value_dim), self.dtype),
+            ops.zeros((self.nq, batch, heads, self.cq, value_dim), self.dtype),
+            ops.zeros((self.nq, batch, heads, self.cq, 1), self.dtype),
+            ops.zeros((), self.dtype),
         )
-        m, norm, acc = ops.fori_loop(0, self.num_chunks, body, state)
-        nonempty = ops.greater(norm, 0.0)
-        safe_norm = ops.where(nonempty, norm, 1.0)
-        output = ops.where(nonempty, acc / safe_norm, 0.0)  # (B, H, Tq, dv)
-        log_sum_exp = ops.where(nonempty, m + ops.log(safe_norm), 0.0)  # (B, H, Tq, 1)
-        return output, log_sum_exp
+        outputs, log_sum_exps, _ = ops.fori_loop(0, self.nq, query_step, state)
+        return outputs, log_sum_exps
 
-    def backward(self, output, log_sum_exp, grad_output):
-        """Gradients for query, key, value and bias, recomputing each chunk's weights."""
-        t, c, n = self.t, self.chunk_size, self.num_chunks
-        query, key, value = t["query"], t["key"], t["value"]
-        d_out = ops.transpose(ops.cast(grad_output, self.dtype), (0, 2, 1, 3))  # (B, H, Tq, dv)
-        delta = ops.sum(d_out * output, axis=-1, keepdims=True)  # (B, H, Tq, 1)
-        key_shape, value_shape = ops.shape(self.chunks["key"]), ops.shape(self.chunks["value"])
+    def backward(self, outputs, log_sum_exps, grad_output):
+        """Gradients for query, key, value and bias, recomputing each block's weights.
+
+        Keys in the outer loop, queries in the inner one: each key chunk's
+        gradients are summed in the loop state and written once. The row
+        constants are folded into the products by an extra column:
+        `[q, -lse] [k, 1]ᵀ = q kᵀ - lse` and `[dO, -delta] [v, 1]ᵀ = dO vᵀ - delta`.
+        """
+        t, chunks = self.t, self.chunks
+        q_pad = self.nq * self.cq - self.query_length
+        d_out_chunks = _split(ops.cast(grad_output, self.dtype), 2, q_pad, self.nq, self.cq)
+        outputs = ops.moveaxis(outputs, 0, 2)  # (B, H, nq, cq, dv)
+        delta = ops.sum(d_out_chunks * outputs, axis=-1, keepdims=True)  # (B, H, nq, cq, 1)
+        lse = ops.moveaxis(log_sum_exps, 0, 2)  # (B, H, nq, cq, 1)
+        query_aug = ops.concatenate([chunks["query"], -lse], axis=-1)  # (B, H, nq, cq, d + 1)
+        d_out_aug = ops.concatenate([d_out_chunks, -delta], axis=-1)  # (B, H, nq, cq, dv + 1)
+        d_out_dim = ops.shape(d_out_chunks)[-1]  # the index of the `-delta` column
+        has_bias = "bias" in chunks
+        # With a known number of query chunks the query loop is unrolled and each chunk's
+        # gradient is its own tensor; otherwise they share one buffer, and updating one chunk
+        # copies it (TensorFlow does not update loop buffers in place).
+        unrolled = isinstance(self.nq, int) and self.nq <= _MAX_UNROLLED_QUERY_CHUNKS
+        d_queries = ops.zeros_like(ops.moveaxis(chunks["query"], 2, 0))  # (nq, B, H, cq, d)
+        if unrolled:
+            d_queries = [d_queries[n] for n in range(self.nq)]
         state = [
-            ops.zeros_like(query),  # dq (B, Tq, H, d)
-            ops.zeros((n,) + tuple(key_shape[:1]) + tuple(key_shape[2:]), self.dtype),
-            ops.zeros((n,) + tuple(value_shape[:1]) + tuple(value_shape[2:]), self.dtype),
+            d_queries,
+            ops.zeros_like(ops.moveaxis(chunks["key"], 2, 0)),  # (nk, B, H, ck, d)
+            ops.zeros_like(ops.moveaxis(chunks["value"], 2, 0)),  # (nk, B, H, ck, dv)
         ]
-        if "bias" in self.chunks:
-            bias_shape = ops.shape(self.chunks["bias"])  # (Bb, Hb, Tqb, n, c)
-            state.append(ops.zeros((n,) + tuple(bias_shape[:3]) + (c,), self.dtype))
-        bias_static = None if "bias" not in t else tuple(t["bias"].shape[:3])
+        if has_bias:  # (nq or 1, nk, Bb, Hb, cq or 1, ck)
+            state.append(ops.zeros_like(ops.transpose(chunks["bias"], (2, 4, 0, 1, 3, 5))))
+            bias_static = tuple(t["bias"].shape[:3])
+        state.append(ops.zeros((), self.dtype))
 
-        def body(j, state):
-            d_query, d_key, d_value = state[:3]
-            scores, allowed, key_chunk, value_chunk = self.chunk(j)
-            p = ops.where(allowed, ops.exp(scores - log_sum_exp), 0.0)  # (B, H, Tq, c)
-            d_p = ops.einsum("bhqd,bkhd->bhqk", d_out, value_chunk)
-            if self.dropout_rate > 0.0:
-                scale = ops.cast(self.keep_scale(j, ops.shape(p)), p.dtype)
-                dropped, d_p = p * scale, d_p * scale
+        def key_step(j, state):
+            d_queries, d_keys, d_values = state[:3]
+            j_dep = _after(j, state[-1])
+            key_chunk = ops.take(chunks["key"], j_dep, axis=2)  # (B, H, ck, d)
+            value_chunk = ops.take(chunks["value"], j_dep, axis=2)  # (B, H, ck, dv)
+            ones = ops.ones_like(ops.take(key_chunk, [0], axis=-1))  # (B, H, ck, 1)
+            key_aug = ops.swapaxes(ops.concatenate([key_chunk, ones], axis=-1), -1, -2)
+            value_aug = ops.swapaxes(ops.concatenate([value_chunk, ones], axis=-1), -1, -2)
+
+            def query_step(i, inner):
+                d_queries, d_key, d_value = inner[:3]
+                i_dep = _after(i, d_key)
+                query_chunk = ops.take(chunks["query"], i_dep, axis=2)  # (B, H, cq, d)
+                query_chunk_aug = ops.take(query_aug, i_dep, axis=2)  # (B, H, cq, d + 1)
+                d_out_chunk = ops.take(d_out_aug, i_dep, axis=2)  # (B, H, cq, dv + 1)
+                d_out = ops.take(d_out_chunks, i_dep, axis=2)  # (B, H, cq, dv)
+                shifted = ops.matmul(query_chunk_aug, key_aug)  # scores - lse: (B, H, cq, ck)
+                bias = self.bias(i_dep, j_dep)
+                if bias is not None:
+                    shifted = shifted + bias
+                p = ops.exp(shifted)
+                allowed = self.allowed(i_dep, j_dep)
+                if allowed is not None:
+                    p = ops.where(allowed, p, 0.0)
+                if self.dropout_rate > 0.0:
+                    # d(dropped weights) = dO vᵀ; d(weights) = scale * that; then minus delta.
+                    scale = self.keep_scale(i_dep, j_dep, ops.shape(p))
+                    dropped = p * scale
+                    d_weights = ops.matmul(d_out, ops.swapaxes(value_chunk, -1, -2)) * scale
+                    d_scores = p * (d_weights + ops.take(d_out_chunk, [d_out_dim], axis=-1))
+                else:
+                    dropped = p
+                    d_scores = p * ops.matmul(d_out_chunk, value_aug)  # p (dO vᵀ - delta)
+                # Transposed accumulators, (B, H, d, ck): the small factor is transposed, the
+                # (cq, ck) block is not.
+                d_value = d_value + ops.matmul(ops.swapaxes(d_out, -1, -2), dropped)
+                d_key = d_key + ops.matmul(ops.swapaxes(query_chunk, -1, -2), d_scores)
+                d_query = ops.matmul(d_scores, key_chunk)  # (B, H, cq, d)
+                if unrolled:
+                    d_queries = list(d_queries)
+                    d_queries[i] = d_queries[i] + d_query
+                else:
+                    d_queries = _add_at(d_queries, i, d_query)
+                new = [d_queries, d_key, d_value]
+                if has_bias:  # (nq or 1, nk, Bb, Hb, cq or 1, ck)
+                    row = 0 if self.bias_broadcasts_queries else i_dep
+                    d_bias = ops.take(inner[3], row, axis=0)
+                    d_bias = _add_at(d_bias, j_dep, _sum_to(d_scores, bias_static))
+                    new.append(
+                        ops.slice_update(inner[3], (row, 0, 0, 0, 0, 0), ops.expand_dims(d_bias, 0))
+                    )
+                return new
+
+            inner = [
+                d_queries,
+                ops.zeros_like(ops.swapaxes(key_chunk, -1, -2)),
+                ops.zeros_like(ops.swapaxes(value_chunk, -1, -2)),
+            ]
+            inner += state[3:-1]
+            if unrolled:
+                for i in range(self.nq):
+                    inner = query_step(i, inner)
             else:
-                dropped = p
-            d_value = ops.slice_update(
-                d_value,
-                (j, 0, 0, 0, 0),
-                ops.expand_dims(ops.einsum("bhqk,bhqd->bkhd", dropped, d_out), 0),
-            )
-            d_scores = p * (d_p - delta)  # (B, H, Tq, c)
-            d_query = d_query + ops.einsum("bhqk,bkhd->bqhd", d_scores, key_chunk)
-            d_key = ops.slice_update(
-                d_key,
-                (j, 0, 0, 0, 0),
-                ops.expand_dims(ops.einsum("bhqk,bqhd->bkhd", d_scores, query), 0),
-            )
-            new_state = [d_query, d_key, d_value]
-            if len(state) == 4:
-                d_bias = _sum_to(d_scores, bias_static)
-                new_state.append(
-                    ops.slice_update(state[3], (j, 0, 0, 0, 0), ops.expand_dims(d_bias, 0))
-                )
-            return new_state
+                inner = ops.fori_loop(0, self.nq, query_step, inner)
+            d_key, d_value = (ops.swapaxes(x, -1, -2) for x in inner[1:3])  # (B, H, ck, d)
+            d_keys = ops.slice_update(d_keys, (j, 0, 0, 0, 0), ops.expand_dims(d_key, 0))
+            d_values = ops.slice_update(d_values, (j, 0, 0, 0, 0), ops.expand_dims(d_value, 0))
+            return [inner[0], d_keys, d_values] + list(inner[3:]) + [ops.min(inner[1])]
 
-        state = ops.fori_loop(0, n, body, state)
-        grads = {"query": state[0]}
-        for name, full, buf in (("key", key, state[1]), ("value", value, state[2])):
-            s = ops.shape(buf)  # (n, B, c, H, d) -> (B, n * c, H, d) -> (B, Tv, H, d)
-            merged = ops.reshape(ops.transpose(buf, (1, 0, 2, 3, 4)), (s[1], n * c, s[3], s[4]))
-            grads[name] = merged[:, : ops.shape(full)[1]]
-        if len(state) == 4:
-            s = ops.shape(state[3])  # (n, Bb, Hb, Tqb, c) -> (Bb, Hb, Tqb, n * c)
-            merged = ops.reshape(
-                ops.transpose(state[3], (1, 2, 3, 0, 4)), (s[1], s[2], s[3], n * c)
-            )
-            grads["bias"] = merged[..., : self.value_length]
+        state = ops.fori_loop(0, self.nk, key_step, state)
+        d_queries = ops.stack(state[0], axis=0) if unrolled else state[0]
+        grads = {
+            "query": _merge(d_queries, self.query_length),
+            "key": _merge(state[1], self.value_length),
+            "value": _merge(state[2], self.value_length),
+        }
+        if has_bias:
+            d_bias = ops.transpose(state[3], (2, 3, 0, 4, 1, 5))  # (Bb, Hb, nq, cq, nk, ck)
+            s = ops.shape(d_bias)
+            d_bias = ops.reshape(d_bias, (s[0], s[1], s[2] * s[3], s[4] * s[5]))
+            grads["bias"] = d_bias[:, :, : ops.shape(t["bias"])[2], : self.value_length]
         return tuple(grads.get(name) for name in self.names)
 
 
 def _attention_with_custom_gradient(kernel, *tensors):
     @ops.custom_gradient
     def attention(*tensors):
-        # The forward pass is cut from any outer tape: its per-chunk scores are never kept.
+        # The forward pass is cut from any outer tape: its per-block scores are never kept.
         kernel.prepare([ops.stop_gradient(x) for x in tensors])
-        output, log_sum_exp = kernel.forward()
+        outputs, log_sum_exps = kernel.forward()
 
         def grad(*args, upstream=None):
             grad_output = upstream if upstream is not None else args[0]
-            return kernel.backward(output, log_sum_exp, grad_output)
+            return kernel.backward(outputs, log_sum_exps, grad_output)
 
-        return ops.transpose(output, (0, 2, 1, 3)), grad  # (B, Tq, H, dv)
+        return _merge(outputs, kernel.query_length), grad  # (B, H, Tq, dv)
 
     return attention(*tensors)
 
 
-def _pad_axis(x, axis, pad):
+def _split(x, axis, pad, num_chunks, chunk):
+    """Pads `axis` by `pad` and splits it into `(num_chunks, chunk)`."""
     widths = [[0, 0]] * len(x.shape)
     widths[axis] = [0, pad]
-    return ops.pad(x, widths)
+    x = ops.pad(x, widths)
+    shape = list(ops.shape(x))
+    return ops.reshape(x, tuple(shape[:axis]) + (num_chunks, chunk) + tuple(shape[axis + 1 :]))
+
+
+def _merge(chunks, length):
+    """`(n, B, H, c, d)` chunks -> `(B, H, length, d)`, dropping the padding."""
+    moved = ops.moveaxis(chunks, 0, 2)  # (B, H, n, c, d)
+    s = ops.shape(moved)
+    return ops.reshape(moved, (s[0], s[1], s[2] * s[3], s[4]))[:, :, :length]
+
+
+def _add_at(buffer, index, update):
+    """`buffer[index] += update` along the first axis."""
+    current = ops.take(buffer, index, axis=0)
+    start = (index,) + (0,) * (len(buffer.shape) - 1)
+    return ops.slice_update(buffer, start, ops.expand_dims(current + update, 0))
+
+
+def _after(index, state):
+    """`index`, made to depend on `state`, so that loop iterations run one after the other.
+
+    A TensorFlow while loop runs up to 10 iterations at once when their inputs
+    allow it; here every iteration would then hold its own `(B, H, Tq, c)`
+    scores and memory would grow back to quadratic. Tying the chunk index to
+    the previous iteration's result keeps at most two chunks alive.
+    """
+    never = ops.less(ops.min(state), float("-inf"))  # False, but only known at run time
+    return index + ops.cast(never, "int32")
 
 
 def _sum_to(x, shape):
-    """Sums `x` `(B, H, Tq, c)` over the leading axes where `shape` (the bias's) has size 1."""
+    """Sums `x` `(B, H, cq, ck)` over the leading axes where `shape` (the bias's) has size 1."""
     axes = tuple(i for i, size in enumerate(shape) if size == 1)
     return ops.sum(x, axis=axes, keepdims=True) if axes else x
 
