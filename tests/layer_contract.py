@@ -50,12 +50,18 @@ class ContractSpec:
             layer has none); the output carries it.
         returns_scores: the layer supports `return_attention_scores=True`,
             returning `(output, weights)` with weights over the last axis.
+        scores_key: for a layer returning `(output, {name: weights, ...})`,
+            the key of the weights the checks look at (`None`: the weights
+            themselves are returned).
         causal: the layer supports `use_causal_mask=True`.
         dropout_kwargs: constructor arguments that switch dropout on (`None`
             if the layer has no dropout).
         call_kwargs: extra call arguments for every call.
         lengths: two assignments of the variable lengths (the second one
             checks dynamic shapes and TFLite resizing).
+        int_inputs: input name -> vocabulary size, for inputs of int32 token
+            ids in `[0, vocabulary size)` (an int32 `keras.Input`; no
+            gradient is taken with respect to them).
     """
 
     layer_cls: type
@@ -64,10 +70,12 @@ class ContractSpec:
     value_masks: dict = dataclasses.field(default_factory=dict)
     query_mask: str | None = None
     returns_scores: bool = True
+    scores_key: str | None = None
     causal: bool = False
     dropout_kwargs: dict | None = None
     call_kwargs: dict = dataclasses.field(default_factory=dict)
     lengths: tuple = ({"Tq": 5, "Tv": 7, "T": 6}, {"Tq": 3, "Tv": 9, "T": 4})
+    int_inputs: dict = dataclasses.field(default_factory=dict)
 
     def make_layer(self, **overrides):
         return self.layer_cls(**{**self.init_kwargs, **overrides})
@@ -81,6 +89,9 @@ def make_inputs(spec, lengths, batch=BATCH, seed=0, scale=1.0):
     arrays = {}
     for name, shape in spec.inputs.items():
         concrete = (batch,) + tuple(lengths[d] if isinstance(d, str) else d for d in shape)
+        if name in spec.int_inputs:
+            arrays[name] = rng.integers(0, spec.int_inputs[name], concrete).astype("int32")
+            continue
         arrays[name] = (scale * rng.standard_normal(concrete)).astype("float32")
     return arrays
 
@@ -109,6 +120,8 @@ def call_layer(spec, layer, arrays, masks=None, **kwargs):
         call_kwargs.setdefault("return_attention_scores", True)
     result = layer(first, **rest, **call_kwargs)
     if spec.returns_scores and call_kwargs["return_attention_scores"]:
+        if spec.scores_key is not None:
+            return result[0], result[1][spec.scores_key]
         return result
     return result, None
 
@@ -116,7 +129,11 @@ def call_layer(spec, layer, arrays, masks=None, **kwargs):
 def build_functional_model(spec, layer, with_masks=True):
     """A functional model: every input and mask is a `keras.Input` with `None` lengths."""
     inputs = {
-        name: keras.Input(shape=tuple(None if isinstance(d, str) else d for d in shape), name=name)
+        name: keras.Input(
+            shape=tuple(None if isinstance(d, str) else d for d in shape),
+            name=name,
+            dtype="int32" if name in spec.int_inputs else None,
+        )
         for name, shape in spec.inputs.items()
     }
     mask_inputs = {}
@@ -130,7 +147,8 @@ def build_functional_model(spec, layer, with_masks=True):
         kwargs["return_attention_scores"] = True
     outputs = layer(inputs[names[0]], **{n: inputs[n] for n in names[1:]}, **kwargs)
     if spec.returns_scores:
-        outputs = {"output": outputs[0], "scores": outputs[1]}
+        scores = outputs[1] if spec.scores_key is None else outputs[1][spec.scores_key]
+        outputs = {"output": outputs[0], "scores": scores}
     return keras.Model({**inputs, **mask_inputs}, outputs)
 
 
@@ -325,12 +343,13 @@ def check_weights_sum_to_one(spec, tmp_path):
 def _gradients(spec, layer, arrays, masks):
     tensors = {k: tf.constant(v) for k, v in arrays.items()}
     with tf.GradientTape() as tape:
-        tape.watch(list(tensors.values()))
+        floats = [v for k, v in tensors.items() if k not in spec.int_inputs]
+        tape.watch(floats)
         output, _ = call_layer(spec, layer, tensors, masks)
         weight = tf.constant(np.random.default_rng(5).standard_normal(output.shape), output.dtype)
         loss = tf.reduce_sum(tf.cast(output * weight, "float32"))
     variables = layer.trainable_variables
-    grads = tape.gradient(loss, [v.value for v in variables] + list(tensors.values()))
+    grads = tape.gradient(loss, [v.value for v in variables] + floats)
     return variables, grads
 
 
@@ -452,6 +471,22 @@ def convert_builtins_only(model, tmp_path):
     """SavedModel -> TFLite with `TFLITE_BUILTINS` only (conversion fails if a Flex op is needed)."""
     path = str(tmp_path / "tflite_source")
     model.export(path, format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(path)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def convert_endpoint_builtins_only(layer, fn, input_signature, tmp_path):
+    """`fn` (a function calling `layer`, e.g. with a scalar `start_index` input) -> TFLite builtins.
+
+    Scalar inputs such as a decoding position need an explicit signature, which a functional
+    model cannot give; `fn` should return a dict, whose keys name the TFLite outputs.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(layer)
+    archive.add_endpoint("serving_default", fn, input_signature=input_signature)
+    path = str(tmp_path / "tflite_endpoint")
+    archive.write_out(path, verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(path)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter.convert()

@@ -61,3 +61,168 @@ def attend(scores, value, mask=None):
     """(context, weights) for raw scores and a boolean mask broadcastable to the scores."""
     weights = softmax(scores, mask)
     return weights @ value.astype("float64"), weights
+
+
+# -- Transformer blocks -----------------------------------------------------------------------
+# Weights are dicts keyed by the variable path below the block, e.g. "self_attention/query/kernel".
+
+
+def weights_by_path(layer):
+    """A layer's weights as NumPy arrays keyed by their path below the layer."""
+    return {v.path.split("/", 1)[1]: np.asarray(v, dtype="float64") for v in layer.weights}
+
+
+def layer_norm(x, gamma, beta, epsilon):
+    x = x.astype("float64")
+    mean = x.mean(-1, keepdims=True)
+    variance = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+
+
+def multi_head_attention(query, value, w, prefix, mask=None):
+    """(output, per-head weights) of `MultiHeadAttention` with keras core's weight layout.
+
+    `mask` is boolean, broadcastable to `(B, Tq, Tv)`; grouped key/value heads are repeated.
+    """
+    q = np.einsum("btd,dhk->bthk", query, w[f"{prefix}/query/kernel"]) + w[f"{prefix}/query/bias"]
+    k = np.einsum("btd,dhk->bthk", value, w[f"{prefix}/key/kernel"]) + w[f"{prefix}/key/bias"]
+    v = np.einsum("btd,dhk->bthk", value, w[f"{prefix}/value/kernel"]) + w[f"{prefix}/value/bias"]
+    groups = q.shape[2] // k.shape[2]
+    k, v = np.repeat(k, groups, axis=2), np.repeat(v, groups, axis=2)
+    scores = np.einsum("bqhk,bvhk->bhqv", q, k) / np.sqrt(q.shape[-1])
+    weights = softmax(scores, None if mask is None else np.asarray(mask)[:, None])
+    context = np.einsum("bhqv,bvhk->bqhk", weights, v)
+    out_kernel = w[f"{prefix}/attention_output/kernel"]
+    output = np.einsum("bqhk,hkd->bqd", context, out_kernel) + w[f"{prefix}/attention_output/bias"]
+    return output, weights
+
+
+def transformer_block(
+    x, w, normalize_first, epsilon, self_mask, encoder=None, cross_mask=None, activation=None
+):
+    """A Transformer encoder block, or a decoder block when `encoder` is given.
+
+    Masks are boolean `(B, Tq, Tv)` (padding, causal and explicit masks already combined).
+    Returns `(output, {"self_attention": weights[, "cross_attention": weights]})`.
+    """
+    activation = activation or (lambda h: np.maximum(h, 0.0))
+    x = x.astype("float64")
+    sublayers = [
+        ("self_attention", lambda h: multi_head_attention(h, h, w, "self_attention", self_mask))
+    ]
+    if encoder is not None:
+        sublayers.append(
+            (
+                "cross_attention",
+                lambda h: multi_head_attention(h, encoder, w, "cross_attention", cross_mask),
+            )
+        )
+
+    def feedforward(h):
+        w1, b1 = (
+            w["feedforward_intermediate_dense/kernel"],
+            w["feedforward_intermediate_dense/bias"],
+        )
+        w2, b2 = w["feedforward_output_dense/kernel"], w["feedforward_output_dense/bias"]
+        return activation(h @ w1 + b1) @ w2 + b2, None
+
+    sublayers.append(("feedforward", feedforward))
+    scores = {}
+    for name, sublayer in sublayers:
+        gamma, beta = w[f"{name}_layer_norm/gamma"], w[f"{name}_layer_norm/beta"]
+        if normalize_first:
+            out, weights = sublayer(layer_norm(x, gamma, beta, epsilon))
+            x = x + out
+        else:
+            out, weights = sublayer(x)
+            x = layer_norm(x + out, gamma, beta, epsilon)
+        if weights is not None:
+            scores[name] = weights
+    return x, scores
+
+
+# -- positions ----------------------------------------------------------------------------------
+
+
+def sinusoidal_encoding(positions, dim, max_wavelength=10000):
+    """PE(p, 2i) = sin(p / max_wavelength^(2i/dim)), PE(p, 2i+1) = cos(...), float64 `(T, dim)`."""
+    encoding = np.zeros((len(positions), dim))
+    for t, p in enumerate(positions):
+        for j in range(dim):
+            angle = p / max_wavelength ** (2 * (j // 2) / dim)
+            encoding[t, j] = np.sin(angle) if j % 2 == 0 else np.cos(angle)
+    return encoding
+
+
+def rope_paper(x, positions, max_wavelength=10000, scaling_factor=1.0):
+    """RoFormer eq. (13)-(15): the block-diagonal rotation R_{Θ,m} applied to x[:, t, ..., :].
+
+    Pairs are neighbours `(x[2i], x[2i+1])`, rotated by `m θ_i`, `θ_i = max_wavelength^(-2i/d)`,
+    with `m = position / scaling_factor`. `x` is `(batch, T, ..., d)`, positions `(T,)`.
+    """
+    x = np.asarray(x, "float64")
+    d = x.shape[-1]
+    out = np.empty_like(x)
+    for t, p in enumerate(positions):
+        m = p / scaling_factor
+        rotation = np.zeros((d, d))
+        for i in range(d // 2):
+            angle = m * max_wavelength ** (-2 * i / d)
+            c, s = np.cos(angle), np.sin(angle)
+            rotation[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = [[c, -s], [s, c]]
+        out[:, t] = x[:, t] @ rotation.T
+    return out
+
+
+def rope_half_split(x, positions, max_wavelength=10000, scaling_factor=1.0):
+    """RoPE in the "rotate half" layout: feature `i` pairs with `i + d/2`.
+
+    The paper's rotation of the features permuted to `[x_0, x_{d/2}, x_1, x_{d/2+1}, ...]`.
+    """
+    d = np.asarray(x).shape[-1]
+    interleave = np.stack([np.arange(d // 2), np.arange(d // 2) + d // 2], -1).reshape(-1)
+    rotated = rope_paper(np.asarray(x)[..., interleave], positions, max_wavelength, scaling_factor)
+    return rotated[..., np.argsort(interleave)]
+
+
+def t5_relative_position_bucket(
+    relative_position, bidirectional=True, num_buckets=32, max_distance=128
+):
+    """mesh_tensorflow.transformer.attention._relative_position_bucket, in NumPy float32.
+
+    `relative_position = memory_position - query_position`. Written from the original:
+
+        ret = 0; n = -relative_position
+        if bidirectional: num_buckets //= 2; ret += (n < 0) * num_buckets; n = |n|
+        else: n = max(n, 0)
+        max_exact = num_buckets // 2
+        val_if_large = max_exact + int32(log(float(n) / max_exact)
+                                         / log(max_distance / max_exact) * (num_buckets - max_exact))
+        ret += n if n < max_exact else min(val_if_large, num_buckets - 1)
+    """
+    n = -np.asarray(relative_position, "int64")
+    ret = np.zeros_like(n)
+    if bidirectional:
+        num_buckets //= 2
+        ret += (n < 0).astype("int64") * num_buckets
+        n = np.abs(n)
+    else:
+        n = np.maximum(n, 0)
+    max_exact = num_buckets // 2
+    with np.errstate(divide="ignore"):
+        scaled = (
+            np.log(n.astype("float32") / np.float32(max_exact))
+            / np.float32(np.log(max_distance / max_exact))
+            * np.float32(num_buckets - max_exact)
+        )
+    val_if_large = max_exact + np.where(np.isfinite(scaled), scaled, 0).astype("int64")
+    val_if_large = np.minimum(val_if_large, num_buckets - 1)
+    return ret + np.where(n < max_exact, n, val_if_large)
+
+
+def t5_relative_position_bias(table, query_length, key_length, query_offset=0, **bucket_kwargs):
+    """`table[bucket(j - i)]` as `(1, heads, Tq, Tk)`, with query `i` at `query_offset + i`."""
+    query = np.arange(query_length)[:, None] + query_offset
+    key = np.arange(key_length)[None, :]
+    buckets = t5_relative_position_bucket(key - query, **bucket_kwargs)
+    return np.transpose(np.asarray(table)[buckets], (2, 0, 1))[None]

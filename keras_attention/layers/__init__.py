@@ -7,7 +7,14 @@ from keras_attention.layers.concat_attention import ConcatAttention
 from keras_attention.layers.dot_attention import DotAttention
 from keras_attention.layers.location_attention import LocationAttention
 from keras_attention.layers.multi_head_attention import MultiHeadAttention
+from keras_attention.layers.position_embedding import PositionEmbedding
+from keras_attention.layers.relative_position_bias import RelativePositionBias
+from keras_attention.layers.rotary_embedding import RotaryEmbedding
 from keras_attention.layers.scaled_dot_attention import ScaledDotAttention
+from keras_attention.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
+from keras_attention.layers.token_and_position_embedding import TokenAndPositionEmbedding
+from keras_attention.layers.transformer_decoder_block import TransformerDecoderBlock
+from keras_attention.layers.transformer_encoder_block import TransformerEncoderBlock
 
 __all__ = [
     "AdditiveAttention",
@@ -17,5 +24,12 @@ __all__ = [
     "DotAttention",
     "LocationAttention",
     "MultiHeadAttention",
+    "PositionEmbedding",
+    "RelativePositionBias",
+    "RotaryEmbedding",
     "ScaledDotAttention",
+    "SinusoidalPositionEncoding",
+    "TokenAndPositionEmbedding",
+    "TransformerDecoderBlock",
+    "TransformerEncoderBlock",
 ]

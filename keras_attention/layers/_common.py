@@ -1,6 +1,7 @@
 """Argument handling shared by the layers: weight options, validation, output masks."""
 
 import contextlib
+import numbers
 
 import keras
 
@@ -88,3 +89,45 @@ def attach_keras_mask(tensor, mask):
     # Backends whose arrays take no attributes (JAX) carry no masks.
     with contextlib.suppress(AttributeError):
         tensor._keras_mask = mask
+
+
+def positive_number(layer_name, name, value):
+    """Returns `value` if it is a positive real number, else raises `ValueError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(
+            f"{layer_name}: `{name}` must be a positive number. Received: {name}={value!r}"
+        )
+    return value
+
+
+def position_offset(layer_name, name, value):
+    """Returns a checked position offset: a non-negative int, or a scalar integer tensor.
+
+    A tensor's value is not known while tracing, so it is not checked here.
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if value >= 0:
+            return int(value)
+        received = repr(value)
+    elif hasattr(value, "dtype") and hasattr(value, "shape"):
+        dtype = keras.backend.standardize_dtype(value.dtype)
+        if "int" in dtype and len(value.shape) == 0:
+            return value
+        received = f"<tensor shape={tuple(value.shape)} dtype={dtype}>"
+    else:
+        received = repr(value)
+    raise ValueError(
+        f"{layer_name}: `{name}` must be a non-negative int or a scalar integer tensor. "
+        f"Received: {name}={received}"
+    )
+
+
+def check_positions(layer_name, length, start_index, sequence_length):
+    """Raises if a statically known `start_index + length` exceeds `sequence_length`."""
+    known = isinstance(length, int) and isinstance(start_index, int)
+    if known and start_index + length > sequence_length:
+        raise ValueError(
+            f"{layer_name}: the input covers positions up to {start_index + length - 1}, "
+            f"beyond the `sequence_length` of the layer. Received: "
+            f"sequence_length={sequence_length}, seq_len={length}, start_index={start_index}"
+        )

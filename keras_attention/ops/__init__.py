@@ -7,6 +7,7 @@ from keras_attention.ops.masking import (
     large_negative,
     merge_padding_masks,
 )
+from keras_attention.ops.positions import relative_position_bucket
 from keras_attention.ops.scores import (
     additive_score,
     apply_attention,
@@ -32,5 +33,6 @@ __all__ = [
     "location_score",
     "masked_softmax",
     "merge_padding_masks",
+    "relative_position_bucket",
     "scaled_dot_score",
 ]

@@ -4,7 +4,13 @@ import pytest
 
 from keras_attention.layers import MultiHeadAttention
 from tests import numpy_reference as npref
-from tests.layer_contract import ContractSpec, contract_checks, convert_builtins_only, run_tflite
+from tests.layer_contract import (
+    ContractSpec,
+    contract_checks,
+    convert_builtins_only,
+    convert_endpoint_builtins_only,
+    run_tflite,
+)
 from tests.layers.score_specs import rand
 
 SPECS = {
@@ -269,8 +275,6 @@ def test_cached_decode_step_converts_to_tflite_builtins(tmp_path):
     """One decode step (token, caches, index) -> (output, caches): builtins only, rank-4 caches."""
     import tensorflow as tf
 
-    from tests.layer_contract import run_tflite
-
     layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2)
     x = rand(2, 7, 8)
     full = np.asarray(layer(x, x, use_causal_mask=True))
@@ -279,23 +283,17 @@ def test_cached_decode_step_converts_to_tflite_builtins(tmp_path):
         out, (k, v) = layer(token, token, cache=(key_cache, value_cache), cache_update_index=index)
         return {"output": out, "key_cache": k, "value_cache": v}
 
-    archive = keras.export.ExportArchive()
-    archive.track(layer)
-    archive.add_endpoint(
-        "serving_default",
+    flatbuffer = convert_endpoint_builtins_only(
+        layer,
         step,
-        input_signature=[
+        [
             tf.TensorSpec((None, 1, 8), tf.float32, name="token"),
             tf.TensorSpec((None, None, 2, 4), tf.float32, name="key_cache"),
             tf.TensorSpec((None, None, 2, 4), tf.float32, name="value_cache"),
             tf.TensorSpec((), tf.int32, name="index"),
         ],
+        tmp_path,
     )
-    path = str(tmp_path / "step")
-    archive.write_out(path, verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(path)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    flatbuffer = converter.convert()
     key_cache, value_cache = (np.asarray(c) for c in layer.init_cache(2, 7))
     for t in range(7):
         result = run_tflite(

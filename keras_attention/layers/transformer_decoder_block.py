@@ -1,0 +1,330 @@
+"""Transformer decoder block: causal self-attention, cross-attention, feed-forward."""
+
+import keras
+from keras import ops
+
+from keras_attention.layers._transformer_block import (
+    TransformerBlock,
+    keras_mask,
+    zero_padded_positions,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class TransformerDecoderBlock(TransformerBlock):
+    """Transformer decoder block (Vaswani et al. 2017): causal self-attention, cross-attention, FFN.
+
+    Post-LN (`normalize_first=False`): `h = LN(x + Dropout(SelfMHA(x)))`,
+    `c = LN(h + Dropout(CrossMHA(h, encoder_sequence)))`,
+    `y = LN(c + Dropout(FFN(c)))`. Pre-LN (`normalize_first=True`):
+    `h = x + Dropout(SelfMHA(LN(x)))`, `c = h + Dropout(CrossMHA(LN(h),
+    encoder_sequence))`, `y = c + Dropout(FFN(LN(c)))`. The attentions are
+    this package's `MultiHeadAttention`.
+
+    Cross-attention is fixed when the block is built, as in keras_hub: the
+    first call with an `encoder_sequence` builds an encoder-decoder block; the
+    first call without one builds a decoder-only (GPT-style) block with no
+    cross-attention weights. Later calls must match, and a `.keras` file
+    rebuilds the same structure. The weights have the order and shapes of
+    keras_hub's `TransformerDecoder`, so `block.set_weights(
+    keras_hub_decoder.get_weights())` copies a trained one.
+
+    Masks: `decoder_padding_mask` (or the Keras mask of `decoder_sequence`)
+    masks padded decoder positions as self-attention keys and as queries:
+    padded rows of the output and of every score are exact zeros, and the
+    output carries the mask. `encoder_padding_mask` (or the Keras mask of
+    `encoder_sequence`) gives padded encoder positions exactly zero
+    cross-attention weight. Padded positions never reach an unpadded output.
+
+    Decoding: pass a self-attention cache `(key_cache, value_cache)` (from
+    `init_cache`) and `self_attention_cache_update_index`; this call's keys and
+    values are written at the index and the queries attend causally over the
+    cache. Prefill is a call with the prompt at index `0`, a decode step a
+    call with one token at index `t`. The encoder keys and values are
+    recomputed from `encoder_sequence` at each step (no cross-attention
+    cache).
+
+    Args:
+        intermediate_dim: positive int, the hidden size of the feed-forward
+            network.
+        num_heads: positive int, the number of attention heads.
+        key_dim: positive int, the size of each attention head. Defaults to
+            `hidden_dim // num_heads` (`hidden_dim`, the last dimension of
+            `decoder_sequence`, must then be divisible by `num_heads`).
+        num_key_value_heads: positive int dividing `num_heads`, for
+            grouped-query attention (self and cross). Defaults to `num_heads`.
+        dropout: float in `[0, 1)`, dropout on the outputs of the attention and
+            feed-forward sublayers before each residual addition, in training.
+            Defaults to `0.0`.
+        attention_dropout: float in `[0, 1)`, dropout on the attention weights
+            in training. Defaults to `dropout` (one rate for both, as in
+            keras_hub).
+        activation: activation of the feed-forward network. Defaults to
+            `"relu"`.
+        layer_norm_epsilon: positive float. Defaults to `1e-5`.
+        normalize_first: bool, pre-LN if `True`, post-LN if `False`. Defaults
+            to `False`.
+        chunk_size: `"auto"`, a positive int or `None`: how the attentions are
+            computed (see `MultiHeadAttention`; chunks keep memory linear in
+            the sequence length). Defaults to `"auto"`.
+        kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, kernel_constraint, bias_constraint: for the
+            attention projections and the feed-forward layers.
+        seed: optional int, the dropout seed (each dropout gets its own seed
+            derived from it).
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        decoder_sequence: `(batch_size, Tq, hidden_dim)`.
+        encoder_sequence: `(batch_size, S, encoder_dim)`, required by an
+            encoder-decoder block and refused by a decoder-only one.
+        decoder_padding_mask: optional boolean `(batch_size, Tq)`; defaults to
+            the Keras mask of `decoder_sequence`. With a cache it covers the
+            `max_length` cache positions, `(batch_size, max_length)` (e.g. the
+            left padding of prompts), and the implicit mask is not used.
+        encoder_padding_mask: optional boolean `(batch_size, S)`; defaults to
+            the Keras mask of `encoder_sequence`.
+        self_attention_mask: optional boolean `(batch_size, Tq, Tq)` (with a
+            cache `(batch_size, Tq, max_length)`), ANDed with the others.
+        cross_attention_mask: optional boolean `(batch_size, Tq, S)`.
+        use_causal_mask: bool, causal self-attention. Defaults to `True`;
+            always on with a cache.
+        self_attention_bias: optional float tensor added to the
+            self-attention logits, broadcastable to
+            `(batch_size, num_heads, Tq, Tq)` (`(..., Tq, max_length)` with a
+            cache), e.g. a `RelativePositionBias` with `query_offset`.
+        self_attention_cache: optional `(key_cache, value_cache)` of shapes
+            `(batch_size, max_length, num_key_value_heads, key_dim)` (rank 4,
+            so a decode step converts to TFLite builtins); see `init_cache`.
+        self_attention_cache_update_index: int or scalar int tensor, where
+            this call's keys and values go in the cache (required with a
+            cache).
+        return_attention_scores: bool, also return the weights of every
+            attention. Defaults to `False`.
+        training: bool, whether dropout is active.
+
+    Returns:
+        `output` of shape `(batch_size, Tq, hidden_dim)`, followed, in this
+        order and only when asked for, by:
+        - with `return_attention_scores=True`, a dict of per-head weights
+          (before dropout): `"self_attention"` of shape
+          `(batch_size, num_heads, Tq, Tq)` (`Tq` -> `max_length` with a
+          cache) and, in an encoder-decoder block, `"cross_attention"` of
+          shape `(batch_size, num_heads, Tq, S)`;
+        - with a cache, the updated `(key_cache, value_cache)`.
+        So `output`, `(output, scores)`, `(output, cache)` or
+        `(output, scores, cache)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> block = TransformerDecoderBlock(intermediate_dim=32, num_heads=4)
+    >>> target = np.random.rand(2, 5, 16).astype("float32")
+    >>> source = np.random.rand(2, 7, 16).astype("float32")
+    >>> y, scores = block(target, source, return_attention_scores=True)
+    >>> tuple(y.shape), {k: tuple(v.shape) for k, v in scores.items()}
+    ((2, 5, 16), {'self_attention': (2, 4, 5, 5), 'cross_attention': (2, 4, 5, 7)})
+
+    One-token decoding with the self-attention cache:
+
+    >>> cache = block.init_cache(batch_size=2, max_length=5)
+    >>> y0, cache = block(target[:, :3], source, self_attention_cache=cache,
+    ...                   self_attention_cache_update_index=0)  # prefill
+    >>> y1, cache = block(target[:, 3:4], source, self_attention_cache=cache,
+    ...                   self_attention_cache_update_index=3)  # one step
+    >>> float(np.abs(np.asarray(y1) - np.asarray(block(target, source))[:, 3:4]).max()) < 1e-5
+    True
+
+    References:
+        Vaswani et al., 2017, "Attention Is All You Need"; Radford et al.,
+        2019, "Language Models are Unsupervised Multitask Learners" (GPT-2,
+        decoder-only, pre-LN).
+    """
+
+    _feedforward_layer_norm_first = False  # keras_hub's TransformerDecoder weight order
+
+    def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        shape = self._check_sequence_shape("decoder_sequence", decoder_sequence_shape)
+        hidden_dim = shape[-1]
+        self._self_attention = self._attention("self_attention", hidden_dim, seed_offset=0)
+        self._self_attention.build(shape, shape)
+        self._self_attention_layer_norm = self._layer_norm("self_attention_layer_norm", shape)
+        self._self_attention_dropout = self._dropout("self_attention_dropout", seed_offset=1)
+        self._cross_attention = None
+        if encoder_sequence_shape is not None:
+            encoder_shape = self._check_sequence_shape("encoder_sequence", encoder_sequence_shape)
+            self._cross_attention = self._attention("cross_attention", hidden_dim, seed_offset=2)
+            self._cross_attention.build(shape, encoder_shape)
+            self._cross_attention_layer_norm = self._layer_norm("cross_attention_layer_norm", shape)
+            self._cross_attention_dropout = self._dropout("cross_attention_dropout", seed_offset=3)
+        self._build_feedforward(shape)
+
+    def call(
+        self,
+        decoder_sequence,
+        encoder_sequence=None,
+        decoder_padding_mask=None,
+        encoder_padding_mask=None,
+        self_attention_mask=None,
+        cross_attention_mask=None,
+        use_causal_mask=True,
+        self_attention_cache=None,
+        self_attention_cache_update_index=None,
+        return_attention_scores=False,
+        self_attention_bias=None,
+        training=None,
+    ):
+        self._check_call_arguments(
+            encoder_sequence,
+            encoder_padding_mask,
+            cross_attention_mask,
+            self_attention_cache,
+            self_attention_cache_update_index,
+        )
+        cached = self_attention_cache is not None
+        if cached:
+            # The mask covers the cache positions; this call's queries are those at the index.
+            cache_mask = decoder_padding_mask  # (B, max_length)
+            query_mask = None
+            if cache_mask is not None:
+                query_shape = ops.shape(decoder_sequence)[:2]
+                query_mask = ops.slice(
+                    cache_mask, [0, self_attention_cache_update_index], query_shape
+                )  # (B, Tq)
+        else:
+            if decoder_padding_mask is None:
+                decoder_padding_mask = keras_mask(decoder_sequence)
+            cache_mask = query_mask = decoder_padding_mask  # (B, Tq)
+        scores = {}
+
+        residual = decoder_sequence
+        x = self._pre_norm(self._self_attention_layer_norm, decoder_sequence)
+        results = self._self_attention(
+            x,
+            x,
+            query_mask=query_mask,
+            value_mask=cache_mask,
+            attention_mask=self_attention_mask,
+            use_causal_mask=use_causal_mask,
+            return_attention_scores=return_attention_scores,
+            cache=self_attention_cache,
+            cache_update_index=self_attention_cache_update_index,
+            attention_bias=self_attention_bias,
+            training=training,
+        )
+        results = results if isinstance(results, tuple) else (results,)
+        x = results[0]
+        if return_attention_scores:
+            scores["self_attention"] = results[1]  # (B, H, Tq, Tq or max_length)
+        if cached:
+            self_attention_cache = results[-1]
+        x = self._add_residual(
+            self._self_attention_layer_norm, self._self_attention_dropout, x, residual, training
+        )
+
+        if self._cross_attention is not None:
+            if encoder_padding_mask is None:
+                encoder_padding_mask = keras_mask(encoder_sequence)
+            residual = x
+            x = self._pre_norm(self._cross_attention_layer_norm, x)
+            x = self._cross_attention(
+                x,
+                encoder_sequence,
+                query_mask=query_mask,
+                value_mask=encoder_padding_mask,
+                attention_mask=cross_attention_mask,
+                return_attention_scores=return_attention_scores,
+                training=training,
+            )
+            if return_attention_scores:
+                x, scores["cross_attention"] = x  # (B, H, Tq, S)
+            x = self._add_residual(
+                self._cross_attention_layer_norm,
+                self._cross_attention_dropout,
+                x,
+                residual,
+                training,
+            )
+
+        x = self._feedforward(x, training)
+        x = zero_padded_positions(x, query_mask)  # (B, Tq, hidden_dim)
+        results = (x,)
+        if return_attention_scores:
+            results += (scores,)
+        if cached:
+            results += (self_attention_cache,)
+        return results[0] if len(results) == 1 else results
+
+    def init_cache(self, batch_size, max_length, dtype=None):
+        """A zero self-attention `(key_cache, value_cache)` for decoding up to `max_length`."""
+        if not self.built:
+            raise ValueError(
+                "TransformerDecoderBlock: `init_cache` needs a built block (call it once or "
+                "`build` it first). Received: built=False"
+            )
+        return self._self_attention.init_cache(batch_size, max_length, dtype=dtype)
+
+    def _check_call_arguments(
+        self, encoder_sequence, encoder_padding_mask, cross_attention_mask, cache, cache_index
+    ):
+        if self._cross_attention is None:
+            for arg, value in (
+                ("encoder_sequence", encoder_sequence),
+                ("encoder_padding_mask", encoder_padding_mask),
+                ("cross_attention_mask", cross_attention_mask),
+            ):
+                if value is not None:
+                    raise ValueError(
+                        "TransformerDecoderBlock: this block was built without cross-attention "
+                        "(first called without `encoder_sequence`), so it takes no "
+                        f"`{arg}`. Received: {arg}.shape={tuple(value.shape)}"
+                    )
+        elif encoder_sequence is None:
+            raise ValueError(
+                "TransformerDecoderBlock: this block was built with cross-attention (first "
+                "called with an `encoder_sequence`), so every call needs one. "
+                "Received: encoder_sequence=None"
+            )
+        if cache is not None and cache_index is None:
+            raise ValueError(
+                "TransformerDecoderBlock: `self_attention_cache` needs "
+                "`self_attention_cache_update_index`. "
+                "Received: self_attention_cache_update_index=None"
+            )
+        if cache is None and cache_index is not None:
+            raise ValueError(
+                "TransformerDecoderBlock: `self_attention_cache_update_index` needs "
+                "`self_attention_cache`. Received: self_attention_cache=None"
+            )
+
+    def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        return tuple(decoder_sequence_shape)
+
+    def compute_output_spec(
+        self,
+        decoder_sequence,
+        encoder_sequence=None,
+        return_attention_scores=False,
+        self_attention_cache=None,
+        **kwargs,
+    ):
+        shape = tuple(decoder_sequence.shape)
+        results = (keras.KerasTensor(shape, dtype=self.compute_dtype),)
+        if return_attention_scores:
+            memory = shape[1] if self_attention_cache is None else self_attention_cache[0].shape[1]
+            scores = {
+                "self_attention": keras.KerasTensor(
+                    (shape[0], self.num_heads, shape[1], memory), dtype=self.compute_dtype
+                )
+            }
+            if encoder_sequence is not None:
+                scores["cross_attention"] = keras.KerasTensor(
+                    (shape[0], self.num_heads, shape[1], encoder_sequence.shape[1]),
+                    dtype=self.compute_dtype,
+                )
+            results += (scores,)
+        if self_attention_cache is not None:
+            results += (
+                tuple(keras.KerasTensor(c.shape, dtype=c.dtype) for c in self_attention_cache),
+            )
+        return results[0] if len(results) == 1 else results

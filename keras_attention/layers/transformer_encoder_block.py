@@ -1,0 +1,160 @@
+"""Transformer encoder block: self-attention and a feed-forward network, pre- or post-LN."""
+
+import keras
+
+from keras_attention.layers._transformer_block import (
+    TransformerBlock,
+    keras_mask,
+    zero_padded_positions,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class TransformerEncoderBlock(TransformerBlock):
+    """Transformer encoder block (Vaswani et al. 2017): self-attention, then feed-forward.
+
+    Post-LN (`normalize_first=False`, BERT and the original Transformer):
+    `h = LN(x + Dropout(MHA(x, x)))`, `y = LN(h + Dropout(FFN(h)))`. Pre-LN
+    (`normalize_first=True`, GPT-2 and most recent models):
+    `h = x + Dropout(MHA(LN(x), LN(x)))`, `y = h + Dropout(FFN(LN(h)))`; the
+    final layer norm of a pre-LN stack belongs to the model, not the block.
+    `FFN(x) = W_2 activation(W_1 x + b_1) + b_2`. The attention is this
+    package's `MultiHeadAttention` (grouped-query heads, exact masking), its
+    output projected back to the hidden size of the inputs.
+
+    Masks: `padding_mask` (or, when it is not given, the implicit Keras mask
+    of `inputs`, e.g. from `Embedding(mask_zero=True)`) masks padded positions
+    both as keys (they get exactly zero attention weight) and as queries:
+    padded rows of the output and of the scores are exact zeros and the output
+    carries the mask as its Keras mask. Padded inputs therefore never reach an
+    unpadded output.
+
+    The weights have the order and shapes of keras_hub's `TransformerEncoder`
+    (same `num_heads`, `intermediate_dim`, `normalize_first`), so
+    `block.set_weights(keras_hub_encoder.get_weights())` copies a trained one;
+    the outputs then agree at unpadded positions (keras_hub leaves padded
+    rows unmasked).
+
+    Args:
+        intermediate_dim: positive int, the hidden size of the feed-forward
+            network.
+        num_heads: positive int, the number of attention heads.
+        key_dim: positive int, the size of each attention head. Defaults to
+            `hidden_dim // num_heads` (`hidden_dim`, the last dimension of the
+            inputs, must then be divisible by `num_heads`).
+        num_key_value_heads: positive int dividing `num_heads`, for
+            grouped-query attention. Defaults to `num_heads`.
+        dropout: float in `[0, 1)`, dropout on the outputs of the attention and
+            feed-forward sublayers before each residual addition, in training.
+            Defaults to `0.0`.
+        attention_dropout: float in `[0, 1)`, dropout on the attention weights
+            in training. Defaults to `dropout` (one rate for both, as in
+            keras_hub); `0.0` drops only the sublayer outputs.
+        activation: activation of the feed-forward network. Defaults to
+            `"relu"`.
+        layer_norm_epsilon: positive float. Defaults to `1e-5`.
+        normalize_first: bool, pre-LN if `True`, post-LN if `False`. Defaults
+            to `False`.
+        chunk_size: `"auto"`, a positive int or `None`: how the attentions are
+            computed (see `MultiHeadAttention`; chunks keep memory linear in
+            the sequence length). Defaults to `"auto"`.
+        kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, kernel_constraint, bias_constraint: for the
+            attention projections and the feed-forward layers. Defaults to
+            `"glorot_uniform"`, `"zeros"` and no regularizers or constraints.
+        seed: optional int, the dropout seed (each dropout gets its own seed
+            derived from it).
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: `(batch_size, seq_len, hidden_dim)`.
+        padding_mask: optional boolean `(batch_size, seq_len)`, `False` at
+            padded positions. Defaults to the Keras mask of `inputs`.
+        attention_mask: optional boolean `(batch_size, seq_len, seq_len)`,
+            ANDed with the padding and causal masks.
+        use_causal_mask: bool, position `i` attends to positions `<= i`.
+            Defaults to `False`.
+        return_attention_scores: bool, also return the attention weights.
+            Defaults to `False`.
+        attention_bias: optional float tensor added to the attention logits,
+            broadcastable to `(batch_size, num_heads, seq_len, seq_len)`, e.g.
+            a `RelativePositionBias`.
+        training: bool, whether dropout is active.
+
+    Returns:
+        `(batch_size, seq_len, hidden_dim)`, or with
+        `return_attention_scores=True` the tuple `(output, scores)` with the
+        per-head weights `scores` of shape
+        `(batch_size, num_heads, seq_len, seq_len)` (before dropout).
+
+    Example:
+
+    >>> import numpy as np
+    >>> block = TransformerEncoderBlock(intermediate_dim=32, num_heads=4)
+    >>> x = np.random.rand(2, 6, 16).astype("float32")
+    >>> padding_mask = np.array([[True] * 6, [True] * 4 + [False] * 2])
+    >>> y, scores = block(x, padding_mask=padding_mask, return_attention_scores=True)
+    >>> tuple(y.shape), tuple(scores.shape)
+    ((2, 6, 16), (2, 4, 6, 6))
+    >>> float(np.abs(np.asarray(y)[1, 4:]).max())  # padded positions
+    0.0
+
+    References:
+        Vaswani et al., 2017, "Attention Is All You Need"; Xiong et al., 2020,
+        "On Layer Normalization in the Transformer Architecture" (pre-LN).
+    """
+
+    def build(self, inputs_shape):
+        inputs_shape = self._check_sequence_shape("inputs", inputs_shape)
+        self._self_attention = self._attention("self_attention", inputs_shape[-1], seed_offset=0)
+        self._self_attention.build(inputs_shape, inputs_shape)
+        self._self_attention_layer_norm = self._layer_norm(
+            "self_attention_layer_norm", inputs_shape
+        )
+        self._self_attention_dropout = self._dropout("self_attention_dropout", seed_offset=1)
+        self._build_feedforward(inputs_shape)
+
+    def call(
+        self,
+        inputs,
+        padding_mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        return_attention_scores=False,
+        attention_bias=None,
+        training=None,
+    ):
+        if padding_mask is None:
+            padding_mask = keras_mask(inputs)
+        residual = inputs
+        x = self._pre_norm(self._self_attention_layer_norm, inputs)
+        x = self._self_attention(
+            x,
+            x,
+            query_mask=padding_mask,
+            value_mask=padding_mask,
+            attention_mask=attention_mask,
+            use_causal_mask=use_causal_mask,
+            return_attention_scores=return_attention_scores,
+            attention_bias=attention_bias,
+            training=training,
+        )
+        if return_attention_scores:
+            x, scores = x  # scores: (B, H, T, T)
+        x = self._add_residual(
+            self._self_attention_layer_norm, self._self_attention_dropout, x, residual, training
+        )
+        x = self._feedforward(x, training)
+        x = zero_padded_positions(x, padding_mask)  # (B, T, hidden_dim)
+        return (x, scores) if return_attention_scores else x
+
+    def compute_output_shape(self, inputs_shape):
+        return tuple(inputs_shape)
+
+    def compute_output_spec(self, inputs, return_attention_scores=False, **kwargs):
+        output = keras.KerasTensor(tuple(inputs.shape), dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        batch, length = inputs.shape[:2]
+        scores_shape = (batch, self.num_heads, length, length)
+        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
