@@ -47,14 +47,15 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         use_bias: bool, biases in the projections. Defaults to `True`.
         output_dim: positive int, the output size. Defaults to the query depth.
         chunk_size: how the attention is computed. `"auto"` (the default)
-            uses the memory-efficient chunked path (`ops.chunked_attention`,
-            key chunks of 512 with an online softmax and recomputation in the
-            backward pass, so memory grows linearly with the length) when the
+            uses the memory-efficient chunked path (`ops.chunked_attention`:
+            blocks of 512 queries x 512 keys with an online softmax and
+            recomputation in the backward pass, so memory grows linearly with
+            the length) when the
             query length times the key length reaches `2048 * 2048`, and the
             full `(batch, heads, Tq, Tv)` score matrix below that; when the
             lengths are unknown at trace time the choice is made at run time.
-            A positive int always chunks keys that many at a time (when the
-            key length exceeds it); `None` always uses the full path. Both
+            A positive int always uses blocks of that size (when the key length
+            exceeds it); `None` always uses the full path. Both
             paths give the same outputs and gradients to float rounding. With
             `return_attention_scores=True` the weights are returned in full,
             so such a call uses the full path.

@@ -1,15 +1,16 @@
-"""Memory-efficient attention: key chunks, a running softmax, recomputation in the backward pass.
+"""Memory-efficient attention: blocks, a running softmax, recomputation in the backward pass.
 
 `chunked_attention` never holds the `(batch, heads, Tq, Tv)` score matrix. It
-walks over the keys `chunk_size` at a time and keeps, per query, the running
-maximum `m`, the running normaliser `l` and the running weighted sum of values
-(the online softmax of Milakov & Gimelshein 2018, as in FlashAttention). The
-backward pass is written out by hand: it recomputes each chunk's weights from
-the saved log-sum-exp instead of storing them, so the memory of forward and
-backward grows linearly with the sequence length (`Tq * chunk_size` per chunk)
-instead of quadratically.
+splits queries and keys into chunks of `chunk_size` and walks over the
+`(query chunk, key chunk)` blocks, keeping per query the running log-sum-exp
+and the running normalised sum of values (the online softmax of Milakov &
+Gimelshein 2018, as in FlashAttention). The backward pass is written out by
+hand: it recomputes each block's weights from the saved log-sum-exp instead of
+storing them, so the memory of forward and backward grows linearly with the
+sequence length (one `(batch, heads, chunk, chunk)` block at a time plus
+linear-size buffers) instead of quadratically.
 
-Masks are built chunk by chunk from their parts (key padding, causal positions,
+Masks are built block by block from their parts (key padding, causal positions,
 an explicit mask), with the semantics of `masked_softmax`: masked positions get
 exactly zero weight and a fully masked row gives zeros with zero gradient.
 Dropout, when asked for, draws its keep decisions from a counter-based hash of
@@ -40,7 +41,7 @@ def chunked_attention(
     dropout_rate=0.0,
     dropout_seed=None,
 ):
-    """`softmax(query keyᵀ + bias) value` over key chunks, in linear memory.
+    """`softmax(query keyᵀ + bias) value` over query/key blocks, in linear memory.
 
     The query is used as given: scale it (e.g. by `1/√key_dim`) beforehand.
     Results equal the full computation to float rounding, in values and in
@@ -58,7 +59,8 @@ def chunked_attention(
         use_causal_mask: bool, query `i` sees key positions `<= i + causal_offset`.
         causal_offset: int or scalar int tensor, the position of the first query.
             Defaults to `0`.
-        chunk_size: positive int, keys per chunk. Defaults to `512`.
+        chunk_size: positive int, queries and keys per block side. Defaults to
+            `512`.
         dropout_rate: float in `[0, 1)`, dropout on the attention weights.
             Defaults to `0.0` (none).
         dropout_seed: int or scalar int32 tensor; required with dropout. The
