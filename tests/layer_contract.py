@@ -32,6 +32,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_attention.export.tflite import convert_tflite
+from keras_attention.export.tflite import run_tflite as export_run_tflite
+
 BATCH = 4
 
 
@@ -468,12 +471,8 @@ def check_saved_model(spec, tmp_path):
 
 
 def convert_builtins_only(model, tmp_path):
-    """SavedModel -> TFLite with `TFLITE_BUILTINS` only (conversion fails if a Flex op is needed)."""
-    path = str(tmp_path / "tflite_source")
-    model.export(path, format="tf_saved_model", verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(path)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
+    """Model -> TFLite with `TFLITE_BUILTINS` only (fails naming the op if Flex would be needed)."""
+    return convert_tflite(model)
 
 
 def convert_endpoint_builtins_only(layer, fn, input_signature, tmp_path):
@@ -482,33 +481,12 @@ def convert_endpoint_builtins_only(layer, fn, input_signature, tmp_path):
     Scalar inputs such as a decoding position need an explicit signature, which a functional
     model cannot give; `fn` should return a dict, whose keys name the TFLite outputs.
     """
-    archive = keras.export.ExportArchive()
-    archive.track(layer)
-    archive.add_endpoint("serving_default", fn, input_signature=input_signature)
-    path = str(tmp_path / "tflite_endpoint")
-    archive.write_out(path, verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(path)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
+    return convert_tflite(layer, signatures={"serving_default": (fn, input_signature)})
 
 
 def run_tflite(flatbuffer, feed):
     """Runs the `serving_default` signature in the LiteRT interpreter, resizing inputs to `feed`."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer)
-    runner = interpreter.get_signature_runner("serving_default")
-    inputs = {name: d["index"] for name, d in runner.get_input_details().items()}
-    outputs = {name: d["index"] for name, d in runner.get_output_details().items()}
-    del runner  # it holds the interpreter's buffers; resizing needs them released
-    assert sorted(inputs) == sorted(feed), (sorted(inputs), sorted(feed))
-    for name, value in feed.items():
-        interpreter.resize_tensor_input(inputs[name], np.asarray(value).shape, strict=True)
-    interpreter.allocate_tensors()
-    for name, value in feed.items():
-        interpreter.set_tensor(inputs[name], np.asarray(value))
-    interpreter.invoke()
-    return {name: interpreter.get_tensor(index) for name, index in outputs.items()}
+    return export_run_tflite(flatbuffer, feed)
 
 
 def check_tflite(spec, tmp_path):

@@ -1,0 +1,64 @@
+"""`keras-attention export` and `keras-attention verify`."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_attention.cli import main
+from keras_attention.layers import TokenAndPositionEmbedding, TransformerEncoderBlock
+
+
+def _save_model(tmp_path):
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    x = TokenAndPositionEmbedding(
+        vocabulary_size=50, sequence_length=16, embedding_dim=16, mask_zero=True
+    )(ids)
+    x = TransformerEncoderBlock(intermediate_dim=32, num_heads=2)(x)
+    model = keras.Model(ids, {"hidden": x}, name="encoder")
+    path = tmp_path / "encoder.keras"
+    model.save(path)
+    examples = tmp_path / "examples.npz"
+    np.savez(examples, ids=np.array([[5, 17, 42, 8, 0], [3, 9, 0, 0, 0]], "int32"))
+    return str(path), str(examples)
+
+
+@pytest.mark.slow
+def test_export_then_verify_saved_model_and_tflite(tmp_path, capsys):
+    model, examples = _save_model(tmp_path)
+    base = tmp_path / "saved_models"
+    tflite = tmp_path / "encoder.tflite"
+    argv = ["export", model, "--base-dir", str(base), "--tflite", str(tflite)]
+    assert main(argv) == 0
+    assert (base / "encoder" / "1" / "saved_model.pb").is_file()
+    assert 'name: "encoder"' in (base / "models.config").read_text()
+    assert tflite.stat().st_size > 0
+    before = (base / "encoder" / "1" / "saved_model.pb").read_bytes()
+    # The same version again without --overwrite: refused, the first export untouched.
+    assert main(argv[:-2] + ["--version", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "version 1 of model 'encoder' exists" in error and "--overwrite" in error
+    assert (base / "encoder" / "1" / "saved_model.pb").read_bytes() == before
+    capsys.readouterr()
+    version = str(base / "encoder" / "1")
+    assert main(["verify", version, "--examples", examples, "--model", model]) == 0
+    assert "instances" in capsys.readouterr().out
+    assert main(["verify", str(tflite), "--examples", examples, "--model", model]) == 0
+    assert "ok" in capsys.readouterr().out.lower()
+
+
+def test_missing_files_are_named(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope.keras")]) == 2
+    assert "nope.keras" in capsys.readouterr().err
+    model = tmp_path / "m.txt"
+    model.write_text("x")
+    assert main(["export", str(model)]) == 2
+    assert "must be a `.keras` file" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path), "--examples", str(tmp_path / "e.npz")]) == 2
+    assert "e.npz" in capsys.readouterr().err
+
+
+def test_int8_needs_representative_data(tmp_path, capsys):
+    model, _ = _save_model(tmp_path)
+    argv = ["export", model, "--no-saved-model", "--tflite", str(tmp_path / "m.tflite")]
+    assert main(argv + ["--quantization", "int8"]) == 2
+    assert "--representative-data" in capsys.readouterr().err
