@@ -226,3 +226,54 @@ def t5_relative_position_bias(table, query_length, key_length, query_offset=0, *
     key = np.arange(key_length)[None, :]
     buckets = t5_relative_position_bucket(key - query, **bucket_kwargs)
     return np.transpose(np.asarray(table)[buckets], (2, 0, 1))[None]
+
+
+# -- Local attention (Luong et al. 2015, sec. 3.2) --------------------------------------------
+
+
+def local_p_positions(s, Wp, vp, source_length):
+    """p_t = S · sigmoid(v_pᵀ tanh(W_p h_t)); `source_length` is `(B,)` or a number."""
+    logits = np.tanh(s.astype("float64") @ Wp) @ vp  # (B, Tq)
+    return np.reshape(source_length, (-1, 1)) / (1.0 + np.exp(-logits))
+
+
+def local_attention_weights(scores, positions, window, mask=None):
+    """Softmax of the scores inside |s - p| <= D (and `mask`), times exp(-(s - p)² / (2 (D/2)²))."""
+    source = np.arange(scores.shape[-1])
+    distance = source - np.asarray(positions, "float64")[..., None]  # (B, Tq, Tv)
+    in_window = np.abs(distance) <= window
+    if mask is not None:
+        in_window = in_window & mask
+    sigma = window / 2.0
+    return softmax(scores, in_window) * np.exp(-(distance**2) / (2.0 * sigma**2))
+
+
+# -- Monotonic attention (Raffel et al. 2017) -------------------------------------------------
+
+
+def monotonic_expected_alignments(energies, mask=None, previous=None):
+    """Expected alignments of the paper's recurrence, as plain loops in float64.
+
+    `α_{i,j} = p_{i,j} Σ_{k<=j} α_{i-1,k} Π_{l=k}^{j-1} (1 - p_{i,l})`, `p = sigmoid(e)`,
+    `p = 0` where `mask` (`(B, Tv)`) is False, `α_0 = [1, 0, ...]` unless `previous` is given.
+    `energies` is `(B, Tq, Tv)`; returns `(B, Tq, Tv)`.
+    """
+    energies = np.asarray(energies, "float64")
+    B, Tq, Tv = energies.shape
+    p = 1.0 / (1.0 + np.exp(-energies))
+    if mask is not None:
+        p = np.where(np.asarray(mask, bool)[:, None, :], p, 0.0)
+    out = np.zeros((B, Tq, Tv))
+    for b in range(B):
+        prev = np.eye(Tv)[0] if previous is None else np.asarray(previous[b], "float64")
+        for i in range(Tq):
+            for j in range(Tv):
+                total = 0.0
+                for k in range(j + 1):
+                    product = 1.0
+                    for m in range(k, j):
+                        product *= 1.0 - p[b, i, m]
+                    total += prev[k] * product
+                out[b, i, j] = p[b, i, j] * total
+            prev = out[b, i]
+    return out

@@ -5,7 +5,9 @@ from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.layers.bilinear_attention import BilinearAttention
 from keras_attention.layers.concat_attention import ConcatAttention
 from keras_attention.layers.dot_attention import DotAttention
+from keras_attention.layers.local_attention import LocalAttention
 from keras_attention.layers.location_attention import LocationAttention
+from keras_attention.layers.monotonic_attention import MonotonicAttention
 from keras_attention.layers.multi_head_attention import MultiHeadAttention
 from keras_attention.layers.position_embedding import PositionEmbedding
 from keras_attention.layers.relative_position_bias import RelativePositionBias
@@ -22,7 +24,9 @@ __all__ = [
     "BilinearAttention",
     "ConcatAttention",
     "DotAttention",
+    "LocalAttention",
     "LocationAttention",
+    "MonotonicAttention",
     "MultiHeadAttention",
     "PositionEmbedding",
     "RelativePositionBias",

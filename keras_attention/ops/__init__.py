@@ -1,12 +1,14 @@
 """Stateless attention math on `keras.ops`: scores, masks, masked softmax, chunked attention."""
 
 from keras_attention.ops.chunked_attention import chunked_attention, dropout_keep_mask
+from keras_attention.ops.local_window import local_window
 from keras_attention.ops.masking import (
     causal_mask,
     compute_attention_mask,
     large_negative,
     merge_padding_masks,
 )
+from keras_attention.ops.monotonic import expected_monotonic_alignment, hard_monotonic_alignment
 from keras_attention.ops.positions import relative_position_bucket
 from keras_attention.ops.scores import (
     additive_score,
@@ -29,7 +31,10 @@ __all__ = [
     "concat_score",
     "dot_score",
     "dropout_keep_mask",
+    "expected_monotonic_alignment",
+    "hard_monotonic_alignment",
     "large_negative",
+    "local_window",
     "location_score",
     "masked_softmax",
     "merge_padding_masks",

@@ -1,0 +1,259 @@
+"""Luong local attention: local-m (monotonic) and local-p (predictive) with a Gaussian window."""
+
+import keras
+from keras import ops
+
+from keras_attention.layers._common import (
+    WeightOptionsMixin,
+    attach_keras_mask,
+    position_offset,
+    positive_int,
+)
+from keras_attention.layers.base_score_attention import BaseScoreAttention, _unpack_mask_list
+from keras_attention.ops import (
+    apply_attention,
+    bilinear_score,
+    compute_attention_mask,
+    concat_score,
+    dot_score,
+    masked_softmax,
+    merge_padding_masks,
+)
+from keras_attention.ops.local_window import local_window
+
+MODES = ("monotonic", "predictive")
+SCORES = ("dot", "general", "concat")
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
+    """Local attention over a window `[p - D, p + D]` around an aligned source position `p`.
+
+    The weights are `a(s) = align(h_t, h̄_s) · exp(-(s - p_t)² / (2σ²))` with
+    `σ = D / 2`, where `align` is the softmax of the scores restricted to the
+    window (positions outside it, padded or otherwise masked get exactly zero
+    weight). As in the paper the weights are NOT renormalised after the
+    Gaussian: they sum to at most 1 over the unmasked positions.
+
+    - `mode="monotonic"` (local-m): `p_t = t + query_offset`, the decoder step.
+    - `mode="predictive"` (local-p): `p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))`
+      with `W_p` of shape `(dq, units)`. `S` is the source length: the number
+      of unmasked value positions of each example when a value (or key) mask
+      is given (the mask is assumed to pad on the right), else `Tv`. So
+      `p_t ∈ [0, S]`; `query_offset` is ignored.
+
+    Args:
+        window: positive int, the half-width `D` of the window. Defaults to `4`.
+        mode: `"monotonic"` (local-m) or `"predictive"` (local-p). Defaults to
+            `"monotonic"`.
+        score: the score function inside the window: `"dot"` (`hᵀ s`),
+            `"general"` (`hᵀ W s`) or `"concat"` (`vᵀ tanh(W [s; h])`).
+            Defaults to `"general"`.
+        units: optional positive int, the hidden size of the position network
+            (local-p) and of the `"concat"` score. Defaults to `None`: the
+            query depth.
+        kernel_initializer: initializer of every weight. Defaults to
+            `"glorot_uniform"`.
+        kernel_regularizer: optional regularizer of every weight.
+        kernel_constraint: optional constraint of every weight.
+        dropout: float, dropout on the attention weights. Defaults to `0.0`.
+        seed: optional int, dropout seed.
+        **kwargs: base layer arguments.
+
+    Call arguments:
+        query, value, key, query_mask, value_mask, key_mask, mask,
+        attention_mask, use_causal_mask, training: see `BaseScoreAttention`.
+            With a one-step query `use_causal_mask` is allowed and uses
+            `query_offset` as the query's position.
+        query_offset: non-negative int or scalar int tensor, the decoder step
+            of the first query (local-m, step-wise decoding). Defaults to `0`.
+        return_attention_scores: bool, also return the weights. Defaults to
+            `False`.
+        return_positions: bool, also return the aligned positions `p_t`
+            (float32, `(batch_size[, Tq])`). Defaults to `False`.
+
+    Returns:
+        The context `(batch_size[, Tq], dv)`, then the weights
+        `(batch_size[, Tq], Tv)` if `return_attention_scores`, then the
+        positions if `return_positions`. The output carries the query's mask.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = LocalAttention(window=1, mode="monotonic", score="dot")
+    >>> query = np.random.rand(1, 3, 4).astype("float32")
+    >>> value = np.random.rand(1, 6, 4).astype("float32")
+    >>> context, weights = layer(query, value, return_attention_scores=True)
+    >>> (np.asarray(weights)[0] > 0).astype(int)
+    array([[1, 1, 0, 0, 0, 0],
+           [1, 1, 1, 0, 0, 0],
+           [0, 1, 1, 1, 0, 0]])
+
+    References:
+        Luong et al., 2015, "Effective Approaches to Attention-based Neural
+        Machine Translation", section 3.2.
+    """
+
+    def __init__(
+        self,
+        window=4,
+        mode="monotonic",
+        score="general",
+        units=None,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        kernel_constraint=None,
+        dropout=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        name = type(self).__name__
+        window = positive_int(name, "window", window)
+        if mode not in MODES:
+            raise ValueError(f"{name}: `mode` must be one of {MODES}. Received: mode={mode!r}")
+        if score not in SCORES:
+            raise ValueError(f"{name}: `score` must be one of {SCORES}. Received: score={score!r}")
+        if units is not None:
+            units = positive_int(name, "units", units)
+        super().__init__(dropout=dropout, seed=seed, **kwargs)
+        self.window = window
+        self.mode = mode
+        self.score_function = score
+        self.units = units
+        self._set_weight_options(
+            kernel_initializer, "zeros", kernel_regularizer, None, kernel_constraint, None
+        )
+
+    # -- score hooks ----------------------------------------------------------------------------
+
+    def validate_dims(self, query_dim, key_dim, value_dim):
+        if self.score_function == "dot" and query_dim != key_dim:
+            raise ValueError(
+                f'{type(self).__name__}: score="dot" needs query and key of the same depth. '
+                f"Received: query_dim={query_dim}, key_dim={key_dim}"
+            )
+
+    def build_score(self, query_dim, key_dim):
+        units = self.units or query_dim
+        if self.score_function == "general":
+            self.kernel = self._add_kernel("kernel", (key_dim, query_dim))
+        elif self.score_function == "concat":
+            self.kernel = self._add_kernel("kernel", (query_dim + key_dim, units))
+            self.attention_v = self._add_kernel("attention_v", (units,))
+        if self.mode == "predictive":
+            self.position_kernel = self._add_kernel("position_kernel", (query_dim, units))
+            self.position_v = self._add_kernel("position_v", (units,))
+
+    def score(self, query, key, value_length):
+        if self.score_function == "general":
+            return bilinear_score(query, key, self.kernel)
+        if self.score_function == "concat":
+            return concat_score(query, key, self.kernel, self.attention_v)
+        return dot_score(query, key)
+
+    # -- Keras API ------------------------------------------------------------------------------
+
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        query_offset=0,
+        return_attention_scores=False,
+        return_positions=False,
+        training=None,
+    ):
+        query_offset = position_offset(type(self).__name__, "query_offset", query_offset)
+        query_mask, value_mask = _unpack_mask_list(mask, query_mask, value_mask)
+        single_step = len(query.shape) == 2
+        if single_step:
+            query = ops.expand_dims(query, 1)  # (B, 1, dq)
+            if query_mask is not None:
+                query_mask = ops.reshape(query_mask, (-1, 1))  # (B, 1)
+            if attention_mask is not None and len(attention_mask.shape) == 2:
+                attention_mask = ops.expand_dims(attention_mask, 1)  # (B, 1, Tv)
+        if key is None:
+            key = value
+        query_length = ops.shape(query)[1]
+        value_length = ops.shape(value)[1]
+        padding_mask = merge_padding_masks(value_mask, key_mask)  # (B, Tv)
+
+        positions = self._aligned_positions(query, padding_mask, value_length, query_offset)
+        window_mask, gaussian = local_window(positions, value_length, self.window)  # (B, Tq, Tv)
+        combined_mask = compute_attention_mask(
+            query_mask=query_mask,
+            value_mask=padding_mask,
+            attention_mask=merge_padding_masks(attention_mask, window_mask),
+            use_causal_mask=use_causal_mask,
+            query_length=query_length,
+            value_length=value_length,
+            causal_offset=query_offset,
+        )
+        align = masked_softmax(self.score(query, key, value_length), combined_mask)
+        # The product is taken in float32; masked positions stay exactly zero.
+        weights = ops.cast(ops.cast(align, "float32") * gaussian, align.dtype)  # (B, Tq, Tv)
+        context = apply_attention(self._dropout_layer(weights, training=training), value)
+
+        if single_step:
+            context = ops.squeeze(context, 1)  # (B, dv)
+            weights = ops.squeeze(weights, 1)  # (B, Tv)
+            positions = ops.squeeze(positions, 1)  # (B,)
+        elif query_mask is not None:
+            attach_keras_mask(context, ops.cast(query_mask, "bool"))
+        outputs = (context,)
+        if return_attention_scores:
+            outputs += (weights,)
+        if return_positions:
+            outputs += (positions,)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def compute_output_spec(
+        self, query, value, key=None, return_attention_scores=False, return_positions=False, **kw
+    ):
+        output_shape = self.compute_output_shape(
+            query.shape, value.shape, None if key is None else key.shape
+        )
+        outputs = (keras.KerasTensor(output_shape, dtype=self.compute_dtype),)
+        if return_attention_scores:
+            scores_shape = tuple(query.shape[:-1]) + (value.shape[1],)
+            outputs += (keras.KerasTensor(scores_shape, dtype=self.compute_dtype),)
+        if return_positions:
+            outputs += (keras.KerasTensor(tuple(query.shape[:-1]), dtype="float32"),)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def get_config(self):
+        options = self._weight_options_config()
+        return {
+            **super().get_config(),
+            "window": self.window,
+            "mode": self.mode,
+            "score": self.score_function,
+            "units": self.units,
+            **{
+                k: options[k]
+                for k in ("kernel_initializer", "kernel_regularizer", "kernel_constraint")
+            },
+        }
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _aligned_positions(self, query, padding_mask, value_length, query_offset):
+        """The aligned positions `p_t`, float32 `(B, Tq)`."""
+        batch_size, query_length = ops.shape(query)[0], ops.shape(query)[1]
+        if self.mode == "monotonic":
+            steps = ops.arange(query_length, dtype="int32") + ops.cast(query_offset, "int32")
+            steps = ops.cast(ops.expand_dims(steps, 0), "float32")  # (1, Tq)
+            return ops.broadcast_to(steps, (batch_size, query_length))  # (B, Tq)
+        hidden = ops.tanh(ops.matmul(query, ops.cast(self.position_kernel, query.dtype)))
+        logits = ops.sum(hidden * ops.cast(self.position_v, hidden.dtype), axis=-1)  # (B, Tq)
+        if padding_mask is None:
+            source_length = ops.cast(value_length, "float32")
+        else:
+            source_length = ops.sum(ops.cast(padding_mask, "float32"), axis=-1, keepdims=True)
+        return source_length * ops.sigmoid(ops.cast(logits, "float32"))  # (B, Tq)
