@@ -1,5 +1,7 @@
 """The shared call contract of every score-attention layer."""
 
+import dataclasses
+
 import keras
 from keras import ops
 
@@ -104,44 +106,30 @@ class BaseScoreAttention(keras.layers.Layer):
         return_attention_scores=False,
         training=None,
     ):
-        query_mask, value_mask = _unpack_mask_list(mask, query_mask, value_mask)
-        single_step = len(query.shape) == 2
-        if single_step:
-            if use_causal_mask:
-                raise ValueError(
-                    "`use_causal_mask=True` needs a query sequence `(batch_size, Tq, dq)`. "
-                    f"Received: query.shape={tuple(query.shape)}"
-                )
-            query = ops.expand_dims(query, 1)  # (B, 1, dq)
-            if query_mask is not None:
-                query_mask = ops.reshape(query_mask, (-1, 1))  # (B, 1)
-            if attention_mask is not None and len(attention_mask.shape) == 2:
-                attention_mask = ops.expand_dims(attention_mask, 1)  # (B, 1, Tv)
-        if key is None:
-            key = value
-        query_length = ops.shape(query)[1]
-        value_length = ops.shape(value)[1]
-
-        scores = self.score(query, key, value_length)  # (B, Tq, Tv)
+        inputs = self._prepare_inputs(
+            query,
+            value,
+            key,
+            mask,
+            query_mask,
+            value_mask,
+            key_mask,
+            attention_mask,
+            use_causal_mask,
+        )
+        scores = self.score(inputs.query, inputs.key, inputs.value_length)  # (B, Tq, Tv)
         combined_mask = compute_attention_mask(
-            query_mask=query_mask,
-            value_mask=merge_padding_masks(value_mask, key_mask),
-            attention_mask=attention_mask,
+            query_mask=inputs.query_mask,
+            value_mask=inputs.padding_mask,
+            attention_mask=inputs.attention_mask,
             use_causal_mask=use_causal_mask,
-            query_length=query_length,
-            value_length=value_length,
+            query_length=inputs.query_length,
+            value_length=inputs.value_length,
         )
         weights = masked_softmax(scores, combined_mask)  # (B, Tq, Tv)
         context = apply_attention(self._dropout_layer(weights, training=training), value)
-
-        if single_step:
-            context = ops.squeeze(context, 1)  # (B, dv)
-            weights = ops.squeeze(weights, 1)  # (B, Tv)
-        elif query_mask is not None:
-            attach_keras_mask(context, ops.cast(query_mask, "bool"))
-        if return_attention_scores:
-            return context, weights
-        return context
+        outputs = (context, weights) if return_attention_scores else (context,)
+        return self._finish_outputs(inputs, outputs)
 
     def compute_mask(self, query, previous_mask=None):
         if len(query.shape) == 2:
@@ -170,6 +158,61 @@ class BaseScoreAttention(keras.layers.Layer):
         return config
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _prepare_inputs(
+        self,
+        query,
+        value,
+        key,
+        mask,
+        query_mask,
+        value_mask,
+        key_mask,
+        attention_mask,
+        use_causal_mask,
+        allow_single_step_causal=False,
+    ):
+        """The shared start of every `call`: masks unpacked, one-step queries made sequences.
+
+        Returns a `PreparedInputs` with `query (B, Tq, dq)`, `key` (defaults to
+        `value`), `single_step`, `query_mask (B, Tq)`, `padding_mask (B, Tv)`
+        (value and key masks ANDed), `attention_mask (B, Tq, Tv)` and the lengths.
+        """
+        query_mask, value_mask = _unpack_mask_list(mask, query_mask, value_mask)
+        single_step = len(query.shape) == 2
+        if single_step:
+            if use_causal_mask and not allow_single_step_causal:
+                raise ValueError(
+                    f"{type(self).__name__}: `use_causal_mask=True` needs a query sequence "
+                    f"`(batch_size, Tq, dq)`. Received: query.shape={tuple(query.shape)}"
+                )
+            query = ops.expand_dims(query, 1)  # (B, 1, dq)
+            if query_mask is not None:
+                query_mask = ops.reshape(query_mask, (-1, 1))  # (B, 1)
+            if attention_mask is not None and len(attention_mask.shape) == 2:
+                attention_mask = ops.expand_dims(attention_mask, 1)  # (B, 1, Tv)
+        return PreparedInputs(
+            query=query,
+            key=value if key is None else key,
+            single_step=single_step,
+            query_mask=query_mask,
+            padding_mask=merge_padding_masks(value_mask, key_mask),
+            attention_mask=attention_mask,
+            query_length=ops.shape(query)[1],
+            value_length=ops.shape(value)[1],
+        )
+
+    def _finish_outputs(self, inputs, outputs):
+        """Squeezes one-step outputs (every entry has a query axis 1) or attaches the query mask.
+
+        `outputs` is a tuple whose first entry is the context; a single entry is
+        returned unwrapped.
+        """
+        if inputs.single_step:
+            outputs = tuple(ops.squeeze(x, 1) for x in outputs)
+        elif inputs.query_mask is not None:
+            attach_keras_mask(outputs[0], ops.cast(inputs.query_mask, "bool"))
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def _validate_shapes(self, query_shape, value_shape, key_shape):
         name = type(self).__name__
@@ -206,6 +249,20 @@ class BaseScoreAttention(keras.layers.Layer):
         key_dim = (key_shape or value_shape)[-1]
         self.validate_dims(query_shape[-1], key_dim, value_shape[-1])
         return query_shape[-1], key_dim, value_shape[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedInputs:
+    """What `BaseScoreAttention._prepare_inputs` returns (see there)."""
+
+    query: object
+    key: object
+    single_step: bool
+    query_mask: object
+    padding_mask: object
+    attention_mask: object
+    query_length: object
+    value_length: object
 
 
 def _unpack_mask_list(mask, query_mask, value_mask):

@@ -5,11 +5,10 @@ from keras import ops
 
 from keras_attention.layers._common import (
     WeightOptionsMixin,
-    attach_keras_mask,
     position_offset,
     positive_int,
 )
-from keras_attention.layers.base_score_attention import BaseScoreAttention, _unpack_mask_list
+from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import (
     apply_attention,
     bilinear_score,
@@ -170,48 +169,42 @@ class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
         training=None,
     ):
         query_offset = position_offset(type(self).__name__, "query_offset", query_offset)
-        query_mask, value_mask = _unpack_mask_list(mask, query_mask, value_mask)
-        single_step = len(query.shape) == 2
-        if single_step:
-            query = ops.expand_dims(query, 1)  # (B, 1, dq)
-            if query_mask is not None:
-                query_mask = ops.reshape(query_mask, (-1, 1))  # (B, 1)
-            if attention_mask is not None and len(attention_mask.shape) == 2:
-                attention_mask = ops.expand_dims(attention_mask, 1)  # (B, 1, Tv)
-        if key is None:
-            key = value
-        query_length = ops.shape(query)[1]
-        value_length = ops.shape(value)[1]
-        padding_mask = merge_padding_masks(value_mask, key_mask)  # (B, Tv)
-
-        positions = self._aligned_positions(query, padding_mask, value_length, query_offset)
-        window_mask, gaussian = local_window(positions, value_length, self.window)  # (B, Tq, Tv)
+        inputs = self._prepare_inputs(
+            query,
+            value,
+            key,
+            mask,
+            query_mask,
+            value_mask,
+            key_mask,
+            attention_mask,
+            use_causal_mask,
+            allow_single_step_causal=True,
+        )
+        positions = self._aligned_positions(
+            inputs.query, inputs.padding_mask, inputs.value_length, query_offset
+        )  # (B, Tq)
+        window_mask, gaussian = local_window(positions, inputs.value_length, self.window)
         combined_mask = compute_attention_mask(
-            query_mask=query_mask,
-            value_mask=padding_mask,
-            attention_mask=merge_padding_masks(attention_mask, window_mask),
+            query_mask=inputs.query_mask,
+            value_mask=inputs.padding_mask,
+            attention_mask=merge_padding_masks(inputs.attention_mask, window_mask),
             use_causal_mask=use_causal_mask,
-            query_length=query_length,
-            value_length=value_length,
+            query_length=inputs.query_length,
+            value_length=inputs.value_length,
             causal_offset=query_offset,
         )
-        align = masked_softmax(self.score(query, key, value_length), combined_mask)
+        scores = self.score(inputs.query, inputs.key, inputs.value_length)  # (B, Tq, Tv)
+        align = masked_softmax(scores, combined_mask)
         # The product is taken in float32; masked positions stay exactly zero.
         weights = ops.cast(ops.cast(align, "float32") * gaussian, align.dtype)  # (B, Tq, Tv)
         context = apply_attention(self._dropout_layer(weights, training=training), value)
-
-        if single_step:
-            context = ops.squeeze(context, 1)  # (B, dv)
-            weights = ops.squeeze(weights, 1)  # (B, Tv)
-            positions = ops.squeeze(positions, 1)  # (B,)
-        elif query_mask is not None:
-            attach_keras_mask(context, ops.cast(query_mask, "bool"))
         outputs = (context,)
         if return_attention_scores:
             outputs += (weights,)
         if return_positions:
             outputs += (positions,)
-        return outputs[0] if len(outputs) == 1 else outputs
+        return self._finish_outputs(inputs, outputs)
 
     def compute_output_spec(
         self, query, value, key=None, return_attention_scores=False, return_positions=False, **kw

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from keras_attention.layers._common import WeightOptionsMixin, attach_keras_mask, positive_int
-from keras_attention.layers.base_score_attention import BaseScoreAttention, _unpack_mask_list
+from keras_attention.layers._common import WeightOptionsMixin, positive_int
+from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import additive_score, apply_attention, bilinear_score, dot_score
 from keras_attention.ops.monotonic import (
     expected_monotonic_alignment,
@@ -201,21 +201,13 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         return_attention_scores=False,
         training=None,
     ):
-        query_mask, value_mask = _unpack_mask_list(mask, query_mask, value_mask)
-        single_step = len(query.shape) == 2
-        if single_step:
-            query = ops.expand_dims(query, 1)  # (B, 1, dq)
-            if query_mask is not None:
-                query_mask = ops.reshape(query_mask, (-1, 1))  # (B, 1)
-        if key is None:
-            key = value
+        inputs = self._prepare_inputs(
+            query, value, key, mask, query_mask, value_mask, key_mask, None, False
+        )
+        query, key, query_mask = inputs.query, inputs.key, inputs.query_mask
+        memory_mask = inputs.padding_mask  # (B, Tv)
         batch_size = ops.shape(query)[0]
-        query_length = ops.shape(query)[1]
-        value_length = ops.shape(value)[1]
-        memory_mask = None
-        if value_mask is not None or key_mask is not None:
-            masks = [ops.cast(m, "bool") for m in (value_mask, key_mask) if m is not None]
-            memory_mask = masks[0] if len(masks) == 1 else ops.logical_and(*masks)
+        query_length, value_length = inputs.query_length, inputs.value_length
 
         energies = ops.cast(self.score(query, key, value_length), "float32")  # (B, Tq, Tv)
         if training and self.sigmoid_noise:
@@ -248,14 +240,8 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         weights = ops.cast(alignments, self.compute_dtype)  # (B, Tq, Tv)
         context = apply_attention(weights, value)  # (B, Tq, dv)
 
-        if single_step:
-            context = ops.squeeze(context, 1)  # (B, dv)
-            weights = ops.squeeze(weights, 1)  # (B, Tv)
-        elif query_mask is not None:
-            attach_keras_mask(context, ops.cast(query_mask, "bool"))
-        if return_attention_scores:
-            return context, weights
-        return context
+        outputs = (context, weights) if return_attention_scores else (context,)
+        return self._finish_outputs(inputs, outputs)
 
     def get_config(self):
         config = super().get_config()
