@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from keras_attention import layers, models, ops  # noqa: E402
+from keras_attention import generation, layers, models, ops  # noqa: E402
 
-__all__ = ["__version__", "layers", "models", "ops"]
+__all__ = ["__version__", "generation", "layers", "models", "ops"]

@@ -1,8 +1,11 @@
 """Data the project generates itself, for demos and tests (no downloads).
 
 Every generator is deterministic for a given `seed` and returns NumPy arrays
-with token id `0` reserved for padding.
+with token id `0` reserved for padding (text generators such as `dates`
+return Python strings, for `pipelines.text` to tokenize).
 """
+
+import datetime
 
 import numpy as np
 
@@ -83,8 +86,529 @@ def positional_recall(num_examples, min_length=4, max_length=10, num_values=10, 
     return {"values": values, "query": positions}, labels, positions
 
 
+def key_sentence_documents(
+    num_examples,
+    num_classes=4,
+    min_sentences=3,
+    max_sentences=6,
+    min_words=4,
+    max_words=8,
+    num_filler=40,
+    distractor_rate=0.5,
+    mention_rate=0.15,
+    seed=0,
+):
+    """Documents whose label is decided by one key sentence among distractors.
+
+    Each document has between `min_sentences` and `max_sentences` sentences
+    of `min_words` to `max_words` filler words. Exactly one sentence, the key
+    sentence (at a random position), holds the marker word directly followed
+    by the class word of the label: "... key <class> ...". Everything else
+    decides nothing:
+
+    - every other sentence is, with probability `distractor_rate`, a
+      distractor holding the same pattern negated, "... not key <class> ..."
+      with a random class (the label's too);
+    - every filler word (of any sentence) is, with probability
+      `mention_rate`, replaced by a random class word (a mention).
+
+    So a bag of words sees markers and class words of several classes; only
+    the word order tells the key sentence apart, and the label's class word
+    may well be outnumbered. Since the marker is shared by all classes, a
+    model that finds the key sentence finds it for every class.
+
+    Token ids: `0` padding, `1` the negation, `2` the marker, `3 ..
+    2 + num_filler` filler words, and `3 + num_filler + c` the class word of
+    class `c`. The vocabulary size is `3 + num_filler + num_classes`.
+    Sentences are padded with `0` to `max_words` on the right, documents with
+    all-`0` sentences to `max_sentences`.
+
+    Args:
+        num_examples: number of documents.
+        num_classes: number of labels, `>= 2`. Defaults to `4`.
+        min_sentences: fewest sentences of a document. Defaults to `3`.
+        max_sentences: most sentences (and padded length). Defaults to `6`.
+        min_words: fewest words of a sentence, `>= 3` (a distractor needs
+            three). Defaults to `4`.
+        max_words: most words (and padded length). Defaults to `8`.
+        num_filler: number of filler words, `>= 1`. Defaults to `40`.
+        distractor_rate: probability in `[0, 1]` that a non-key sentence is
+            a distractor. Defaults to `0.5`.
+        mention_rate: probability in `[0, 1]` that a filler word is replaced
+            by a class word. Defaults to `0.15`.
+        seed: random seed. Defaults to `0`.
+
+    Returns:
+        `(ids, labels, key_sentences)`: `ids` `(N, max_sentences, max_words)`,
+        `labels` `(N,)` in `[0, num_classes)` and `key_sentences` `(N,)`, the
+        index of each document's key sentence; all `int32`.
+
+    Example:
+
+    >>> ids, labels, key = key_sentence_documents(5, num_classes=3, num_filler=10, seed=3)
+    >>> ids.shape
+    (5, 6, 8)
+    >>> sentence = ids[0, key[0]]
+    >>> marker = int(np.flatnonzero(sentence == 2)[0])
+    >>> bool(sentence[marker + 1] == 3 + 10 + labels[0])  # the class word after the marker
+    True
+    """
+    _check_lengths(min_sentences, max_sentences)
+    _check_lengths(min_words, max_words)
+    for name, value, low in (
+        ("num_classes", num_classes, 2),
+        ("min_words", min_words, 3),
+        ("num_filler", num_filler, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
+    for name, value in (("distractor_rate", distractor_rate), ("mention_rate", mention_rate)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value!r}")
+    rng = np.random.default_rng(seed)
+    first_class_word = 3 + num_filler
+    ids = np.zeros((num_examples, max_sentences, max_words), "int32")
+    labels = rng.integers(0, num_classes, size=num_examples).astype("int32")
+    num_sentences = rng.integers(min_sentences, max_sentences + 1, size=num_examples)
+    key_sentences = (rng.random(num_examples) * num_sentences).astype("int32")
+    for i in range(num_examples):
+        for s in range(num_sentences[i]):
+            length = rng.integers(min_words, max_words + 1)
+            sentence = rng.integers(3, first_class_word, size=length)  # filler words
+            mentions = rng.random(length) < mention_rate
+            sentence[mentions] = first_class_word + rng.integers(0, num_classes, mentions.sum())
+            if s == key_sentences[i]:
+                position = rng.integers(0, length - 1)
+                sentence[position : position + 2] = (2, first_class_word + labels[i])
+            elif rng.random() < distractor_rate:
+                position = rng.integers(1, length - 1)
+                cls = rng.integers(0, num_classes)
+                sentence[position - 1 : position + 2] = (1, 2, first_class_word + cls)
+            ids[i, s, :length] = sentence
+    return ids, labels, key_sentences
+
+
 def _check_lengths(shortest, longest):
     if not 1 <= shortest <= longest:
         raise ValueError(
             f"lengths must satisfy 1 <= min <= max. Received: min={shortest}, max={longest}"
         )
+
+
+DATE_FORMATS = {
+    "day_month_year": "{d} {month} {yyyy}",  # 3 march 2021
+    "the_ordinal_of_month": "the {dth} of {month} {yyyy}",  # the 3rd of march 2021
+    "month_day_year": "{month} {d}, {yyyy}",  # march 3, 2021
+    "month_ordinal_year": "{month} {dth}, {yyyy}",  # march 3rd, 2021
+    "ordinal_month_year": "{dth} {month} {yyyy}",  # 3rd march 2021
+    "weekday_day_month_year": "{weekday}, {d} {month} {yyyy}",  # wednesday, 3 march 2021
+    "weekday_month_ordinal_year": "{weekday} {month} {dth} {yyyy}",  # wednesday march 3rd 2021
+    "short_weekday_day_month_year": "{wkd} {d} {mon} {yyyy}",  # wed 3 mar 2021
+    "day_short_month_year": "{d} {mon} {yyyy}",  # 3 mar 2021
+    "us_numeric": "{mm}/{dd}/{yyyy}",  # 03/03/2021 (month first)
+    "european_numeric": "{dd}.{mm}.{yyyy}",  # 03.03.2021 (day first)
+}
+MONTH_NAMES = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)  # fmt: skip
+WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def dates(num_examples, seed=0, min_year=1950, max_year=2049, formats=None):
+    """Human-written dates and their ISO 8601 form, e.g. `("the 3rd of march 2021", "2021-03-03")`.
+
+    The translation demo's task: its alignments can be checked at a glance,
+    since the year, month and day of the target each come from one source
+    word. The dates are drawn uniformly from `min_year-01-01` to
+    `max_year-12-31`, each written in a format drawn uniformly from `formats`
+    (see `DATE_FORMATS`: day-month-year with plain or ordinal days, month-day
+    with a comma, full or three-letter month and weekday names, the US
+    `mm/dd/yyyy` and the European `dd.mm.yyyy`). Weekdays are the true ones.
+    Sources are lower case; the month is always a word of its own (separated
+    by spaces, or by `/` or `.` in the numeric formats), so a WordPiece
+    tokenizer gives it its own token(s).
+
+    Args:
+        num_examples: non-negative int, number of pairs.
+        seed: random seed. Defaults to `0`.
+        min_year: first year. Defaults to `1950`.
+        max_year: last year. Defaults to `2049`.
+        formats: optional list of `DATE_FORMATS` names to draw from. Defaults
+            to `None`: all of them.
+
+    Returns:
+        A list of `num_examples` `(source, target)` string tuples.
+
+    Example:
+
+    >>> dates(3, seed=0)
+    [('wed 24 jan 2035', '2035-01-24'), ('february 11, 2001', '2001-02-11'), ('13 october 1980', '1980-10-13')]
+    >>> dates(1, seed=5, formats=["the_ordinal_of_month"])
+    [('the 29th of january 2017', '2017-01-29')]
+    """
+    if (
+        isinstance(num_examples, bool)
+        or not isinstance(num_examples, int | np.integer)
+        or num_examples < 0
+    ):
+        raise ValueError(
+            f"`num_examples` must be a non-negative int. Received: num_examples={num_examples!r}"
+        )
+    if not 1 <= min_year <= max_year <= 9999:
+        raise ValueError(
+            "years must satisfy 1 <= min_year <= max_year <= 9999. "
+            f"Received: min_year={min_year}, max_year={max_year}"
+        )
+    names = list(DATE_FORMATS) if formats is None else list(formats)
+    unknown = [name for name in names if name not in DATE_FORMATS]
+    if not names or unknown:
+        raise ValueError(
+            f"`formats` must be a non-empty list of names from {sorted(DATE_FORMATS)}. "
+            f"Received: formats={formats!r}"
+        )
+    rng = np.random.default_rng(seed)
+    first = datetime.date(min_year, 1, 1).toordinal()
+    last = datetime.date(max_year, 12, 31).toordinal()
+    pairs = []
+    for _ in range(num_examples):  # one draw after the other: dates(n) starts dates(n + k)
+        day, choice = rng.integers(first, last + 1), rng.integers(len(names))
+        date = datetime.date.fromordinal(int(day))
+        month, weekday = MONTH_NAMES[date.month - 1], WEEKDAY_NAMES[date.weekday()]
+        source = DATE_FORMATS[names[choice]].format(
+            d=date.day,
+            dd=f"{date.day:02d}",
+            dth=_ordinal(date.day),
+            month=month,
+            mon=month[:3],
+            mm=f"{date.month:02d}",
+            yyyy=f"{date.year:04d}",
+            weekday=weekday,
+            wkd=weekday[:3],
+        )
+        pairs.append((source, date.isoformat()))
+    return pairs
+
+
+def _ordinal(day):
+    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+def number_lists(num_examples, min_length=4, max_length=10, num_values=100, seed=0):
+    """Lists of distinct numbers and the pointers that sort them, for pointer networks.
+
+    Each list holds between `min_length` and `max_length` distinct integers
+    drawn uniformly from `1..num_values` (the number `n` is token id `n`),
+    padded with `0` to `max_length` on the right. The answer is the
+    permutation that sorts the list in ascending order: `pointers[i, t]` is
+    the position (in the list) of its `t`-th smallest number, so
+    `values[i, pointers[i, :length]]` is sorted. The numbers are distinct, so
+    the answer is unique. Steps past a list's length hold `0`, like padding;
+    the steps that count are those where `values > 0` (the lists are padded
+    on the right, so step `t` is real when position `t` is).
+
+    Args:
+        num_examples: number of lists.
+        min_length: shortest list. Defaults to `4`.
+        max_length: longest list (and padded length). Defaults to `10`.
+        num_values: numbers are drawn from `1..num_values`, at least
+            `max_length` of them. Defaults to `100`.
+        seed: random seed. Defaults to `0`.
+
+    Returns:
+        `(values, pointers)`, both `int32` `(N, max_length)`.
+
+    Example:
+
+    >>> values, pointers = number_lists(3, min_length=5, max_length=5, num_values=9, seed=0)
+    >>> bool(np.all(np.diff(np.take_along_axis(values, pointers, axis=1), axis=1) > 0))
+    True
+    >>> values, pointers = number_lists(2, min_length=2, max_length=4, seed=1)
+    >>> [row[p[row > 0]].tolist() == sorted(row[row > 0]) for row, p in zip(values, pointers)]
+    [True, True]
+    """
+    _check_lengths(min_length, max_length)
+    if num_values < max_length:
+        raise ValueError(
+            f"`num_values` must be >= max_length={max_length} (the numbers of a list are "
+            f"distinct). Received: num_values={num_values}"
+        )
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_length, max_length + 1, size=num_examples)
+    # The first `max_length` of a random permutation of 1..num_values: distinct numbers.
+    values = np.argsort(rng.random((num_examples, num_values)), axis=1)[:, :max_length] + 1
+    padded = np.arange(max_length)[None, :] >= lengths[:, None]
+    values[padded] = 0
+    pointers = np.argsort(np.where(padded, num_values + 1, values), axis=1, kind="stable")
+    pointers[padded] = 0
+    return values.astype("int32"), pointers.astype("int32")
+
+
+def colored_grid_lookup(
+    num_examples,
+    min_size=3,
+    max_size=5,
+    num_colors=10,
+    num_properties=8,
+    num_queries=2,
+    seed=0,
+):
+    """Grids of coloured cells with properties; a query names a colour, the answer is its property.
+
+    Each example is a `height x width` grid (each side drawn from
+    `min_size..max_size`, padded with `0` at the bottom and right to
+    `max_size x max_size`) whose cells hold a colour `1..num_colors` and a
+    property `1..num_properties`. The `num_queries` query colours are distinct
+    and each colours exactly one cell of its grid (the other cells take the
+    remaining colours, possibly repeated), so a model answers by attending to
+    that cell: the task of `SpatialAttention` over a feature grid.
+
+    Args:
+        num_examples: number of examples.
+        min_size: smallest side of a grid. Defaults to `3`.
+        max_size: largest side of a grid (and the padded side). Defaults to `5`.
+        num_colors: colour ids are `1..num_colors`; more than `num_queries`.
+            Defaults to `10`.
+        num_properties: property ids are `1..num_properties`. Defaults to `8`.
+        num_queries: queries per grid, at most `min_size²`. Defaults to `2`.
+        seed: random seed. Defaults to `0`.
+
+    Returns:
+        `(inputs, labels, positions)`: `inputs` is a dict of `colors` and
+        `properties` `(N, max_size, max_size)` and `query` `(N, num_queries)`
+        (colour ids), all `int32`; `labels` `(N, num_queries)` the properties
+        of the queried cells; `positions` `(N, num_queries, 2)` their `(row,
+        column)`.
+
+    Example:
+
+    >>> inputs, labels, positions = colored_grid_lookup(3, seed=1)
+    >>> rows, cols = positions[..., 0], positions[..., 1]
+    >>> n = np.arange(3)[:, None]
+    >>> bool(np.all(inputs["colors"][n, rows, cols] == inputs["query"]))
+    True
+    >>> bool(np.all(inputs["properties"][n, rows, cols] == labels))
+    True
+    """
+    _check_lengths(min_size, max_size)
+    if num_queries < 1 or num_queries > min_size * min_size:
+        raise ValueError(
+            f"`num_queries` must be in [1, min_size**2={min_size * min_size}]. "
+            f"Received: num_queries={num_queries}"
+        )
+    if num_colors <= num_queries:
+        raise ValueError(
+            f"`num_colors` must be > num_queries={num_queries}. Received: num_colors={num_colors}"
+        )
+    if num_properties < 1:
+        raise ValueError(
+            f"`num_properties` must be >= 1. Received: num_properties={num_properties}"
+        )
+    rng = np.random.default_rng(seed)
+    heights = rng.integers(min_size, max_size + 1, size=num_examples)
+    widths = rng.integers(min_size, max_size + 1, size=num_examples)
+    colors = np.zeros((num_examples, max_size, max_size), "int32")
+    properties = np.zeros((num_examples, max_size, max_size), "int32")
+    query = np.zeros((num_examples, num_queries), "int32")
+    positions = np.zeros((num_examples, num_queries, 2), "int32")
+    for i, (height, width) in enumerate(zip(heights, widths, strict=True)):
+        palette = rng.permutation(num_colors) + 1
+        query[i] = palette[:num_queries]
+        cells = rng.integers(num_queries, num_colors, size=height * width)
+        cells = palette[cells]  # colours other than the queried ones
+        where = rng.choice(height * width, size=num_queries, replace=False)
+        cells[where] = query[i]
+        colors[i, :height, :width] = cells.reshape(height, width)
+        properties[i, :height, :width] = rng.integers(1, num_properties + 1, (height, width))
+        positions[i] = np.stack([where // width, where % width], axis=-1)
+    n = np.arange(num_examples)[:, None]
+    labels = properties[n, positions[..., 0], positions[..., 1]]
+    return {"colors": colors, "properties": properties, "query": query}, labels, positions
+
+
+# -- alignment tasks: local-m / local-p (`LocalAttention`) and `MonotonicAttention` -------------
+
+
+def window_max(num_examples, min_length=4, max_length=12, radius=1, num_values=20, seed=0):
+    """Sequences of distinct tokens; output step `t` is the largest token within `radius` of `t`.
+
+    A same-length transduction with a known local alignment: `labels[i, t] =
+    max(source[i, t - radius : t + radius + 1])` over the sequence's real
+    positions, and `positions[i, t]` is where that maximum sits, at most
+    `radius` steps from `t`. It is the task of local-m attention
+    (`LocalAttention(mode="monotonic")`), whose window is centred on `t` and
+    which must learn where inside the window to look. Each sequence holds
+    between `min_length` and `max_length` distinct tokens drawn from
+    `1..num_values` (token `n` ranks as the number `n`), padded with `0` on
+    the right, so the answer's position is unique.
+
+    Args:
+        num_examples: number of sequences.
+        min_length: shortest sequence. Defaults to `4`.
+        max_length: longest sequence (and padded length). Defaults to `12`.
+        radius: non-negative int, how far from `t` the answer may lie.
+            Defaults to `1`.
+        num_values: tokens are drawn from `1..num_values`, at least
+            `max_length` of them. Defaults to `20`.
+        seed: random seed. Defaults to `0`.
+
+    Returns:
+        `(inputs, labels, positions)`, all `int32` `(N, max_length)`: `inputs`
+        is a dict holding `source`; `labels` is `0` and `positions` is `-1`
+        past a sequence's length.
+
+    Example:
+
+    >>> inputs, labels, positions = window_max(2, min_length=5, max_length=6, seed=3)
+    >>> real = labels > 0
+    >>> bool(np.all(np.take_along_axis(inputs["source"], np.maximum(positions, 0), 1)[real]
+    ...             == labels[real]))
+    True
+    >>> bool(np.all(np.abs(positions - np.arange(6))[real] <= 1))
+    True
+    """
+    _check_lengths(min_length, max_length)
+    _check_int("radius", radius, 0)
+    if num_values < max_length:
+        raise ValueError(
+            f"`num_values` must be >= max_length={max_length} (the tokens of a sequence are "
+            f"distinct). Received: num_values={num_values}"
+        )
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_length, max_length + 1, size=num_examples)
+    source = np.argsort(rng.random((num_examples, num_values)), axis=1)[:, :max_length] + 1
+    steps = np.arange(max_length)
+    padded = steps[None, :] >= lengths[:, None]  # (N, L)
+    source[padded] = 0
+    candidates = steps[:, None] + np.arange(-radius, radius + 1)[None, :]  # (L, 2r+1)
+    inside = (candidates >= 0) & (candidates < lengths[:, None, None])  # (N, L, 2r+1)
+    clipped = np.clip(candidates, 0, max_length - 1)
+    tokens = np.where(inside, source[:, clipped], -1)  # (N, L, 2r+1)
+    positions = clipped[np.arange(max_length)[None, :], tokens.argmax(-1)]  # (N, L)
+    labels = np.take_along_axis(source, positions, axis=1)
+    positions[padded] = -1
+    labels[padded] = 0
+    return {"source": source.astype("int32")}, labels.astype("int32"), positions.astype("int32")
+
+
+def offset_lookup(num_examples, min_length=8, max_length=16, num_queries=4, num_values=10, seed=0):
+    """A token sequence and several offsets into it; each answer is the token at its offset.
+
+    The queries name source positions in random order, so the position a
+    query needs is predictable from the query (with the source length) but
+    is not its step `t`: the task of local-p attention
+    (`LocalAttention(mode="predictive")`), which predicts the centre of its
+    window from the query. Tokens are drawn from `1..num_values` (repeats
+    allowed), padded with `0` on the right; offsets are `0`-based and fall
+    inside the sequence.
+
+    Args:
+        num_examples: number of sequences.
+        min_length: shortest sequence. Defaults to `8`.
+        max_length: longest sequence (and padded length). Defaults to `16`.
+        num_queries: positive int, offsets per sequence. Defaults to `4`.
+        num_values: token ids are `1..num_values`. Defaults to `10`.
+        seed: random seed. Defaults to `0`.
+
+    Returns:
+        `(inputs, labels, positions)`: `inputs` is a dict of `values`
+        `(N, max_length)` and `offsets` `(N, num_queries)`; `labels`
+        `(N, num_queries)` the tokens at the offsets; `positions` the source
+        positions of the answers (equal to `offsets`); all `int32`.
+
+    Example:
+
+    >>> inputs, labels, positions = offset_lookup(3, seed=2)
+    >>> bool(np.all(np.take_along_axis(inputs["values"], positions, 1) == labels))
+    True
+    >>> bool(np.all(labels > 0))
+    True
+    """
+    _check_lengths(min_length, max_length)
+    _check_int("num_queries", num_queries, 1)
+    _check_int("num_values", num_values, 1)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_length, max_length + 1, size=num_examples)
+    values = rng.integers(1, num_values + 1, size=(num_examples, max_length)).astype("int32")
+    values[np.arange(max_length)[None, :] >= lengths[:, None]] = 0
+    offsets = (rng.random((num_examples, num_queries)) * lengths[:, None]).astype("int32")
+    labels = np.take_along_axis(values, offsets, axis=1)
+    return {"values": values, "offsets": offsets}, labels, offsets.copy()
+
+
+def run_length_decoding(
+    num_examples, min_length=3, max_length=8, max_repeat=3, num_values=8, seed=0
+):
+    """Run-length decoding: each source token written out as many times as its count says.
+
+    Source position `j` holds a token `source[i, j]` in `1..num_values`
+    (adjacent tokens differ, so runs in the output are unambiguous) and a
+    count `repeats[i, j]` in `1..max_repeat`; the target is every token
+    repeated `count` times, left to right: a monotone alignment with a
+    variable stretch, the task of `MonotonicAttention`. `alignments[i, t]` is
+    the source position of target step `t`. `decoder_inputs` are the
+    teacher-forced decoder inputs: the start token `num_values + 1`, then the
+    targets shifted right by one step.
+
+    Args:
+        num_examples: number of sequences.
+        min_length: shortest source. Defaults to `3`.
+        max_length: longest source (and padded source length). Defaults to `8`.
+        max_repeat: positive int, the largest count. Defaults to `3`.
+        num_values: token ids are `1..num_values`, at least `2`. Defaults to
+            `8`.
+        seed: random seed. Defaults to `0`.
+
+    Returns:
+        `(inputs, labels, alignments)`: `inputs` is a dict of `source` and
+        `repeats` `(N, max_length)` and `decoder_inputs` `(N, T)`, with `T =
+        max_length * max_repeat`; `labels` `(N, T)` the target tokens;
+        `alignments` `(N, T)`, `-1` past the target's end. All `int32`, padded
+        with `0` on the right.
+
+    Example:
+
+    >>> inputs, labels, alignments = run_length_decoding(1, min_length=3, max_length=3, seed=15)
+    >>> inputs["source"], inputs["repeats"]
+    (array([[8, 5, 2]], dtype=int32), array([[3, 1, 2]], dtype=int32))
+    >>> labels[0, :7], alignments[0, :7]
+    (array([8, 8, 8, 5, 2, 2, 0], dtype=int32), array([ 0,  0,  0,  1,  2,  2, -1], dtype=int32))
+    >>> inputs["decoder_inputs"][0, :7]
+    array([9, 8, 8, 8, 5, 2, 0], dtype=int32)
+    """
+    _check_lengths(min_length, max_length)
+    _check_int("max_repeat", max_repeat, 1)
+    _check_int("num_values", num_values, 2)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_length, max_length + 1, size=num_examples)
+    # Each step moves 1..num_values-1 places round the vocabulary: adjacent tokens differ.
+    first = rng.integers(0, num_values, size=(num_examples, 1))
+    moves = rng.integers(1, num_values, size=(num_examples, max_length - 1))
+    source = (np.cumsum(np.concatenate([first, moves], axis=1), axis=1) % num_values) + 1
+    repeats = rng.integers(1, max_repeat + 1, size=(num_examples, max_length))
+    padded = np.arange(max_length)[None, :] >= lengths[:, None]
+    source[padded] = 0
+    repeats[padded] = 0
+    target_length = max_length * max_repeat
+    labels = np.zeros((num_examples, target_length), "int32")
+    alignments = np.full((num_examples, target_length), -1, "int32")
+    for i in range(num_examples):
+        aligned = np.repeat(np.arange(max_length), repeats[i])  # padding repeats 0 times
+        alignments[i, : len(aligned)] = aligned
+        labels[i, : len(aligned)] = source[i, aligned]
+    decoder_inputs = np.concatenate(
+        [np.full((num_examples, 1), num_values + 1), labels[:, :-1]], axis=1
+    )
+    decoder_inputs[labels == 0] = 0
+    inputs = {
+        "source": source.astype("int32"),
+        "repeats": repeats.astype("int32"),
+        "decoder_inputs": decoder_inputs.astype("int32"),
+    }
+    return inputs, labels, alignments
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")

@@ -277,3 +277,115 @@ def monotonic_expected_alignments(energies, mask=None, previous=None):
                 out[b, i, j] = p[b, i, j] * total
             prev = out[b, i]
     return out
+
+
+# -- Attention pooling (Yang et al. 2016) -----------------------------------------------------
+
+
+def attention_pooling(h, W, b, u, mask=None):
+    """HAN attention: `u_t = tanh(W h_t + b)`, `a = softmax_t(u_tᵀ u)`, output `Σ_t a_t h_t`.
+
+    `h` is `(B, T, d)`, `W` `(d, units)`, `b` `(units,)` or `None`, `u` `(units,)`, `mask`
+    `(B, T)`. Returns `(pooled (B, d), weights (B, T))` in float64.
+    """
+    h = np.asarray(h, "float64")
+    hidden = h @ np.asarray(W, "float64") + (0.0 if b is None else np.asarray(b, "float64"))
+    weights = softmax(np.tanh(hidden) @ np.asarray(u, "float64"), mask)
+    return np.einsum("bt,btd->bd", weights, h), weights
+
+
+# -- Recurrent attention decoder (Bahdanau et al. 2015, Luong et al. 2015) --------------------
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def gru_cell(x, h, kernel, recurrent_kernel, bias):
+    """Keras `GRUCell` (`reset_after=True`): gates `[z, r, h]`, `bias` of shape `(2, 3 units)`."""
+    x, h = np.asarray(x, "float64"), np.asarray(h, "float64")
+    x_z, x_r, x_h = np.split(x @ kernel + bias[0], 3, axis=-1)
+    h_z, h_r, h_h = np.split(h @ recurrent_kernel + bias[1], 3, axis=-1)
+    z, r = _sigmoid(x_z + h_z), _sigmoid(x_r + h_r)
+    candidate = np.tanh(x_h + r * h_h)
+    return z * h + (1.0 - z) * candidate
+
+
+def lstm_cell(x, h, c, kernel, recurrent_kernel, bias):
+    """Keras `LSTMCell`: gates `[i, f, c, o]`; returns `(h, c)`."""
+    x, h, c = (np.asarray(a, "float64") for a in (x, h, c))
+    i, f, g, o = np.split(x @ kernel + h @ recurrent_kernel + bias, 4, axis=-1)
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    return _sigmoid(o) * np.tanh(c), c
+
+
+def attention_decoder_step(style, x, states, memory, mask, attend, cell, W_c=None, feed=False):
+    """One step of `AttentionDecoder`; returns `(output, weights, new_states)` in float64.
+
+    `attend(query (B, units)) -> raw scores (B, S)`; `cell(input, cell_states) -> cell_states`
+    (`(h,)` or `(h, c)`); `states` is the full state: the RNN's, then `h~` when `feed` (Luong
+    input feeding). Bahdanau: `c = attend(s_{t-1})`, `s_t = RNN([x; c], s_{t-1})`, output
+    `s_t`. Luong: `s_t = RNN([x; h~_{t-1}], s_{t-1})`, `c = attend(s_t)`, output
+    `h~_t = tanh(W_c [c; s_t])`.
+    """
+    memory = np.asarray(memory, "float64")
+
+    def context_of(query):
+        weights = softmax(attend(query), mask)
+        return np.einsum("bs,bsd->bd", weights, memory), weights
+
+    if style == "bahdanau":
+        context, weights = context_of(states[0])
+        new_states = tuple(cell(np.concatenate([x, context], -1), states))
+        return new_states[0], weights, new_states
+    cell_states = states[:-1] if feed else states
+    cell_input = np.concatenate([x, states[-1]], -1) if feed else x
+    new_states = tuple(cell(cell_input, cell_states))
+    context, weights = context_of(new_states[0])
+    output = np.tanh(np.concatenate([context, new_states[0]], -1) @ W_c)
+    return output, weights, new_states + ((output,) if feed else ())
+
+
+# -- Spatial attention and the doubly stochastic regulariser (Xu et al. 2015) ---------------------
+
+
+def spatial_attention(
+    s, a, W, U, v, b=None, gate_kernel=None, gate_bias=None, mask=None, values=None
+):
+    """Show, Attend and Tell over flat locations `a (B, L, C)` for states `s (B, Tq, dq)`.
+
+    `e = vᵀ tanh(W s + U a + b)`, `α = softmax(e)` over `L` (boolean `mask` broadcastable to
+    `(B, Tq, L)`), `β = sigmoid(s · gate_kernel + gate_bias)` (1 without a gate kernel),
+    `z = β Σ_i α_i a_i` (`Σ_i α_i values_i` when `values (B, L, dv)` are given: `a` is then a
+    separate key). Returns `(z, α, β)`.
+    """
+    s, a = np.asarray(s, "float64"), np.asarray(a, "float64")
+    weights = softmax(additive_scores(s, a, W, U, v, b), mask)
+    if gate_kernel is None:
+        gate = np.ones(s.shape[:-1])
+    else:
+        logits = s @ np.reshape(gate_kernel, (-1,)) + np.reshape(gate_bias, ())
+        gate = 1.0 / (1.0 + np.exp(-logits))
+    values = a if values is None else np.asarray(values, "float64")
+    return gate[..., None] * (weights @ values), weights, gate
+
+
+def doubly_stochastic_penalty(weights, query_mask=None, location_mask=None, coefficient=1.0):
+    """Per example `λ Σ_i (1 - Σ_t α_ti)²` (eq. 14), as loops over flattened locations.
+
+    `weights` is `(B, Tq, *locations)`; masked steps add nothing to `Σ_t`, masked locations
+    nothing to `Σ_i`. Returns `(B,)` float64.
+    """
+    weights = np.asarray(weights, "float64")
+    B, Tq = weights.shape[:2]
+    weights = weights.reshape(B, Tq, -1)
+    out = np.zeros(B)
+    for n in range(B):
+        for i in range(weights.shape[-1]):
+            if location_mask is not None and not np.reshape(location_mask[n], -1)[i]:
+                continue
+            total = sum(
+                weights[n, t, i] for t in range(Tq) if query_mask is None or query_mask[n, t]
+            )
+            out[n] += (1.0 - total) ** 2
+    return coefficient * out

@@ -1,6 +1,16 @@
 """Stateless attention math on `keras.ops`: scores, masks, masked softmax, chunked attention."""
 
 from keras_attention.ops.chunked_attention import chunked_attention, dropout_keep_mask
+from keras_attention.ops.doubly_stochastic import doubly_stochastic_penalty
+from keras_attention.ops.hard import (
+    gather_positions,
+    gumbel_noise,
+    gumbel_softmax,
+    masked_argmax,
+    one_hot_weights,
+    reinforce_loss,
+    sample_log_prob,
+)
 from keras_attention.ops.local_window import local_window
 from keras_attention.ops.masking import (
     causal_mask,
@@ -9,6 +19,8 @@ from keras_attention.ops.masking import (
     merge_padding_masks,
 )
 from keras_attention.ops.monotonic import expected_monotonic_alignment, hard_monotonic_alignment
+from keras_attention.ops.pointer import masked_logits, pointer_availability_mask
+from keras_attention.ops.pooling import attention_pool, context_vector_score
 from keras_attention.ops.positions import relative_position_bucket
 from keras_attention.ops.scores import (
     additive_score,
@@ -24,20 +36,32 @@ from keras_attention.ops.softmax import masked_softmax
 __all__ = [
     "additive_score",
     "apply_attention",
+    "attention_pool",
     "bilinear_score",
     "causal_mask",
     "chunked_attention",
     "compute_attention_mask",
     "concat_score",
+    "context_vector_score",
     "dot_score",
+    "doubly_stochastic_penalty",
     "dropout_keep_mask",
     "expected_monotonic_alignment",
+    "gather_positions",
+    "gumbel_noise",
+    "gumbel_softmax",
     "hard_monotonic_alignment",
     "large_negative",
     "local_window",
     "location_score",
+    "masked_argmax",
+    "masked_logits",
     "masked_softmax",
     "merge_padding_masks",
+    "one_hot_weights",
+    "pointer_availability_mask",
+    "reinforce_loss",
     "relative_position_bucket",
+    "sample_log_prob",
     "scaled_dot_score",
 ]

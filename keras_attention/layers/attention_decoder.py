@@ -1,0 +1,530 @@
+"""A recurrent (GRU or LSTM) decoder that attends over a memory at every step."""
+
+import keras
+from keras import ops
+
+from keras_attention.layers._common import (
+    WeightOptionsMixin,
+    attach_keras_mask,
+    clone_initializer,
+    dropout_rate,
+    position_offset,
+    positive_int,
+)
+from keras_attention.layers.additive_attention import AdditiveAttention
+from keras_attention.layers.base_score_attention import BaseScoreAttention
+from keras_attention.layers.bilinear_attention import BilinearAttention
+from keras_attention.layers.concat_attention import ConcatAttention
+from keras_attention.layers.dot_attention import DotAttention
+from keras_attention.layers.local_attention import LocalAttention
+from keras_attention.layers.monotonic_attention import MonotonicAttention
+from keras_attention.layers.pointer_attention import PointerAttention
+from keras_attention.layers.scaled_dot_attention import ScaledDotAttention
+
+CELLS = ("gru", "lstm")
+STYLES = ("bahdanau", "luong")
+# The score layers by name; those in `_ATTENTIONS_WITH_UNITS` get `units=<the decoder's units>`.
+ATTENTIONS = {
+    "additive": AdditiveAttention,
+    "concat": ConcatAttention,
+    "bilinear": BilinearAttention,
+    "general": BilinearAttention,
+    "dot": DotAttention,
+    "scaled_dot": ScaledDotAttention,
+}
+_ATTENTIONS_WITH_UNITS = ("additive", "concat")
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
+    """An RNN decoder (GRU or LSTM) with soft attention over a memory at every step.
+
+    At step `t` with input `x_t` (e.g. the embedding of the previous target
+    token) and memory `H` (the encoder outputs):
+
+    - `style="bahdanau"` (Bahdanau et al. 2015): the attention is queried with
+      the previous state, `c_t = attend(s_{t-1}, H)`, and the context is
+      concatenated to the input: `s_t = RNN([x_t; c_t], s_{t-1})`. The output
+      is `s_t` (the hidden state `h` of an LSTM).
+    - `style="luong"` (Luong et al. 2015): the RNN steps first,
+      `s_t = RNN(x_t, s_{t-1})` (`RNN([x_t; h~_{t-1}], s_{t-1})` with input
+      feeding), then attends with the new state, `c_t = attend(s_t, H)`, and
+      the output is the attentional hidden state `h~_t = tanh(W_c [c_t; s_t])`.
+
+    `attend` is any score-attention layer of this package (the scores of
+    Bahdanau, Luong general/dot/concat, scaled dot, location, local-p or
+    local-m), with the memory as keys and values. Its query is the RNN's
+    hidden state, of size `units`.
+
+    Two ways to call it:
+
+    - Teacher forcing over a whole sequence: `inputs (batch_size, T, E)` gives
+      `outputs (batch_size, T, units)`, computed by a `while` loop over time
+      (traceable, with unknown batch size and lengths).
+    - One step: `inputs (batch_size, E)` with the `initial_state` of the
+      previous step gives `(output (batch_size, units), new_state)`. Feeding
+      the steps one at a time reproduces the sequence call.
+
+    States are a tuple of `(batch_size, units)` tensors: `(h,)` for a GRU,
+    `(h, c)` for an LSTM, followed by the previous attentional state `h~`
+    when `input_feeding` is on (see `state_size` and `get_initial_state`).
+
+    Masks: `memory_mask` (or the Keras mask of `memory`) gives padded memory
+    positions exactly zero weight, so they never reach an output; an example
+    whose memory is fully masked gets a zero context (the RNN still runs).
+    `inputs_mask` (or the Keras mask of `inputs`) marks padded target steps:
+    they output zeros, get zero weights and leave the state unchanged; the
+    sequence output carries the mask.
+
+    Args:
+        units: positive int, the size of the RNN state and of the output.
+        cell: `"gru"` or `"lstm"`. Defaults to `"gru"`.
+        attention: the score attention: a layer (a `BaseScoreAttention`, e.g.
+            `AdditiveAttention(units=64)`, `LocationAttention(max_length=50)`,
+            `LocalAttention(mode="predictive")`, `HardAttention`; not
+            `MonotonicAttention`, whose alignment is a state of its own, nor
+            `PointerAttention`, which has no context), or one of the names
+            `"additive"` and `"concat"` (created with `units`), `"bilinear"`
+            (alias `"general"`), `"dot"`, `"scaled_dot"` (the memory depth must
+            then equal `units`). Defaults to `"additive"`.
+        style: `"bahdanau"` or `"luong"`. Defaults to `"bahdanau"`.
+        input_feeding: bool, feed the previous attentional state `h~` to the
+            RNN (Luong style only). Defaults to `True` for `"luong"` and
+            `False` for `"bahdanau"`.
+        dropout: float in `[0, 1)`, dropout on the outputs when
+            `training=True` (the state fed back is not dropped). Defaults to
+            `0.0`.
+        seed: optional int, the dropout seed.
+        kernel_initializer: initializer of the input kernels of the RNN and of
+            `W_c`. Defaults to `"glorot_uniform"`.
+        recurrent_initializer: initializer of the recurrent kernel. Defaults
+            to `"orthogonal"`.
+        bias_initializer: initializer of the RNN biases. Defaults to
+            `"zeros"`.
+        kernel_regularizer, bias_regularizer, kernel_constraint,
+        bias_constraint: optional, for the RNN and `W_c`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: `(batch_size, T, E)` for teacher forcing, or `(batch_size, E)`
+            for one step.
+        memory: `(batch_size, S, D)`, attended to as keys and values.
+        initial_state: optional tuple of `(batch_size, units)` tensors, either
+            the full state (see above) or only the RNN's (`(h,)` / `(h, c)`;
+            `h~` then starts at zero). Defaults to zeros.
+        inputs_mask: optional boolean `(batch_size, T)` (`(batch_size,)` for
+            one step), `False` at padded target steps. Defaults to the Keras
+            mask of `inputs`.
+        memory_mask: optional boolean `(batch_size, S)`, `False` at padded
+            memory positions. Defaults to the Keras mask of `memory`.
+        start_index: int or scalar int tensor, the step number of the first
+            input (one step at position `t` passes `t`); only a
+            `LocalAttention` in `"monotonic"` mode (whose window is centred on
+            the step number) uses it. Defaults to `0`.
+        return_attention_scores: bool, also return the attention weights.
+            Defaults to `False`.
+        return_state: bool, also return the final state (sequence calls; a
+            one-step call always returns it). Defaults to `False`.
+        training: bool, whether dropout is active.
+
+    Returns:
+        `outputs` (`(batch_size, T, units)`, or `(batch_size, units)` for one
+        step), then the weights `(batch_size[, T], S)` if
+        `return_attention_scores`, then the state tuple if `return_state` or
+        for one step.
+
+    Example:
+
+    >>> import numpy as np
+    >>> decoder = AttentionDecoder(units=8, cell="gru", attention="additive")
+    >>> target = np.random.rand(2, 5, 4).astype("float32")  # embedded target tokens
+    >>> memory = np.random.rand(2, 7, 6).astype("float32")  # encoder outputs
+    >>> outputs, weights = decoder(target, memory, return_attention_scores=True)
+    >>> tuple(outputs.shape), tuple(weights.shape)
+    ((2, 5, 8), (2, 5, 7))
+
+    One step at a time gives the same outputs:
+
+    >>> state = decoder.get_initial_state(batch_size=2)
+    >>> for t in range(5):
+    ...     output, state = decoder(target[:, t], memory, initial_state=state)
+    >>> float(np.abs(np.asarray(output) - np.asarray(outputs)[:, -1]).max()) < 1e-5
+    True
+
+    References:
+        Bahdanau et al., 2015, "Neural Machine Translation by Jointly Learning
+        to Align and Translate"; Luong et al., 2015, "Effective Approaches to
+        Attention-based Neural Machine Translation".
+    """
+
+    def __init__(
+        self,
+        units,
+        cell="gru",
+        attention="additive",
+        style="bahdanau",
+        input_feeding=None,
+        dropout=0.0,
+        seed=None,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        name = type(self).__name__
+        self.units = positive_int(name, "units", units)
+        if cell not in CELLS:
+            raise ValueError(f"{name}: `cell` must be one of {CELLS}. Received: cell={cell!r}")
+        self.cell = cell
+        if style not in STYLES:
+            raise ValueError(f"{name}: `style` must be one of {STYLES}. Received: style={style!r}")
+        self.style = style
+        if input_feeding is None:
+            input_feeding = style == "luong"
+        if not isinstance(input_feeding, bool):
+            raise ValueError(
+                f"{name}: `input_feeding` must be a bool or None. "
+                f"Received: input_feeding={input_feeding!r}"
+            )
+        if input_feeding and style != "luong":
+            raise ValueError(
+                f"{name}: `input_feeding` feeds Luong's attentional state back to the RNN; "
+                "Bahdanau style already feeds the context. Use style='luong' or "
+                f"input_feeding=False. Received: style={style!r}, input_feeding=True"
+            )
+        self.input_feeding = input_feeding
+        self.attention = _check_attention(name, attention)
+        self.dropout = dropout_rate(dropout)
+        self.seed = seed
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self._set_weight_options(
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            kernel_constraint,
+            bias_constraint,
+        )
+        self.supports_masking = True
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def state_size(self):
+        """The sizes of the state tensors: `h` (and `c`), then `h~` with input feeding."""
+        return (self.units,) * self._num_states
+
+    @property
+    def _num_cell_states(self):
+        return 2 if self.cell == "lstm" else 1
+
+    @property
+    def _num_states(self):
+        return self._num_cell_states + int(self.input_feeding)
+
+    def get_initial_state(self, batch_size):
+        """A zero state: a tuple of `(batch_size, units)` tensors in the compute dtype."""
+        return tuple(
+            ops.zeros((batch_size, self.units), self.compute_dtype) for _ in self.state_size
+        )
+
+    # -- Keras API ------------------------------------------------------------------------------
+
+    def build(self, inputs_shape, memory_shape):
+        inputs_shape, memory_shape = self._check_shapes(inputs_shape, memory_shape)
+        input_dim, memory_dim = inputs_shape[-1], memory_shape[-1]
+        if isinstance(self.attention, str):
+            attention_kwargs = (
+                {"units": self.units} if self.attention in _ATTENTIONS_WITH_UNITS else {}
+            )
+            self._attention_layer = ATTENTIONS[self.attention](
+                **attention_kwargs, dtype=self.dtype_policy, name="attention"
+            )
+        else:
+            self._attention_layer = self.attention
+        if not self._attention_layer.built:
+            self._attention_layer.build((None, self.units), memory_shape)
+        if self.style == "bahdanau":
+            cell_input_dim = input_dim + memory_dim
+        else:
+            cell_input_dim = input_dim + (self.units if self.input_feeding else 0)
+        cell_cls = keras.layers.LSTMCell if self.cell == "lstm" else keras.layers.GRUCell
+        self._cell = cell_cls(
+            self.units,
+            recurrent_initializer=clone_initializer(self.recurrent_initializer),
+            **self._sublayer_weight_options(),
+            dtype=self.dtype_policy,
+            name="cell",
+        )
+        self._cell.build((None, cell_input_dim))
+        self._attentional_projection = None
+        if self.style == "luong":
+            options = self._sublayer_weight_options()
+            self._attentional_projection = keras.layers.Dense(
+                self.units,
+                activation="tanh",
+                use_bias=False,
+                kernel_initializer=options["kernel_initializer"],
+                kernel_regularizer=options["kernel_regularizer"],
+                kernel_constraint=options["kernel_constraint"],
+                dtype=self.dtype_policy,
+                name="attentional_projection",
+            )
+            self._attentional_projection.build((None, memory_dim + self.units))
+        self._output_dropout = keras.layers.Dropout(
+            self.dropout, seed=self.seed, dtype=self.dtype_policy, name="output_dropout"
+        )
+        self.built = True
+
+    def call(
+        self,
+        inputs,
+        memory,
+        initial_state=None,
+        inputs_mask=None,
+        memory_mask=None,
+        start_index=0,
+        return_attention_scores=False,
+        return_state=False,
+        training=None,
+    ):
+        start_index = position_offset(type(self).__name__, "start_index", start_index)
+        states = self._initial_states(initial_state, ops.shape(inputs)[0])
+        if memory_mask is not None:
+            memory_mask = ops.cast(memory_mask, "bool")
+        if inputs_mask is not None:
+            inputs_mask = ops.cast(inputs_mask, "bool")
+        if len(inputs.shape) == 2:  # one step
+            output, weights, states = self._step(
+                inputs, states, memory, memory_mask, inputs_mask, start_index, training
+            )
+            output = self._output_dropout(output, training=training)
+            results = (output, weights) if return_attention_scores else (output,)
+            return results + (states,)
+        outputs, weights, states = self._sequence(
+            inputs,
+            memory,
+            states,
+            inputs_mask,
+            memory_mask,
+            start_index,
+            return_attention_scores,
+            training,
+        )
+        outputs = self._output_dropout(outputs, training=training)
+        if inputs_mask is not None:
+            attach_keras_mask(outputs, inputs_mask)
+        results = (outputs,)
+        if return_attention_scores:
+            results += (weights,)
+        if return_state:
+            results += (states,)
+        return results[0] if len(results) == 1 else results
+
+    def compute_mask(self, inputs, previous_mask=None):
+        if len(inputs.shape) == 2:
+            return None
+        return previous_mask
+
+    def compute_output_shape(self, inputs_shape, memory_shape):
+        inputs_shape, _ = self._check_shapes(inputs_shape, memory_shape)
+        return inputs_shape[:-1] + (self.units,)
+
+    def compute_output_spec(
+        self,
+        inputs,
+        memory,
+        initial_state=None,
+        return_attention_scores=False,
+        return_state=False,
+        **kwargs,
+    ):
+        shape = self.compute_output_shape(inputs.shape, memory.shape)
+        results = (keras.KerasTensor(shape, dtype=self.compute_dtype),)
+        if return_attention_scores:
+            weights_shape = shape[:-1] + (memory.shape[1],)
+            results += (keras.KerasTensor(weights_shape, dtype=self.compute_dtype),)
+        if return_state or len(shape) == 2:
+            results += (
+                tuple(
+                    keras.KerasTensor((shape[0], size), dtype=self.compute_dtype)
+                    for size in self.state_size
+                ),
+            )
+        return results[0] if len(results) == 1 else results
+
+    def get_config(self):
+        attention = self.attention
+        if not isinstance(attention, str):
+            attention = keras.saving.serialize_keras_object(attention)
+            attention.pop("build_config", None)  # built or not, the same layer
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "cell": self.cell,
+            "attention": attention,
+            "style": self.style,
+            "input_feeding": self.input_feeding,
+            "dropout": self.dropout,
+            "seed": self.seed,
+            "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+            **self._weight_options_config(),
+        }
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _sequence(
+        self,
+        inputs,
+        memory,
+        states,
+        inputs_mask,
+        memory_mask,
+        start_index,
+        return_attention_scores,
+        training,
+    ):
+        """Teacher forcing: the step in a `while` loop over the `T` inputs."""
+        batch_size, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        time_steps = ops.arange(length, dtype="int32")
+        # The outputs are written into buffers with `where` (differentiable, TFLite builtins).
+        outputs = ops.zeros((batch_size, length, self.units), self.compute_dtype)
+        weights = ops.zeros((batch_size, length, ops.shape(memory)[1]), self.compute_dtype)
+        if not return_attention_scores:
+            weights = ops.zeros((), self.compute_dtype)  # not collected
+
+        def body(t, states, outputs, weights):
+            step_mask = None if inputs_mask is None else ops.take(inputs_mask, t, axis=1)
+            output, step_weights, states = self._step(
+                ops.take(inputs, t, axis=1),  # (B, E)
+                states,
+                memory,
+                memory_mask,
+                step_mask,
+                start_index + t,
+                training,
+            )
+            here = ops.reshape(ops.equal(time_steps, t), (1, -1, 1))  # (1, T, 1)
+            outputs = ops.where(here, ops.expand_dims(output, 1), outputs)  # (B, T, units)
+            if return_attention_scores:
+                step_weights = ops.cast(ops.expand_dims(step_weights, 1), weights.dtype)
+                weights = ops.where(here, step_weights, weights)  # (B, T, S)
+            return t + 1, states, outputs, weights
+
+        _, states, outputs, weights = ops.while_loop(
+            lambda t, *_: ops.less(t, length),
+            body,
+            (ops.convert_to_tensor(0, "int32"), states, outputs, weights),
+        )
+        return outputs, weights, states
+
+    def _step(self, inputs, states, memory, memory_mask, step_mask, position, training):
+        """One step: `(output (B, units), weights (B, S), new_states)`."""
+        cell_states = list(states[: self._num_cell_states])
+        if self.style == "bahdanau":
+            context, weights = self._attend(cell_states[0], memory, memory_mask, position, training)
+            cell_input = ops.concatenate([inputs, ops.cast(context, inputs.dtype)], axis=-1)
+            output, new_cell_states = self._cell(cell_input, cell_states, training=training)
+            new_states = tuple(new_cell_states)
+        else:
+            cell_input = inputs
+            if self.input_feeding:
+                cell_input = ops.concatenate([inputs, states[-1]], axis=-1)
+            hidden, new_cell_states = self._cell(cell_input, cell_states, training=training)
+            context, weights = self._attend(hidden, memory, memory_mask, position, training)
+            output = self._attentional_projection(
+                ops.concatenate([ops.cast(context, hidden.dtype), hidden], axis=-1)
+            )  # h~ = tanh(W_c [c; h])
+            new_states = tuple(new_cell_states)
+            if self.input_feeding:
+                new_states += (output,)
+        if step_mask is not None:  # padded steps: zero output and weights, state unchanged
+            keep = ops.expand_dims(step_mask, -1)  # (B, 1)
+            output = ops.where(keep, output, ops.zeros_like(output))
+            weights = ops.where(keep, weights, ops.zeros_like(weights))
+            new_states = tuple(
+                ops.where(keep, new, old) for new, old in zip(new_states, states, strict=True)
+            )
+        return output, weights, new_states
+
+    def _attend(self, query, memory, memory_mask, position, training):
+        kwargs = {}
+        if isinstance(self._attention_layer, LocalAttention):
+            kwargs["query_offset"] = position
+        return self._attention_layer(
+            query,
+            memory,
+            value_mask=memory_mask,
+            return_attention_scores=True,
+            training=training,
+            **kwargs,
+        )  # (B, D), (B, S)
+
+    def _initial_states(self, initial_state, batch_size):
+        name = type(self).__name__
+        if initial_state is None:
+            return self.get_initial_state(batch_size)
+        if not isinstance(initial_state, list | tuple):
+            initial_state = (initial_state,)
+        initial_state = tuple(initial_state)
+        if len(initial_state) == self._num_states:
+            return initial_state
+        if len(initial_state) == self._num_cell_states:  # h~ starts at zero
+            return initial_state + self.get_initial_state(batch_size)[self._num_cell_states :]
+        raise ValueError(
+            f"{name}: `initial_state` must hold {self._num_states} tensors (the full state) "
+            f"or {self._num_cell_states} (the {self.cell.upper()} state). "
+            f"Received: initial_state with {len(initial_state)} tensors"
+        )
+
+    def _check_shapes(self, inputs_shape, memory_shape):
+        name = type(self).__name__
+        inputs_shape, memory_shape = tuple(inputs_shape), tuple(memory_shape)
+        if len(inputs_shape) not in (2, 3) or inputs_shape[-1] is None:
+            raise ValueError(
+                f"{name}: `inputs` must have rank 3 `(batch_size, T, E)` or rank 2 "
+                f"`(batch_size, E)` with a known last dimension. "
+                f"Received: inputs.shape={inputs_shape}"
+            )
+        if len(memory_shape) != 3 or memory_shape[-1] is None:
+            raise ValueError(
+                f"{name}: `memory` must have rank 3 `(batch_size, S, D)` with a known last "
+                f"dimension. Received: memory.shape={memory_shape}"
+            )
+        return inputs_shape, memory_shape
+
+
+def _check_attention(layer_name, attention):
+    """The `attention` argument as a name or a score-attention layer (configs deserialized)."""
+    if isinstance(attention, dict):
+        attention = keras.saving.deserialize_keras_object(attention)
+    if isinstance(attention, str):
+        if attention not in ATTENTIONS:
+            raise ValueError(
+                f"{layer_name}: `attention` must be a score-attention layer or one of "
+                f"{tuple(ATTENTIONS)}. Received: attention={attention!r}"
+            )
+        return attention
+    if not isinstance(attention, BaseScoreAttention):
+        raise ValueError(
+            f"{layer_name}: `attention` must be a score-attention layer (a "
+            f"`BaseScoreAttention`) or one of {tuple(ATTENTIONS)}. Received: attention={attention!r}"
+        )
+    if isinstance(attention, MonotonicAttention):
+        raise ValueError(
+            f"{layer_name}: `MonotonicAttention` carries its previous alignment as a state of "
+            "its own, which this decoder does not thread through its steps; use a soft score "
+            f"attention. Received: attention={attention!r}"
+        )
+    if isinstance(attention, PointerAttention):
+        raise ValueError(
+            f"{layer_name}: `PointerAttention` outputs a distribution over the memory, not a "
+            "context vector for the decoder; use a score attention (e.g. `AdditiveAttention`) "
+            f"and see `models.pointer_network` for pointing. Received: attention={attention!r}"
+        )
+    return attention

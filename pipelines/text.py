@@ -1,0 +1,576 @@
+"""WordPiece vocabularies and a tokenizer/detokenizer on tensorflow-text.
+
+`build_wordpiece_vocab` learns a WordPiece vocabulary from training text with
+keras_hub's `compute_word_piece_vocabulary` (the tensorflow-text learner) and
+writes it one token per line, with its preprocessing options in a JSON sidecar
+(`<vocab_path>.json`). `load_tokenizer` reads both back into a `TextTokenizer`,
+a `tf.Module` that tokenizes strings to ids and detokenizes ids to strings with
+tensorflow-text ops only, so it runs inside `tf.data`, inside a `tf.function`
+traced with `tf.string` inputs, and inside a SavedModel (load it in a process
+that has run `import tensorflow_text`, which registers the ops).
+
+Reserved tokens have fixed ids in every vocabulary:
+
+| id | token     | use                                                  |
+|----|-----------|------------------------------------------------------|
+| 0  | `[PAD]`   | padding (`PAD_ID`)                                   |
+| 1  | `[UNK]`   | a word the vocabulary cannot spell (`UNK_ID`)        |
+| 2  | `[START]` | first decoder input (`START_ID`)                     |
+| 3  | `[END]`   | last decoder label, stops generation (`END_ID`)      |
+| 4  | `[MASK]`  | masked-LM corruption (`MASK_ID`)                     |
+
+Extra reserved tokens (`extra_reserved_tokens`) follow at ids `5, 6, ...`.
+Text is never split into a reserved token: `"[END]"` written in the input
+tokenizes as `[`, `end`, `]`.
+
+Preprocessing, identical when the vocabulary is built and when text is
+tokenized: optional Unicode normalisation (`"NFKC"` by default, or `"NFC"`),
+optional accent stripping (NFD, drop the combining marks), optional
+lower-casing (Unicode-aware, `ß` stays `ß`), then a split on whitespace and
+punctuation (BERT's rule: every ASCII non-alphanumeric character and every
+Unicode punctuation character is a word of its own, CJK characters too).
+"""
+
+import gzip
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_text as tf_text
+from keras_hub.tokenizers import compute_word_piece_vocabulary
+from tqdm.auto import tqdm
+
+PAD, UNK, START, END, MASK = "[PAD]", "[UNK]", "[START]", "[END]", "[MASK]"
+RESERVED_TOKENS = (PAD, UNK, START, END, MASK)
+PAD_ID, UNK_ID, START_ID, END_ID, MASK_ID = range(len(RESERVED_TOKENS))
+NORMALIZATIONS = (None, "NFC", "NFKC")
+SUFFIX_INDICATOR = "##"
+SIDECAR_SUFFIX = ".json"
+
+_WHITESPACE = r"\s|\p{Cc}|\p{Cf}"
+_PUNCTUATION = r"[!-/]|[:-@]|[\[-`]|[{-~]|\p{P}"
+_CJK = (
+    r"[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{F900}-\x{FAFF}"
+    r"\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}\x{2B740}-\x{2B81F}"
+    r"\x{2B820}-\x{2CEAF}\x{2F800}-\x{2FA1F}]"
+)
+_SPLIT_PATTERN = "|".join([_WHITESPACE, _PUNCTUATION, _CJK])
+_KEEP_PATTERN = "|".join([_PUNCTUATION, _CJK])
+# Detokenization with `compact_punctuation=True`: (pattern, rewrite) in order.
+_COMPACT_RULES = (
+    (r" ([.,!?;:%)\]}])", r"\1"),  # no space before closing punctuation
+    (r"([(\[{]) ", r"\1"),  # no space after opening brackets
+    (r" ?([-/'’]) ?", r"\1"),  # hyphens, slashes and apostrophes join their neighbours
+)
+
+
+def read_lines(path, progress=None):
+    """Reads a UTF-8 text file (plain or gzip) into a list of lines.
+
+    Lines end at `\\n` (a trailing `\\r` is dropped too); a final newline does
+    not start an empty last line. Gzip is recognised by its magic bytes, so
+    the file name does not matter.
+
+    Args:
+        path: str or `os.PathLike`, the file.
+        progress: bool, show a tqdm bar. Defaults to `None`: only on a terminal.
+
+    Returns:
+        A list of `str`, one per line, without line endings.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a line is not valid UTF-8; the message names the file and
+            the 1-based line number.
+
+    Example:
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "de.txt.gz")
+    >>> with gzip.open(path, "wt", encoding="utf-8") as f:
+    ...     _ = f.write("Zwei Männer.\\nEin Hund läuft.\\n")
+    >>> read_lines(path)
+    ['Zwei Männer.', 'Ein Hund läuft.']
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such file: '{path}'")
+    with open(path, "rb") as raw:
+        is_gzip = raw.read(2) == b"\x1f\x8b"
+    lines = []
+    with (gzip.open if is_gzip else open)(path, "rb") as f:
+        bar = tqdm(
+            f, desc=f"reading {os.path.basename(path)}", unit=" lines", disable=_quiet(progress)
+        )
+        for number, line in enumerate(bar, start=1):
+            line = line.rstrip(b"\n").rstrip(b"\r")
+            try:
+                lines.append(line.decode("utf-8"))
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"'{path}', line {number}: not valid UTF-8 ({error.reason} at byte "
+                    f"{error.start} of the line: {line[max(0, error.start - 10) : error.end + 10]!r})"
+                ) from None
+    return lines
+
+
+def normalize_text(texts, lowercase=False, normalization="NFKC", strip_accents=False):
+    """The text preprocessing shared by vocabulary building and tokenization.
+
+    Applies, in this order: Unicode normalisation, accent stripping (NFD, drop
+    the combining marks `\\p{Mn}`, recompose), lower-casing (Unicode-aware,
+    `tf.strings.lower(..., encoding="utf-8")`).
+
+    Args:
+        texts: `tf.string` tensor of any shape.
+        lowercase: bool. Defaults to `False`.
+        normalization: `None`, `"NFC"` or `"NFKC"`. Defaults to `"NFKC"`
+            (compatibility characters such as `ﬁ` or full-width digits become
+            their plain forms).
+        strip_accents: bool. Defaults to `False`.
+
+    Returns:
+        A `tf.string` tensor of the same shape.
+
+    Example:
+
+    >>> normalize_text(tf.constant("Über ﬁve Cafés"), lowercase=True, strip_accents=True).numpy()
+    b'uber five cafes'
+    """
+    _check_options(lowercase, normalization, strip_accents)
+    if normalization:
+        texts = tf_text.normalize_utf8(texts, normalization)
+    if strip_accents:
+        texts = tf_text.normalize_utf8(texts, "NFD")
+        texts = tf.strings.regex_replace(texts, r"\p{Mn}", "")
+        texts = tf_text.normalize_utf8(texts, normalization or "NFC")
+    if lowercase:
+        texts = tf.strings.lower(texts, encoding="utf-8")
+    return texts
+
+
+def split_words(texts):
+    """Splits normalised text into words.
+
+    Whitespace separates words and is dropped; punctuation and CJK characters
+    are words of their own.
+
+    Args:
+        texts: a string or a `tf.string` tensor.
+
+    Returns:
+        The words: a `tf.RaggedTensor` of shape `texts.shape + (None,)`, or a
+        dense `(num_words,)` `tf.string` tensor for a scalar.
+
+    Example:
+
+    >>> split_words(tf.constant(["the 3rd of march, 2021"])).to_list()
+    [[b'the', b'3rd', b'of', b'march', b',', b'2021']]
+    >>> split_words("03/03/2021").numpy().tolist()
+    [b'03', b'/', b'03', b'/', b'2021']
+    """
+    texts = tf.convert_to_tensor(texts, tf.string)
+    if texts.shape.rank == 0:
+        return split_words(texts[tf.newaxis])[0]
+    return tf_text.regex_split(
+        texts, delim_regex_pattern=_SPLIT_PATTERN, keep_delim_regex_pattern=_KEEP_PATTERN
+    )
+
+
+def build_wordpiece_vocab(
+    texts,
+    vocab_path,
+    vocab_size=8000,
+    *,
+    lowercase=False,
+    normalization="NFKC",
+    strip_accents=False,
+    extra_reserved_tokens=(),
+    batch_size=1024,
+    progress=None,
+):
+    """Learns a WordPiece vocabulary from training text and writes it to `vocab_path`.
+
+    The text is preprocessed with `normalize_text` and split with
+    `split_words`, then keras_hub's `compute_word_piece_vocabulary` (the
+    tensorflow-text learner) picks the word pieces. A piece must occur at
+    least 10 times to be learned (the learner's floor); every character seen is
+    kept, so any text made of known characters can be spelled. The vocabulary
+    is deterministic for a given text and size.
+
+    Two files are written: `vocab_path`, one token per line (UTF-8), the
+    reserved tokens first at their fixed ids (see the module docstring); and
+    `vocab_path + ".json"`, the preprocessing options, which `load_tokenizer`
+    reads so the same preprocessing runs at training and at export time.
+
+    Args:
+        texts: the training text: an iterable of Python strings (one sentence
+            or document each; `read_lines` reads a file) or a `tf.data.Dataset`
+            of `tf.string` scalars or vectors.
+        vocab_path: str or `os.PathLike`, where the vocabulary is written.
+        vocab_size: int, the largest vocabulary size (the learner may return a
+            few percent fewer tokens). Defaults to `8000`.
+        lowercase: bool. Defaults to `False`.
+        normalization: `None`, `"NFC"` or `"NFKC"`. Defaults to `"NFKC"`.
+        strip_accents: bool. Defaults to `False`.
+        extra_reserved_tokens: more reserved tokens, given ids `5, 6, ...`.
+            Defaults to `()`.
+        batch_size: how many strings are preprocessed at a time. Defaults to
+            `1024`.
+        progress: bool, show a tqdm bar while counting words (iterable input).
+            Defaults to `None`: only on a terminal.
+
+    Returns:
+        The vocabulary, a list of `str` (index = token id).
+
+    Example:
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "vocab.txt")
+    >>> vocab = build_wordpiece_vocab(["The cat sat on the mat."] * 20, path, 100, lowercase=True)
+    >>> vocab[:6]
+    ['[PAD]', '[UNK]', '[START]', '[END]', '[MASK]', '.']
+    >>> "cat" in vocab
+    True
+    >>> load_tokenizer(path).detokenize(load_tokenizer(path).tokenize("The cat sat.")).numpy()
+    b'the cat sat.'
+
+    References:
+        - Schuster and Nakajima, 2012, "Japanese and Korean voice search".
+        - Wu et al., 2016, "Google's Neural Machine Translation System"
+          (https://arxiv.org/abs/1609.08144).
+    """
+    _check_options(lowercase, normalization, strip_accents)
+    reserved = _reserved_tokens(extra_reserved_tokens)
+    if not isinstance(vocab_size, int | np.integer) or vocab_size <= len(reserved):
+        raise ValueError(
+            f"`vocab_size` must be an int larger than the {len(reserved)} reserved tokens. "
+            f"Received: vocab_size={vocab_size}"
+        )
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size}")
+    if isinstance(texts, str | bytes):
+        raise ValueError(
+            "`texts` must be an iterable of strings or a tf.data.Dataset, not one string "
+            "(use `read_lines(path)` for a file). "
+            f"Received: texts={texts[:50]!r}"
+        )
+
+    def preprocess(batch):
+        return split_words(normalize_text(batch, lowercase, normalization, strip_accents))
+
+    if isinstance(texts, tf.data.Dataset):
+        spec = texts.element_spec
+        if not (isinstance(spec, tf.TensorSpec) and spec.dtype == tf.string):
+            raise ValueError(
+                f"`texts` as a dataset must yield tf.string tensors. Received: element_spec={spec}"
+            )
+        dataset = texts.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        texts = list(texts)  # iterated once here, once by the learner
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"`texts` must hold strings. Received: texts[{i}]={text!r}")
+        if not any(text.strip() for text in texts):
+            raise ValueError(f"`texts` holds no words. Received: {len(texts)} blank strings")
+        dataset = tf.data.Dataset.from_generator(
+            lambda: _string_batches(texts, batch_size, progress),
+            output_signature=tf.TensorSpec([None], tf.string),
+        ).map(preprocess)
+    try:
+        vocab = compute_word_piece_vocabulary(
+            dataset,
+            int(vocab_size),
+            split=False,
+            suffix_indicator=SUFFIX_INDICATOR,
+            reserved_tokens=list(reserved),
+        )
+    except StopIteration:  # the learner's way of saying it counted no word
+        raise ValueError("`texts` holds no words to learn a vocabulary from.") from None
+    _write_vocab(vocab_path, vocab)
+    options = {
+        "format": "keras_attention.wordpiece",
+        "version": 1,
+        "lowercase": bool(lowercase),
+        "normalization": normalization,
+        "strip_accents": bool(strip_accents),
+        "suffix_indicator": SUFFIX_INDICATOR,
+        "reserved_tokens": list(reserved),
+        "vocab_size": len(vocab),
+    }
+    with open(sidecar_path(vocab_path), "w", encoding="utf-8") as f:
+        json.dump(options, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    return vocab
+
+
+def sidecar_path(vocab_path):
+    """The JSON file holding a vocabulary's preprocessing options: `vocab_path + ".json"`."""
+    return os.fspath(vocab_path) + SIDECAR_SUFFIX
+
+
+def load_tokenizer(vocab_path, compact_punctuation=True):
+    """A `TextTokenizer` for a vocabulary written by `build_wordpiece_vocab`.
+
+    The preprocessing options come from the sidecar `vocab_path + ".json"`, so
+    text is tokenized exactly as the vocabulary was built.
+
+    Args:
+        vocab_path: str or `os.PathLike`, the vocabulary file.
+        compact_punctuation: bool, see `TextTokenizer`. Defaults to `True`.
+
+    Returns:
+        A `TextTokenizer`.
+
+    Raises:
+        FileNotFoundError: the vocabulary or its sidecar is missing (build the
+            tokenizer with `TextTokenizer(vocab_path, lowercase=...)` to state
+            the options yourself).
+    """
+    vocab_path = os.fspath(vocab_path)
+    options_path = sidecar_path(vocab_path)
+    if not os.path.isfile(vocab_path):
+        raise FileNotFoundError(f"No such vocabulary file: '{vocab_path}'")
+    if not os.path.isfile(options_path):
+        raise FileNotFoundError(
+            f"No options file '{options_path}' beside the vocabulary '{vocab_path}'. "
+            "It is written by `build_wordpiece_vocab`; without it, construct "
+            "`TextTokenizer(vocab_path, lowercase=..., normalization=..., strip_accents=...)` "
+            "with the options the vocabulary was built with."
+        )
+    with open(options_path, encoding="utf-8") as f:
+        options = json.load(f)
+    if options.get("format") != "keras_attention.wordpiece":
+        raise ValueError(
+            f"'{options_path}' is not a keras_attention WordPiece options file. "
+            f"Received: format={options.get('format')!r}"
+        )
+    return TextTokenizer(
+        vocab_path,
+        lowercase=options["lowercase"],
+        normalization=options["normalization"],
+        strip_accents=options["strip_accents"],
+        compact_punctuation=compact_punctuation,
+    )
+
+
+class TextTokenizer(tf.Module):
+    """WordPiece tokenizer and detokenizer on tensorflow-text, savable in a SavedModel.
+
+    `tokenize` runs `normalize_text`, `split_words` and tensorflow-text's
+    `FastWordpieceTokenizer` (a word the vocabulary cannot spell becomes
+    `[UNK]`). `detokenize` drops everything from the first `[END]` on and every
+    `[PAD]` and `[START]`, joins the word pieces (`"##"` continuations glue to
+    the previous piece) and separates words with one space. With
+    `compact_punctuation=True` it then removes the space before `. , ! ? ; : %`
+    and closing brackets, after opening brackets, and on both sides of `-`,
+    `/` and apostrophes, so `"march 3 , 2021"` reads `"march 3, 2021"` and
+    `"2021 - 03 - 03"` reads `"2021-03-03"`. Text whose punctuation follows
+    those rules (and is normalised and lower-cased as the options say)
+    round-trips exactly; quotes `"` stay separated by spaces.
+
+    Both methods use TensorFlow ops only: call them eagerly, in `tf.data`, or
+    in a `tf.function`, and save a `tf.Module` holding the tokenizer with
+    `tf.saved_model.save` (reload it after `import tensorflow_text`).
+
+    Args:
+        vocabulary: list of tokens (index = id), or the path of a vocabulary
+            file (one token per line). It must start with the reserved tokens
+            `[PAD] [UNK] [START] [END] [MASK]`.
+        lowercase: bool. Defaults to `False`.
+        normalization: `None`, `"NFC"` or `"NFKC"`. Defaults to `"NFKC"`.
+        strip_accents: bool. Defaults to `False`.
+        compact_punctuation: bool, how `detokenize` spaces punctuation (above).
+            Defaults to `True`.
+        name: optional module name.
+
+    Example:
+
+    >>> tokenizer = TextTokenizer(
+    ...     ["[PAD]", "[UNK]", "[START]", "[END]", "[MASK]", ",", "-", "march", "3",
+    ...      "2021", "0", "##3"], lowercase=True)
+    >>> ids = tokenizer.tokenize(["March 3, 2021", "2021-03"])
+    >>> ids.to_list()
+    [[7, 8, 5, 9], [9, 6, 10, 11]]
+    >>> tokenizer.detokenize(ids).numpy().tolist()
+    [b'march 3, 2021', b'2021-03']
+    >>> tokenizer.detokenize([[2, 7, 8, 3, 9, 0]]).numpy().tolist()
+    [b'march 3']
+
+    References:
+        - Song et al., 2021, "Fast WordPiece Tokenization"
+          (https://arxiv.org/abs/2012.15524).
+    """
+
+    def __init__(
+        self,
+        vocabulary,
+        lowercase=False,
+        normalization="NFKC",
+        strip_accents=False,
+        compact_punctuation=True,
+        name=None,
+    ):
+        super().__init__(name=name)
+        _check_options(lowercase, normalization, strip_accents)
+        if isinstance(vocabulary, str | os.PathLike):
+            vocabulary = read_vocab(vocabulary)
+        vocabulary = [str(token) for token in vocabulary]
+        if tuple(vocabulary[: len(RESERVED_TOKENS)]) != RESERVED_TOKENS:
+            raise ValueError(
+                f"`vocabulary` must start with the reserved tokens {list(RESERVED_TOKENS)}. "
+                f"Received: vocabulary[:5]={vocabulary[:5]}"
+            )
+        if len(set(vocabulary)) != len(vocabulary):
+            raise ValueError("`vocabulary` holds duplicate tokens.")
+        self.vocabulary = tuple(vocabulary)
+        self.lowercase = bool(lowercase)
+        self.normalization = normalization
+        self.strip_accents = bool(strip_accents)
+        self.compact_punctuation = bool(compact_punctuation)
+        self._token_ids = {token: i for i, token in enumerate(vocabulary)}
+        self._wordpiece = tf_text.FastWordpieceTokenizer(
+            vocab=vocabulary,
+            suffix_indicator=SUFFIX_INDICATOR,
+            unknown_token=UNK,
+            no_pretokenization=True,
+            support_detokenization=True,
+            token_out_type=tf.int32,
+        )
+
+    @property
+    def vocabulary_size(self):
+        """Number of tokens, reserved ones included."""
+        return len(self.vocabulary)
+
+    def token_to_id(self, token):
+        """The id of `token`; `ValueError` if it is not in the vocabulary."""
+        if token not in self._token_ids:
+            raise ValueError(f"Token not in the vocabulary. Received: token={token!r}")
+        return self._token_ids[token]
+
+    def id_to_token(self, token_id):
+        """The token with id `token_id`; `ValueError` if out of range."""
+        if not 0 <= int(token_id) < len(self.vocabulary):
+            raise ValueError(
+                f"`token_id` must be in [0, {len(self.vocabulary)}). Received: token_id={token_id}"
+            )
+        return self.vocabulary[int(token_id)]
+
+    def get_config(self):
+        """The preprocessing options (as written in the sidecar) and `compact_punctuation`."""
+        return {
+            "lowercase": self.lowercase,
+            "normalization": self.normalization,
+            "strip_accents": self.strip_accents,
+            "compact_punctuation": self.compact_punctuation,
+        }
+
+    def tokenize(self, texts):
+        """Strings to token ids (no `[START]`/`[END]` added).
+
+        Args:
+            texts: a string or `tf.string` tensor of rank 0 or 1 (or a list of
+                strings).
+
+        Returns:
+            `int32` ids: a dense `(num_tokens,)` tensor for a scalar input, a
+            `tf.RaggedTensor` `(batch_size, None)` for a vector.
+        """
+        texts = tf.convert_to_tensor(texts, tf.string)
+        if texts.shape.rank not in (0, 1):
+            raise ValueError(
+                f"`texts` must be a scalar or a vector of strings. Received: shape={texts.shape}"
+            )
+        scalar = texts.shape.rank == 0
+        if scalar:
+            texts = texts[tf.newaxis]
+        words = split_words(
+            normalize_text(texts, self.lowercase, self.normalization, self.strip_accents)
+        )
+        ids = self._wordpiece.tokenize(words).merge_dims(-2, -1)  # (batch, None)
+        return ids[0] if scalar else ids
+
+    def detokenize(self, token_ids):
+        """Token ids to strings, cut at the first `[END]`, without `[PAD]`/`[START]`.
+
+        Args:
+            token_ids: integer ids, a dense tensor `(batch_size, seq_len)` or
+                `(seq_len,)`, or a `tf.RaggedTensor` `(batch_size, None)`.
+
+        Returns:
+            A `tf.string` tensor `(batch_size,)`, or a scalar for a `(seq_len,)`
+            input.
+        """
+        if isinstance(token_ids, tf.RaggedTensor):
+            ids = tf.cast(token_ids, tf.int32)
+            scalar = False
+        else:
+            ids = tf.convert_to_tensor(token_ids)
+            if not ids.dtype.is_integer:
+                raise ValueError(f"`token_ids` must be integers. Received: dtype={ids.dtype.name}")
+            if ids.shape.rank not in (1, 2):
+                raise ValueError(f"`token_ids` must have rank 1 or 2. Received: shape={ids.shape}")
+            scalar = ids.shape.rank == 1
+            ids = tf.RaggedTensor.from_tensor(
+                tf.cast(ids, tf.int32)[tf.newaxis] if scalar else tf.cast(ids, tf.int32)
+            )
+        before_end = tf.equal(tf.math.cumsum(tf.cast(tf.equal(ids, END_ID), tf.int32), axis=1), 0)
+        keep = before_end & tf.not_equal(ids, PAD_ID) & tf.not_equal(ids, START_ID)
+        texts = self._wordpiece.detokenize(tf.ragged.boolean_mask(ids, keep))
+        if self.compact_punctuation:
+            for pattern, rewrite in _COMPACT_RULES:
+                texts = tf.strings.regex_replace(texts, pattern, rewrite)
+        return texts[0] if scalar else texts
+
+
+def read_vocab(vocab_path):
+    """The tokens of a vocabulary file, one per line (UTF-8)."""
+    with open(vocab_path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def _write_vocab(vocab_path, vocab):
+    with open(vocab_path, "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(token + "\n" for token in vocab)
+
+
+def _string_batches(texts, batch_size, progress):
+    batch = []
+    for text in tqdm(texts, desc="counting words", unit=" texts", disable=_quiet(progress)):
+        batch.append(text)
+        if len(batch) == batch_size:
+            yield np.array(batch, dtype=object)
+            batch = []
+    if batch:
+        yield np.array(batch, dtype=object)
+
+
+def _reserved_tokens(extra):
+    extra = [extra] if isinstance(extra, str) else list(extra)
+    reserved = list(RESERVED_TOKENS) + extra
+    if not all(isinstance(token, str) and token and token.strip() == token for token in extra):
+        raise ValueError(
+            "`extra_reserved_tokens` must be non-empty strings without surrounding spaces. "
+            f"Received: extra_reserved_tokens={extra}"
+        )
+    if len(set(reserved)) != len(reserved):
+        raise ValueError(
+            f"`extra_reserved_tokens` repeats a reserved token. Received: extra_reserved_tokens={extra}"
+        )
+    return tuple(reserved)
+
+
+def _check_options(lowercase, normalization, strip_accents):
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"`normalization` must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}"
+        )
+    for name, value in (("lowercase", lowercase), ("strip_accents", strip_accents)):
+        if not isinstance(value, bool | np.bool_):
+            raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+
+
+def _quiet(progress):
+    return None if progress is None else not progress
