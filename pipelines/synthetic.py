@@ -188,13 +188,6 @@ def key_sentence_documents(
     return ids, labels, key_sentences
 
 
-def _check_lengths(shortest, longest):
-    if not 1 <= shortest <= longest:
-        raise ValueError(
-            f"lengths must satisfy 1 <= min <= max. Received: min={shortest}, max={longest}"
-        )
-
-
 DATE_FORMATS = {
     "day_month_year": "{d} {month} {yyyy}",  # 3 march 2021
     "the_ordinal_of_month": "the {dth} of {month} {yyyy}",  # the 3rd of march 2021
@@ -288,11 +281,6 @@ def dates(num_examples, seed=0, min_year=1950, max_year=2049, formats=None):
         )
         pairs.append((source, date.isoformat()))
     return pairs
-
-
-def _ordinal(day):
-    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
-    return f"{day}{suffix}"
 
 
 def number_lists(num_examples, min_length=4, max_length=10, num_values=100, seed=0):
@@ -612,3 +600,15 @@ def run_length_decoding(
 def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
+
+
+def _check_lengths(shortest, longest):
+    if not 1 <= shortest <= longest:
+        raise ValueError(
+            f"lengths must satisfy 1 <= min <= max. Received: min={shortest}, max={longest}"
+        )
+
+
+def _ordinal(day):
+    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"

@@ -7,10 +7,12 @@ from keras_attention.export.saved_model import (
     verify_export,
 )
 from keras_attention.export.tflite import convert_tflite, run_tflite, tflite_ops, verify_tflite
+from keras_attention.export.translator import export_translator
 
 __all__ = [
     "convert_tflite",
     "export_saved_model",
+    "export_translator",
     "read_models_config",
     "run_tflite",
     "tflite_ops",

@@ -206,6 +206,8 @@ def _parse_value(value, dtype, name):
 
 
 def _to_json(array):
+    if isinstance(array, bytes | str):  # one element of a string (object) array
+        return _encode_strings(array)
     if array.dtype == np.dtype(object) or array.dtype.kind == "S":
         return _encode_strings(array.tolist())
     return array.tolist()

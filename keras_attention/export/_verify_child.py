@@ -2,7 +2,8 @@
 
 Run as `python -m keras_attention.export._verify_child JOB.json`. The job file names the export,
 the signature, the REST bodies (`{format: body}`) and where to write the answers: a JSON report of
-the signature defs and an `.npz` of the outputs, keyed `<format>/<output name>`.
+the signature defs and an `.npz` of the outputs, keyed `<format>/<output name>` (string outputs
+go in the report instead, base64 per element, so nothing is pickled).
 
 TF Serving's `SavedModelBundle` loads a SavedModel into a TF1 session with the `serve` tag set and
 runs a `SignatureDef` by feeding and fetching the tensors it names; this does the same with
@@ -118,9 +119,21 @@ def _shape_problem(key, shape, tensor_shape):
 
 
 def _write(job, report, outputs):
+    import base64
+
     import numpy as np
 
-    np.savez(job["outputs_path"], **outputs)
+    # String outputs (object arrays of bytes) travel in the JSON report, base64 per element, so
+    # the `.npz` never needs pickling.
+    strings = {key: value for key, value in outputs.items() if value.dtype == np.dtype(object)}
+    report["string_outputs"] = {
+        key: {
+            "shape": list(value.shape),
+            "b64": [base64.b64encode(bytes(item)).decode("ascii") for item in value.ravel()],
+        }
+        for key, value in strings.items()
+    }
+    np.savez(job["outputs_path"], **{k: v for k, v in outputs.items() if k not in strings})
     with open(job["report_path"], "w") as f:
         json.dump(report, f)
     return 0

@@ -11,6 +11,7 @@ on `<base_dir>` serves them all.
 formats through `PredictRequest` protos, and compares the answers with the eager model.
 """
 
+import base64
 import dataclasses
 import inspect
 import json
@@ -722,6 +723,11 @@ def _run_child(path, signature_name, bodies):
         report = json.loads((tmp / "report.json").read_text())
         with np.load(tmp / "outputs.npz", allow_pickle=False) as data:
             report["outputs"] = {key: data[key] for key in data.files}
+        for key, value in report.pop("string_outputs", {}).items():
+            items = [base64.b64decode(item) for item in value["b64"]]
+            array = np.empty(len(items), dtype=object)
+            array[:] = items
+            report["outputs"][key] = array.reshape(value["shape"])
     return report
 
 

@@ -236,7 +236,14 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
             return alignment, alignments
 
         alignments = ops.zeros((batch_size, query_length, value_length), "float32")
-        _, alignments = ops.fori_loop(0, query_length, body, (previous_alignment, alignments))
+        # `maximum_iterations` bounds the loop, which XLA needs to differentiate it (`fori_loop`
+        # alone gives "XLA compilation requires a fixed tensor list size" in the gradient).
+        _, _, alignments = ops.while_loop(
+            lambda i, *_: i < query_length,
+            lambda i, *state: (i + 1, *body(i, state)),
+            (ops.convert_to_tensor(0, "int32"), previous_alignment, alignments),
+            maximum_iterations=query_length,
+        )
         weights = ops.cast(alignments, self.compute_dtype)  # (B, Tq, Tv)
         context = apply_attention(weights, value)  # (B, Tq, dv)
 

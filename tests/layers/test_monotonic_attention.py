@@ -204,3 +204,23 @@ def test_rejects_bad_arguments(kwargs, match):
 def test_dot_score_needs_equal_depths():
     with pytest.raises(ValueError, match=r"score_mode='dot'"):
         MonotonicAttention(score_mode="dot")(rand(2, 3, 4), rand(2, 5, 6))
+
+
+def test_training_gradients_under_xla_match_eager():
+    """The step loop is bounded, so XLA can differentiate it (fit uses XLA on GPUs by default)."""
+    import tensorflow as tf
+
+    layer = MonotonicAttention(units=4, mode="expected")
+    query, value = rand(2, 3, 4), rand(2, 5, 4)
+    layer(query, value)
+    spec = tf.TensorSpec((None, None, 4), tf.float32)
+
+    def gradients(q, v):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(q, v, training=True))
+        return tape.gradient(loss, [w.value for w in layer.trainable_variables])
+
+    xla = tf.function(gradients, jit_compile=True, input_signature=[spec, spec])(query, value)
+    eager = gradients(query, value)
+    for a, b in zip(xla, eager, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

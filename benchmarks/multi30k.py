@@ -1,0 +1,736 @@
+"""Multi30K English->German: train the Transformer and the RNN translator under a wall-clock budget.
+
+For each model (`--models transformer,rnn`), in one process:
+
+1. WordPiece vocabularies (`pipelines.text.build_wordpiece_vocab`) are learned on the English and
+   the German training sentences (`raw/train.{en,de}.gz`, cased and untokenized: the realistic
+   input of a string-in/string-out model; lower-cased by default, since the metric is
+   case-insensitive, `--cased` keeps case). They are written once under `<output-dir>/vocab/`
+   and reused while their options match.
+2. Teacher-forcing batches from `pipelines.translation.make_dataset`: 64 sentence pairs per batch,
+   bucketed by length (little padding), pairs longer than 64 tokens dropped (none in Multi30K:
+   the longest has 51 English / 62 German word pieces), cached, reshuffled every epoch.
+3. Training until `--budget-minutes` of wall-clock time are spent (per model). The clock starts
+   right before `Model.fit`, so tracing, the first pass through the tokenizing pipeline and the
+   validation passes all count; training stops after the batch that would leave less time than
+   the last validation pass took. Learning rate: linear warmup, then a cosine decay driven by
+   the elapsed fraction of the budget (down to 5% of the peak), so the schedule fits any budget
+   without knowing the number of steps in advance. Adam, gradient clipping at norm 1, label
+   smoothing 0.1 (the cross-entropy against `0.9 * one_hot + 0.1 / vocabulary_size`). The
+   weights with the best validation loss (`raw/val`) are kept and restored at the end.
+4. BLEU on `test_2016_flickr` with sacrebleu, greedy search and beam search (width 5, GNMT
+   length penalty 0.6), through `keras_attention.models.Translator` (strings in, strings out).
+5. `keras_attention.export.export_translator`, the SavedModel reloaded with
+   `tf.saved_model.load`, and the latency of its `serving_default` signature: the median of
+   single-sentence calls and of calls on batches of 32 sentences (after one warm-up call).
+
+What "BLEU on lower-cased tokenized text" means here: the translations (detokenized strings) are
+scored against the raw, cased German references with `sacrebleu.corpus_bleu(hypotheses,
+[references], tokenize="13a", lowercase=True)`: both sides lower-cased, then split with
+sacrebleu's 13a tokenizer (mteval-v13a: punctuation split off, as Moses does). That is the
+published Multi30K protocol: the 13a tokens of the lower-cased raw references equal the official
+`tok/test_2016_flickr.lc.norm.tok.de` lines for 991 of the 1,000 sentences (the others differ
+only by `&quot;` escapes; the raw references score 99.9 BLEU against the official ones). The
+JSON also holds `bleu_tok`: the lower-cased, 13a-tokenized translations scored against those
+official tokenized references with `tokenize="none"` (multi-bleu.perl style).
+
+Model sizes (for a 2-core CPU and a 60-minute budget):
+
+- `transformer`: `transformer_translator(num_layers=3, hidden_dim=256, num_heads=4,
+  intermediate_dim=1024, dropout=0.1, normalize_first=True)` (pre-LN, stable at a peak learning
+  rate of 1e-3 with a 500-step warmup): 8.1M parameters with the ~2.9k English / ~3.5k German
+  word pieces (the WordPiece learner keeps only pieces seen 10 times, so it returns far fewer than
+  the 8,000 asked for; ~14.4 English and ~15.2 German pieces per sentence, 470k target tokens per
+  epoch with `[END]`). Measured on the shared 2-core machine while other jobs ran (load ~5):
+  ~1,050 target tokens/s in float32 (~1,230 with `mixed_bfloat16`, not used by default), i.e.
+  ~7.4 minutes per epoch, so 60 minutes give ~8 epochs there, and about twice as many on an idle
+  machine. The data README's keras_hub baseline (the same size, 5 epochs, no bucketing, no
+  label smoothing) reached 32.3 BLEU in 36 minutes.
+- `rnn`: `seq2seq_translator(embedding_dim=256, units=512, cell="gru", attention="additive",
+  style="bahdanau", dropout=0.2)`: a bidirectional GRU encoder (256 units per direction) and a
+  Bahdanau attention decoder, Adam at 2e-3 after a 200-step warmup: 7.0M parameters, ~1,000
+  target tokens/s on the same contended machine (~8 minutes per epoch).
+
+Tracing the Transformer's training step took ~75 s there (~16 s for the RNN); it is spent from
+the budget, and left out of the reported tokens/s.
+
+`--train-limit`, `--val-limit` and `--test-limit` take the first sentences of each split for a
+quick end-to-end check:
+
+    python benchmarks/multi30k.py --budget-minutes 60 --models transformer,rnn \\
+        --data-dir ../shared/data/multi30k --output-dir runs/multi30k
+    python benchmarks/multi30k.py --budget-minutes 3 --train-limit 5000 --test-limit 200 \\
+        --output-dir runs/multi30k_smoke                                    # smoke test
+
+Prints a Markdown table (also written to `<output-dir>/results.md`) and writes every number to
+`<output-dir>/results.json`; the translations go to `<output-dir>/<model>/`, the trained
+translator (`Translator.save`) to `<output-dir>/<model>/translator/` and the SavedModels to
+`<output-dir>/saved_models/multi30k_<model>_<decoding>/1/`.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+from keras import ops  # noqa: E402
+
+# A bucketed dataset has no known length: Keras warns at the end of every epoch.
+warnings.filterwarnings("ignore", message="Your input ran out of data")
+
+MODELS = ("transformer", "rnn")
+DECODINGS = ("greedy", "beam")
+SOURCE_LANGUAGE, TARGET_LANGUAGE = "en", "de"
+TEST_SPLIT = "test_2016_flickr"
+MAX_LENGTH = 64  # word pieces: training filter, Transformer positions, translator limits
+BUCKET_BOUNDARIES = [8, 12, 16, 20, 24, 28, 32, 40, 48]
+BLEU_DEFINITION = (
+    "sacrebleu corpus BLEU, tokenize='13a', lowercase=True, on the detokenized translations "
+    "against the raw cased references (both lower-cased, then 13a-tokenized: the published "
+    "'lower-cased tokenized' Multi30K protocol)"
+)
+CONFIGS = {
+    "transformer": {
+        "builder": {
+            "num_layers": 3,
+            "hidden_dim": 256,
+            "num_heads": 4,
+            "intermediate_dim": 1024,
+            "dropout": 0.1,
+            "normalize_first": True,
+            "max_length": MAX_LENGTH,
+        },
+        "learning_rate": 1e-3,
+        "warmup_steps": 500,
+    },
+    "rnn": {
+        "builder": {
+            "embedding_dim": 256,
+            "units": 512,
+            "cell": "gru",
+            "attention": "additive",
+            "style": "bahdanau",
+            "dropout": 0.2,
+        },
+        "learning_rate": 2e-3,
+        "warmup_steps": 200,
+    },
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="transformer,rnn", help="comma-separated: %(default)s")
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=60.0,
+        help="wall-clock training budget per model (default %(default)s)",
+    )
+    parser.add_argument("--data-dir", default="../shared/data/multi30k")
+    parser.add_argument("--output-dir", default="runs/multi30k")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentence pairs per batch")
+    parser.add_argument("--vocab-size", type=int, default=8000, help="largest WordPiece size")
+    parser.add_argument("--cased", action="store_true", help="keep case in the vocabularies")
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument(
+        "--learning-rate", type=float, help="peak learning rate (default: per model, see CONFIGS)"
+    )
+    parser.add_argument(
+        "--warmup-steps", type=int, help="linear warmup steps (default: per model, see CONFIGS)"
+    )
+    parser.add_argument("--beam-width", type=int, default=5)
+    parser.add_argument("--length-penalty", type=float, default=0.6)
+    parser.add_argument("--decode-batch-size", type=int, default=100, help="sentences per call")
+    parser.add_argument(
+        "--export",
+        default="greedy,beam",
+        help="decodings to export and time as SavedModels, comma-separated, or 'none'",
+    )
+    parser.add_argument("--latency-runs", type=int, default=30, help="timed calls per latency")
+    parser.add_argument("--train-limit", type=int, help="use the first N training pairs")
+    parser.add_argument("--val-limit", type=int, help="use the first N validation pairs")
+    parser.add_argument("--test-limit", type=int, help="translate the first N test sentences")
+    parser.add_argument("--dtype-policy", default="float32", help="e.g. mixed_bfloat16")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", type=int, default=2, help="Model.fit verbosity")
+    args = parser.parse_args(argv)
+    args.models = _split_choices(parser, "--models", args.models, MODELS)
+    args.export = (
+        [] if args.export == "none" else _split_choices(parser, "--export", args.export, DECODINGS)
+    )
+    for name in ("batch_size", "vocab_size", "beam_width", "decode_batch_size", "latency_runs"):
+        if getattr(args, name) < 1:
+            parser.error(
+                f"--{name.replace('_', '-')} must be >= 1. Received: {getattr(args, name)}"
+            )
+    for name in ("train_limit", "val_limit", "test_limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1. Received: {value}")
+    if not args.budget_minutes > 0:
+        parser.error(f"--budget-minutes must be > 0. Received: {args.budget_minutes}")
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        parser.error(f"--learning-rate must be > 0. Received: {args.learning_rate}")
+    if args.warmup_steps is not None and args.warmup_steps < 1:
+        parser.error(f"--warmup-steps must be >= 1. Received: {args.warmup_steps}")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error(f"--label-smoothing must be in [0, 1). Received: {args.label_smoothing}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import tensorflow as tf
+
+    data = load_data(args)
+    os.makedirs(args.output_dir, exist_ok=True)
+    source_tokenizer, target_tokenizer, vocab_info = build_vocabularies(args, data)
+    results = {
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "bleu_definition": BLEU_DEFINITION,
+        "system": {
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "load_average_at_start": list(os.getloadavg()),
+        },
+        "args": {key: value for key, value in vars(args).items()},
+        "data": {split: len(data[split][0]) for split in ("train", "val", "test")},
+        "vocabulary": vocab_info,
+        "models": {},
+    }
+    for kind in args.models:
+        print(f"\n=== {kind} ===", flush=True)
+        results["models"][kind] = run_model(kind, args, data, source_tokenizer, target_tokenizer)
+        write_results(args.output_dir, results)  # after each model, in case a later one fails
+    table = results_table(results)
+    print("\n" + table)
+    write_results(args.output_dir, results, table)
+    return results
+
+
+# -- data and vocabularies ----------------------------------------------------------------------
+
+
+def load_data(args):
+    """`{"train"|"val"|"test": (sources, targets)}` (raw text) and `"test_tok"`.
+
+    `"test_tok"`: the official lower-cased tokenized test references (a list of str), or
+    `None` when `tok/` is missing.
+    """
+    from pipelines.text import read_lines
+
+    raw = os.path.join(args.data_dir, "raw")
+    if not os.path.isdir(raw):
+        raise FileNotFoundError(
+            f"No Multi30K data under '{args.data_dir}': expected raw/train.en.gz and the other "
+            "splits (see ../shared/data/README.md). Received: --data-dir "
+            f"{args.data_dir!r}"
+        )
+    data = {}
+    for split, file_split, limit in (
+        ("train", "train", args.train_limit),
+        ("val", "val", args.val_limit),
+        ("test", TEST_SPLIT, args.test_limit),
+    ):
+        sources = read_lines(os.path.join(raw, f"{file_split}.{SOURCE_LANGUAGE}.gz"), False)
+        targets = read_lines(os.path.join(raw, f"{file_split}.{TARGET_LANGUAGE}.gz"), False)
+        if len(sources) != len(targets):
+            raise ValueError(f"Misaligned {split} files: {len(sources)} vs {len(targets)} lines")
+        data[split] = (sources[:limit], targets[:limit])
+    tok_path = os.path.join(args.data_dir, "tok", f"{TEST_SPLIT}.lc.norm.tok.{TARGET_LANGUAGE}")
+    data["test_tok"] = (
+        read_lines(tok_path, False)[: args.test_limit] if os.path.isfile(tok_path) else None
+    )
+    return data
+
+
+def build_vocabularies(args, data):
+    """Learns (or reuses) the two WordPiece vocabularies; returns the tokenizers and a summary."""
+    from pipelines.text import build_wordpiece_vocab, load_tokenizer
+
+    vocab_dir = os.path.join(args.output_dir, "vocab")
+    os.makedirs(vocab_dir, exist_ok=True)
+    options = {
+        "vocab_size": args.vocab_size,
+        "lowercase": not args.cased,
+        "train_sentences": len(data["train"][0]),
+        "data_dir": os.path.abspath(args.data_dir),
+    }
+    info = {}
+    tokenizers = []
+    for language, texts in (
+        (SOURCE_LANGUAGE, data["train"][0]),
+        (TARGET_LANGUAGE, data["train"][1]),
+    ):
+        path = os.path.join(vocab_dir, f"{language}.txt")
+        meta_path = os.path.join(vocab_dir, f"{language}.options.json")
+        reuse = os.path.isfile(path) and os.path.isfile(meta_path)
+        if reuse:
+            with open(meta_path, encoding="utf-8") as f:
+                reuse = json.load(f) == options
+        start = time.perf_counter()
+        if not reuse:
+            print(f"learning the {language} WordPiece vocabulary ...", flush=True)
+            build_wordpiece_vocab(
+                texts, path, args.vocab_size, lowercase=not args.cased, progress=False
+            )
+            with open(meta_path, "w", encoding="utf-8") as f:
+                json.dump(options, f, indent=2)
+        tokenizer = load_tokenizer(path)
+        tokenizers.append(tokenizer)
+        info[language] = {
+            "path": path,
+            "size": tokenizer.vocabulary_size,
+            "reused": reuse,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        print(f"{language} vocabulary: {tokenizer.vocabulary_size} word pieces", flush=True)
+    return tokenizers[0], tokenizers[1], info
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def run_model(kind, args, data, source_tokenizer, target_tokenizer):
+    from keras_attention.models import Translator, seq2seq_translator, transformer_translator
+    from pipelines.translation import make_dataset
+
+    keras.backend.clear_session()
+    keras.config.set_dtype_policy(args.dtype_policy)
+    keras.utils.set_random_seed(args.seed)
+    config = dict(CONFIGS[kind])
+    for key in ("learning_rate", "warmup_steps"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    builder = transformer_translator if kind == "transformer" else seq2seq_translator
+    model = builder(
+        source_tokenizer.vocabulary_size, target_tokenizer.vocabulary_size, **config["builder"]
+    )
+    model_dir = os.path.join(args.output_dir, kind)
+    os.makedirs(model_dir, exist_ok=True)
+
+    def dataset(split, shuffle):
+        sources, targets = data[split]
+        return make_dataset(
+            list(zip(sources, targets, strict=True)),
+            source_tokenizer,
+            target_tokenizer,
+            batch_size=args.batch_size,
+            max_source_length=MAX_LENGTH,
+            max_target_length=MAX_LENGTH,
+            shuffle=len(sources) if shuffle else None,
+            seed=args.seed,
+            bucket_boundaries=BUCKET_BOUNDARIES,
+            cache=True,
+        )
+
+    train_data, val_data = dataset("train", True), dataset("val", False)
+    epoch_tokens = count_target_tokens(data["train"], source_tokenizer, target_tokenizer)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config["learning_rate"], clipnorm=1.0),
+        loss=SmoothedCrossEntropy(args.label_smoothing),
+        metrics=[TargetTokens()],
+        # Bucketed batches change shape from batch to batch; XLA would recompile for each.
+        jit_compile=False,
+    )
+    budget_s = 60.0 * args.budget_minutes
+    start = time.perf_counter()
+    budget = WallClockBudget(start, budget_s)
+    meter = ThroughputMeter()
+    checkpoint_path = os.path.join(model_dir, "best.weights.h5")
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        checkpoint_path, monitor="val_loss", save_best_only=True, save_weights_only=True
+    )
+    schedule = BudgetSchedule(
+        start, budget_s, config["learning_rate"], config["warmup_steps"], min_ratio=0.05
+    )
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=100_000,  # the budget stops training
+        callbacks=[schedule, meter, budget, checkpoint],
+        shuffle=False,  # the dataset reshuffles itself
+        verbose=args.verbose,
+    )
+    train_seconds = time.perf_counter() - start
+    val_losses = history.history.get("val_loss", [])
+    best_epoch = int(min(range(len(val_losses)), key=val_losses.__getitem__)) + 1
+    model.load_weights(checkpoint_path)
+    throughput = meter.summary()
+    result = {
+        "parameters": int(model.count_params()),
+        "config": config,
+        "budget_seconds": budget_s,
+        "train_seconds": round(train_seconds, 1),
+        "epochs": round(throughput["target_tokens"] / epoch_tokens, 2),
+        "epoch_target_tokens": epoch_tokens,
+        "steps": meter.steps,
+        "best_epoch": best_epoch,
+        "best_val_loss": round(float(val_losses[best_epoch - 1]), 4),
+        "val_loss_history": [round(float(v), 4) for v in val_losses],
+        "validation_seconds": round(budget.validation_seconds, 1),
+        **throughput,
+    }
+    print(
+        f"{kind}: {result['steps']} steps, {result['epochs']} epochs in {train_seconds / 60:.1f} "
+        f"min, best val_loss {result['best_val_loss']} (epoch {best_epoch}), "
+        f"{result['tokens_per_second']:.0f} target tokens/s",
+        flush=True,
+    )
+
+    translators = {
+        decoding: Translator(
+            model,
+            source_tokenizer,
+            target_tokenizer,
+            max_source_length=MAX_LENGTH,
+            max_output_length=MAX_LENGTH,
+            beam_width=1 if decoding == "greedy" else args.beam_width,
+            length_penalty=args.length_penalty,
+        )
+        for decoding in DECODINGS
+    }
+    translators["greedy"].save(os.path.join(model_dir, "translator"))
+    sources, references = data["test"]
+    tok_references = data["test_tok"]
+    hypotheses = {}
+    for decoding, translator in translators.items():
+        begin = time.perf_counter()
+        hypotheses[decoding] = translate_all(translator, sources, args.decode_batch_size)
+        seconds = time.perf_counter() - begin
+        path = os.path.join(model_dir, f"{TEST_SPLIT}.{decoding}.{TARGET_LANGUAGE}")
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in hypotheses[decoding])
+        scores = bleu(hypotheses[decoding], references, tok_references)
+        result[decoding] = {
+            **scores,
+            "beam_width": translator.beam_width,
+            "length_penalty": translator.length_penalty,
+            "decode_seconds": round(seconds, 1),  # tracing of the first call included
+            "sentences": len(sources),
+            "translations_file": path,
+        }
+        print(
+            f"{kind} {decoding}: BLEU {scores['bleu']:.2f} (tok refs {scores.get('bleu_tok', '-')})"
+            f", {len(sources)} sentences decoded in {seconds:.1f} s",
+            flush=True,
+        )
+    result["beam_at_least_greedy"] = result["beam"]["bleu"] >= result["greedy"]["bleu"]
+    result["examples"] = [
+        {"source": s, "reference": r, **{d: hypotheses[d][i] for d in DECODINGS}}
+        for i, (s, r) in enumerate(zip(sources[:3], references[:3], strict=True))
+    ]
+    for decoding in args.export:
+        result[decoding]["export"] = export_and_time(
+            translators[decoding], kind, decoding, args, sources, hypotheses[decoding]
+        )
+    return result
+
+
+def count_target_tokens(pairs, source_tokenizer, target_tokenizer):
+    """The target tokens (with `[END]`) of one epoch: of the pairs `make_dataset` keeps."""
+    sources = source_tokenizer.tokenize(pairs[0]).row_lengths().numpy()
+    targets = target_tokenizer.tokenize(pairs[1]).row_lengths().numpy() + 1
+    kept = (sources > 0) & (sources <= MAX_LENGTH) & (targets <= MAX_LENGTH)
+    return int(targets[kept].sum())
+
+
+def translate_all(translator, sources, batch_size):
+    translations = []
+    for begin in range(0, len(sources), batch_size):
+        translations += translator.translate(sources[begin : begin + batch_size])
+    return translations
+
+
+def bleu(hypotheses, references, tok_references=None):
+    """sacrebleu corpus BLEU, lower-cased and 13a-tokenized (see the module docstring)."""
+    import sacrebleu
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    metric = sacrebleu.BLEU(tokenize="13a", lowercase=True)
+    score = metric.corpus_score(hypotheses, [references])
+    result = {"bleu": round(score.score, 2), "signature": str(metric.get_signature())}
+    if tok_references is not None:
+        tokenize = Tokenizer13a()
+        tokenized = [tokenize(h.lower()) for h in hypotheses]
+        result["bleu_tok"] = round(
+            sacrebleu.corpus_bleu(tokenized, [tok_references], tokenize="none", force=True).score,
+            2,
+        )
+    return result
+
+
+def export_and_time(translator, kind, decoding, args, sources, expected):
+    """Exports, reloads the SavedModel and times its `serving_default` signature."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops for the reload)
+
+    from keras_attention.export import export_translator
+
+    begin = time.perf_counter()
+    path = export_translator(
+        translator,
+        os.path.join(args.output_dir, "saved_models"),
+        name=f"multi30k_{kind}_{decoding}",
+        version=1,
+        overwrite=True,
+    )
+    export_seconds = time.perf_counter() - begin
+    begin = time.perf_counter()
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    load_seconds = time.perf_counter() - begin
+
+    def call(texts):
+        start = time.perf_counter()
+        output = serve(text=tf.constant(texts, tf.string))["translation"].numpy()
+        return time.perf_counter() - start, [t.decode("utf-8") for t in output]
+
+    call(sources[:1])  # warm-up
+    runs = min(args.latency_runs, len(sources))
+    single = [call([sources[i]]) for i in range(runs)]
+    batch_size = min(32, len(sources))
+    batches = [
+        sources[i * batch_size : (i + 1) * batch_size]
+        for i in range(max(1, min(args.latency_runs // 3, len(sources) // batch_size)))
+    ]
+    batched = [call(batch) for batch in batches]
+    # The reloaded SavedModel must translate as the in-memory translator did.
+    served = [t for _, (t,) in single] + batched[0][1]
+    wanted = expected[:runs] + expected[:batch_size]
+    matches = sum(a == b for a, b in zip(served, wanted, strict=True)) / len(wanted)
+    result = {
+        "path": path,
+        "export_seconds": round(export_seconds, 1),
+        "load_seconds": round(load_seconds, 1),
+        "latency_single_ms": round(1000 * statistics.median(t for t, _ in single), 1),
+        "latency_single_runs": runs,
+        "latency_batch_ms": round(1000 * statistics.median(t for t, _ in batched), 1),
+        "latency_batch_size": batch_size,
+        "latency_batch_runs": len(batched),
+        "matches_in_memory": round(matches, 4),
+    }
+    print(
+        f"{kind} {decoding} SavedModel: {result['latency_single_ms']} ms per sentence, "
+        f"{result['latency_batch_ms']} ms per batch of {batch_size} (medians), "
+        f"matches in-memory {matches:.0%}",
+        flush=True,
+    )
+    return result
+
+
+# -- Keras pieces -------------------------------------------------------------------------------
+
+
+class SmoothedCrossEntropy(keras.losses.Loss):
+    """Cross-entropy from logits against `(1 - e) * one_hot + e / vocabulary_size`.
+
+    Per token: `(1 - e) * -log p(label) + e * mean_v(-log p(v))`. The logits carry the
+    target's Keras mask, so `Loss.__call__` averages over the unpadded tokens only.
+    """
+
+    def __init__(self, label_smoothing=0.1, name="smoothed_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)  # (B, T, V)
+        labels = ops.expand_dims(ops.cast(y_true, "int32"), -1)
+        nll = -ops.squeeze(ops.take_along_axis(log_probs, labels, axis=-1), -1)  # (B, T)
+        if not self.label_smoothing:
+            return nll
+        uniform = -ops.mean(log_probs, axis=-1)
+        return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+class TargetTokens(keras.metrics.Metric):
+    """The number of target tokens (labels other than padding `0`) seen in the epoch."""
+
+    def __init__(self, name="target_tokens", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.count = self.add_variable((), initializer="zeros", dtype="float32", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.count.assign_add(ops.sum(ops.cast(ops.not_equal(y_true, 0), "float32")))
+
+    def result(self):
+        return ops.convert_to_tensor(self.count)
+
+
+class WallClockBudget(keras.callbacks.Callback):
+    """Stops training when the budget, counted from `start`, is spent.
+
+    After every batch: stop if less time is left than the last validation pass took
+    (validation and checkpointing still run after the stop, inside the budget).
+    """
+
+    def __init__(self, start, budget_seconds):
+        super().__init__()
+        self.start, self.budget_seconds = start, budget_seconds
+        self.validation_seconds = 0.0
+        self._last_validation = 0.0
+        self._test_begin = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        elapsed = time.perf_counter() - self.start
+        if elapsed + self._last_validation >= self.budget_seconds:
+            self.model.stop_training = True
+
+    def on_test_begin(self, logs=None):
+        self._test_begin = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self._last_validation = time.perf_counter() - self._test_begin
+        self.validation_seconds += self._last_validation
+
+
+class BudgetSchedule(keras.callbacks.Callback):
+    """Linear warmup over `warmup_steps`, then cosine decay over the budget's elapsed fraction."""
+
+    def __init__(self, start, budget_seconds, peak, warmup_steps, min_ratio=0.05):
+        super().__init__()
+        self.start, self.budget_seconds = start, budget_seconds
+        self.peak, self.warmup_steps, self.min_ratio = peak, warmup_steps, min_ratio
+        self.step = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step += 1
+        fraction = min((time.perf_counter() - self.start) / self.budget_seconds, 1.0)
+        cosine = self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * fraction))
+        warmup = min(1.0, self.step / self.warmup_steps)
+        self.model.optimizer.learning_rate = self.peak * warmup * cosine
+
+
+class ThroughputMeter(keras.callbacks.Callback):
+    """Target tokens per second of training batches, with and without tracing.
+
+    A batch's time is from `on_train_batch_begin` to `on_train_batch_end` (the step has
+    run when the call returns); its tokens come from the `target_tokens` metric. Batches
+    whose time per token is more than 5 times the median are counted as tracing (the first
+    batch, and the retrace when a new shape generalises the traced function) and left out
+    of `tokens_per_second`; `tokens_per_second_overall` is all target tokens over the
+    whole training time (tracing and validation included).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []  # (seconds, tokens)
+        self.steps = 0
+        self._epoch_tokens = 0.0
+        self._start = self._batch_begin = None
+        self._seconds = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self._seconds = time.perf_counter() - self._start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_tokens = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_begin = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        seconds = time.perf_counter() - self._batch_begin
+        total = float(logs["target_tokens"])
+        self.batches.append((seconds, total - self._epoch_tokens))
+        self._epoch_tokens = total
+        self.steps += 1
+
+    def summary(self):
+        per_token = sorted(s / max(n, 1.0) for s, n in self.batches)
+        limit = 5 * per_token[len(per_token) // 2]
+        steady = [(s, n) for s, n in self.batches if s / max(n, 1.0) <= limit]
+        total_tokens = sum(n for _, n in self.batches)
+        return {
+            "target_tokens": int(total_tokens),
+            "tokens_per_second": sum(n for _, n in steady) / sum(s for s, _ in steady),
+            "tokens_per_second_overall": total_tokens / self._seconds,
+            "longest_batch_seconds": round(max(s for s, _ in self.batches), 1),
+            "tracing_batches_excluded": len(self.batches) - len(steady),
+            "tracing_seconds_excluded": round(
+                sum(s for s, n in self.batches if s / max(n, 1.0) > limit), 1
+            ),
+        }
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def results_table(results):
+    """The Markdown table of the results (the README's)."""
+    lines = [
+        f"# {results['command']}",
+        f"# TensorFlow {results['system']['tensorflow']}, Keras {results['system']['keras']}, "
+        f"Python {results['system']['python']}, {results['system']['cpu_count']} CPU cores; "
+        f"BLEU: {results['bleu_definition']}",
+        "",
+        "| model | params | budget min | epochs | target tokens/s | best val loss "
+        "| BLEU greedy | BLEU beam | beam >= greedy | decode s greedy / beam "
+        "| SavedModel ms, 1 sentence (greedy / beam) | SavedModel ms, batch of 32 (greedy / beam) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for kind, r in results["models"].items():
+        beam = r["beam"]
+        exports = {d: r[d].get("export") for d in DECODINGS}
+
+        def latency(key, exports=exports):
+            return " / ".join(f"{exports[d][key]:.0f}" if exports[d] else "-" for d in DECODINGS)
+
+        lines.append(
+            f"| {kind} | {r['parameters'] / 1e6:.1f}M | {r['budget_seconds'] / 60:g} "
+            f"| {r['epochs']:.1f} | {r['tokens_per_second']:.0f} | {r['best_val_loss']:.3f} "
+            f"| {r['greedy']['bleu']:.2f} | {beam['bleu']:.2f} (width {beam['beam_width']}, "
+            f"alpha {beam['length_penalty']:g}) | {'yes' if r['beam_at_least_greedy'] else 'NO'} "
+            f"| {r['greedy']['decode_seconds']:.0f} / {beam['decode_seconds']:.0f} "
+            f"| {latency('latency_single_ms')} | {latency('latency_batch_ms')} |"
+        )
+    sentences = {r["greedy"]["sentences"] for r in results["models"].values()}
+    lines += [
+        "",
+        f"Test sentences: {', '.join(map(str, sorted(sentences)))} of {TEST_SPLIT}. "
+        "Target tokens/s: training batches only, target word pieces (with [END]) per second, "
+        "tracing batches excluded. Decode s: the whole test set in batches, first-call tracing "
+        "included. SavedModel latency: medians of serving_default calls after a warm-up.",
+    ]
+    return "\n".join(lines)
+
+
+def write_results(output_dir, results, table=None):
+    with open(os.path.join(output_dir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, ensure_ascii=False, default=str)
+        f.write("\n")
+    if table is not None:
+        with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+
+
+def _split_choices(parser, flag, value, choices):
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    bad = [item for item in items if item not in choices]
+    if not items or bad:
+        parser.error(f"{flag} takes a comma-separated subset of {choices}. Received: {value!r}")
+    return items
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""benchmarks/multi30k.py: its loss, schedule, budget, token count and BLEU; end to end (slow)."""
+
+import importlib.util
+import json
+import math
+import pathlib
+import time
+
+import keras
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DATA_DIR = ROOT.parent / "shared" / "data" / "multi30k"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("multi30k", ROOT / "benchmarks" / "multi30k.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+multi30k = _load_script()
+
+
+def _masked_logits(ids, vocabulary_size=7):
+    """Logits `(B, T, V)` carrying the Keras mask `ids != 0`, as a translator's do."""
+    ids_input = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(vocabulary_size, 4, mask_zero=True)(ids_input)
+    logits = keras.layers.Dense(vocabulary_size)(x)
+    return keras.Model(ids_input, logits)(ids)
+
+
+def test_smoothed_cross_entropy_matches_numpy_over_unpadded_tokens():
+    labels = np.array([[3, 5, 1, 0], [6, 2, 0, 0]], "int32")
+    logits = _masked_logits(labels)
+    log_probs = np.asarray(keras.ops.log_softmax(logits, axis=-1), "float64")
+    nll = -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+    smoothed = 0.9 * nll - 0.1 * log_probs.mean(-1)
+    valid = labels != 0
+    loss = float(multi30k.SmoothedCrossEntropy(0.1)(labels, logits))
+    np.testing.assert_allclose(loss, smoothed[valid].mean(), rtol=1e-5)
+    plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    np.testing.assert_allclose(float(multi30k.SmoothedCrossEntropy(0.0)(labels, logits)), plain)
+    assert loss != pytest.approx(float(plain))
+
+
+def _fit(callbacks, batches=20, epochs=3):
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 7, (batches * 4, 5)).astype("int32")
+    y = np.where(rng.random(x.shape) < 0.3, 0, x).astype("int32")  # ~30% padding labels
+    model = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(7, 4)])
+    model.add(keras.layers.Dense(7))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=multi30k.SmoothedCrossEntropy(0.1),
+        metrics=[multi30k.TargetTokens()],
+    )
+    model.fit(x, y, batch_size=4, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
+    return model, y
+
+
+def test_budget_stops_after_the_batch_that_spends_it_and_the_meter_counts_its_tokens():
+    meter = multi30k.ThroughputMeter()
+    budget = multi30k.WallClockBudget(time.perf_counter(), budget_seconds=0.0)
+    _, y = _fit([meter, budget])
+    assert meter.steps == 1  # of 3 epochs x 20 batches
+    assert meter.summary()["target_tokens"] == int(np.sum(y[:4] != 0))
+
+
+def test_meter_counts_every_target_token_of_every_epoch():
+    meter = multi30k.ThroughputMeter()
+    _, y = _fit([meter], batches=5, epochs=2)
+    summary = meter.summary()
+    assert meter.steps == 10
+    assert summary["target_tokens"] == 2 * int(np.sum(y != 0))
+    assert summary["tokens_per_second"] > 0 and summary["tokens_per_second_overall"] > 0
+
+
+def test_schedule_warms_up_linearly_then_follows_the_cosine_of_the_elapsed_budget():
+    model, _ = _fit([], batches=1, epochs=1)
+    peak, budget_seconds = 1e-3, 1000.0
+    schedule = multi30k.BudgetSchedule(
+        time.perf_counter() - 0.5 * budget_seconds, budget_seconds, peak, warmup_steps=4
+    )
+    schedule.set_model(model)
+    rates = []
+    for batch in range(6):
+        schedule.on_train_batch_begin(batch)
+        rates.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    half = peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.5)))  # cosine at 50%
+    np.testing.assert_allclose(rates[:4], [half / 4, half / 2, 3 * half / 4, half], rtol=1e-3)
+    np.testing.assert_allclose(rates[5], half, rtol=1e-3)
+    schedule.start = time.perf_counter() - 2 * budget_seconds  # past the budget: the floor
+    schedule.on_train_batch_begin(6)
+    np.testing.assert_allclose(
+        float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), 0.05 * peak, rtol=1e-5
+    )
+
+
+def test_count_target_tokens_counts_end_tokens_of_the_pairs_make_dataset_keeps():
+    from pipelines.text import RESERVED_TOKENS, TextTokenizer
+
+    tokenizer = TextTokenizer([*RESERVED_TOKENS, "a", "man", "runs", "."], lowercase=True)
+    pairs = (["A man runs.", "", "a man"], ["A man.", "runs", "a a a a"])
+    # The blank source is dropped; the others give 3 + 1 and 4 + 1 target tokens.
+    assert multi30k.count_target_tokens(pairs, tokenizer, tokenizer) == 9
+
+
+def test_bleu_is_lowercased_and_13a_tokenized():
+    references = ["Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt."]
+    tokenized = ["ein mann mit einem orangefarbenen hut , der etwas anstarrt ."]
+    result = multi30k.bleu(
+        ["EIN MANN mit einem orangefarbenen Hut , der etwas anstarrt ."], references, tokenized
+    )
+    assert result["bleu"] == 100.0 and result["bleu_tok"] == 100.0
+    assert "case:lc" in result["signature"] and "tok:13a" in result["signature"]
+    assert multi30k.bleu(["Ein Mann mit einem Hut."], references)["bleu"] < 50
+
+
+@pytest.mark.skipif(not (DATA_DIR / "raw").is_dir(), reason="no Multi30K data beside the repo")
+def test_raw_references_match_the_official_tokenized_ones():
+    from pipelines.text import read_lines
+
+    raw = read_lines(DATA_DIR / "raw" / "test_2016_flickr.de.gz", False)
+    tok = read_lines(DATA_DIR / "tok" / "test_2016_flickr.lc.norm.tok.de", False)
+    assert multi30k.bleu(raw, raw, tok)["bleu_tok"] > 99.5  # the two protocols agree
+
+
+def test_arguments_are_checked():
+    with pytest.raises(SystemExit):
+        multi30k.parse_args(["--models", "transformer,lstm"])
+    with pytest.raises(SystemExit):
+        multi30k.parse_args(["--budget-minutes", "0"])
+    args = multi30k.parse_args(["--models", "rnn", "--export", "none"])
+    assert args.models == ["rnn"] and args.export == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA_DIR / "raw").is_dir(), reason="no Multi30K data beside the repo")
+def test_end_to_end_on_a_subset(tmp_path, capsys):
+    from keras_attention.models import Translator
+
+    results = multi30k.main(
+        [
+            "--models", "rnn,transformer",
+            "--budget-minutes", "0.25",
+            "--train-limit", "300",
+            "--val-limit", "32",
+            "--test-limit", "8",
+            "--vocab-size", "400",
+            "--export", "greedy",
+            "--latency-runs", "2",
+            "--data-dir", str(DATA_DIR),
+            "--output-dir", str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert json.loads((tmp_path / "results.json").read_text())["models"].keys() == {
+        "rnn",
+        "transformer",
+    }
+    table = (tmp_path / "results.md").read_text()
+    assert "| rnn |" in table and "| transformer |" in table and table in capsys.readouterr().out
+    for kind, result in results["models"].items():
+        assert result["steps"] >= 1 and np.isfinite(result["best_val_loss"])
+        # Training stopped by the batch that spent the budget (validation runs after it).
+        assert result["train_seconds"] <= (
+            result["budget_seconds"] + result["longest_batch_seconds"]
+            + result["validation_seconds"] + 5.0
+        )  # fmt: skip
+        for decoding in ("greedy", "beam"):
+            assert 0.0 <= result[decoding]["bleu"] <= 100.0 and "bleu_tok" in result[decoding]
+            lines = (tmp_path / kind / f"test_2016_flickr.{decoding}.de").read_text().splitlines()
+            assert len(lines) == 8
+        export = result["greedy"]["export"]
+        assert export["matches_in_memory"] == 1.0 and export["latency_single_ms"] > 0
+        assert "export" not in result["beam"]
+    # The saved translator reloads and translates as the benchmark did.
+    greedy = (tmp_path / "rnn" / "test_2016_flickr.greedy.de").read_text().splitlines()
+    sources = [example["source"] for example in results["models"]["rnn"]["examples"]]
+    assert Translator.load(tmp_path / "rnn" / "translator").translate(sources) == greedy[:3]

@@ -1,0 +1,183 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attention.models import Translator, seq2seq_translator, transformer_translator
+from pipelines.text import END, START_ID, TextTokenizer
+
+# A hand-written vocabulary (no `ä`/`ü`: "März" and "über" become [UNK]).
+VOCABULARY = [
+    *["[PAD]", "[UNK]", "[START]", "[END]", "[MASK]", "-", ",", ".", "/"],
+    *[str(d) for d in range(10)],
+    *[f"##{d}" for d in range(10)],
+    *["##st", "##nd", "##rd", "##th", "the", "of", "march", "october", "jan", "wed", "ma"],
+    *["13", "24", "1980", "2021", "2035"],
+]
+LONG = "13 october 1980 " * 10
+TEXTS = ["", "3. März 2021 über", "the 3rd of march 2021", LONG, "wed 24 jan 2035"]
+MAX_SOURCE, MAX_OUTPUT = 6, 8
+
+
+def _tokenizer():
+    return TextTokenizer(VOCABULARY, lowercase=True)
+
+
+@pytest.fixture(scope="module")
+def translator():
+    keras.utils.set_random_seed(0)  # untrained, but deterministic
+    size = len(VOCABULARY)
+    model = seq2seq_translator(size, size, embedding_dim=8, units=16)
+    return Translator(
+        model,
+        _tokenizer(),
+        _tokenizer(),
+        max_source_length=MAX_SOURCE,
+        max_output_length=MAX_OUTPUT,
+    )
+
+
+def test_translate_one_string_per_input_deterministically(translator):
+    translations = translator.translate(TEXTS)
+    assert len(translations) == len(TEXTS)
+    assert all(isinstance(t, str) for t in translations)
+    assert translator.translate(tf.constant(TEXTS)) == translations
+    # Padding in a batch changes nothing: each sentence alone translates the same.
+    assert [translator.translate([text])[0] for text in TEXTS] == translations
+    assert translator.translate([]) == []
+
+
+def test_long_sources_keep_their_first_max_source_length_tokens(translator):
+    result = translator.translate_with_attention([LONG])
+    assert result["source_tokens"] == [["13", "october", "1980", "13", "october", "1980"]]
+    truncated = "13 october 1980 13 october 1980"
+    assert translator.translate([LONG]) == translator.translate([truncated])
+
+
+def test_non_ascii_and_empty_sources(translator):
+    result = translator.translate_with_attention(["3. März 2021 über", ""])
+    assert result["source_tokens"] == [["3", ".", "[UNK]", "2021", "[UNK]"], []]
+    assert result["attention"][1].shape == (len(result["target_tokens"][1]), 0)
+
+
+def test_translate_with_attention(translator):
+    result = translator.translate_with_attention(TEXTS)
+    assert sorted(result) == ["attention", "source_tokens", "target_tokens", "translations"]
+    assert result["translations"] == translator.translate(TEXTS)
+    decoding, tokenizer = translator.decoding, translator.target_tokenizer
+    for row in range(len(TEXTS)):
+        source, target = result["source_tokens"][row], result["target_tokens"][row]
+        weights = result["attention"][row]
+        assert weights.dtype == np.float32 and weights.shape == (len(target), len(source))
+        # Generation stops at [END] or after max_output_length tokens.
+        assert 1 <= len(target) <= MAX_OUTPUT and END not in target[:-1]
+        assert target[-1] == END or len(target) == MAX_OUTPUT
+        assert "[PAD]" not in target and "[START]" not in target
+        target_ids = [VOCABULARY.index(t) for t in target]
+        assert tokenizer.detokenize(target_ids).numpy().decode() == result["translations"][row]
+        if not source:
+            continue
+        np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+        # The weights of the decoded target, teacher-forced through the model alone.
+        source_ids = np.array([[VOCABULARY.index(t) for t in source]], "int32")
+        target_in = np.array([[START_ID, *target_ids[:-1]]], "int32")
+        expected = np.asarray(decoding.cross_attention(source_ids, target_in))[0]
+        np.testing.assert_allclose(weights, expected, atol=1e-5)
+    empty = translator.translate_with_attention([])
+    assert empty == {"translations": [], "source_tokens": [], "target_tokens": [], "attention": []}
+
+
+def test_save_load_round_trip(translator, tmp_path):
+    translator.save(tmp_path / "saved")
+    files = sorted(os.listdir(tmp_path / "saved"))
+    assert files == [
+        "model.keras",
+        "source_vocab.txt",
+        "source_vocab.txt.json",
+        "target_vocab.txt",
+        "target_vocab.txt.json",
+        "translator.json",
+    ]
+    with open(tmp_path / "saved" / "translator.json") as f:
+        assert json.load(f)["max_source_length"] == MAX_SOURCE
+    reloaded = Translator.load(tmp_path / "saved")
+    assert reloaded.get_config() == translator.get_config()
+    assert reloaded.source_tokenizer.vocabulary == translator.source_tokenizer.vocabulary
+    assert reloaded.target_tokenizer.get_config() == translator.target_tokenizer.get_config()
+    assert reloaded.translate(TEXTS) == translator.translate(TEXTS)
+
+
+def test_vocabulary_paths_are_loaded(translator, tmp_path):
+    paths = translator.write_vocabularies(tmp_path)
+    rebuilt = Translator(translator.model, paths[0], paths[2])
+    assert rebuilt.source_tokenizer.vocabulary == tuple(VOCABULARY)
+    assert rebuilt.target_tokenizer.lowercase is True
+
+
+def _transformer(max_length=8):
+    size = len(VOCABULARY)
+    return transformer_translator(
+        size, size, max_length=max_length, num_layers=1, hidden_dim=8, num_heads=2,
+        intermediate_dim=8,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda m, t: ("not a model", t, t), "`model` must be a keras.Model"),
+        (lambda m, t: (m, "no such file.txt", t), "No such vocabulary file"),
+        (lambda m, t: (m, t, 3), "`target_tokenizer` must be"),
+        (lambda m, t: (m, t, t, 0), "max_source_length"),
+        (lambda m, t: (m, t, t, 6, -1), "max_output_length"),
+        (lambda m, t: (m, t, t, 6, 8, 0), "beam_width"),
+        (lambda m, t: (m, t, t, 6, 8, 2, -0.5), "length_penalty"),
+        (lambda m, t: (m, t, t, 6, 8, 2, True), "length_penalty"),
+        (lambda m, t: (m, t, TextTokenizer(VOCABULARY[:-1])), "target vocabulary"),
+        (lambda m, t: (keras.Sequential([keras.layers.Dense(2)]), t, t), "no layer"),
+    ],
+)
+def test_bad_arguments_raise(translator, make_args, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        Translator(*make_args(translator.model, translator.source_tokenizer))
+
+
+def test_transformer_lengths_are_limited_by_its_positions():
+    tokenizer = _tokenizer()
+    with pytest.raises(ValueError, match="max_output_length` may not exceed"):
+        Translator(_transformer(max_length=8), tokenizer, tokenizer, 8, 9)
+    with pytest.raises(ValueError, match="max_source_length` may not exceed"):
+        Translator(_transformer(max_length=8), tokenizer, tokenizer, 9, 8)
+
+
+@pytest.mark.parametrize("texts", ["one sentence", [1, 2], tf.constant([["a"]])])
+def test_bad_texts_raise(translator, texts):
+    with pytest.raises(ValueError, match="`texts` must"):
+        translator.translate(texts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("beam_width", [1, 3])
+def test_transformer_attention_is_the_head_mean_of_the_last_decoder_block(beam_width):
+    keras.utils.set_random_seed(0)
+    size = len(VOCABULARY)
+    model = transformer_translator(
+        size, size, max_length=8, num_layers=2, hidden_dim=8, num_heads=2, intermediate_dim=8
+    )
+    tokenizer = _tokenizer()
+    translator = Translator(model, tokenizer, tokenizer, MAX_SOURCE, MAX_OUTPUT, beam_width)
+    result = translator.translate_with_attention(TEXTS)
+    assert result["translations"] == translator.translate(TEXTS)
+    assert [translator.translate([text])[0] for text in TEXTS] == result["translations"]
+    for row in range(1, len(TEXTS)):
+        source, target = result["source_tokens"][row], result["target_tokens"][row]
+        source_ids = np.array([[VOCABULARY.index(t) for t in source]], "int32")
+        target_ids = [VOCABULARY.index(t) for t in target]
+        target_in = np.array([[START_ID, *target_ids[:-1]]], "int32")
+        weights = translator.decoding.cross_attention(source_ids, target_in)
+        expected = np.asarray(weights["decoder_block_1"])[0].mean(axis=0)  # (T, S)
+        np.testing.assert_allclose(result["attention"][row], expected, atol=1e-5)
+        np.testing.assert_allclose(result["attention"][row].sum(-1), 1.0, atol=1e-5)

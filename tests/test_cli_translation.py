@@ -1,0 +1,324 @@
+"""`keras-attention train translation` and `keras-attention translate`, and their training glue."""
+
+import io
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attention import training
+from keras_attention.cli import main
+from pipelines import synthetic
+
+RNN_SIZES = ["--embedding-dim", "16", "--units", "32", "--vocab-size", "400"]
+TRANSFORMER_SIZES = ["--num-layers", "1", "--hidden-dim", "16", "--num-heads", "2"]
+TRANSFORMER_SIZES += ["--intermediate-dim", "32", "--vocab-size", "400"]
+
+
+def _write_pairs(tmp_path, count, seed, prefix=""):
+    pairs = synthetic.dates(count, seed=seed)
+    src, tgt = tmp_path / f"{prefix}src.txt", tmp_path / f"{prefix}tgt.txt"
+    src.write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+    tgt.write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    return str(src), str(tgt), pairs
+
+
+def _event_tags(log_dir):
+    tags = set()
+    for root, _, files in os.walk(log_dir):
+        for name in files:
+            if "tfevents" not in name:
+                continue
+            for record in tf.data.TFRecordDataset(os.path.join(root, name)):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                split = os.path.basename(root)
+                tags.update(f"{split}/{value.tag}" for value in event.summary.value)
+    return tags
+
+
+# -- the loss and the metric ----------------------------------------------------------------
+
+
+def test_masked_loss_is_the_mean_over_real_tokens():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 5, 7)).astype("float32")
+    labels = rng.integers(1, 7, size=(3, 5))
+    labels[0, 3:] = 0
+    labels[2, 1:] = 0
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    picked = np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+    expected = -picked[labels > 0].mean()
+    assert float(training.masked_loss()(labels, logits)) == pytest.approx(expected, rel=1e-5)
+    # Padding labels do not count, whatever their logits.
+    logits[labels == 0] = rng.normal(size=(int((labels == 0).sum()), 7)) * 100
+    assert float(training.masked_loss()(labels, logits)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_masked_token_accuracy_pools_batches():
+    metric = training.MaskedTokenAccuracy()
+    rng = np.random.default_rng(1)
+    hits = count = 0
+    for length in (4, 9):
+        labels = rng.integers(0, 5, size=(6, length))
+        logits = rng.normal(size=(6, length, 5)).astype("float32")
+        metric.update_state(labels, logits)
+        real = labels > 0
+        hits += int(((logits.argmax(-1) == labels) & real).sum())
+        count += int(real.sum())
+    assert float(metric.result()) == pytest.approx(hits / count, rel=1e-6)
+    metric.reset_state()
+    assert float(metric.result()) == 0.0
+    clone = training.MaskedTokenAccuracy.from_config(metric.get_config())
+    assert clone.name == "accuracy" and clone.pad_id == 0
+
+
+def test_exact_match_and_its_errors():
+    assert training.exact_match(["a", b"b", "c"], ["a", "b", "d"]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="same length"):
+        training.exact_match(["a"], ["a", "b"])
+
+
+def test_build_translator_model_picks_the_attention():
+    model = training.build_translator_model("rnn", 20, 10, score="location", units=8)
+    assert type(model.get_layer("decoder").attention).__name__ == "LocationAttention"
+    with pytest.raises(ValueError, match="score='dot'"):
+        training.build_translator_model("transformer", 20, 10, score="dot")
+    with pytest.raises(ValueError, match="Received: model='cnn'"):
+        training.build_translator_model("cnn", 20, 10)
+
+
+# -- command-line errors (all fail before anything is trained or written) ---------------------
+
+
+def test_train_errors_name_the_argument(tmp_path, capsys):
+    src, tgt, _ = _write_pairs(tmp_path, 20, seed=0)
+    out = str(tmp_path / "run")
+    base = ["train", "translation", "--output-dir", out]
+    cases = [
+        ([], "give the training pairs as --src-file and --tgt-file, or as --tsv"),
+        (["--src-file", src], "--src-file and --tgt-file go together"),
+        (["--src-file", src, "--tgt-file", tgt, "--tsv", src], "not both"),
+        (["--src-file", src, "--tgt-file", str(tmp_path / "nope.de")], "tgt_file="),
+        (["--tsv", str(tmp_path / "nope.tsv")], "no such file: "),
+        (
+            ["--src-file", src, "--tgt-file", tgt, "--valid-src-file", src],
+            "--valid-src-file and --valid-tgt-file go together",
+        ),
+        (
+            ["--src-file", src, "--tgt-file", tgt, "--model", "transformer", "--score", "dot"],
+            "Received: score='dot'",
+        ),
+        (["--src-file", src, "--tgt-file", tgt, "--dropout", "1.5"], "Received: dropout=1.5"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("keras-attention train translation: error: "), err
+        assert message in err, (extra, err)
+    assert not os.path.exists(out)
+
+
+def test_misaligned_files_are_named(tmp_path, capsys):
+    src, _, _ = _write_pairs(tmp_path, 20, seed=0)
+    _, tgt, _ = _write_pairs(tmp_path, 21, seed=0, prefix="long_")
+    argv = ["train", "translation", "--src-file", src, "--tgt-file", tgt]
+    assert main(argv + ["--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "has 20 lines" in err and "has 21 lines" in err and "long_tgt.txt" in err
+
+
+def test_bad_choices_exit_through_argparse(tmp_path):
+    for argv in (
+        ["train", "translation", "--output-dir", str(tmp_path), "--score", "cosine"],
+        ["train", "translation", "--output-dir", str(tmp_path), "--model", "cnn"],
+        ["train", "translation", "--output-dir", str(tmp_path), "--epochs", "0"],
+        ["train", "captioning"],
+        ["translate", "hello"],  # --translator is required
+    ):
+        with pytest.raises(SystemExit):
+            main(argv)
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path, capsys):
+    src, tgt, _ = _write_pairs(tmp_path, 20, seed=0)
+    run = tmp_path / "run"
+    (run / "translator").mkdir(parents=True)
+    (run / "translator" / "translator.json").write_text("{}")
+    argv = ["train", "translation", "--src-file", src, "--tgt-file", tgt, "--output-dir", str(run)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run" in err and "--overwrite" in err
+    assert sorted(os.listdir(run)) == ["translator"]
+
+
+def test_resume_refuses_changed_options(tmp_path, capsys):
+    src, tgt, _ = _write_pairs(tmp_path, 20, seed=0)
+    run = tmp_path / "run"
+    (run / "backup").mkdir(parents=True)
+    for name in ("source_vocab.txt", "target_vocab.txt"):
+        (run / name).write_text("")
+    config = {key: None for key in training._RESUME_KEYS}
+    config |= {"model": "rnn", "score": "additive", "units": 32}
+    (run / "train_config.json").write_text(json.dumps(config))
+    argv = ["train", "translation", "--src-file", src, "--tgt-file", tgt, "--output-dir", str(run)]
+    assert main(argv + ["--units", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "was started with" in err and "--no-resume" in err
+    assert os.path.isdir(run / "backup")
+
+
+def test_interrupt_prints_how_to_resume(tmp_path, capsys, monkeypatch):
+    src, tgt, _ = _write_pairs(tmp_path, 20, seed=0)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train_translation", interrupted)
+    argv = ["train", "translation", "--src-file", src, "--tgt-file", tgt, "--output-dir"]
+    assert main(argv + [str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert "run the same command again to resume" in err and "backup" in err
+
+
+def test_translate_errors(tmp_path, capsys):
+    assert main(["translate", "--translator", str(tmp_path / "nothing"), "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-attention translate: error: no translator at ")
+    assert "Received: translator=" in err
+    assert main(["export", str(tmp_path), "--tflite", str(tmp_path / "t.tflite")]) == 2
+    assert "SavedModel only" in capsys.readouterr().err
+
+
+# -- training, resuming and translating (slow) ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_train_rnn_then_translate_from_the_run_and_from_the_saved_model(
+    tmp_path, capsys, monkeypatch
+):
+    src, tgt, _ = _write_pairs(tmp_path, 600, seed=0)
+    valid_src, valid_tgt, _ = _write_pairs(tmp_path, 40, seed=1, prefix="valid_")
+    run = tmp_path / "run"
+    argv = ["train", "translation", "--src-file", src, "--tgt-file", tgt]
+    argv += ["--valid-src-file", valid_src, "--valid-tgt-file", valid_tgt]
+    argv += ["--output-dir", str(run), "--epochs", "2", "--verbose", "0", "--lowercase"]
+    argv += ["--score", "bilinear", "--style", "luong", "--learning-rate", "0.003", *RNN_SIZES]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "validation exact match:" in out and f"translator saved to {run / 'translator'}" in out
+    for name in ("source_vocab.txt", "target_vocab.txt", "train_config.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "backup").exists()  # deleted after a finished run
+    best = keras.saving.load_model(run / "checkpoints" / "best.keras")
+    assert best.get_layer("decoder").style == "luong"
+    tags = _event_tags(run / "logs")
+    assert {"train/epoch_loss", "train/epoch_accuracy", "validation/epoch_loss"} <= tags
+    config = json.loads((run / "train_config.json").read_text())
+    assert config["score"] == "bilinear" and config["units"] == 32
+
+    texts = ["the 3rd of march 2021", "wed 24 jan 2035", "", "12/25/1999"]
+    assert main(["translate", "--translator", str(run), *texts]) == 0
+    from_run = capsys.readouterr().out.splitlines()
+    assert len(from_run) == len(texts)
+
+    base = tmp_path / "saved_models"
+    assert main(["export", str(run), "--base-dir", str(base), "--name", "dates"]) == 0
+    assert (base / "dates" / "1" / "saved_model.pb").is_file()
+    capsys.readouterr()
+    # From the model directory (its latest version), the texts on stdin, with alignment plots.
+    png = tmp_path / "plots" / "align.png"
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(t + "\n" for t in texts)))
+    assert (
+        main(["translate", "--translator", str(base / "dates"), "--attention-png", str(png)]) == 0
+    )
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == from_run
+    for i in (1, 2, 4):
+        assert (tmp_path / "plots" / f"align-{i}.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "plots" / "align-3.png").exists()  # the empty line has no tokens
+    assert "input 3 has no tokens" in captured.err
+    # The exported version directory itself, and the Translator's own API, agree too.
+    assert main(["translate", "--translator", str(base / "dates" / "1"), *texts]) == 0
+    assert capsys.readouterr().out.splitlines() == from_run
+    from keras_attention.models import Translator
+
+    assert Translator.load(run / "translator").translate(texts) == from_run
+
+
+@pytest.mark.slow
+def test_train_transformer_from_a_tsv(tmp_path, capsys):
+    pairs = synthetic.dates(300, seed=2)
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    run = tmp_path / "run"
+    argv = ["train", "translation", "--tsv", str(tsv), "--model", "transformer"]
+    argv += ["--output-dir", str(run), "--epochs", "1", "--verbose", "0", "--max-source-length"]
+    argv += ["16", "--max-target-length", "12", *TRANSFORMER_SIZES]
+    assert main(argv) == 0
+    capsys.readouterr()
+    from keras_attention.models import Translator
+
+    translator = Translator.load(run / "translator")
+    assert translator.max_source_length == 16 and translator.max_output_length == 12
+    assert "decoder_block_0" in {layer.name for layer in translator.model.layers}
+    assert main(["translate", "--translator", str(run), "3 march 2021", "may 1, 1999"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    # Again into the same directory: refused, then replaced with --overwrite.
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptAfter(keras.callbacks.Callback):
+    """Records the weights at the end of epoch `epoch`, then raises (a crash mid-run)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+        self.weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.weights = [w.copy() for w in self.model.get_weights()]
+            raise _Interrupt
+
+
+class _RecordStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = [w.copy() for w in self.model.get_weights()]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_from_its_backup(tmp_path, capsys):
+    pairs = synthetic.dates(300, seed=4)
+    options = {"embedding_dim": 8, "units": 16, "vocab_size": 300, "verbose": 0, "epochs": 3}
+    run_dir = tmp_path / "run"
+    interrupt = _InterruptAfter(epoch=0)
+    with pytest.raises(_Interrupt):
+        training.train_translation(pairs, run_dir, callbacks=[interrupt], **options)
+    assert (run_dir / "backup").is_dir() and not (run_dir / "translator").exists()
+    vocab = (run_dir / "source_vocab.txt").read_text()
+    shutil.copytree(run_dir, tmp_path / "run2")  # an interrupted run, to start over below
+
+    start = _RecordStart()
+    run = training.train_translation(pairs, run_dir, callbacks=[start], **options)
+    assert run.resumed_from == 1 and run.epochs == [1, 2]
+    # Training continued from the weights of the interrupted epoch, not from scratch.
+    assert len(start.weights) == len(interrupt.weights)
+    for resumed, saved in zip(start.weights, interrupt.weights, strict=True):
+        np.testing.assert_array_equal(resumed, saved)
+    assert (run_dir / "source_vocab.txt").read_text() == vocab
+    assert not (run_dir / "backup").exists() and (run_dir / "translator").is_dir()
+
+    # `resume=False` (--no-resume) discards a backup and starts over from epoch 0.
+    assert (tmp_path / "run2" / "backup").is_dir()
+    fresh = training.train_translation(pairs, tmp_path / "run2", resume=False, **options)
+    assert fresh.resumed_from == 0 and fresh.epochs == [0, 1, 2]
