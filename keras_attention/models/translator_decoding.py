@@ -1,9 +1,11 @@
 """The inference side of the translators: encode a source once, then decode one token per step."""
 
+import abc
+
 import keras
 
 
-class TranslatorDecoding:
+class TranslatorDecoding(abc.ABC):
     """Encoder and one-step decoder of a translator, built from the model's own layers.
 
     Made by `translator_decoding(model)` for a model of `seq2seq_translator`
@@ -40,17 +42,17 @@ class TranslatorDecoding:
         self.vocabulary_size = vocabulary_size
         self.max_length = max_length
 
+    @abc.abstractmethod
     def encode(self, source_ids):
         """Source ids `(batch_size, S)` -> the initial decoding state."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def step(self, token_ids, state, step):
         """One decoding step: `(logits (batch_size, vocabulary_size), new_state)`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cross_attention(self, source_ids, target_in):
         """The attention weights over the source of a teacher-forced decoding."""
-        raise NotImplementedError
 
     @property
     def step_fn(self):
