@@ -143,14 +143,7 @@ class BaseScoreAttention(keras.layers.Layer):
         return tuple(query_shape[:-1]) + (value_shape[-1],)
 
     def compute_output_spec(self, query, value, key=None, return_attention_scores=False, **kwargs):
-        output_shape = self.compute_output_shape(
-            query.shape, value.shape, None if key is None else key.shape
-        )
-        output = keras.KerasTensor(output_shape, dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return output
-        scores_shape = tuple(query.shape[:-1]) + (value.shape[1],)
-        return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
+        return self._output_specs(query, value, key, return_attention_scores)
 
     def get_config(self):
         config = super().get_config()
@@ -201,6 +194,27 @@ class BaseScoreAttention(keras.layers.Layer):
             query_length=ops.shape(query)[1],
             value_length=ops.shape(value)[1],
         )
+
+    def _output_specs(self, query, value, key, return_attention_scores, per_query_dtypes=()):
+        """Specs of `(context[, weights], *extras)` for `compute_output_spec`.
+
+        `per_query_dtypes` lists the dtypes of extra outputs with one entry per
+        query, `(batch_size[, Tq])` (aligned positions, log-probabilities, gates).
+        """
+        output_shape = self.compute_output_shape(
+            query.shape, value.shape, None if key is None else key.shape
+        )
+        outputs = (keras.KerasTensor(output_shape, dtype=self.compute_dtype),)
+        if return_attention_scores:
+            scores_shape = self._scores_shape(tuple(query.shape), tuple(value.shape))
+            outputs += (keras.KerasTensor(scores_shape, dtype=self.compute_dtype),)
+        query_axes = tuple(query.shape[:-1])
+        outputs += tuple(keras.KerasTensor(query_axes, dtype=d) for d in per_query_dtypes)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def _scores_shape(self, query_shape, value_shape):
+        """The shape of the returned attention weights: `(batch_size[, Tq], Tv)`."""
+        return query_shape[:-1] + (value_shape[1],)
 
     def _finish_outputs(self, inputs, outputs):
         """Squeezes one-step outputs (every entry has a query axis 1) or attaches the query mask.

@@ -308,16 +308,8 @@ class HardAttention(BaseScoreAttention):
         return_log_prob=False,
         **kwargs,
     ):
-        output_shape = self.compute_output_shape(
-            query.shape, value.shape, None if key is None else key.shape
-        )
-        outputs = (keras.KerasTensor(output_shape, dtype=self.compute_dtype),)
-        if return_attention_scores:
-            scores_shape = tuple(query.shape[:-1]) + (value.shape[1],)
-            outputs += (keras.KerasTensor(scores_shape, dtype=self.compute_dtype),)
-        if return_log_prob:
-            outputs += (keras.KerasTensor(tuple(query.shape[:-1]), dtype="float32"),)
-        return outputs[0] if len(outputs) == 1 else outputs
+        per_query = ("float32",) if return_log_prob else ()
+        return self._output_specs(query, value, key, return_attention_scores, per_query)
 
     def get_config(self):
         config = super().get_config()

@@ -189,15 +189,6 @@ class PointerAttention(WeightOptionsMixin, BaseScoreAttention):
         self._validate_shapes(query_shape, value_shape, key_shape)
         return tuple(query_shape[:-1]) + (value_shape[1],)
 
-    def compute_output_spec(self, query, value, key=None, return_attention_scores=False, **kwargs):
-        shape = self.compute_output_shape(
-            query.shape, value.shape, None if key is None else key.shape
-        )
-        output = keras.KerasTensor(shape, dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return output
-        return output, keras.KerasTensor(shape, dtype=self.compute_dtype)
-
     def get_config(self):
         config = super().get_config()
         for arg in ("dropout", "seed"):

@@ -246,16 +246,11 @@ class SpatialAttention(WeightOptionsMixin, BaseScoreAttention):
     def compute_output_spec(
         self, query, value, key=None, return_attention_scores=False, return_gate=False, **kwargs
     ):
-        output_shape = self.compute_output_shape(
-            query.shape, value.shape, None if key is None else key.shape
-        )
-        outputs = (keras.KerasTensor(output_shape, dtype=self.compute_dtype),)
-        if return_attention_scores:
-            scores_shape = tuple(query.shape[:-1]) + tuple(value.shape[1:-1])
-            outputs += (keras.KerasTensor(scores_shape, dtype=self.compute_dtype),)
-        if return_gate:
-            outputs += (keras.KerasTensor(tuple(query.shape[:-1]), dtype=self.compute_dtype),)
-        return outputs[0] if len(outputs) == 1 else outputs
+        per_query = (self.compute_dtype,) if return_gate else ()
+        return self._output_specs(query, value, key, return_attention_scores, per_query)
+
+    def _scores_shape(self, query_shape, value_shape):
+        return query_shape[:-1] + value_shape[1:-1]  # (B[, Tq], H, W) or (B[, Tq], L)
 
     def get_config(self):
         return {

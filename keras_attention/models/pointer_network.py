@@ -160,7 +160,7 @@ def pointer_network_decode(model, values):
     """Greedy decoding with a `pointer_network`: each step points at the likeliest free position.
 
     Step `i` runs the model on the pointers decoded so far (steps `< i`; the
-    later ones are placeholders the model does not see) and takes the argmax
+    later ones are filler tokens the model does not see) and takes the argmax
     of its row `i`. Positions chosen at earlier steps have zero probability
     there, so no position is chosen twice: every decoded list is a
     permutation of its positions. The model runs once per step (`T` calls of
