@@ -33,23 +33,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_attention.layers.attention_decoder import ATTENTIONS, CELLS, STYLES
 from pipelines.text import PAD_ID
 
 MODELS = ("rnn", "transformer")
-SCORES = (
-    "additive",
-    "concat",
-    "bilinear",
-    "general",
-    "dot",
-    "scaled_dot",
-    "location",
-    "local_monotonic",
-    "local_predictive",
-    "hard",
-)
-STYLES = ("bahdanau", "luong")
-CELLS = ("gru", "lstm")
+# The decoder's own score names, then the attentions built here as layers (see
+# `build_translator_model`).
+SCORES = (*ATTENTIONS, "location", "local_monotonic", "local_predictive", "hard")
 
 SOURCE_VOCAB = "source_vocab.txt"
 TARGET_VOCAB = "target_vocab.txt"

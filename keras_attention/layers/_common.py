@@ -4,6 +4,7 @@ import contextlib
 import numbers
 
 import keras
+from keras import ops
 
 
 class WeightOptionsMixin:
@@ -89,6 +90,15 @@ def attach_keras_mask(tensor, mask):
     # Backends whose arrays take no attributes (JAX) carry no masks.
     with contextlib.suppress(AttributeError):
         tensor._keras_mask = mask
+
+
+def without_keras_mask(x):
+    """`x`, or a copy of it without its Keras mask for a sublayer that takes the mask as an argument.
+
+    (Keras warns when a layer that does not support masking gets a masked input; the caller's
+    tensor keeps its mask.)
+    """
+    return ops.copy(x) if getattr(x, "_keras_mask", None) is not None else x
 
 
 def positive_number(layer_name, name, value):

@@ -10,27 +10,21 @@ from keras_attention.layers._common import (
     dropout_rate,
     position_offset,
     positive_int,
+    without_keras_mask,
 )
-from keras_attention.layers.additive_attention import AdditiveAttention
+from keras_attention.layers._scores import SCORE_ALIASES, SCORE_LAYERS
 from keras_attention.layers.base_score_attention import BaseScoreAttention
-from keras_attention.layers.bilinear_attention import BilinearAttention
-from keras_attention.layers.concat_attention import ConcatAttention
-from keras_attention.layers.dot_attention import DotAttention
 from keras_attention.layers.local_attention import LocalAttention
 from keras_attention.layers.monotonic_attention import MonotonicAttention
 from keras_attention.layers.pointer_attention import PointerAttention
-from keras_attention.layers.scaled_dot_attention import ScaledDotAttention
 
 CELLS = ("gru", "lstm")
 STYLES = ("bahdanau", "luong")
-# The score layers by name; those in `_ATTENTIONS_WITH_UNITS` get `units=<the decoder's units>`.
+# The score layers by name (location attention needs its `max_length`, so it is passed as a
+# layer); those in `_ATTENTIONS_WITH_UNITS` get `units=<the decoder's units>`.
 ATTENTIONS = {
-    "additive": AdditiveAttention,
-    "concat": ConcatAttention,
-    "bilinear": BilinearAttention,
-    "general": BilinearAttention,
-    "dot": DotAttention,
-    "scaled_dot": ScaledDotAttention,
+    name: SCORE_LAYERS[SCORE_ALIASES.get(name, name)]
+    for name in ("additive", "concat", "bilinear", "general", "dot", "scaled_dot")
 }
 _ATTENTIONS_WITH_UNITS = ("additive", "concat")
 
@@ -432,9 +426,10 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             output, new_cell_states = self._cell(cell_input, cell_states, training=training)
             new_states = tuple(new_cell_states)
         else:
-            cell_input = inputs
             if self.input_feeding:
                 cell_input = ops.concatenate([inputs, states[-1]], axis=-1)
+            else:
+                cell_input = without_keras_mask(inputs)  # the step mask is applied below
             hidden, new_cell_states = self._cell(cell_input, cell_states, training=training)
             context, weights = self._attend(hidden, memory, memory_mask, position, training)
             output = self._attentional_projection(

@@ -1,16 +1,13 @@
 """Hard attention: exactly one memory position per query (Xu et al. 2015)."""
 
+import types
+
 import keras
 from keras import ops
 
 from keras_attention.layers._common import positive_number
-from keras_attention.layers.additive_attention import AdditiveAttention
+from keras_attention.layers._scores import SCORE_ALIASES, SCORE_LAYERS
 from keras_attention.layers.base_score_attention import BaseScoreAttention
-from keras_attention.layers.bilinear_attention import BilinearAttention
-from keras_attention.layers.concat_attention import ConcatAttention
-from keras_attention.layers.dot_attention import DotAttention
-from keras_attention.layers.location_attention import LocationAttention
-from keras_attention.layers.scaled_dot_attention import ScaledDotAttention
 from keras_attention.ops import apply_attention, compute_attention_mask
 from keras_attention.ops.hard import (
     gather_positions,
@@ -22,14 +19,10 @@ from keras_attention.ops.hard import (
     sample_log_prob,
 )
 
-SCORES = {
-    "concat": ConcatAttention,
-    "additive": AdditiveAttention,
-    "bilinear": BilinearAttention,
-    "dot": DotAttention,
-    "scaled_dot": ScaledDotAttention,
-    "location": LocationAttention,
-}
+# The score names `score=` accepts: the six score layers and their aliases ("general").
+SCORES = types.MappingProxyType(
+    {**SCORE_LAYERS, **{alias: SCORE_LAYERS[name] for alias, name in SCORE_ALIASES.items()}}
+)
 ESTIMATORS = ("gumbel", "reinforce")
 
 
@@ -64,8 +57,9 @@ class HardAttention(BaseScoreAttention):
 
     Args:
         score: the score function, a name (`"concat"`, `"additive"`,
-            `"bilinear"`, `"dot"`, `"scaled_dot"`, `"location"`: the layers
-            `ConcatAttention`, ..., `LocationAttention`) or a score-layer
+            `"bilinear"` (also `"general"`, Luong's name), `"dot"`,
+            `"scaled_dot"`, `"location"`: the layers `ConcatAttention`, ...,
+            `LocationAttention`) or a score-layer
             instance (a `BaseScoreAttention` that does not change the
             attention itself, e.g. `BilinearAttention(kernel_initializer=
             "zeros")`; its weights are used, its dropout must be `0`).

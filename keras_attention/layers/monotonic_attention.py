@@ -59,7 +59,8 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         kernel_initializer, kernel_regularizer, kernel_constraint: options of
             the score kernels. Defaults to `"glorot_uniform"`, `None`, `None`.
         seed: optional int, seed of the sigmoid noise.
-        **kwargs: base layer arguments.
+        **kwargs: base layer arguments. There is no `dropout`: a non-zero
+            value raises `ValueError` rather than being ignored.
 
     Call arguments:
         query: `(batch_size, dq)` (one step) or `(batch_size, Tq, dq)`.
@@ -113,7 +114,14 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         **kwargs,
     ):
         name = type(self).__name__
-        kwargs.pop("dropout", None)  # the base's dropout is not used: alignments are not dropped
+        dropout = kwargs.pop("dropout", 0.0)
+        if dropout:
+            # Dropping alignment mass would break the monotone recurrence (each step's alignment
+            # is built from the previous one), so there is no dropout to turn on.
+            raise ValueError(
+                f"{name}: has no dropout (the alignments feed the next step's recurrence). "
+                f"Received: dropout={dropout!r}"
+            )
         super().__init__(seed=seed, **kwargs)
         if score_mode not in _SCORE_MODES:
             raise ValueError(

@@ -10,6 +10,7 @@ from keras_attention.layers._common import (
     attach_keras_mask,
     dropout_rate,
     positive_int,
+    without_keras_mask,
 )
 from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
 from keras_attention.ops.chunked_attention import DEFAULT_CHUNK_SIZE, chunked_attention
@@ -67,7 +68,8 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
 
     Call arguments:
         query: `(batch_size, Tq, dq)`.
-        value: `(batch_size, Tv, dv)`.
+        value: `(batch_size, Tv, dv)`; may be `None` with
+            `projected_key_value`.
         key: optional `(batch_size, Tv, dk)`; defaults to `value`.
         query_mask, value_mask, key_mask: boolean padding masks, filled from
             the inputs' Keras masks when not given.
@@ -90,6 +92,12 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             left padding of prompts).
         cache_update_index: int or scalar int tensor, where this call's keys
             and values go in the cache (required with `cache`).
+        projected_key_value: optional `(key_heads, value_heads)` from
+            `project_key_value(value, key)`, used instead of projecting
+            `value` and `key` again: the cross-attention cache of a decoder,
+            whose memory is the same at every step. `value` and `key` are then
+            not read (pass `None`), so their Keras masks are not either: pass
+            `value_mask`.
         training: bool, whether dropout is active.
 
     Returns:
@@ -106,6 +114,15 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
     >>> y, scores = layer(x, x, use_causal_mask=True, return_attention_scores=True)
     >>> tuple(y.shape), tuple(scores.shape)
     ((2, 5, 16), (2, 4, 5, 5))
+
+    Cross-attention over a memory projected once, as a decoder does at
+    every step:
+
+    >>> memory = np.random.rand(2, 7, 16).astype("float32")
+    >>> key_value = layer.project_key_value(memory)
+    >>> step = layer(x[:, :1], None, projected_key_value=key_value)
+    >>> np.allclose(step, layer(x[:, :1], memory), atol=1e-6)
+    True
 
     References:
         Vaswani et al., 2017, "Attention Is All You Need"; Ainslie et al.,
@@ -173,7 +190,13 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         )
         self.supports_masking = True
 
-    def build(self, query_shape, value_shape, key_shape=None):
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        if value_shape is None:
+            raise ValueError(
+                "MultiHeadAttention: building needs the shape of `value` (the key and value "
+                "projections are sized by it); `projected_key_value` works on a layer already "
+                "called once with a `value`. Received: value=None"
+            )
         query_shape, value_shape = tuple(query_shape), tuple(value_shape)
         key_shape = value_shape if key_shape is None else tuple(key_shape)
         for arg, shape in (("query", query_shape), ("value", value_shape), ("key", key_shape)):
@@ -235,19 +258,40 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         attention_bias=None,
         cache=None,
         cache_update_index=None,
+        projected_key_value=None,
         training=None,
     ):
-        if key is None:
-            key = value
         if cache is not None and cache_update_index is None:
             raise ValueError(
                 "MultiHeadAttention: `cache` needs `cache_update_index`. Received: cache_update_index=None"
             )
         # The masks were taken as arguments; the projections get mask-free inputs (a copy, so
         # the caller's tensors keep their masks).
-        query_heads = self._query_dense(_without_keras_mask(query))  # (B, Tq, H, key_dim)
-        key_heads = self._key_dense(_without_keras_mask(key))  # (B, Tv, Hkv, key_dim)
-        value_heads = self._value_dense(_without_keras_mask(value))  # (B, Tv, Hkv, value_dim)
+        query_heads = self._query_dense(without_keras_mask(query))  # (B, Tq, H, key_dim)
+        if projected_key_value is not None:
+            if cache is not None:
+                raise ValueError(
+                    "MultiHeadAttention: `projected_key_value` (a fixed memory) and `cache` (keys "
+                    "and values written step by step) cannot be used together. Received: "
+                    f"projected_key_value={[_shape_of(x) for x in projected_key_value]}, "
+                    f"cache={[_shape_of(x) for x in cache]}"
+                )
+            if value is not None or key is not None:
+                raise ValueError(
+                    "MultiHeadAttention: with `projected_key_value` the memory is already "
+                    "projected, so `value` and `key` must be `None` (pass its padding mask as "
+                    f"`value_mask`). Received: value={_shape_of(value)}, key={_shape_of(key)}"
+                )
+            key_heads, value_heads = self._validate_key_value(projected_key_value)
+            key_heads = ops.cast(key_heads, query_heads.dtype)  # (B, Tv, Hkv, key_dim)
+            value_heads = ops.cast(value_heads, query_heads.dtype)  # (B, Tv, Hkv, value_dim)
+        else:
+            if value is None:
+                raise ValueError(
+                    "MultiHeadAttention: `value` is required unless `projected_key_value` is "
+                    "given. Received: value=None"
+                )
+            key_heads, value_heads = self.project_key_value(value, key)
         causal_offset = 0
         if cache is not None:
             key_cache, value_cache = self._validate_cache(cache)
@@ -381,6 +425,24 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             dropout_seed=seed,
         )
 
+    def project_key_value(self, value, key=None):
+        """The memory's `(key_heads, value_heads)`, for `projected_key_value`.
+
+        Shapes `(batch_size, Tv, num_key_value_heads, key_dim)` and
+        `(batch_size, Tv, num_key_value_heads, value_dim)`; `key` defaults to
+        `value`. The layer must be built (called once).
+        """
+        if not self.built:
+            raise ValueError(
+                "MultiHeadAttention: `project_key_value` needs a built layer (call it once "
+                "or call `build`). Received: an unbuilt layer"
+            )
+        if key is None:
+            key = value
+        key_heads = self._key_dense(without_keras_mask(key))
+        value_heads = self._value_dense(without_keras_mask(value))
+        return key_heads, value_heads
+
     def init_cache(self, batch_size, max_length, dtype=None):
         """A zero `(key_cache, value_cache)` for decoding up to `max_length` positions."""
         dtype = dtype or self.compute_dtype
@@ -393,18 +455,24 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
     def compute_mask(self, query, previous_mask=None):
         return previous_mask
 
-    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+    def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
         return tuple(query_shape[:-1]) + (self.output_dim or query_shape[-1],)
 
     def compute_output_spec(
-        self, query, value, key=None, return_attention_scores=False, cache=None, **kwargs
+        self,
+        query,
+        value,
+        key=None,
+        return_attention_scores=False,
+        cache=None,
+        projected_key_value=None,
+        **kwargs,
     ):
-        output = keras.KerasTensor(
-            self.compute_output_shape(query.shape, value.shape), dtype=self.compute_dtype
-        )
+        output = keras.KerasTensor(self.compute_output_shape(query.shape), dtype=self.compute_dtype)
         results = (output,)
         if return_attention_scores:
-            memory_length = value.shape[1] if cache is None else cache[0].shape[1]
+            memory = cache if cache is not None else projected_key_value
+            memory_length = value.shape[1] if memory is None else memory[0].shape[1]
             scores_shape = (query.shape[0], self.num_heads, query.shape[1], memory_length)
             results += (keras.KerasTensor(scores_shape, dtype=self.compute_dtype),)
         if cache is not None:
@@ -430,6 +498,37 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                 f"Received: cache={shapes}"
             )
         return cache
+
+    def _validate_key_value(
+        self,
+        key_value,
+        argument="MultiHeadAttention: `projected_key_value`",
+        maker="project_key_value",
+    ):
+        """Checks `(key_heads, value_heads)`; `argument` and `maker` name them in the error."""
+        expected = (
+            (self.num_key_value_heads, self.key_dim),
+            (self.num_key_value_heads, self.value_dim),
+        )
+        is_pair = isinstance(key_value, list | tuple) and len(key_value) == 2
+        shapes = [_shape_of(x) for x in key_value] if is_pair else None
+        ok = is_pair and all(
+            isinstance(shape, tuple) and len(shape) == 4 and shape[2:] == e
+            for shape, e in zip(shapes, expected, strict=True)
+        )
+        # Batch and memory length agree wherever both are known.
+        ok = ok and all(
+            a is None or b is None or a == b
+            for a, b in zip(shapes[0][:2], shapes[1][:2], strict=True)
+        )
+        if not ok:
+            received = shapes if is_pair else _shape_of(key_value)
+            raise ValueError(
+                f"{argument} must be `(key_heads, value_heads)` of shapes "
+                f"(batch_size, Tv, {expected[0][0]}, {expected[0][1]}) and (batch_size, Tv, "
+                f"{expected[1][0]}, {expected[1][1]}); see `{maker}`. Received: {received}"
+            )
+        return key_value
 
     def get_config(self):
         return {
@@ -457,5 +556,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         )
 
 
-def _without_keras_mask(x):
-    return ops.copy(x) if getattr(x, "_keras_mask", None) is not None else x
+def _shape_of(x):
+    """The shape of a tensor as a tuple, for error messages (`None` and other values as they are)."""
+    shape = getattr(x, "shape", None)
+    return x if shape is None else tuple(shape)

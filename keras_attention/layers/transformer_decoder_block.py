@@ -40,9 +40,10 @@ class TransformerDecoderBlock(TransformerBlock):
     `init_cache`) and `self_attention_cache_update_index`; this call's keys and
     values are written at the index and the queries attend causally over the
     cache. Prefill is a call with the prompt at index `0`, a decode step a
-    call with one token at index `t`. The encoder keys and values are
-    recomputed from `encoder_sequence` at each step (no cross-attention
-    cache).
+    call with one token at index `t`. The encoder keys and values do not
+    change from step to step: `compute_cross_attention_cache(encoder_sequence)`
+    projects them once, and `cross_attention_cache=` uses them at every step
+    instead of projecting `encoder_sequence` again.
 
     Args:
         intermediate_dim: positive int, the hidden size of the feed-forward
@@ -77,7 +78,8 @@ class TransformerDecoderBlock(TransformerBlock):
     Call arguments:
         decoder_sequence: `(batch_size, Tq, hidden_dim)`.
         encoder_sequence: `(batch_size, S, encoder_dim)`, required by an
-            encoder-decoder block and refused by a decoder-only one.
+            encoder-decoder block (unless `cross_attention_cache` is given)
+            and refused by a decoder-only one.
         decoder_padding_mask: optional boolean `(batch_size, Tq)`; defaults to
             the Keras mask of `decoder_sequence`. With a cache it covers the
             `max_length` cache positions, `(batch_size, max_length)` (e.g. the
@@ -99,6 +101,13 @@ class TransformerDecoderBlock(TransformerBlock):
         self_attention_cache_update_index: int or scalar int tensor, where
             this call's keys and values go in the cache (required with a
             cache).
+        cross_attention_cache: optional `(key_heads, value_heads)` from
+            `compute_cross_attention_cache(encoder_sequence)`; the
+            cross-attention uses them instead of projecting
+            `encoder_sequence`, which may then be `None`. The cache carries
+            no mask: pass `encoder_padding_mask` with it when the encoder
+            sequence is padded (a given `encoder_sequence` is only read for
+            its Keras mask). Not returned: it does not change.
         return_attention_scores: bool, also return the weights of every
             attention. Defaults to `False`.
         training: bool, whether dropout is active.
@@ -172,6 +181,7 @@ class TransformerDecoderBlock(TransformerBlock):
         self_attention_cache_update_index=None,
         return_attention_scores=False,
         self_attention_bias=None,
+        cross_attention_cache=None,
         training=None,
     ):
         self._check_call_arguments(
@@ -180,6 +190,7 @@ class TransformerDecoderBlock(TransformerBlock):
             cross_attention_mask,
             self_attention_cache,
             self_attention_cache_update_index,
+            cross_attention_cache,
         )
         cached = self_attention_cache is not None
         if cached:
@@ -223,17 +234,18 @@ class TransformerDecoderBlock(TransformerBlock):
         )
 
         if self._cross_attention is not None:
-            if encoder_padding_mask is None:
+            if encoder_padding_mask is None and encoder_sequence is not None:
                 encoder_padding_mask = keras_mask(encoder_sequence)
             residual = x
             x = self._pre_norm(self._cross_attention_layer_norm, x)
             x = self._cross_attention(
                 x,
-                encoder_sequence,
+                None if cross_attention_cache is not None else encoder_sequence,
                 query_mask=query_mask,
                 value_mask=encoder_padding_mask,
                 attention_mask=cross_attention_mask,
                 return_attention_scores=return_attention_scores,
+                projected_key_value=cross_attention_cache,
                 training=training,
             )
             if return_attention_scores:
@@ -264,26 +276,58 @@ class TransformerDecoderBlock(TransformerBlock):
             )
         return self._self_attention.init_cache(batch_size, max_length, dtype=dtype)
 
+    def compute_cross_attention_cache(self, encoder_sequence):
+        """The cross-attention's `(key_heads, value_heads)` of `encoder_sequence`.
+
+        Shapes `(batch_size, S, num_key_value_heads, key_dim)`; pass them as
+        `cross_attention_cache` at every decoding step.
+        """
+        if not self.built or self._cross_attention is None:
+            raise ValueError(
+                "TransformerDecoderBlock: `compute_cross_attention_cache` needs a block built "
+                "with cross-attention (called once with an `encoder_sequence`). Received: "
+                + ("an unbuilt block" if not self.built else "a decoder-only block")
+            )
+        return self._cross_attention.project_key_value(encoder_sequence)
+
     def _check_call_arguments(
-        self, encoder_sequence, encoder_padding_mask, cross_attention_mask, cache, cache_index
+        self,
+        encoder_sequence,
+        encoder_padding_mask,
+        cross_attention_mask,
+        cache,
+        cache_index,
+        cross_attention_cache,
     ):
         if self._cross_attention is None:
             for arg, value in (
                 ("encoder_sequence", encoder_sequence),
                 ("encoder_padding_mask", encoder_padding_mask),
                 ("cross_attention_mask", cross_attention_mask),
+                ("cross_attention_cache", cross_attention_cache),
             ):
                 if value is not None:
+                    received = (
+                        f"{arg} with shapes {[tuple(v.shape) for v in value]}"
+                        if isinstance(value, list | tuple)
+                        else f"{arg}.shape={tuple(value.shape)}"
+                    )
                     raise ValueError(
                         "TransformerDecoderBlock: this block was built without cross-attention "
                         "(first called without `encoder_sequence`), so it takes no "
-                        f"`{arg}`. Received: {arg}.shape={tuple(value.shape)}"
+                        f"`{arg}`. Received: {received}"
                     )
-        elif encoder_sequence is None:
+        elif encoder_sequence is None and cross_attention_cache is None:
             raise ValueError(
                 "TransformerDecoderBlock: this block was built with cross-attention (first "
-                "called with an `encoder_sequence`), so every call needs one. "
-                "Received: encoder_sequence=None"
+                "called with an `encoder_sequence`), so every call needs one (or its "
+                "`cross_attention_cache`). Received: encoder_sequence=None"
+            )
+        elif cross_attention_cache is not None:
+            self._cross_attention._validate_key_value(
+                cross_attention_cache,
+                "TransformerDecoderBlock: `cross_attention_cache`",
+                "compute_cross_attention_cache",
             )
         if cache is not None and cache_index is None:
             raise ValueError(
@@ -306,6 +350,7 @@ class TransformerDecoderBlock(TransformerBlock):
         encoder_sequence=None,
         return_attention_scores=False,
         self_attention_cache=None,
+        cross_attention_cache=None,
         **kwargs,
     ):
         shape = tuple(decoder_sequence.shape)
@@ -317,9 +362,10 @@ class TransformerDecoderBlock(TransformerBlock):
                     (shape[0], self.num_heads, shape[1], memory), dtype=self.compute_dtype
                 )
             }
-            if encoder_sequence is not None:
+            memory = cross_attention_cache[0] if cross_attention_cache else encoder_sequence
+            if memory is not None:
                 scores["cross_attention"] = keras.KerasTensor(
-                    (shape[0], self.num_heads, shape[1], encoder_sequence.shape[1]),
+                    (shape[0], self.num_heads, shape[1], memory.shape[1]),
                     dtype=self.compute_dtype,
                 )
             results += (scores,)

@@ -9,6 +9,7 @@ from keras_attention.layers import (
     TransformerEncoderBlock,
 )
 from keras_attention.layers._common import dropout_rate, positive_int
+from keras_attention.layers.multi_head_attention import AUTO_CHUNK_MIN_SCORES
 from keras_attention.layers.token_and_position_embedding import POSITIONS
 from keras_attention.models.translator_decoding import TranslatorDecoding, find_layer
 
@@ -70,6 +71,10 @@ def transformer_translator(
             to `"learned"`.
         normalize_first: bool, pre-LN blocks (with a final layer norm per
             stack) instead of post-LN. Defaults to `False`.
+
+    The blocks compute attention in full (`chunk_size=None`) when
+    `max_length ** 2` is below the size at which `chunk_size="auto"` would
+    chunk (`max_length < 2048`), and with `"auto"` otherwise.
         name: the model name. Defaults to `"transformer_translator"`.
 
     Returns:
@@ -140,6 +145,10 @@ def transformer_translator(
         "dropout": dropout,
         "normalize_first": normalize_first,
         "layer_norm_epsilon": _LAYER_NORM_EPSILON,
+        # Sequences are at most `max_length` long: when no score matrix can reach the size at
+        # which "auto" chunks, the full path is fixed at build time, so unknown lengths (bucketed
+        # batches, serving) do not trace both paths behind a run-time `cond`.
+        "chunk_size": None if max_length * max_length < AUTO_CHUNK_MIN_SCORES else "auto",
     }
     layers = {
         "source_embedding": embedding("source", source_vocabulary_size),
@@ -172,16 +181,17 @@ def transformer_translator(
 class TransformerDecoding(TranslatorDecoding):
     """`TranslatorDecoding` of a `transformer_translator` (made by `translator_decoding`).
 
-    The state is `{"memory": (B, S, hidden_dim), "memory_mask": (B, S) bool,
-    "caches": ((key_cache, value_cache), ...)}` with one self-attention cache
-    pair of shape `(B, max_length, num_heads, key_dim)` per decoder block.
-    `step(token_ids, state, step)` embeds the token at position `step`,
-    writes its keys and values at cache index `step` (so `step < max_length`)
-    and attends over the cache causally. The encoder outputs are kept in the
-    state (the cross-attention keys and values are recomputed from them at
-    each step). A token id `0` is decoded like any other token (the model
-    zeroes padded target positions instead), so logits match the model's at
-    unpadded positions.
+    The state is `{"memory_mask": (B, S) bool, "caches": ((key_cache,
+    value_cache), ...), "cross_caches": ((key_heads, value_heads), ...)}` with,
+    per decoder block, one self-attention cache pair of shape
+    `(B, max_length, num_heads, key_dim)` and the cross-attention keys and
+    values of the encoder outputs, `(B, S, num_heads, key_dim)`, projected
+    once by `encode`. `step(token_ids, state, step)` embeds the token at
+    position `step`, writes its keys and values at cache index `step` (so
+    `step < max_length`), attends over the cache causally and over the
+    cross-attention cache. A token id `0` is decoded like any other token (the
+    model zeroes padded target positions instead), so logits match the
+    model's at unpadded positions.
     """
 
     def __init__(self, model, max_length=None):
@@ -214,24 +224,25 @@ class TransformerDecoding(TranslatorDecoding):
         source_ids = ops.convert_to_tensor(source_ids, "int32")
         memory, memory_mask = _encode(self._layers, self._num_layers, source_ids, training=False)
         batch_size = ops.shape(source_ids)[0]
-        caches = tuple(
-            tuple(self._layers[f"decoder_block_{i}"].init_cache(batch_size, self.max_length))
-            for i in range(self._num_layers)
-        )
-        return {"memory": memory, "memory_mask": memory_mask, "caches": caches}
+        blocks = [self._layers[f"decoder_block_{i}"] for i in range(self._num_layers)]
+        caches = tuple(tuple(block.init_cache(batch_size, self.max_length)) for block in blocks)
+        cross_caches = tuple(tuple(block.compute_cross_attention_cache(memory)) for block in blocks)
+        return {"memory_mask": memory_mask, "caches": caches, "cross_caches": cross_caches}
 
     def step(self, token_ids, state, step):
         token_ids = ops.convert_to_tensor(token_ids, "int32")  # (B,)
         x = self._layers["target_embedding"](ops.expand_dims(token_ids, 1), start_index=step)
         x = self._layers["target_embedding_dropout"](x, training=False)  # (B, 1, hidden_dim)
         caches = []
-        for index, cache in enumerate(state["caches"]):
+        for index, (cache, cross_cache) in enumerate(
+            zip(state["caches"], state["cross_caches"], strict=True)
+        ):
             x, cache = self._layers[f"decoder_block_{index}"](
                 x,
-                state["memory"],
                 encoder_padding_mask=state["memory_mask"],
                 self_attention_cache=cache,
                 self_attention_cache_update_index=step,
+                cross_attention_cache=cross_cache,
                 training=False,
             )
             caches.append(tuple(cache))

@@ -19,8 +19,10 @@ class TranslatorDecoding(abc.ABC):
 
     - `encode(source_ids) -> state`: `source_ids` int `(batch_size, S)`, `0`
       padding. `state` is a dict of tensors, each with a leading batch axis:
-      the encoder outputs `"memory"` `(batch_size, S, dim)`, the boolean
-      `"memory_mask"` `(batch_size, S)` and the decoder's own entries (RNN
+      the boolean `"memory_mask"` `(batch_size, S)` and what the decoder
+      needs of the source (the RNN: the encoder outputs `"memory"`
+      `(batch_size, S, dim)`; the Transformer: their keys and values,
+      projected once per block, `"cross_caches"`), then its own entries (RNN
       states, or rank-4 KV caches of a fixed `max_length`).
     - `step(token_ids, state, step) -> (logits, new_state)`: `token_ids` int32
       `(batch_size,)`, the previous token (the start token at step `0`);

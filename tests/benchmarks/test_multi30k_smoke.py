@@ -134,7 +134,16 @@ def test_arguments_are_checked():
     with pytest.raises(SystemExit):
         multi30k.parse_args(["--budget-minutes", "0"])
     args = multi30k.parse_args(["--models", "rnn", "--export", "none"])
-    assert args.models == ["rnn"] and args.export == []
+    assert args.models == ["rnn"] and args.export == [] and args.reuse_trained == []
+    with pytest.raises(SystemExit):
+        multi30k.parse_args(["--reuse-trained", "lstm"])
+    assert multi30k.parse_args(["--reuse-trained", "rnn"]).reuse_trained == ["rnn"]
+
+
+def test_reuse_trained_names_the_missing_file(tmp_path):
+    args = multi30k.parse_args(["--reuse-trained", "rnn", "--output-dir", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match=r"--reuse-trained rnn: no '.*rnn.translator'"):
+        multi30k.run_model("rnn", args, None, None, None)
 
 
 @pytest.mark.slow
@@ -180,3 +189,21 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
     greedy = (tmp_path / "rnn" / "test_2016_flickr.greedy.de").read_text().splitlines()
     sources = [example["source"] for example in results["models"]["rnn"]["examples"]]
     assert Translator.load(tmp_path / "rnn" / "translator").translate(sources) == greedy[:3]
+    # --reuse-trained: the same translator is evaluated again, without training.
+    training = json.loads((tmp_path / "rnn" / "training.json").read_text())
+    assert training["steps"] == results["models"]["rnn"]["steps"]
+    again = multi30k.main(
+        [
+            "--models", "rnn",
+            "--reuse-trained", "rnn",
+            "--test-limit", "8",
+            "--vocab-size", "400",
+            "--train-limit", "300",
+            "--export", "none",
+            "--data-dir", str(DATA_DIR),
+            "--output-dir", str(tmp_path),
+        ]
+    )["models"]["rnn"]  # fmt: skip
+    assert again["reused_from"].endswith("training.json") and again["steps"] == training["steps"]
+    assert again["greedy"]["bleu"] == results["models"]["rnn"]["greedy"]["bleu"]
+    assert (tmp_path / "rnn" / "test_2016_flickr.greedy.de").read_text().splitlines() == greedy

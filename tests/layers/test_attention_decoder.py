@@ -179,6 +179,19 @@ def test_steps_reproduce_the_teacher_forced_sequence(name):
     np.testing.assert_allclose(np.asarray(final[0])[0], after_last_real_step, atol=1e-6)
 
 
+def test_a_masked_step_input_gives_no_keras_mask_warning(recwarn):
+    """A masked embedding fed straight to the cell (Luong, no input feeding): no Keras warning."""
+    decoder = AttentionDecoder(units=4, **DECODERS["luong_gru_dot_no_feeding"])
+    embedding = keras.layers.Embedding(10, 5, mask_zero=True)
+    token = embedding(np.array([3, 0]))  # (2, 5), Keras mask [True, False]
+    assert token._keras_mask is not None
+    state = decoder.get_initial_state(2)
+    output, _ = decoder(token, rand(2, 7, 4), initial_state=state, inputs_mask=token._keras_mask)
+    np.testing.assert_array_equal(np.asarray(output)[1], 0.0)  # the padded step
+    assert token._keras_mask is not None  # the caller's tensor keeps its mask
+    assert not [w for w in recwarn if "was passed an input with a mask" in str(w.message)]
+
+
 def test_decoder_is_causal_and_continues_from_a_state():
     decoder = AttentionDecoder(units=4, cell="lstm", attention="general", style="luong")
     inputs, memory = rand(2, 6, 3), rand(2, 5, 4)

@@ -194,6 +194,7 @@ def test_gradients_reach_the_score_bias_in_training():
         ({"units": 4, "mode": "soft"}, r"`mode` must be one of .*Received: mode='soft'"),
         ({"units": 4, "sigmoid_noise": -1.0}, r"`sigmoid_noise` must be .*sigmoid_noise=-1.0"),
         ({"units": 4, "score_bias_init": "x"}, r"`score_bias_init` .*score_bias_init='x'"),
+        ({"units": 4, "dropout": 0.1}, r"has no dropout .*Received: dropout=0.1"),
     ],
 )
 def test_rejects_bad_arguments(kwargs, match):

@@ -270,6 +270,65 @@ def test_bad_cache_raises():
         layer(x, x, cache=wrong, cache_update_index=0)
 
 
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_projected_key_value_equals_projecting_the_memory(kv_heads):
+    layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=kv_heads)
+    query, value, key = rand(2, 3, 8), rand(2, 5, 6), rand(2, 5, 7)
+    valid = np.arange(5)[None, :] < np.array([[5], [2]])
+    full, full_scores = layer(query, value, key=key, value_mask=valid, return_attention_scores=True)
+    key_value = layer.project_key_value(value, key)
+    assert [tuple(x.shape) for x in key_value] == [(2, 5, kv_heads, 4)] * 2
+    out, scores = layer(
+        query, None, value_mask=valid, projected_key_value=key_value, return_attention_scores=True
+    )
+    np.testing.assert_allclose(np.asarray(out), np.asarray(full), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(scores), np.asarray(full_scores), rtol=0, atol=1e-6)
+    assert np.all(np.asarray(scores)[1, :, :, 2:] == 0.0)
+    # Symbolic inputs: a functional model that takes the projected memory.
+    inputs = [
+        keras.Input((None, 8)),
+        keras.Input((None, kv_heads, 4)),
+        keras.Input((None, kv_heads, 4)),
+    ]
+    outputs = layer(inputs[0], None, projected_key_value=inputs[1:], return_attention_scores=True)
+    assert tuple(outputs[0].shape) == (None, None, 8)
+    assert tuple(outputs[1].shape) == (None, 4, None, None)
+    model = keras.Model(inputs, outputs)
+    out, scores = model([query, *[np.asarray(x) for x in key_value]])
+    expected, expected_scores = layer(query, value, key=key, return_attention_scores=True)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(expected), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(scores), np.asarray(expected_scores), rtol=0, atol=1e-6)
+
+
+def test_bad_projected_key_value_raises():
+    layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2)
+    x, memory = rand(2, 1, 8), rand(2, 5, 8)
+    with pytest.raises(ValueError, match=r"`project_key_value` needs a built layer"):
+        layer.project_key_value(memory)
+    layer(x, memory)
+    key_value = layer.project_key_value(memory)
+    with pytest.raises(ValueError, match=r"`value` is required .*Received: value=None"):
+        layer(x, None)
+    with pytest.raises(ValueError, match=r"`value` and `key` must be `None`.*value=\(2, 5, 8\)"):
+        layer(x, memory, projected_key_value=key_value)
+    with pytest.raises(ValueError, match=r"building needs the shape of `value`"):
+        MultiHeadAttention(num_heads=4, key_dim=4)(x, None, projected_key_value=key_value)
+    with pytest.raises(ValueError, match=r"cannot be used together"):
+        layer(
+            x,
+            None,
+            projected_key_value=key_value,
+            cache=layer.init_cache(2, 5),
+            cache_update_index=0,
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"`projected_key_value` must be .*\(batch_size, Tv, 2, 4\).*"
+        r"Received: \[\(2, 5, 2, 4\), \(2, 4, 2, 4\)\]",
+    ):
+        layer(x, None, projected_key_value=(key_value[0], key_value[1][:, :4]))
+
+
 @pytest.mark.slow
 def test_cached_decode_step_converts_to_tflite_builtins(tmp_path):
     """One decode step (token, caches, index) -> (output, caches): builtins only, rank-4 caches."""

@@ -234,6 +234,73 @@ def test_cached_step_under_xla_with_a_tensor_index():
             )
 
 
+@pytest.mark.parametrize("normalize_first", [False, True], ids=["post_ln", "pre_ln"])
+def test_cross_attention_cache_equals_projecting_the_encoder_sequence(normalize_first):
+    """Keys and values of the encoder projected once give the full pass's outputs and scores."""
+    block = _block(normalize_first, num_key_value_heads=2)
+    x, memory = rand(2, 8, 8), rand(2, 5, 6)
+    enc_mask = _lengths_mask([5, 3], 5)
+    full, full_scores = block(
+        x, memory, encoder_padding_mask=enc_mask, return_attention_scores=True
+    )
+    cross_cache = block.compute_cross_attention_cache(memory)
+    assert [tuple(c.shape) for c in cross_cache] == [(2, 5, 2, 2), (2, 5, 2, 2)]
+    decoded, scores = _decode(
+        block, x, None, prefill=3, encoder_padding_mask=enc_mask, cross_attention_cache=cross_cache
+    )
+    np.testing.assert_allclose(decoded, _np(full), rtol=0, atol=1e-5)
+    for name in ("self_attention", "cross_attention"):
+        np.testing.assert_allclose(scores[name], _np(full_scores[name]), rtol=0, atol=1e-5)
+    assert np.all(scores["cross_attention"][1, :, :, 3:] == 0.0)  # padded encoder positions
+    # Without a cache too (a whole sequence), and the Keras mask of a passed encoder_sequence
+    # is still read.
+    masked_memory = keras.layers.Masking(mask_value=0.0)(np.where(enc_mask[..., None], memory, 0.0))
+    out = block(x, masked_memory, cross_attention_cache=cross_cache)
+    np.testing.assert_allclose(_np(out), _np(full), rtol=0, atol=1e-5)
+
+
+def test_cross_attention_cache_in_a_compiled_decode_step():
+    block = _block(num_key_value_heads=2)
+    x, memory = rand(2, 6, 8), rand(2, 4, 8)
+    full = _np(block(x, memory))
+
+    @tf.function(jit_compile=True)
+    def step(token, cache, cross_cache, index):
+        return block(
+            token,
+            self_attention_cache=cache,
+            self_attention_cache_update_index=index,
+            cross_attention_cache=cross_cache,
+        )
+
+    cache, cross_cache = block.init_cache(2, 6), block.compute_cross_attention_cache(memory)
+    for t in range(6):
+        out, cache = step(x[:, t : t + 1], cache, cross_cache, tf.constant(t))
+        np.testing.assert_allclose(_np(out)[:, 0], full[:, t], rtol=0, atol=1e-5)
+
+
+def test_bad_cross_attention_cache_arguments_raise():
+    decoder_only, encoder_decoder = _block(), _block()
+    x, memory = rand(2, 3, 8), rand(2, 4, 8)
+    with pytest.raises(ValueError, match=r"`compute_cross_attention_cache` .*an unbuilt block"):
+        encoder_decoder.compute_cross_attention_cache(memory)
+    decoder_only(x)
+    encoder_decoder(x, memory)
+    with pytest.raises(ValueError, match=r"Received: a decoder-only block"):
+        decoder_only.compute_cross_attention_cache(memory)
+    cross_cache = encoder_decoder.compute_cross_attention_cache(memory)
+    with pytest.raises(
+        ValueError, match=r"no `cross_attention_cache`. Received: cross_attention_cache with shapes"
+    ):
+        decoder_only(x, cross_attention_cache=cross_cache)
+    with pytest.raises(
+        ValueError,
+        match=r"TransformerDecoderBlock: `cross_attention_cache` must be .*"
+        r"see `compute_cross_attention_cache`. Received: \[\(2, 4, 1, 2\), \(2, 4, 4, 2\)\]",
+    ):
+        encoder_decoder(x, cross_attention_cache=(cross_cache[0][:, :, :1], cross_cache[1]))
+
+
 def test_cache_padding_mask_covers_cache_positions():
     """Left-padded prompts: the mask over the cache positions, as in the full pass."""
     block = _block()

@@ -1,4 +1,4 @@
-"""Small decoding loops for the translator tests (until `keras_attention.generation` lands)."""
+"""Small decoding loops and tracing helpers for the translator tests."""
 
 import numpy as np
 import tensorflow as tf
@@ -9,8 +9,8 @@ def state_signature(state):
 
     def spec(key, tensor):
         shape = [None, *tensor.shape[1:]]
-        if key in ("memory", "memory_mask"):
-            shape[1] = None  # the source length
+        if key in ("memory", "memory_mask", "cross_caches"):
+            shape[1] = None  # the source length (cross_caches: the projected memory)
         return tf.TensorSpec(shape, tensor.dtype)
 
     return {

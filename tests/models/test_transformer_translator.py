@@ -43,6 +43,12 @@ def test_cached_step_by_step_decoding_reproduces_the_teacher_forced_logits(confi
     state = decoding.encode(SOURCE)
     assert len(state["caches"]) == 2
     assert all(tuple(c.shape) == (3, 8, 2, 4) for cache in state["caches"] for c in cache)
+    # The encoder outputs are projected once per block, into the cross-attention cache.
+    assert sorted(state) == ["caches", "cross_caches", "memory_mask"]
+    source_length = np.shape(SOURCE)[1]
+    assert all(
+        tuple(c.shape) == (3, source_length, 2, 4) for cache in state["cross_caches"] for c in cache
+    )
     actual = teacher_forced_steps(decoding, SOURCE, TARGET_IN)
     # Real positions only: the model zeroes padded target positions, a step decodes any token.
     np.testing.assert_allclose(actual[VALID], expected[VALID], rtol=0, atol=1e-5)
@@ -177,3 +183,26 @@ def test_encode_and_cached_step_convert_to_tflite_builtins():
     encode, step = tflite_decoding(model, decoding, decoding.encode(SOURCE))
     actual = teacher_forced_steps(decoding, SOURCE, TARGET_IN, encode=encode, step=step)
     np.testing.assert_allclose(actual[VALID], _logits(model)[VALID], rtol=0, atol=1e-5)
+
+
+def test_blocks_take_the_full_attention_path_when_sequences_are_short():
+    """Positions bound the lengths: below the "auto" chunking size, no run-time `cond` is traced."""
+
+    def build(max_length):
+        return transformer_translator(
+            10, 10, max_length=max_length, num_layers=1, hidden_dim=8, num_heads=2
+        )
+
+    assert build(2047).get_layer("decoder_block_0").chunk_size is None
+    long = build(2048)  # 2048 x 2048 scores: "auto" would chunk
+    assert long.get_layer("decoder_block_0").chunk_size == "auto"
+    assert long.get_layer("encoder_block_0").chunk_size == "auto"
+
+    def traced_ops(model):
+        spec = tf.TensorSpec((None, None), tf.int32)
+        fn = tf.function(lambda s, t: model({"source": s, "target_in": t}))
+        graph = fn.get_concrete_function(spec, spec).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert not {"If", "StatelessIf"} & traced_ops(_model())  # max_length 8
+    assert {"If", "StatelessIf"} & traced_ops(long)  # unknown lengths: decided at run time
