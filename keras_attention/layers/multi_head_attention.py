@@ -480,55 +480,55 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         return results[0] if len(results) == 1 else results
 
     def _validate_cache(self, cache):
-        expected = (
-            (self.num_key_value_heads, self.key_dim),
-            (self.num_key_value_heads, self.value_dim),
+        return self._validate_heads_pair(
+            cache,
+            "MultiHeadAttention",
+            "cache",
+            "(key_cache, value_cache)",
+            "max_length",
+            "init_cache",
         )
-        ok = isinstance(cache, list | tuple) and len(cache) == 2
-        ok = ok and all(
-            len(c.shape) == 4 and tuple(c.shape[2:]) == e
-            for c, e in zip(cache, expected, strict=True)
-        )
-        if not ok:
-            shapes = [tuple(c.shape) for c in cache] if isinstance(cache, list | tuple) else cache
-            raise ValueError(
-                "MultiHeadAttention: `cache` must be `(key_cache, value_cache)` of shapes "
-                f"(batch_size, max_length, {expected[0][0]}, {expected[0][1]}) and "
-                f"(batch_size, max_length, {expected[1][0]}, {expected[1][1]}); see `init_cache`. "
-                f"Received: cache={shapes}"
-            )
-        return cache
 
-    def _validate_key_value(
-        self,
-        key_value,
-        argument="MultiHeadAttention: `projected_key_value`",
-        maker="project_key_value",
-    ):
-        """Checks `(key_heads, value_heads)`; `argument` and `maker` name them in the error."""
+    def _validate_key_value(self, key_value, owner="MultiHeadAttention", argument=None, maker=None):
+        """Checks `(key_heads, value_heads)`; `owner`, `argument`, `maker` name them in errors."""
+        return self._validate_heads_pair(
+            key_value,
+            owner,
+            argument or "projected_key_value",
+            "(key_heads, value_heads)",
+            "Tv",
+            maker or "project_key_value",
+        )
+
+    def _validate_heads_pair(self, pair, owner, argument, names, length, maker):
+        """Checks a pair of rank-4 key and value heads `(batch_size, length, Hkv, d)`.
+
+        Both must have this layer's key/value heads and sizes, and the same batch size and
+        length wherever both are known; the error names `owner`'s `argument`, the expected
+        shapes and `maker`, the method that makes such a pair.
+        """
         expected = (
             (self.num_key_value_heads, self.key_dim),
             (self.num_key_value_heads, self.value_dim),
         )
-        is_pair = isinstance(key_value, list | tuple) and len(key_value) == 2
-        shapes = [_shape_of(x) for x in key_value] if is_pair else None
+        is_pair = isinstance(pair, list | tuple) and len(pair) == 2
+        shapes = [_shape_of(x) for x in pair] if is_pair else None
         ok = is_pair and all(
             isinstance(shape, tuple) and len(shape) == 4 and shape[2:] == e
             for shape, e in zip(shapes, expected, strict=True)
         )
-        # Batch and memory length agree wherever both are known.
         ok = ok and all(
             a is None or b is None or a == b
             for a, b in zip(shapes[0][:2], shapes[1][:2], strict=True)
         )
         if not ok:
-            received = shapes if is_pair else _shape_of(key_value)
+            wanted = [f"(batch_size, {length}, {heads}, {size})" for heads, size in expected]
             raise ValueError(
-                f"{argument} must be `(key_heads, value_heads)` of shapes "
-                f"(batch_size, Tv, {expected[0][0]}, {expected[0][1]}) and (batch_size, Tv, "
-                f"{expected[1][0]}, {expected[1][1]}); see `{maker}`. Received: {received}"
+                f"{owner}: `{argument}` must be `{names}` of shapes {wanted[0]} and {wanted[1]}; "
+                f"see `{maker}`. Received: "
+                f"{argument}={[_shape_of(x) for x in pair] if is_pair else _shape_of(pair)}"
             )
-        return key_value
+        return pair
 
     def get_config(self):
         return {

@@ -326,7 +326,8 @@ class TransformerDecoderBlock(TransformerBlock):
         elif cross_attention_cache is not None:
             self._cross_attention._validate_key_value(
                 cross_attention_cache,
-                "TransformerDecoderBlock: `cross_attention_cache`",
+                "TransformerDecoderBlock",
+                "cross_attention_cache",
                 "compute_cross_attention_cache",
             )
         if cache is not None and cache_index is None:

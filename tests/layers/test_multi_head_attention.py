@@ -324,7 +324,7 @@ def test_bad_projected_key_value_raises():
     with pytest.raises(
         ValueError,
         match=r"`projected_key_value` must be .*\(batch_size, Tv, 2, 4\).*"
-        r"Received: \[\(2, 5, 2, 4\), \(2, 4, 2, 4\)\]",
+        r"Received: projected_key_value=\[\(2, 5, 2, 4\), \(2, 4, 2, 4\)\]",
     ):
         layer(x, None, projected_key_value=(key_value[0], key_value[1][:, :4]))
 

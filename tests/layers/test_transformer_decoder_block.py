@@ -296,7 +296,8 @@ def test_bad_cross_attention_cache_arguments_raise():
     with pytest.raises(
         ValueError,
         match=r"TransformerDecoderBlock: `cross_attention_cache` must be .*"
-        r"see `compute_cross_attention_cache`. Received: \[\(2, 4, 1, 2\), \(2, 4, 4, 2\)\]",
+        r"see `compute_cross_attention_cache`. "
+        r"Received: cross_attention_cache=\[\(2, 4, 1, 2\), \(2, 4, 4, 2\)\]",
     ):
         encoder_decoder(x, cross_attention_cache=(cross_cache[0][:, :, :1], cross_cache[1]))
 
