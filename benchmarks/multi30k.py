@@ -10,14 +10,18 @@ For each model (`--models transformer,rnn`), in one process:
 2. Teacher-forcing batches from `pipelines.translation.make_dataset`: 64 sentence pairs per batch,
    bucketed by length (little padding), pairs longer than 64 tokens dropped (none in Multi30K:
    the longest has 51 English / 62 German word pieces), cached, reshuffled every epoch.
-3. Training until `--budget-minutes` of wall-clock time are spent (per model). The clock starts
-   right before `Model.fit`, so tracing, the first pass through the tokenizing pipeline and the
-   validation passes all count; training stops after the batch that would leave less time than
-   the last validation pass took. Learning rate: linear warmup, then a cosine decay driven by
-   the elapsed fraction of the budget (down to 5% of the peak), so the schedule fits any budget
+3. Training with the package's generic `keras_attention.training.fit` (the one every
+   `keras-attention train <task>` uses) until `--budget-minutes` of wall-clock time are spent
+   (per model). The clock starts right before `Model.fit`, so tracing, the first pass through
+   the tokenizing pipeline and the validation passes all count; training stops after the batch
+   that would leave less time than the last validation pass took (`FitConfig.budget_minutes`).
+   Learning rate: linear warmup, then a cosine decay driven by the elapsed fraction of the
+   budget (down to 5% of the peak; `schedule="cosine"`), so the schedule fits any budget
    without knowing the number of steps in advance. Adam, gradient clipping at norm 1, label
-   smoothing 0.1 (the cross-entropy against `0.9 * one_hot + 0.1 / vocabulary_size`). The
-   weights with the best validation loss (`raw/val`) are kept and restored at the end.
+   smoothing 0.1 (`MaskedCrossEntropy`: the cross-entropy against
+   `0.9 * one_hot + 0.1 / vocabulary_size`). The weights with the best validation loss
+   (`raw/val`) are kept and restored at the end; `fit` also writes its backup, best checkpoint
+   and TensorBoard logs under `<output-dir>/<model>/`.
 4. BLEU on `test_2016_flickr` with sacrebleu, greedy search and beam search (width 5, GNMT
    length penalty 0.6), through `keras_attention.models.Translator` (strings in, strings out).
 5. `keras_attention.export.export_translator`, the SavedModel reloaded with
@@ -37,7 +41,7 @@ official tokenized references with `tokenize="none"` (multi-bleu.perl style).
 Model sizes (for a 2-core CPU and a 60-minute budget):
 
 - `transformer`: `transformer_translator(num_layers=3, hidden_dim=256, num_heads=4,
-  intermediate_dim=1024, dropout=0.1, normalize_first=True)` (pre-LN, stable at a peak learning
+  intermediate_dim=1024, dropout=0.1, normalize_first=True, sequence_length=64)` (pre-LN, stable at a peak learning
   rate of 1e-3 with a 500-step warmup): 8.1M parameters with the ~2.9k English / ~3.5k German
   word pieces (the WordPiece learner keeps only pieces seen 10 times, so it returns far fewer than
   the 8,000 asked for; ~14.4 English and ~15.2 German pieces per sentence, 470k target tokens per
@@ -46,7 +50,7 @@ Model sizes (for a 2-core CPU and a 60-minute budget):
   ~7.4 minutes per epoch, so 60 minutes give ~8 epochs there; on the idle machine: 2,273
   tokens/s, 14.5 epochs, 36.59 BLEU with beam search (README). The data README's keras_hub baseline (the same size, 5 epochs, no bucketing, no
   label smoothing) reached 32.3 BLEU in 36 minutes.
-- `rnn`: `seq2seq_translator(embedding_dim=256, units=512, cell="gru", attention="additive",
+- `rnn`: `seq2seq_translator(embedding_dim=256, units=512, cell="gru", score="additive",
   style="bahdanau", dropout=0.2)`: a bidirectional GRU encoder (256 units per direction) and a
   Bahdanau attention decoder, Adam at 2e-3 after a 200-step warmup: 7.0M parameters, ~1,000
   target tokens/s on the same contended machine (~8 minutes per epoch); idle: 1,942 tokens/s,
@@ -80,7 +84,6 @@ translator (`Translator.save`) to `<output-dir>/<model>/translator/` and the Sav
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -92,7 +95,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-from keras import ops  # noqa: E402
 
 # A bucketed dataset has no known length: Keras warns at the end of every epoch.
 warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -117,7 +119,7 @@ CONFIGS = {
             "intermediate_dim": 1024,
             "dropout": 0.1,
             "normalize_first": True,
-            "max_length": MAX_LENGTH,
+            "sequence_length": MAX_LENGTH,
         },
         "learning_rate": 1e-3,
         "warmup_steps": 500,
@@ -127,7 +129,7 @@ CONFIGS = {
             "embedding_dim": 256,
             "units": 512,
             "cell": "gru",
-            "attention": "additive",
+            "score": "additive",
             "style": "bahdanau",
             "dropout": 0.2,
         },
@@ -358,12 +360,18 @@ def run_model(kind, args, data, source_tokenizer, target_tokenizer):
 
 
 def train_model(kind, args, data, source_tokenizer, target_tokenizer):
-    """Builds and trains one model under the budget; returns it and the training summary.
+    """Builds and trains one model under the budget with the generic `fit`; returns it and a summary.
 
     The summary is also written to `<output-dir>/<model>/training.json`, for `--reuse-trained`.
     """
     from keras_attention.models import seq2seq_translator, transformer_translator
-    from pipelines.translation import make_dataset
+    from keras_attention.training import (
+        FitConfig,
+        MaskedCrossEntropy,
+        TargetTokens,
+        ThroughputMeter,
+        fit,
+    )
 
     keras.backend.clear_session()
     keras.config.set_dtype_policy(args.dtype_policy)
@@ -374,83 +382,94 @@ def train_model(kind, args, data, source_tokenizer, target_tokenizer):
             config[key] = getattr(args, key)
     builder = transformer_translator if kind == "transformer" else seq2seq_translator
     model = builder(
-        source_tokenizer.vocabulary_size, target_tokenizer.vocabulary_size, **config["builder"]
+        source_tokenizer.vocabulary_size,
+        target_tokenizer.vocabulary_size,
+        **config["builder"],
     )
     model_dir = os.path.join(args.output_dir, kind)
     os.makedirs(model_dir, exist_ok=True)
-
-    def dataset(split, shuffle):
-        sources, targets = data[split]
-        return make_dataset(
-            list(zip(sources, targets, strict=True)),
-            source_tokenizer,
-            target_tokenizer,
-            batch_size=args.batch_size,
-            max_source_length=MAX_LENGTH,
-            max_target_length=MAX_LENGTH,
-            shuffle=len(sources) if shuffle else None,
-            seed=args.seed,
-            bucket_boundaries=BUCKET_BOUNDARIES,
-            cache=True,
-        )
-
-    train_data, val_data = dataset("train", True), dataset("val", False)
+    train_data, val_data = (
+        dataset(args, data, split, source_tokenizer, target_tokenizer, shuffle)
+        for split, shuffle in (("train", True), ("val", False))
+    )
     epoch_tokens = count_target_tokens(data["train"], source_tokenizer, target_tokenizer)
-    model.compile(
-        optimizer=keras.optimizers.Adam(config["learning_rate"], clipnorm=1.0),
-        loss=SmoothedCrossEntropy(args.label_smoothing),
-        metrics=[TargetTokens()],
-        # Bucketed batches change shape from batch to batch; XLA would recompile for each.
-        jit_compile=False,
-    )
-    budget_s = 60.0 * args.budget_minutes
-    start = time.perf_counter()
-    budget = WallClockBudget(start, budget_s)
     meter = ThroughputMeter()
-    checkpoint_path = os.path.join(model_dir, "best.weights.h5")
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        checkpoint_path, monitor="val_loss", save_best_only=True, save_weights_only=True
-    )
-    schedule = BudgetSchedule(
-        start, budget_s, config["learning_rate"], config["warmup_steps"], min_ratio=0.05
-    )
-    history = model.fit(
-        train_data,
-        validation_data=val_data,
+    fit_config = FitConfig(
         epochs=100_000,  # the budget stops training
-        callbacks=[schedule, meter, budget, checkpoint],
-        shuffle=False,  # the dataset reshuffles itself
+        batch_size=args.batch_size,
+        learning_rate=config["learning_rate"],
+        schedule="cosine",  # over the elapsed fraction of the budget, down to 5% of the peak
+        warmup_steps=config["warmup_steps"],
+        clipnorm=1.0,
+        budget_minutes=args.budget_minutes,
+        restore_best_weights=True,
+        # Bucketed batches change shape from batch to batch; XLA would recompile for each.
+        jit_compile="off",
+        seed=args.seed,
         verbose=args.verbose,
     )
-    train_seconds = time.perf_counter() - start
-    val_losses = history.history.get("val_loss", [])
-    best_epoch = int(min(range(len(val_losses)), key=val_losses.__getitem__)) + 1
-    model.load_weights(checkpoint_path)
-    throughput = meter.summary()
-    result = {
-        "parameters": int(model.count_params()),
-        "config": config,
-        "budget_seconds": budget_s,
-        "train_seconds": round(train_seconds, 1),
-        "epochs": round(throughput["target_tokens"] / epoch_tokens, 2),
-        "epoch_target_tokens": epoch_tokens,
-        "steps": meter.steps,
-        "best_epoch": best_epoch,
-        "best_val_loss": round(float(val_losses[best_epoch - 1]), 4),
-        "val_loss_history": [round(float(v), 4) for v in val_losses],
-        "validation_seconds": round(budget.validation_seconds, 1),
-        **throughput,
-    }
+    result = fit(
+        model,
+        train_data,
+        model_dir,
+        validation_data=val_data,
+        config=fit_config,
+        loss=MaskedCrossEntropy(args.label_smoothing),
+        metrics=[TargetTokens()],
+        callbacks=[meter],
+        resume=False,
+    )
+    summary = training_summary(model, config, fit_config, result, meter, epoch_tokens)
     print(
-        f"{kind}: {result['steps']} steps, {result['epochs']} epochs in {train_seconds / 60:.1f} "
-        f"min, best val_loss {result['best_val_loss']} (epoch {best_epoch}), "
-        f"{result['tokens_per_second']:.0f} target tokens/s",
+        f"{kind}: {summary['steps']} steps, {summary['epochs']} epochs in "
+        f"{summary['train_seconds'] / 60:.1f} min, best val_loss {summary['best_val_loss']} "
+        f"(epoch {summary['best_epoch']}), {summary['tokens_per_second']:.0f} target tokens/s",
         flush=True,
     )
     with open(os.path.join(model_dir, TRAINING_FILE), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, default=str)
+        json.dump(summary, f, indent=2, default=str)
         f.write("\n")
-    return model, result
+    return model, summary
+
+
+def dataset(args, data, split, source_tokenizer, target_tokenizer, shuffle):
+    """Bucketed, cached teacher-forcing batches of one split."""
+    from pipelines.translation import make_dataset
+
+    sources, targets = data[split]
+    return make_dataset(
+        list(zip(sources, targets, strict=True)),
+        source_tokenizer,
+        target_tokenizer,
+        batch_size=args.batch_size,
+        source_sequence_length=MAX_LENGTH,
+        target_sequence_length=MAX_LENGTH,
+        shuffle=len(sources) if shuffle else None,
+        seed=args.seed,
+        bucket_boundaries=BUCKET_BOUNDARIES,
+        cache=True,
+    )
+
+
+def training_summary(model, config, fit_config, result, meter, epoch_tokens):
+    """The numbers of one training run, as `training.json` and the results table hold them."""
+    val_losses = result.history.get("val_loss", [])
+    throughput = meter.summary()
+    return {
+        "parameters": int(model.count_params()),
+        "config": config,
+        "budget_seconds": fit_config.budget_seconds,
+        "train_seconds": round(result.train_seconds, 1),
+        "epochs": round(throughput["target_tokens"] / epoch_tokens, 2),
+        "epoch_target_tokens": epoch_tokens,
+        "steps": meter.steps,
+        "best_epoch": result.best["epoch"],
+        "best_val_loss": round(result.best["value"], 4),
+        "val_loss_history": [round(v, 4) for v in val_losses],
+        "validation_seconds": round(result.validation_seconds, 1),
+        "stop_reason": result.stop_reason,
+        **throughput,
+    }
 
 
 def evaluate_model(kind, model, result, args, data, source_tokenizer, target_tokenizer):
@@ -464,8 +483,8 @@ def evaluate_model(kind, model, result, args, data, source_tokenizer, target_tok
             model,
             source_tokenizer,
             target_tokenizer,
-            max_source_length=MAX_LENGTH,
-            max_output_length=MAX_LENGTH,
+            source_sequence_length=MAX_LENGTH,
+            max_length=MAX_LENGTH,
             beam_width=1 if decoding == "greedy" else args.beam_width,
             length_penalty=args.length_penalty,
         )
@@ -597,146 +616,6 @@ def export_and_time(translator, kind, decoding, args, sources, expected):
         flush=True,
     )
     return result
-
-
-# -- Keras pieces -------------------------------------------------------------------------------
-
-
-class SmoothedCrossEntropy(keras.losses.Loss):
-    """Cross-entropy from logits against `(1 - e) * one_hot + e / vocabulary_size`.
-
-    Per token: `(1 - e) * -log p(label) + e * mean_v(-log p(v))`. The logits carry the
-    target's Keras mask, so `Loss.__call__` averages over the unpadded tokens only.
-    """
-
-    def __init__(self, label_smoothing=0.1, name="smoothed_cross_entropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = float(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)  # (B, T, V)
-        labels = ops.expand_dims(ops.cast(y_true, "int32"), -1)
-        nll = -ops.squeeze(ops.take_along_axis(log_probs, labels, axis=-1), -1)  # (B, T)
-        if not self.label_smoothing:
-            return nll
-        uniform = -ops.mean(log_probs, axis=-1)
-        return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
-class TargetTokens(keras.metrics.Metric):
-    """The number of target tokens (labels other than padding `0`) seen in the epoch."""
-
-    def __init__(self, name="target_tokens", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.count = self.add_variable((), initializer="zeros", dtype="float32", name="count")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        self.count.assign_add(ops.sum(ops.cast(ops.not_equal(y_true, 0), "float32")))
-
-    def result(self):
-        return ops.convert_to_tensor(self.count)
-
-
-class WallClockBudget(keras.callbacks.Callback):
-    """Stops training when the budget, counted from `start`, is spent.
-
-    After every batch: stop if less time is left than the last validation pass took
-    (validation and checkpointing still run after the stop, inside the budget).
-    """
-
-    def __init__(self, start, budget_seconds):
-        super().__init__()
-        self.start, self.budget_seconds = start, budget_seconds
-        self.validation_seconds = 0.0
-        self._last_validation = 0.0
-        self._test_begin = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        elapsed = time.perf_counter() - self.start
-        if elapsed + self._last_validation >= self.budget_seconds:
-            self.model.stop_training = True
-
-    def on_test_begin(self, logs=None):
-        self._test_begin = time.perf_counter()
-
-    def on_test_end(self, logs=None):
-        self._last_validation = time.perf_counter() - self._test_begin
-        self.validation_seconds += self._last_validation
-
-
-class BudgetSchedule(keras.callbacks.Callback):
-    """Linear warmup over `warmup_steps`, then cosine decay over the budget's elapsed fraction."""
-
-    def __init__(self, start, budget_seconds, peak, warmup_steps, min_ratio=0.05):
-        super().__init__()
-        self.start, self.budget_seconds = start, budget_seconds
-        self.peak, self.warmup_steps, self.min_ratio = peak, warmup_steps, min_ratio
-        self.step = 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.step += 1
-        fraction = min((time.perf_counter() - self.start) / self.budget_seconds, 1.0)
-        cosine = self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * fraction))
-        warmup = min(1.0, self.step / self.warmup_steps)
-        self.model.optimizer.learning_rate = self.peak * warmup * cosine
-
-
-class ThroughputMeter(keras.callbacks.Callback):
-    """Target tokens per second of training batches, with and without tracing.
-
-    A batch's time is from `on_train_batch_begin` to `on_train_batch_end` (the step has
-    run when the call returns); its tokens come from the `target_tokens` metric. Batches
-    whose time per token is more than 5 times the median are counted as tracing (the first
-    batch, and the retrace when a new shape generalises the traced function) and left out
-    of `tokens_per_second`; `tokens_per_second_overall` is all target tokens over the
-    whole training time (tracing and validation included).
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.batches = []  # (seconds, tokens)
-        self.steps = 0
-        self._epoch_tokens = 0.0
-        self._start = self._batch_begin = None
-        self._seconds = 0.0
-
-    def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_end(self, logs=None):
-        self._seconds = time.perf_counter() - self._start
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_tokens = 0.0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._batch_begin = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        seconds = time.perf_counter() - self._batch_begin
-        total = float(logs["target_tokens"])
-        self.batches.append((seconds, total - self._epoch_tokens))
-        self._epoch_tokens = total
-        self.steps += 1
-
-    def summary(self):
-        per_token = sorted(s / max(n, 1.0) for s, n in self.batches)
-        limit = 5 * per_token[len(per_token) // 2]
-        steady = [(s, n) for s, n in self.batches if s / max(n, 1.0) <= limit]
-        total_tokens = sum(n for _, n in self.batches)
-        return {
-            "target_tokens": int(total_tokens),
-            "tokens_per_second": sum(n for _, n in steady) / sum(s for s, _ in steady),
-            "tokens_per_second_overall": total_tokens / self._seconds,
-            "longest_batch_seconds": round(max(s for s, _ in self.batches), 1),
-            "tracing_batches_excluded": len(self.batches) - len(steady),
-            "tracing_seconds_excluded": round(
-                sum(s for s, n in self.batches if s / max(n, 1.0) > limit), 1
-            ),
-        }
 
 
 # -- output -------------------------------------------------------------------------------------

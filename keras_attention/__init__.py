@@ -1,7 +1,30 @@
-"""keras-attention: every attention mechanism for Keras 3 / TensorFlow."""
+"""keras-attention: every attention mechanism for Keras 3 / TensorFlow.
 
-__version__ = "0.1.0"
+Subpackages load on first use (`keras_attention.layers`, `.ops`, `.models`,
+`.tasks`, `.generation`, `.export`, `.training`, `.utils`, `.visualize`), so
+`import keras_attention.utils` (as the pipelines do) does not build every layer.
+"""
 
-from keras_attention import generation, layers, models, ops  # noqa: E402
+import importlib
 
-__all__ = ["__version__", "generation", "layers", "models", "ops"]
+__version__ = "0.2.0"
+
+_SUBPACKAGES = (
+    "export",
+    "generation",
+    "layers",
+    "models",
+    "ops",
+    "tasks",
+    "training",
+    "utils",
+    "visualize",
+)
+
+__all__ = ["__version__", *_SUBPACKAGES]
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"keras_attention.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,8 @@ import datetime
 
 import numpy as np
 
+from keras_attention.utils import positive_int
+
 
 def associative_recall(num_examples, min_pairs=4, max_pairs=10, num_keys=20, num_values=10, seed=0):
     """Key/value memories and a query key; the answer is the value stored under it.
@@ -457,7 +459,7 @@ def window_max(num_examples, min_length=4, max_length=12, radius=1, num_values=2
     True
     """
     _check_lengths(min_length, max_length)
-    _check_int("radius", radius, 0)
+    positive_int(None, "radius", radius, minimum=0)
     if num_values < max_length:
         raise ValueError(
             f"`num_values` must be >= max_length={max_length} (the tokens of a sequence are "
@@ -514,8 +516,8 @@ def offset_lookup(num_examples, min_length=8, max_length=16, num_queries=4, num_
     True
     """
     _check_lengths(min_length, max_length)
-    _check_int("num_queries", num_queries, 1)
-    _check_int("num_values", num_values, 1)
+    positive_int(None, "num_queries", num_queries)
+    positive_int(None, "num_values", num_values)
     rng = np.random.default_rng(seed)
     lengths = rng.integers(min_length, max_length + 1, size=num_examples)
     values = rng.integers(1, num_values + 1, size=(num_examples, max_length)).astype("int32")
@@ -566,8 +568,8 @@ def run_length_decoding(
     array([9, 8, 8, 8, 5, 2, 0], dtype=int32)
     """
     _check_lengths(min_length, max_length)
-    _check_int("max_repeat", max_repeat, 1)
-    _check_int("num_values", num_values, 2)
+    positive_int(None, "max_repeat", max_repeat)
+    positive_int(None, "num_values", num_values, minimum=2)
     rng = np.random.default_rng(seed)
     lengths = rng.integers(min_length, max_length + 1, size=num_examples)
     # Each step moves 1..num_values-1 places round the vocabulary: adjacent tokens differ.
@@ -595,11 +597,6 @@ def run_length_decoding(
         "decoder_inputs": decoder_inputs.astype("int32"),
     }
     return inputs, labels, alignments
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
 
 
 def _check_lengths(shortest, longest):

@@ -47,6 +47,7 @@ PAD_ID, UNK_ID, START_ID, END_ID, MASK_ID = range(len(RESERVED_TOKENS))
 NORMALIZATIONS = (None, "NFC", "NFKC")
 SUFFIX_INDICATOR = "##"
 SIDECAR_SUFFIX = ".json"
+_SIDECAR_FORMAT = "keras_attention.wordpiece"
 
 _WHITESPACE = r"\s|\p{Cc}|\p{Cf}"
 _PUNCTUATION = r"[!-/]|[:-@]|[\[-`]|[{-~]|\p{P}"
@@ -288,20 +289,13 @@ def build_wordpiece_vocab(
         )
     except StopIteration:  # the learner's way of saying it counted no word
         raise ValueError("`texts` holds no words to learn a vocabulary from.") from None
-    _write_vocab(vocab_path, vocab)
-    options = {
-        "format": "keras_attention.wordpiece",
-        "version": 1,
-        "lowercase": bool(lowercase),
-        "normalization": normalization,
-        "strip_accents": bool(strip_accents),
-        "suffix_indicator": SUFFIX_INDICATOR,
-        "reserved_tokens": list(reserved),
-        "vocab_size": len(vocab),
-    }
-    with open(sidecar_path(vocab_path), "w", encoding="utf-8") as f:
-        json.dump(options, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+    TextTokenizer(
+        vocab,
+        lowercase=lowercase,
+        normalization=normalization,
+        strip_accents=strip_accents,
+        reserved_tokens=reserved,
+    ).save(vocab_path)
     return vocab
 
 
@@ -310,15 +304,16 @@ def sidecar_path(vocab_path):
     return os.fspath(vocab_path) + SIDECAR_SUFFIX
 
 
-def load_tokenizer(vocab_path, compact_punctuation=True):
-    """A `TextTokenizer` for a vocabulary written by `build_wordpiece_vocab`.
+def load_tokenizer(vocab_path, compact_punctuation=None):
+    """A `TextTokenizer` for a vocabulary written by `build_wordpiece_vocab` or `TextTokenizer.save`.
 
     The preprocessing options come from the sidecar `vocab_path + ".json"`, so
     text is tokenized exactly as the vocabulary was built.
 
     Args:
         vocab_path: str or `os.PathLike`, the vocabulary file.
-        compact_punctuation: bool, see `TextTokenizer`. Defaults to `True`.
+        compact_punctuation: bool, see `TextTokenizer`. Defaults to `None`:
+            the sidecar's (`True` when it does not say).
 
     Returns:
         A `TextTokenizer`.
@@ -341,17 +336,20 @@ def load_tokenizer(vocab_path, compact_punctuation=True):
         )
     with open(options_path, encoding="utf-8") as f:
         options = json.load(f)
-    if options.get("format") != "keras_attention.wordpiece":
+    if options.get("format") != _SIDECAR_FORMAT:
         raise ValueError(
             f"'{options_path}' is not a keras_attention WordPiece options file. "
             f"Received: format={options.get('format')!r}"
         )
+    if compact_punctuation is None:
+        compact_punctuation = options.get("compact_punctuation", True)
     return TextTokenizer(
         vocab_path,
         lowercase=options["lowercase"],
         normalization=options["normalization"],
         strip_accents=options["strip_accents"],
         compact_punctuation=compact_punctuation,
+        reserved_tokens=options.get("reserved_tokens", RESERVED_TOKENS),
     )
 
 
@@ -383,6 +381,9 @@ class TextTokenizer(tf.Module):
         strip_accents: bool. Defaults to `False`.
         compact_punctuation: bool, how `detokenize` spaces punctuation (above).
             Defaults to `True`.
+        reserved_tokens: the reserved tokens the vocabulary starts with:
+            `RESERVED_TOKENS`, then any extra ones. Defaults to
+            `RESERVED_TOKENS`.
         name: optional module name.
 
     Example:
@@ -410,6 +411,7 @@ class TextTokenizer(tf.Module):
         normalization="NFKC",
         strip_accents=False,
         compact_punctuation=True,
+        reserved_tokens=RESERVED_TOKENS,
         name=None,
     ):
         super().__init__(name=name)
@@ -417,10 +419,18 @@ class TextTokenizer(tf.Module):
         if isinstance(vocabulary, str | os.PathLike):
             vocabulary = read_vocab(vocabulary)
         vocabulary = [str(token) for token in vocabulary]
-        if tuple(vocabulary[: len(RESERVED_TOKENS)]) != RESERVED_TOKENS:
+        reserved_tokens = list(reserved_tokens)
+        if tuple(reserved_tokens[: len(RESERVED_TOKENS)]) != RESERVED_TOKENS:
             raise ValueError(
-                f"`vocabulary` must start with the reserved tokens {list(RESERVED_TOKENS)}. "
-                f"Received: vocabulary[:5]={vocabulary[:5]}"
+                f"`reserved_tokens` must start with {list(RESERVED_TOKENS)}. "
+                f"Received: reserved_tokens={reserved_tokens}"
+            )
+        reserved_tokens = _reserved_tokens(reserved_tokens[len(RESERVED_TOKENS) :])
+        if tuple(vocabulary[: len(reserved_tokens)]) != reserved_tokens:
+            raise ValueError(
+                f"`vocabulary` must start with the reserved tokens {list(reserved_tokens)}. "
+                f"Received: vocabulary[:{len(reserved_tokens)}]="
+                f"{vocabulary[: len(reserved_tokens)]}"
             )
         if len(set(vocabulary)) != len(vocabulary):
             raise ValueError("`vocabulary` holds duplicate tokens.")
@@ -429,6 +439,7 @@ class TextTokenizer(tf.Module):
         self.normalization = normalization
         self.strip_accents = bool(strip_accents)
         self.compact_punctuation = bool(compact_punctuation)
+        self.reserved_tokens = reserved_tokens
         self._token_ids = {token: i for i, token in enumerate(vocabulary)}
         self._wordpiece = tf_text.FastWordpieceTokenizer(
             vocab=vocabulary,
@@ -466,6 +477,34 @@ class TextTokenizer(tf.Module):
             "strip_accents": self.strip_accents,
             "compact_punctuation": self.compact_punctuation,
         }
+
+    def save(self, vocab_path):
+        """Writes the vocabulary and its options sidecar; `load_tokenizer(vocab_path)` reads them.
+
+        The one file format of a tokenizer: `vocab_path`, one token per line
+        (UTF-8), and `vocab_path + ".json"`, the preprocessing options.
+        Existing files of those names are replaced.
+
+        Returns:
+            The two paths, `[vocab_path, vocab_path + ".json"]`.
+        """
+        vocab_path = os.fspath(vocab_path)
+        _write_vocab(vocab_path, self.vocabulary)
+        options = {
+            "format": _SIDECAR_FORMAT,
+            "version": 2,
+            "lowercase": self.lowercase,
+            "normalization": self.normalization,
+            "strip_accents": self.strip_accents,
+            "compact_punctuation": self.compact_punctuation,
+            "suffix_indicator": SUFFIX_INDICATOR,
+            "reserved_tokens": list(self.reserved_tokens),
+            "vocab_size": self.vocabulary_size,
+        }
+        with open(sidecar_path(vocab_path), "w", encoding="utf-8") as f:
+            json.dump(options, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        return [vocab_path, sidecar_path(vocab_path)]
 
     def tokenize(self, texts):
         """Strings to token ids (no `[START]`/`[END]` added).

@@ -1,19 +1,176 @@
 """tf.data pipeline for translation: sentence pairs in, teacher-forcing batches out.
 
+`TranslationPreprocessor` holds the two tokenizers and frames examples, for
+training (`[START]`/`[END]`, length filter) and for inference (tokenize,
+truncate, pad; detokenize the generated ids), from one definition.
 `make_dataset` reads aligned sentence pairs, validates them in Python (so a bad
 file fails with its name and line number before any TensorFlow graph runs),
-then tokenizes, filters by length, caches, shuffles, buckets by length, pads
-and prefetches with `tf.data`.
+then tokenizes, frames and filters them with a preprocessor, caches, shuffles,
+buckets by length, pads and prefetches with `tf.data`.
 """
 
+import numbers
 import os
 
-import numpy as np
 import tensorflow as tf
 
+from keras_attention.utils import boolean, optional_positive_int, positive_int, renamed_argument
 from pipelines.text import END_ID, START_ID, TextTokenizer, load_tokenizer, read_lines
 
 _TOKENIZE_BATCH = 1024
+SOURCE_VOCABULARY = "source_vocab.txt"
+TARGET_VOCABULARY = "target_vocab.txt"
+
+
+class TranslationPreprocessor:
+    """Turns sentence pairs into translator inputs, and generated ids back into text.
+
+    One definition of the framing serves training and inference:
+
+    - training (`frame`, `keep`; what `make_dataset` maps): the source's
+      token ids as they are (no `[START]`/`[END]`), `target_in` = `[START]` +
+      the target's ids, `target_out` = the target's ids + `[END]`; a pair is
+      kept when its source has between 1 and `source_sequence_length` tokens
+      and its `target_out` at most `target_sequence_length` (long pairs are
+      dropped, never truncated);
+    - inference (`generate_preprocess`): a source longer than
+      `source_sequence_length` tokens keeps its first `source_sequence_length`
+      tokens (training never saw longer ones), and the batch is padded with
+      `0` to its longest source, at least one position (an empty string is an
+      all-padding source); `generate_postprocess` detokenizes generated ids
+      (cut at `[END]`).
+
+    Everything is TensorFlow ops (tensorflow-text), so it runs in `tf.data`, in
+    a `tf.function` and inside a SavedModel.
+
+    Args:
+        source_tokenizer: a `pipelines.text.TextTokenizer`, or the path of a
+            vocabulary written by `pipelines.text.build_wordpiece_vocab`.
+        target_tokenizer: the same for the target language. Defaults to
+            `None`: the source tokenizer (a shared vocabulary).
+        source_sequence_length: optional positive int (see above). Defaults
+            to `None`: no limit.
+        target_sequence_length: optional int >= 2 (see above); also the
+            longest generation of a `Translator` using this preprocessor.
+            Defaults to `None`: no limit.
+
+    Example:
+
+    >>> from pipelines.text import TextTokenizer
+    >>> tokenizer = TextTokenizer(["[PAD]", "[UNK]", "[START]", "[END]", "[MASK]", "-",
+    ...                            "march", "3", "2021", "03"], lowercase=True)
+    >>> preprocessor = TranslationPreprocessor(tokenizer, source_sequence_length=2)
+    >>> inputs, target_out = preprocessor.frame(
+    ...     *preprocessor.tokenize(tf.constant(["march 3"]), tf.constant(["2021-03"])))
+    >>> inputs["source"].to_list(), inputs["target_in"].to_list(), target_out.to_list()
+    ([[6, 7]], [[2, 8, 5, 9]], [[8, 5, 9, 3]])
+    >>> source, source_ids = preprocessor.generate_preprocess(tf.constant(["3 march 2021", ""]))
+    >>> source_ids.numpy().tolist()  # truncated to 2 tokens, padded
+    [[7, 6], [0, 0]]
+    >>> preprocessor.generate_postprocess(tf.constant([[8, 5, 9, 3, 7]])).numpy().tolist()
+    [b'2021-03']
+    """
+
+    def __init__(
+        self,
+        source_tokenizer,
+        target_tokenizer=None,
+        source_sequence_length=None,
+        target_sequence_length=None,
+    ):
+        owner = type(self).__name__
+        self.source_tokenizer = _as_tokenizer(source_tokenizer, "source_tokenizer")
+        self.target_tokenizer = (
+            self.source_tokenizer
+            if target_tokenizer is None
+            else _as_tokenizer(target_tokenizer, "target_tokenizer")
+        )
+        self.source_sequence_length = optional_positive_int(
+            owner, "source_sequence_length", source_sequence_length
+        )
+        self.target_sequence_length = optional_positive_int(
+            owner, "target_sequence_length", target_sequence_length, minimum=2
+        )
+
+    # -- training -------------------------------------------------------------------------------
+
+    def tokenize(self, sources, targets):
+        """Source and target strings `(batch_size,)` -> their token ids (ragged)."""
+        return self.source_tokenizer.tokenize(sources), self.target_tokenizer.tokenize(targets)
+
+    def frame(self, source_ids, target_ids):
+        """Token ids -> `({"source", "target_in"}, target_out)`, with `[START]` and `[END]`.
+
+        Works on one example (ids `(S,)`, `(T,)`) or on a ragged batch.
+        """
+        if isinstance(target_ids, tf.RaggedTensor):
+            shape = [target_ids.nrows(out_type=tf.int32), 1]
+        else:
+            shape = tf.concat([tf.shape(target_ids)[:-1], [1]], 0)
+        start = tf.fill(shape, tf.constant(START_ID, tf.int32))
+        end = tf.fill(shape, tf.constant(END_ID, tf.int32))
+        return (
+            {"source": source_ids, "target_in": tf.concat([start, target_ids], -1)},
+            tf.concat([target_ids, end], -1),
+        )
+
+    def keep(self, inputs, target_out):
+        """Whether a framed example fits the lengths (a scalar bool; see the class)."""
+        source_length = tf.shape(inputs["source"])[0]
+        kept = source_length > 0
+        if self.source_sequence_length is not None:
+            kept &= source_length <= self.source_sequence_length
+        if self.target_sequence_length is not None:
+            kept &= tf.shape(target_out)[0] <= self.target_sequence_length
+        return kept
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def generate_preprocess(self, texts):
+        """Strings `(batch_size,)` -> `(source, source_ids)`.
+
+        `source`: the truncated token ids (ragged); `source_ids`: the same,
+        padded with `0` to `(batch_size, max(1, S))`.
+        """
+        source = self.source_tokenizer.tokenize(texts)
+        if self.source_sequence_length is not None:
+            source = source[:, : self.source_sequence_length]
+        source_ids = source.to_tensor()  # (B, S), 0-padded
+        # At least one position, so a batch of empty strings still has a (fully masked) source.
+        missing = tf.maximum(1 - tf.shape(source_ids)[1], 0)
+        return source, tf.pad(source_ids, [[0, 0], [0, missing]])
+
+    def generate_postprocess(self, token_ids):
+        """Generated target ids `(batch_size, L)` -> strings `(batch_size,)`, cut at `[END]`."""
+        return self.target_tokenizer.detokenize(token_ids)
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def save_assets(self, directory):
+        """Writes both tokenizers (`TextTokenizer.save`) into `directory`; returns the 4 paths."""
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        return [
+            *self.source_tokenizer.save(os.path.join(directory, SOURCE_VOCABULARY)),
+            *self.target_tokenizer.save(os.path.join(directory, TARGET_VOCABULARY)),
+        ]
+
+    @classmethod
+    def from_assets(cls, directory, **config):
+        """A preprocessor from the tokenizers `save_assets` wrote and its `get_config()`."""
+        directory = os.fspath(directory)
+        return cls(
+            load_tokenizer(os.path.join(directory, SOURCE_VOCABULARY)),
+            load_tokenizer(os.path.join(directory, TARGET_VOCABULARY)),
+            **config,
+        )
+
+    def get_config(self):
+        """The lengths (the tokenizers are assets)."""
+        return {
+            "source_sequence_length": self.source_sequence_length,
+            "target_sequence_length": self.target_sequence_length,
+        }
 
 
 def make_dataset(
@@ -22,8 +179,8 @@ def make_dataset(
     target_tokenizer=None,
     *,
     batch_size=64,
-    max_source_length=None,
-    max_target_length=None,
+    source_sequence_length=None,
+    target_sequence_length=None,
     shuffle=None,
     seed=None,
     bucket_boundaries=None,
@@ -31,6 +188,7 @@ def make_dataset(
     prefetch=True,
     drop_remainder=False,
     progress=None,
+    **kwargs,
 ):
     """A `tf.data.Dataset` of padded teacher-forcing batches for a translation model.
 
@@ -45,10 +203,12 @@ def make_dataset(
     - `target_out` `(batch_size, T)`: the target's ids then `[END]`, the labels;
       `target_in[:, 1:]` equals `target_out[:, :-1]` on the unpadded part.
 
-    Pairs whose source tokenizes to nothing (a blank line) are dropped. Long
-    pairs are dropped too, never truncated: a pair is kept when its source has
-    at most `max_source_length` tokens and its `target_in`/`target_out`
-    (target tokens + 1) at most `max_target_length`.
+    The framing is `TranslationPreprocessor`'s (the one a `Translator` serves
+    with). Pairs whose source tokenizes to nothing (a blank line) are
+    dropped. Long pairs are dropped too, never truncated: a pair is kept when
+    its source has at most `source_sequence_length` tokens and its
+    `target_in`/`target_out` (target tokens + 1) at most
+    `target_sequence_length`.
 
     Args:
         data: the sentence pairs, one of:
@@ -59,15 +219,17 @@ def make_dataset(
               `source<TAB>target` pair per line;
             - a list of `(source, target)` string pairs, e.g. from
               `pipelines.synthetic.dates`.
-        source_tokenizer: a `pipelines.text.TextTokenizer`, or the path of a
+        source_tokenizer: a `TranslationPreprocessor` (then
+            `target_tokenizer` must be `None`, and its lengths are used unless
+            given here), a `pipelines.text.TextTokenizer`, or the path of a
             vocabulary written by `pipelines.text.build_wordpiece_vocab`.
         target_tokenizer: the same for the target language. Defaults to
             `None`: the source tokenizer (a shared vocabulary).
         batch_size: positive int. Defaults to `64`.
-        max_source_length: optional positive int (see above). Defaults to
-            `None`: no limit.
-        max_target_length: optional int >= 2 (see above). Defaults to `None`:
-            no limit.
+        source_sequence_length: optional positive int (see above). Defaults
+            to `None`: no limit. (`max_source_length` is its deprecated name.)
+        target_sequence_length: optional int >= 2 (see above). Defaults to
+            `None`: no limit. (`max_target_length` is its deprecated name.)
         shuffle: optional positive int, the shuffle buffer size (reshuffled
             every epoch). Defaults to `None`: the order of `data`.
         seed: optional int, the shuffle seed. Defaults to `None`.
@@ -120,61 +282,36 @@ def make_dataset(
         - Sutskever et al., 2014, "Sequence to Sequence Learning with Neural
           Networks" (https://arxiv.org/abs/1409.3215).
     """
-    _check_positive("batch_size", batch_size)
-    if max_source_length is not None:
-        _check_positive("max_source_length", max_source_length)
-    if max_target_length is not None:
-        _check_positive("max_target_length", max_target_length, minimum=2)
-    if shuffle is not None:
-        _check_positive("shuffle", shuffle)
+    name = "make_dataset"
+    source_sequence_length = renamed_argument(
+        name, kwargs, "max_source_length", "source_sequence_length", source_sequence_length
+    )
+    target_sequence_length = renamed_argument(
+        name, kwargs, "max_target_length", "target_sequence_length", target_sequence_length
+    )
+    if kwargs:
+        raise TypeError(f"{name}() got unexpected arguments {sorted(kwargs)}")
+    positive_int(name, "batch_size", batch_size)
+    optional_positive_int(name, "shuffle", shuffle)
     if bucket_boundaries is not None:
         bucket_boundaries = _check_boundaries(bucket_boundaries)
-    if not (isinstance(prefetch, bool) or _is_int(prefetch) and prefetch > 0):
-        raise ValueError(
-            f"`prefetch` must be a bool or a positive int. Received: prefetch={prefetch!r}"
-        )
-    if not isinstance(drop_remainder, bool):
-        raise ValueError(
-            f"`drop_remainder` must be a bool. Received: drop_remainder={drop_remainder!r}"
-        )
+    if not isinstance(prefetch, bool):
+        positive_int(name, "prefetch", prefetch)
+    boolean(name, "drop_remainder", drop_remainder)
     if not isinstance(cache, bool | str | os.PathLike):
         raise ValueError(f"`cache` must be a bool or a file path prefix. Received: cache={cache!r}")
-    source_tokenizer = _as_tokenizer(source_tokenizer, "source_tokenizer")
-    target_tokenizer = (
-        source_tokenizer
-        if target_tokenizer is None
-        else _as_tokenizer(target_tokenizer, "target_tokenizer")
+    preprocessor = _as_preprocessor(
+        source_tokenizer, target_tokenizer, source_sequence_length, target_sequence_length
     )
     sources, targets = read_pairs(data, progress=progress)
-
-    def tokenize(source, target):
-        return source_tokenizer.tokenize(source), target_tokenizer.tokenize(target)
-
-    def add_start_end(source, target):
-        start = tf.constant([START_ID], tf.int32)
-        end = tf.constant([END_ID], tf.int32)
-        return (
-            {"source": source, "target_in": tf.concat([start, target], 0)},
-            tf.concat([target, end], 0),
-        )
-
-    def keep(inputs, target_out):
-        source_length = tf.shape(inputs["source"])[0]
-        target_length = tf.shape(target_out)[0]
-        kept = source_length > 0
-        if max_source_length is not None:
-            kept &= source_length <= max_source_length
-        if max_target_length is not None:
-            kept &= target_length <= max_target_length
-        return kept
 
     dataset = tf.data.Dataset.from_tensor_slices((sources, targets))
     dataset = (
         dataset.batch(_TOKENIZE_BATCH)
-        .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(preprocessor.tokenize, num_parallel_calls=tf.data.AUTOTUNE)
         .unbatch()
-        .map(add_start_end, num_parallel_calls=tf.data.AUTOTUNE)
-        .filter(keep)
+        .map(preprocessor.frame, num_parallel_calls=tf.data.AUTOTUNE)
+        .filter(preprocessor.keep)
     )
     if cache is not False:
         dataset = dataset.cache("" if cache is True else os.fspath(cache))
@@ -276,6 +413,28 @@ def _pair_length(inputs, target_out):
     return tf.maximum(tf.shape(inputs["source"])[0], tf.shape(inputs["target_in"])[0])
 
 
+def _as_preprocessor(source_tokenizer, target_tokenizer, source_length, target_length):
+    if not isinstance(source_tokenizer, TranslationPreprocessor):
+        return TranslationPreprocessor(
+            source_tokenizer, target_tokenizer, source_length, target_length
+        )
+    if target_tokenizer is not None:
+        raise ValueError(
+            "`target_tokenizer` must be None when `source_tokenizer` is a "
+            "TranslationPreprocessor (it holds both tokenizers). "
+            f"Received: target_tokenizer={target_tokenizer!r}"
+        )
+    if source_length is None and target_length is None:
+        return source_tokenizer
+    config = source_tokenizer.get_config()
+    return TranslationPreprocessor(
+        source_tokenizer.source_tokenizer,
+        source_tokenizer.target_tokenizer,
+        source_length if source_length is not None else config["source_sequence_length"],
+        target_length if target_length is not None else config["target_sequence_length"],
+    )
+
+
 def _as_tokenizer(tokenizer, name):
     if isinstance(tokenizer, TextTokenizer):
         return tokenizer
@@ -291,7 +450,7 @@ def _check_boundaries(boundaries):
     values = list(boundaries) if isinstance(boundaries, tuple | list) else None
     if (
         not values
-        or not all(_is_int(b) and b > 0 for b in values)
+        or not all(isinstance(b, numbers.Integral) and not isinstance(b, bool) and b > 0 for b in values)
         or any(a >= b for a, b in zip(values, values[1:], strict=False))
     ):
         raise ValueError(
@@ -299,15 +458,6 @@ def _check_boundaries(boundaries):
             f"Received: bucket_boundaries={boundaries!r}"
         )
     return [int(b) for b in values]
-
-
-def _check_positive(name, value, minimum=1):
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
-
-
-def _is_int(value):
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _is_path(value):

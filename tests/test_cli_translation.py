@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from keras_attention import training
 from keras_attention.cli import main
+from keras_attention.tasks import TranslationConfig, Translator
 from pipelines import synthetic
 
 RNN_SIZES = ["--embedding-dim", "16", "--units", "32", "--vocab-size", "400"]
@@ -146,28 +147,44 @@ def test_bad_choices_exit_through_argparse(tmp_path):
 def test_a_finished_run_is_not_overwritten(tmp_path, capsys):
     src, tgt, _ = _write_pairs(tmp_path, 20, seed=0)
     run = tmp_path / "run"
-    (run / "translator").mkdir(parents=True)
-    (run / "translator" / "translator.json").write_text("{}")
+    run.mkdir()
+    (run / "task.json").write_text("{}")
     argv = ["train", "translation", "--src-file", src, "--tgt-file", tgt, "--output-dir", str(run)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "holds a finished run" in err and "--overwrite" in err
-    assert sorted(os.listdir(run)) == ["translator"]
+    assert sorted(os.listdir(run)) == ["task.json"]
 
 
-def test_resume_refuses_changed_options(tmp_path, capsys):
+def _interrupted_run(run, pairs_file, **config):
+    """A run directory as an interrupted `train translation` leaves it (backup, run.json)."""
+    from keras_attention.training.run import _description, _fingerprint
+
+    (run / "backup").mkdir(parents=True)
+    (run / "assets").mkdir()
+    data = Translator.read_data(pairs_file)
+    description = _description(
+        Translator, TranslationConfig(**config), training.FitConfig(), data, None
+    )
+    assert description["data"]["train"] == _fingerprint(data)
+    (run / "run.json").write_text(json.dumps(description))
+
+
+def test_resume_refuses_changed_options_and_other_data(tmp_path, capsys):
     src, tgt, _ = _write_pairs(tmp_path, 20, seed=0)
     run = tmp_path / "run"
-    (run / "backup").mkdir(parents=True)
-    for name in ("source_vocab.txt", "target_vocab.txt"):
-        (run / name).write_text("")
-    config = {key: None for key in training._RESUME_KEYS}
-    config |= {"model": "rnn", "score": "additive", "units": 32}
-    (run / "train_config.json").write_text(json.dumps(config))
+    _interrupted_run(run, (src, tgt), units=32)
     argv = ["train", "translation", "--src-file", src, "--tgt-file", tgt, "--output-dir", str(run)]
     assert main(argv + ["--units", "64"]) == 2
     err = capsys.readouterr().err
-    assert "was started with" in err and "--no-resume" in err
+    assert "was started with units=32" in err and "--no-resume" in err
+    assert "Received: units=64" in err
+    assert os.path.isdir(run / "backup")
+    # The same options, other sentences: refused too, naming the data.
+    other_src, other_tgt, _ = _write_pairs(tmp_path, 20, seed=5, prefix="other_")
+    argv = ["train", "translation", "--src-file", other_src, "--tgt-file", other_tgt]
+    assert main(argv + ["--output-dir", str(run), "--units", "32"]) == 2
+    assert "was started on other train data" in capsys.readouterr().err
     assert os.path.isdir(run / "backup")
 
 
@@ -177,20 +194,33 @@ def test_interrupt_prints_how_to_resume(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "train_translation", interrupted)
+    monkeypatch.setattr(training, "train", interrupted)
     argv = ["train", "translation", "--src-file", src, "--tgt-file", tgt, "--output-dir"]
     assert main(argv + [str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err
     assert "run the same command again to resume" in err and "backup" in err
 
 
-def test_translate_errors(tmp_path, capsys):
+def test_translate_predict_evaluate_and_export_errors(tmp_path, capsys):
     assert main(["translate", "--translator", str(tmp_path / "nothing"), "x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("keras-attention translate: error: no translator at ")
     assert "Received: translator=" in err
+    assert main(["predict", str(tmp_path / "nothing"), "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-attention predict: error: no task at ")
+    assert "Received: run=" in err
     assert main(["export", str(tmp_path), "--tflite", str(tmp_path / "t.tflite")]) == 2
-    assert "SavedModel only" in capsys.readouterr().err
+    assert "expected a training run directory or a saved task" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--tsv", "x.tsv"]) == 2
+    assert "task.json is missing" in capsys.readouterr().err
+    old = tmp_path / "old_run"
+    (old / "translator").mkdir(parents=True)
+    (old / "translator" / "translator.json").write_text("{}")
+    assert main(["predict", str(old), "x"]) == 2
+    assert "written by keras-attention 0.1" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), "x", "--no-such-flag"]) == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
 
 
 # -- training, resuming and translating (slow) ----------------------------------------------
@@ -209,16 +239,23 @@ def test_train_rnn_then_translate_from_the_run_and_from_the_saved_model(
     argv += ["--score", "bilinear", "--style", "luong", "--learning-rate", "0.003", *RNN_SIZES]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "validation exact match:" in out and f"translator saved to {run / 'translator'}" in out
-    for name in ("source_vocab.txt", "target_vocab.txt", "train_config.json"):
+    assert "validation exact match:" in out and f"Translator saved to {run} " in out
+    # The run directory is the saved task, plus its training state.
+    for name in ("task.json", "model.weights.h5", "run.json", "assets/source_vocab.txt",
+                 "assets/target_vocab.txt", "checkpoints/best.json"):  # fmt: skip
         assert (run / name).is_file(), name
     assert not (run / "backup").exists()  # deleted after a finished run
     best = keras.saving.load_model(run / "checkpoints" / "best.keras")
-    assert best.get_layer("decoder").style == "luong"
+    assert best.decoder.style == "luong"
     tags = _event_tags(run / "logs")
     assert {"train/epoch_loss", "train/epoch_accuracy", "validation/epoch_loss"} <= tags
-    config = json.loads((run / "train_config.json").read_text())
-    assert config["score"] == "bilinear" and config["units"] == 32
+    description = json.loads((run / "run.json").read_text())
+    assert description["config"]["score"] == "bilinear" and description["config"]["units"] == 32
+    assert description["result"]["epochs"] == 2 and description["data"]["valid"] is not None
+    # evaluate: the task's own data flags, then its scores.
+    assert main(["evaluate", str(run), "--src-file", valid_src, "--tgt-file", valid_tgt]) == 0
+    evaluated = capsys.readouterr().out
+    assert "evaluation exact match:" in evaluated and "of 40 pairs, BLEU" in evaluated
 
     texts = ["the 3rd of march 2021", "wed 24 jan 2035", "", "12/25/1999"]
     assert main(["translate", "--translator", str(run), *texts]) == 0
@@ -244,9 +281,10 @@ def test_train_rnn_then_translate_from_the_run_and_from_the_saved_model(
     # The exported version directory itself, and the Translator's own API, agree too.
     assert main(["translate", "--translator", str(base / "dates" / "1"), *texts]) == 0
     assert capsys.readouterr().out.splitlines() == from_run
-    from keras_attention.models import Translator
-
-    assert Translator.load(run / "translator").translate(texts) == from_run
+    assert Translator.load(run).translate(texts) == from_run
+    # `predict` is the same command for every task.
+    assert main(["predict", str(run), *texts]) == 0
+    assert capsys.readouterr().out.splitlines() == from_run
 
 
 @pytest.mark.slow
@@ -260,9 +298,7 @@ def test_train_transformer_from_a_tsv(tmp_path, capsys):
     argv += ["16", "--max-target-length", "12", *TRANSFORMER_SIZES]
     assert main(argv) == 0
     capsys.readouterr()
-    from keras_attention.models import Translator
-
-    translator = Translator.load(run / "translator")
+    translator = Translator.load(run)
     assert translator.max_source_length == 16 and translator.max_output_length == 12
     assert "decoder_block_0" in {layer.name for layer in translator.model.layers}
     assert main(["translate", "--translator", str(run), "3 march 2021", "may 1, 1999"]) == 0
@@ -304,8 +340,8 @@ def test_an_interrupted_run_resumes_from_its_backup(tmp_path, capsys):
     interrupt = _InterruptAfter(epoch=0)
     with pytest.raises(_Interrupt):
         training.train_translation(pairs, run_dir, callbacks=[interrupt], **options)
-    assert (run_dir / "backup").is_dir() and not (run_dir / "translator").exists()
-    vocab = (run_dir / "source_vocab.txt").read_text()
+    assert (run_dir / "backup").is_dir() and not (run_dir / "task.json").exists()
+    vocab = (run_dir / "assets" / "source_vocab.txt").read_text()
     shutil.copytree(run_dir, tmp_path / "run2")  # an interrupted run, to start over below
 
     start = _RecordStart()
@@ -315,10 +351,64 @@ def test_an_interrupted_run_resumes_from_its_backup(tmp_path, capsys):
     assert len(start.weights) == len(interrupt.weights)
     for resumed, saved in zip(start.weights, interrupt.weights, strict=True):
         np.testing.assert_array_equal(resumed, saved)
-    assert (run_dir / "source_vocab.txt").read_text() == vocab
-    assert not (run_dir / "backup").exists() and (run_dir / "translator").is_dir()
+    assert (run_dir / "assets" / "source_vocab.txt").read_text() == vocab
+    assert not (run_dir / "backup").exists() and (run_dir / "task.json").is_file()
 
     # `resume=False` (--no-resume) discards a backup and starts over from epoch 0.
     assert (tmp_path / "run2" / "backup").is_dir()
     fresh = training.train_translation(pairs, tmp_path / "run2", resume=False, **options)
     assert fresh.resumed_from == 0 and fresh.epochs == [0, 1, 2]
+
+
+class _NaNAfter(keras.callbacks.Callback):
+    """Sets the weights to NaN after a few batches: the loss stops being finite."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
+
+
+@pytest.mark.slow
+def test_a_run_whose_loss_becomes_nan_fails_and_saves_no_task(tmp_path):
+    pairs = synthetic.dates(300, seed=4)
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match="stopped being finite"):
+        training.train_translation(
+            pairs, run_dir, callbacks=[_NaNAfter()], embedding_dim=8, units=16,
+            vocabulary_size=300, verbose=0, epochs=2, batch_size=32,
+        )  # fmt: skip
+    assert not (run_dir / "task.json").exists()
+
+
+@pytest.mark.slow
+def test_train_export_tflite_and_predict_in_fresh_processes(tmp_path):
+    """The acceptance flow: train, export --tflite, predict with and without the .tflite file."""
+    import subprocess
+    import sys
+
+    def cli(*argv):
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_attention.cli", *argv],
+            capture_output=True, text=True, timeout=600,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    src, tgt, _ = _write_pairs(tmp_path, 3000, seed=0)
+    run = tmp_path / "run"
+    cli("train", "translation", "--src-file", src, "--tgt-file", tgt, "--output-dir", str(run),
+        "--epochs", "3", "--verbose", "0", "--lowercase", "--vocabulary-size", "400",
+        "--embedding-dim", "32", "--units", "64", "--learning-rate", "0.003",
+        "--source-sequence-length", "24", "--target-sequence-length", "16")  # fmt: skip
+    tflite = tmp_path / "dates.tflite"
+    out = cli("export", str(run), "--no-saved-model", "--tflite", str(tflite))
+    assert "signatures encode, prefill, decode" in out and tflite.stat().st_size > 0
+    held_out = [source for source, _ in synthetic.dates(40, seed=99)]
+    from_saved_task = cli("predict", str(run), *held_out).splitlines()
+    from_tflite = cli("predict", str(run), "--tflite", str(tflite), *held_out).splitlines()
+    assert len(from_saved_task) == len(held_out)
+    assert from_tflite == from_saved_task
+    # The model learned something: most held-out dates come out ISO-shaped.
+    iso = [t for t in from_tflite if len(t) == 10 and t[4] == "-" and t[7] == "-"]
+    assert len(iso) >= 30, from_tflite

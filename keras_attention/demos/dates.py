@@ -3,7 +3,8 @@
 `run` generates dates (`pipelines.synthetic.dates`: "the 3rd of march 2021",
 "wed 24 jan 2035", "03/11/2021", ... -> "2021-03-03"), trains a small
 bidirectional-GRU encoder with a Bahdanau (additive) attention decoder on
-them through `keras_attention.training.train_translation`, and then:
+them through `keras_attention.training.train_translation` (the generic
+`train` of the translation task), and then:
 
 1. prints the exact-match accuracy on held-out dates (sources never seen in
    training) and a few sample translations;
@@ -24,6 +25,7 @@ import time
 
 import numpy as np
 
+from keras_attention.utils import positive_int
 from pipelines import synthetic
 
 MONTH_WORDS = {name: i + 1 for i, name in enumerate(synthetic.MONTH_NAMES)} | {
@@ -35,7 +37,7 @@ DEFAULTS = {
     "epochs": 5,
     "embedding_dim": 32,
     "units": 64,
-    "vocab_size": 1000,
+    "vocabulary_size": 1000,
     "batch_size": 64,
     "learning_rate": 3e-3,
 }
@@ -151,7 +153,7 @@ def run(
         verbose: Keras progress output, `0`, `1` or `2`. Defaults to `1`.
         num_samples: how many sample translations to print. Defaults to `5`.
         **options: more `train_translation` options (`units`,
-            `embedding_dim`, `vocab_size`, `batch_size`, `learning_rate`,
+            `embedding_dim`, `vocabulary_size`, `batch_size`, `learning_rate`,
             `score`, ...), overriding the demo's `DEFAULTS`.
 
     Returns:
@@ -160,17 +162,13 @@ def run(
         month), `"num_month_checked"`, `"plot_month_peak"` (for the plotted
         date), `"samples"` (`(source, translation, reference)` tuples),
         `"reloaded_match"` (bool), `"png"`, `"export_path"`,
-        `"translator_dir"`, `"train_seconds"`, `"total_seconds"`.
+        `"translator_dir"` (the run directory, a saved `Translator`),
+        `"train_seconds"`, `"total_seconds"`.
     """
-    import tensorflow as tf
-
-    from keras_attention.export.translator import export_translator
-    from keras_attention.training import exact_match, train_translation
-    from keras_attention.visualize import plot_attention
+    from keras_attention.training import train_translation
 
     for name, value in (("num_examples", num_examples), ("num_test", num_test)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+        positive_int("dates demo", name, value)
     start = time.perf_counter()
     pairs = synthetic.dates(num_examples + num_test, seed=seed)
     train, drawn = pairs[:num_examples], pairs[num_examples:]
@@ -186,30 +184,52 @@ def run(
         f"translator for {epochs} epoch(s)",
         flush=True,
     )
-    run_dir = os.path.join(output_dir, "dates_run")
     training = train_translation(
         train,
-        run_dir,
+        os.path.join(output_dir, "dates_run"),
         model="rnn",
         lowercase=True,
         epochs=epochs,
-        max_source_length=24,
-        max_target_length=16,
+        source_sequence_length=24,
+        target_sequence_length=16,
         seed=seed,
         resume=False,
         overwrite=True,
         verbose=verbose,
         **settings,
     )
-    translator = training.translator
+    translator = training.task
+    accuracy, samples = _held_out_accuracy(translator, test, num_samples, training.train_seconds)
+    month_rate, num_checked = _month_attention(translator, test)
+    png, plot_peak = _plot_date(translator, output_dir)
+    export_path, reloaded_match = _export_and_reload(translator, base_dir, samples)
+    total = time.perf_counter() - start
+    print(f"demo finished in {total:.0f} s")
+    return {
+        "accuracy": accuracy,
+        "num_test": len(test),
+        "month_peak_rate": month_rate,
+        "num_month_checked": num_checked,
+        "plot_month_peak": plot_peak,
+        "samples": samples,
+        "reloaded_match": reloaded_match,
+        "png": png,
+        "export_path": export_path,
+        "translator_dir": training.output_dir,
+        "train_seconds": training.train_seconds,
+        "total_seconds": total,
+    }
+
+
+def _held_out_accuracy(translator, test, num_samples, train_seconds):
+    """Prints the held-out exact match and sample translations; returns `(accuracy, samples)`."""
+    from keras_attention.training import exact_match
 
     sources = [source for source, _ in test]
-    references = [target for _, target in test]
-    translations = translator.translate(sources)
-    accuracy = exact_match(translations, references)
+    accuracy = exact_match(translator.translate(sources), [target for _, target in test])
     print(
         f"\nheld-out exact match: {accuracy:.2%} of {len(test):,} dates "
-        f"(trained in {training.train_seconds:.0f} s)"
+        f"(trained in {train_seconds:.0f} s)"
     )
     samples = _pick_samples(test, num_samples)
     sample_translations = translator.translate([source for source, _ in samples])
@@ -218,7 +238,11 @@ def run(
     for source, prediction, reference in samples:
         mark = "ok" if prediction == reference else f"expected {reference}"
         print(f"  {source:<{width}}  ->  {prediction}   ({mark})")
+    return accuracy, samples
 
+
+def _month_attention(translator, test):
+    """How often the target month's attention row peaks on the source month (300 dates)."""
     checked = test[: min(len(test), 300)]
     result = translator.translate_with_attention([source for source, _ in checked])
     peaks = [
@@ -233,6 +257,14 @@ def run(
         f"month attention: the month row peaks on the source month for {month_rate:.1%} "
         f"of {len(peaks)} held-out dates"
     )
+    return month_rate, len(peaks)
+
+
+def _plot_date(translator, output_dir):
+    """Writes the alignment of `PLOT_SOURCE` as a PNG; returns `(path, month row peaks)`."""
+    import matplotlib.pyplot as plt
+
+    from keras_attention.visualize import plot_attention
 
     plotted = translator.translate_with_attention([PLOT_SOURCE])
     source_tokens = plotted["source_tokens"][0]
@@ -240,8 +272,6 @@ def run(
     weights = plotted["attention"][0]
     plot_peak = month_row_peaks(source_tokens, target_tokens, weights)
     png = os.path.join(output_dir, PNG_NAME)
-    import matplotlib.pyplot as plt
-
     figure = plot_attention(
         weights,
         source_tokens=source_tokens,
@@ -254,6 +284,14 @@ def run(
         f"alignment of {PLOT_SOURCE!r} -> {plotted['translations'][0]!r} written to {png} "
         f"(month row peaks on 'march': {'yes' if plot_peak else 'no'})"
     )
+    return png, plot_peak
+
+
+def _export_and_reload(translator, base_dir, samples):
+    """Exports the translator, reloads it, translates the samples; returns `(path, match)`."""
+    import tensorflow as tf
+
+    from keras_attention.export import export_translator
 
     export_path = export_translator(translator, base_dir=base_dir, name=EXPORT_NAME)
     reloaded = tf.saved_model.load(export_path)
@@ -261,29 +299,15 @@ def run(
         text=tf.constant([source for source, _, _ in samples])
     )["translation"]
     served = [t.decode("utf-8") for t in served.numpy()]
-    reloaded_match = served == list(sample_translations)
+    reloaded_match = served == [prediction for _, prediction, _ in samples]
+    width = max(len(s) for s, _, _ in samples)
     print(f"SavedModel exported to {export_path}; reloaded, it translates the samples:")
     for (source, _, _), translation in zip(samples, served, strict=True):
         print(f"  {source:<{width}}  ->  {translation}")
     print(
         "reloaded translations match the trained translator: " + ("yes" if reloaded_match else "NO")
     )
-    total = time.perf_counter() - start
-    print(f"demo finished in {total:.0f} s")
-    return {
-        "accuracy": accuracy,
-        "num_test": len(test),
-        "month_peak_rate": month_rate,
-        "num_month_checked": len(peaks),
-        "plot_month_peak": plot_peak,
-        "samples": samples,
-        "reloaded_match": reloaded_match,
-        "png": png,
-        "export_path": export_path,
-        "translator_dir": training.translator_dir,
-        "train_seconds": training.train_seconds,
-        "total_seconds": total,
-    }
+    return export_path, reloaded_match
 
 
 def _pick_samples(test, count):

@@ -23,14 +23,8 @@ NUM_KEYS = 20
 NUM_VALUES = 10
 HIDDEN_DIM = 32
 
-SCORE_LAYERS = {
-    "concat": lambda: layers.ConcatAttention(units=HIDDEN_DIM, name="attention"),
-    "additive": lambda: layers.AdditiveAttention(units=HIDDEN_DIM, name="attention"),
-    "bilinear": lambda: layers.BilinearAttention(name="attention"),
-    "dot": lambda: layers.DotAttention(name="attention"),
-    "scaled_dot": lambda: layers.ScaledDotAttention(name="attention"),
-    "location": lambda: layers.LocationAttention(max_length=MAX_LENGTH, name="attention"),
-}
+# The six score layers of the demo, built by `layers.make_score` (the one score factory).
+SCORE_LAYERS = ("concat", "additive", "bilinear", "dot", "scaled_dot", "location")
 
 
 def build_recall_model(score, hidden_dim=HIDDEN_DIM):
@@ -39,7 +33,9 @@ def build_recall_model(score, hidden_dim=HIDDEN_DIM):
     Returns `(model, attention_model)`: the second shares the layers and
     outputs the attention weights `(batch_size, Tv)`.
     """
-    attention = SCORE_LAYERS[score]()
+    attention = layers.make_score(
+        score, units=HIDDEN_DIM, max_length=MAX_LENGTH, owner="score demo", name="attention"
+    )
     values = keras.Input((None,), dtype="int32", name="values")
     query = keras.Input((), dtype="int32", name="query")
     value_embedding = keras.layers.Embedding(

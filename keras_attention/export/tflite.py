@@ -572,7 +572,8 @@ def _our_layers():
     return layers
 
 
-def _signature_runner(flatbuffer, signature):
+def _interpreter(flatbuffer):
+    """A LiteRT interpreter for the flatbuffer (with tensorflow-text kernels when it needs them)."""
     from ai_edge_litert import interpreter as litert
 
     ops = tflite_ops(flatbuffer)
@@ -580,12 +581,16 @@ def _signature_runner(flatbuffer, signature):
     if set(ops) - builtin:
         import tensorflow_text
 
-        interpreter = litert.InterpreterWithCustomOps(
+        return litert.InterpreterWithCustomOps(
             model_content=flatbuffer,
             custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
         )
-    else:
-        interpreter = litert.Interpreter(model_content=flatbuffer)
+    return litert.Interpreter(model_content=flatbuffer)
+
+
+def _signature_runner(flatbuffer, signature, interpreter=None):
+    """`(runner, input details)` of one signature (on `interpreter`, or a new one)."""
+    interpreter = interpreter or _interpreter(flatbuffer)
     available = sorted(interpreter.get_signature_list())
     if signature not in available:
         raise ValueError(

@@ -119,21 +119,12 @@ def beam_search(
         length normalisation).
     """
     name = "beam_search"
-    end_id = _common.check_int(name, "end_id", end_id, 0)
-    max_length = _common.check_int(name, "max_length", max_length, 1)
-    beam_width = _common.check_int(name, "beam_width", beam_width, 1)
-    alpha = _common.check_float(
-        name, "length_penalty", length_penalty, 0.0, float("inf"), False, "a non-negative float"
+    end_id, max_length, width, alpha, pad_id = _check_arguments(
+        name, end_id, max_length, beam_width, length_penalty, pad_id, keep_greedy
     )
-    pad_id = _common.check_int(name, "pad_id", pad_id, 0)
-    if not isinstance(keep_greedy, bool):
-        raise ValueError(
-            f"{name}: `keep_greedy` must be a bool. Received: keep_greedy={keep_greedy!r}"
-        )
     start_ids = _common.check_start_ids(name, start_ids)
     state = _common.check_state(name, state)
 
-    width = beam_width
     batch_size = tf.shape(start_ids)[0]
     # Rows of the flat batch: example-major, `b * width + k`.
     example_offsets = tf.range(batch_size)[:, None] * width  # (B, 1)
@@ -155,13 +146,7 @@ def beam_search(
         flat_scores = tf.reshape(candidate_scores, [-1, width * vocab_size])  # (B, K * V)
         _, chosen = tf.math.top_k(tf.reshape(ranking, [-1, width * vocab_size]), k=width)
         if keep_greedy:
-            greedy_log_probs = tf.gather(log_probs, greedy_beam, batch_dims=1)  # (B, V)
-            greedy_next = tf.argmax(greedy_log_probs, axis=-1, output_type=tf.int32)
-            greedy_choice = (greedy_beam * vocab_size + greedy_next)[:, None]  # (B, 1)
-            kept = tf.reduce_any(tf.equal(chosen, greedy_choice), axis=-1, keepdims=True)
-            last = tf.range(width) == width - 1  # (K,)
-            chosen = tf.where(tf.logical_and(tf.logical_not(kept), last), greedy_choice, chosen)
-            greedy_beam = tf.argmax(tf.equal(chosen, greedy_choice), axis=-1, output_type=tf.int32)
+            chosen, greedy_beam = _keep_greedy(chosen, log_probs, greedy_beam, width)
         parents = chosen // vocab_size  # (B, K)
         next_ids = chosen % vocab_size
         parent_finished = tf.gather(finished, parents, batch_dims=1)
@@ -172,16 +157,8 @@ def beam_search(
         tokens = _common.write_column(tf.gather(tokens, parents, batch_dims=1), next_ids, step)
         rows = tf.reshape(parents + example_offsets, [-1])  # (B * K,)
         new_state = tf.nest.map_structure(lambda x: tf.gather(x, rows, axis=0), new_state)
-        return (
-            step + 1,
-            tf.reshape(next_ids, [-1]),
-            tokens,
-            lengths,
-            scores,
-            finished,
-            greedy_beam,
-            new_state,
-        )
+        next_ids = tf.reshape(next_ids, [-1])
+        return step + 1, next_ids, tokens, lengths, scores, finished, greedy_beam, new_state
 
     def cond(step, token_ids, tokens, lengths, scores, finished, greedy_beam, state):
         # Log-probabilities are <= 0, so an unfinished hypothesis can at best keep its score
@@ -207,6 +184,11 @@ def beam_search(
     _, _, tokens, lengths, scores, _, _, _ = tf.while_loop(
         cond, body, loop_vars, shape_invariants=invariants, maximum_iterations=max_length
     )
+    return _best_hypotheses(tokens, lengths, scores, alpha)
+
+
+def _best_hypotheses(tokens, lengths, scores, alpha):
+    """The `GenerationOutput` of each example's best kept hypothesis by normalised score."""
     normalized = scores / _penalty(lengths, alpha)  # (B, K)
     best = tf.argmax(normalized, axis=-1, output_type=tf.int32)  # (B,)
     return _common.GenerationOutput(
@@ -215,3 +197,37 @@ def beam_search(
         tf.gather(scores, best, batch_dims=1),
         tf.gather(normalized, best, batch_dims=1),
     )
+
+
+def _check_arguments(name, end_id, max_length, beam_width, length_penalty, pad_id, keep_greedy):
+    """The checked `(end_id, max_length, beam_width, alpha, pad_id)`."""
+    end_id = _common.check_int(name, "end_id", end_id, 0)
+    max_length = _common.check_int(name, "max_length", max_length, 1)
+    beam_width = _common.check_int(name, "beam_width", beam_width, 1)
+    alpha = _common.check_float(
+        name, "length_penalty", length_penalty, 0.0, float("inf"), False, "a non-negative float"
+    )
+    pad_id = _common.check_int(name, "pad_id", pad_id, 0)
+    if not isinstance(keep_greedy, bool):
+        raise ValueError(
+            f"{name}: `keep_greedy` must be a bool. Received: keep_greedy={keep_greedy!r}"
+        )
+    return end_id, max_length, beam_width, alpha, pad_id
+
+
+def _keep_greedy(chosen, log_probs, greedy_beam, width):
+    """Puts greedy search's continuation back in the beam when top-k pruning dropped it.
+
+    `chosen` `(B, K)` flat candidate indices (`beam * V + token`), `log_probs`
+    `(B, K, V)`, `greedy_beam` `(B,)` the beam greedy search follows. If
+    greedy's next candidate is not among `chosen`, it replaces the last kept
+    one. Returns the new `chosen` and the beam greedy search follows in it.
+    """
+    vocab_size = tf.shape(log_probs)[-1]
+    greedy_log_probs = tf.gather(log_probs, greedy_beam, batch_dims=1)  # (B, V)
+    greedy_next = tf.argmax(greedy_log_probs, axis=-1, output_type=tf.int32)
+    greedy_choice = (greedy_beam * vocab_size + greedy_next)[:, None]  # (B, 1)
+    kept = tf.reduce_any(tf.equal(chosen, greedy_choice), axis=-1, keepdims=True)
+    last = tf.range(width) == width - 1  # (K,)
+    chosen = tf.where(tf.logical_and(tf.logical_not(kept), last), greedy_choice, chosen)
+    return chosen, tf.argmax(tf.equal(chosen, greedy_choice), axis=-1, output_type=tf.int32)

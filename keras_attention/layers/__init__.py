@@ -1,5 +1,6 @@
 """Public attention layers of keras-attention."""
 
+from keras_attention.layers._scores import make_score, score_names
 from keras_attention.layers.additive_attention import AdditiveAttention
 from keras_attention.layers.attention_decoder import AttentionDecoder
 from keras_attention.layers.attention_pooling import AttentionPooling
@@ -23,6 +24,9 @@ from keras_attention.layers.token_and_position_embedding import TokenAndPosition
 from keras_attention.layers.transformer_decoder_block import TransformerDecoderBlock
 from keras_attention.layers.transformer_encoder_block import TransformerEncoderBlock
 
+# Every score name `make_score` (and `AttentionDecoder(score=...)`, `--score`) accepts.
+SCORES = score_names()
+
 __all__ = [
     "AdditiveAttention",
     "AttentionDecoder",
@@ -40,10 +44,12 @@ __all__ = [
     "PositionEmbedding",
     "RelativePositionBias",
     "RotaryEmbedding",
+    "SCORES",
     "ScaledDotAttention",
     "SinusoidalPositionEncoding",
     "SpatialAttention",
     "TokenAndPositionEmbedding",
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",
+    "make_score",
 ]

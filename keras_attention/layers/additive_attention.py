@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import WeightOptionsMixin, positive_int
+from keras_attention.layers._scores import register_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import additive_score
 
@@ -117,3 +118,6 @@ class AdditiveAttention(WeightOptionsMixin, BaseScoreAttention):
             "normalize": self.normalize,
             **self._weight_options_config(),
         }
+
+
+register_score("additive", AdditiveAttention, units=True)

@@ -1,32 +1,38 @@
 """A recurrent (GRU or LSTM) decoder that attends over a memory at every step."""
 
+import warnings
+
 import keras
 from keras import ops
 
 from keras_attention.layers._common import (
     WeightOptionsMixin,
-    attach_keras_mask,
     clone_initializer,
-    dropout_rate,
     position_offset,
-    positive_int,
-    without_keras_mask,
 )
-from keras_attention.layers._scores import SCORE_ALIASES, SCORE_LAYERS
+from keras_attention.layers._scores import make_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.layers.local_attention import LocalAttention
 from keras_attention.layers.monotonic_attention import MonotonicAttention
 from keras_attention.layers.pointer_attention import PointerAttention
+from keras_attention.utils import boolean, one_of, positive_int, rate, renamed_argument
+from keras_attention.utils.masking import attach_keras_mask, without_keras_mask
 
 CELLS = ("gru", "lstm")
 STYLES = ("bahdanau", "luong")
-# The score layers by name (location attention needs its `max_length`, so it is passed as a
-# layer); those in `_ATTENTIONS_WITH_UNITS` get `units=<the decoder's units>`.
-ATTENTIONS = {
-    name: SCORE_LAYERS[SCORE_ALIASES.get(name, name)]
-    for name in ("additive", "concat", "bilinear", "general", "dot", "scaled_dot")
-}
-_ATTENTIONS_WITH_UNITS = ("additive", "concat")
+# The score names the decoder builds itself (`make_score`, with `units=<the decoder's units>`);
+# "location" needs its `max_length`, so it is passed as a layer.
+ATTENTIONS = (
+    "additive",
+    "concat",
+    "bilinear",
+    "general",
+    "dot",
+    "scaled_dot",
+    "local_monotonic",
+    "local_predictive",
+    "hard",
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -63,24 +69,26 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
     `(h, c)` for an LSTM, followed by the previous attentional state `h~`
     when `input_feeding` is on (see `state_size` and `get_initial_state`).
 
-    Masks: `memory_mask` (or the Keras mask of `memory`) gives padded memory
+    Masks: `encoder_padding_mask` (or the Keras mask of `memory`) gives padded memory
     positions exactly zero weight, so they never reach an output; an example
     whose memory is fully masked gets a zero context (the RNN still runs).
-    `inputs_mask` (or the Keras mask of `inputs`) marks padded target steps:
+    `decoder_padding_mask` (or the Keras mask of `inputs`) marks padded target steps:
     they output zeros, get zero weights and leave the state unchanged; the
     sequence output carries the mask.
 
     Args:
         units: positive int, the size of the RNN state and of the output.
         cell: `"gru"` or `"lstm"`. Defaults to `"gru"`.
-        attention: the score attention: a layer (a `BaseScoreAttention`, e.g.
+        score: the score attention: a layer (a `BaseScoreAttention`, e.g.
             `AdditiveAttention(units=64)`, `LocationAttention(max_length=50)`,
             `LocalAttention(mode="predictive")`, `HardAttention`; not
             `MonotonicAttention`, whose alignment is a state of its own, nor
             `PointerAttention`, which has no context), or one of the names
             `"additive"` and `"concat"` (created with `units`), `"bilinear"`
             (alias `"general"`), `"dot"`, `"scaled_dot"` (the memory depth must
-            then equal `units`). Defaults to `"additive"`.
+            then equal `units`), `"local_monotonic"`, `"local_predictive"`,
+            `"hard"` (all built by `keras_attention.layers.make_score`).
+            Defaults to `"additive"`. (`attention` is its deprecated name.)
         style: `"bahdanau"` or `"luong"`. Defaults to `"bahdanau"`.
         input_feeding: bool, feed the previous attentional state `h~` to the
             RNN (Luong style only). Defaults to `True` for `"luong"` and
@@ -106,11 +114,14 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         initial_state: optional tuple of `(batch_size, units)` tensors, either
             the full state (see above) or only the RNN's (`(h,)` / `(h, c)`;
             `h~` then starts at zero). Defaults to zeros.
-        inputs_mask: optional boolean `(batch_size, T)` (`(batch_size,)` for
+        decoder_padding_mask: optional boolean `(batch_size, T)` (`(batch_size,)` for
             one step), `False` at padded target steps. Defaults to the Keras
             mask of `inputs`.
-        memory_mask: optional boolean `(batch_size, S)`, `False` at padded
+        encoder_padding_mask: optional boolean `(batch_size, S)`, `False` at padded
             memory positions. Defaults to the Keras mask of `memory`.
+        inputs_mask, memory_mask: the Keras masks of `inputs` and `memory`,
+            filled in by Keras (the old names of the two masks above, which
+            win over them).
         start_index: int or scalar int tensor, the step number of the first
             input (one step at position `t` passes `t`); only a
             `LocalAttention` in `"monotonic"` mode (whose window is centred on
@@ -130,7 +141,7 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> decoder = AttentionDecoder(units=8, cell="gru", attention="additive")
+    >>> decoder = AttentionDecoder(units=8, cell="gru", score="additive")
     >>> target = np.random.rand(2, 5, 4).astype("float32")  # embedded target tokens
     >>> memory = np.random.rand(2, 7, 6).astype("float32")  # encoder outputs
     >>> outputs, weights = decoder(target, memory, return_attention_scores=True)
@@ -155,7 +166,7 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         self,
         units,
         cell="gru",
-        attention="additive",
+        score="additive",
         style="bahdanau",
         input_feeding=None,
         dropout=0.0,
@@ -169,22 +180,15 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         bias_constraint=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
         name = type(self).__name__
+        score = renamed_argument(name, kwargs, "attention", "score", score, "additive")
+        super().__init__(**kwargs)
         self.units = positive_int(name, "units", units)
-        if cell not in CELLS:
-            raise ValueError(f"{name}: `cell` must be one of {CELLS}. Received: cell={cell!r}")
-        self.cell = cell
-        if style not in STYLES:
-            raise ValueError(f"{name}: `style` must be one of {STYLES}. Received: style={style!r}")
-        self.style = style
+        self.cell = one_of(name, "cell", cell, CELLS)
+        self.style = one_of(name, "style", style, STYLES)
         if input_feeding is None:
             input_feeding = style == "luong"
-        if not isinstance(input_feeding, bool):
-            raise ValueError(
-                f"{name}: `input_feeding` must be a bool or None. "
-                f"Received: input_feeding={input_feeding!r}"
-            )
+        input_feeding = boolean(name, "input_feeding", input_feeding)
         if input_feeding and style != "luong":
             raise ValueError(
                 f"{name}: `input_feeding` feeds Luong's attentional state back to the RNN; "
@@ -192,8 +196,8 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
                 f"input_feeding=False. Received: style={style!r}, input_feeding=True"
             )
         self.input_feeding = input_feeding
-        self.attention = _check_attention(name, attention)
-        self.dropout = dropout_rate(dropout)
+        self.score = _check_score(name, score)
+        self.dropout = rate(name, "dropout", dropout)
         self.seed = seed
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
         self._set_weight_options(
@@ -205,6 +209,16 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             bias_constraint,
         )
         self.supports_masking = True
+
+    @property
+    def attention(self):
+        """Deprecated: the old name of `score`."""
+        warnings.warn(
+            "AttentionDecoder.attention is deprecated; use AttentionDecoder.score.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.score
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -232,15 +246,12 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
     def build(self, inputs_shape, memory_shape):
         inputs_shape, memory_shape = self._check_shapes(inputs_shape, memory_shape)
         input_dim, memory_dim = inputs_shape[-1], memory_shape[-1]
-        if isinstance(self.attention, str):
-            attention_kwargs = (
-                {"units": self.units} if self.attention in _ATTENTIONS_WITH_UNITS else {}
-            )
-            self._attention_layer = ATTENTIONS[self.attention](
-                **attention_kwargs, dtype=self.dtype_policy, name="attention"
+        if isinstance(self.score, str):
+            self._attention_layer = make_score(
+                self.score, units=self.units, dtype=self.dtype_policy, name="attention"
             )
         else:
-            self._attention_layer = self.attention
+            self._attention_layer = self.score
         if not self._attention_layer.built:
             self._attention_layer.build((None, self.units), memory_shape)
         if self.style == "bahdanau":
@@ -280,13 +291,21 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         inputs,
         memory,
         initial_state=None,
-        inputs_mask=None,
-        memory_mask=None,
+        decoder_padding_mask=None,
+        encoder_padding_mask=None,
         start_index=0,
         return_attention_scores=False,
         return_state=False,
         training=None,
+        inputs_mask=None,
+        memory_mask=None,
     ):
+        # Keras fills `inputs_mask` / `memory_mask` with the implicit masks of `inputs` and
+        # `memory` (an argument named `<input>_mask`); the explicit masks win over them.
+        if decoder_padding_mask is not None:
+            inputs_mask = decoder_padding_mask
+        if encoder_padding_mask is not None:
+            memory_mask = encoder_padding_mask
         start_index = position_offset(type(self).__name__, "start_index", start_index)
         states = self._initial_states(initial_state, ops.shape(inputs)[0])
         if memory_mask is not None:
@@ -353,15 +372,15 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         return results[0] if len(results) == 1 else results
 
     def get_config(self):
-        attention = self.attention
-        if not isinstance(attention, str):
-            attention = keras.saving.serialize_keras_object(attention)
-            attention.pop("build_config", None)  # built or not, the same layer
+        score = self.score
+        if not isinstance(score, str):
+            score = keras.saving.serialize_keras_object(score)
+            score.pop("build_config", None)  # built or not, the same layer
         return {
             **super().get_config(),
             "units": self.units,
             "cell": self.cell,
-            "attention": attention,
+            "score": score,
             "style": self.style,
             "input_feeding": self.input_feeding,
             "dropout": self.dropout,
@@ -494,32 +513,27 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         return inputs_shape, memory_shape
 
 
-def _check_attention(layer_name, attention):
-    """The `attention` argument as a name or a score-attention layer (configs deserialized)."""
-    if isinstance(attention, dict):
-        attention = keras.saving.deserialize_keras_object(attention)
-    if isinstance(attention, str):
-        if attention not in ATTENTIONS:
-            raise ValueError(
-                f"{layer_name}: `attention` must be a score-attention layer or one of "
-                f"{tuple(ATTENTIONS)}. Received: attention={attention!r}"
-            )
-        return attention
-    if not isinstance(attention, BaseScoreAttention):
+def _check_score(layer_name, score):
+    """The `score` argument as a name or a score-attention layer (configs deserialized)."""
+    if isinstance(score, dict):
+        score = keras.saving.deserialize_keras_object(score)
+    if isinstance(score, str):
+        return one_of(layer_name, "score", score, ATTENTIONS)
+    if not isinstance(score, BaseScoreAttention):
         raise ValueError(
-            f"{layer_name}: `attention` must be a score-attention layer (a "
-            f"`BaseScoreAttention`) or one of {tuple(ATTENTIONS)}. Received: attention={attention!r}"
+            f"{layer_name}: `score` must be a score-attention layer (a "
+            f"`BaseScoreAttention`) or one of {ATTENTIONS}. Received: score={score!r}"
         )
-    if isinstance(attention, MonotonicAttention):
+    if isinstance(score, MonotonicAttention):
         raise ValueError(
             f"{layer_name}: `MonotonicAttention` carries its previous alignment as a state of "
             "its own, which this decoder does not thread through its steps; use a soft score "
-            f"attention. Received: attention={attention!r}"
+            f"attention. Received: score={score!r}"
         )
-    if isinstance(attention, PointerAttention):
+    if isinstance(score, PointerAttention):
         raise ValueError(
             f"{layer_name}: `PointerAttention` outputs a distribution over the memory, not a "
             "context vector for the decoder; use a score attention (e.g. `AdditiveAttention`) "
-            f"and see `models.pointer_network` for pointing. Received: attention={attention!r}"
+            f"and see `models.pointer_network` for pointing. Received: score={score!r}"
         )
-    return attention
+    return score

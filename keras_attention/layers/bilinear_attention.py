@@ -3,6 +3,7 @@
 import keras
 
 from keras_attention.layers._common import WeightOptionsMixin
+from keras_attention.layers._scores import register_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import bilinear_score
 
@@ -70,3 +71,8 @@ class BilinearAttention(WeightOptionsMixin, BaseScoreAttention):
                 for k in ("kernel_initializer", "kernel_regularizer", "kernel_constraint")
             },
         }
+
+
+register_score("bilinear", BilinearAttention)
+# Luong et al. call the bilinear score "general".
+register_score("general", BilinearAttention)

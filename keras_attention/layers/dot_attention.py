@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_attention.layers._scores import register_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import dot_score
 
@@ -53,3 +54,6 @@ def _require_same_depth(layer_name, query_dim, key_dim):
             f"{layer_name}: the query depth must equal the key depth. "
             f"Received: query_dim={query_dim}, key_dim={key_dim}"
         )
+
+
+register_score("dot", DotAttention)

@@ -1,12 +1,10 @@
 """Hard attention: exactly one memory position per query (Xu et al. 2015)."""
 
-import types
-
 import keras
 from keras import ops
 
 from keras_attention.layers._common import positive_number
-from keras_attention.layers._scores import SCORE_ALIASES, SCORE_LAYERS
+from keras_attention.layers._scores import BASIC_SCORES, register_score, score_class
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import apply_attention, compute_attention_mask
 from keras_attention.ops.hard import (
@@ -19,10 +17,8 @@ from keras_attention.ops.hard import (
     sample_log_prob,
 )
 
-# The score names `score=` accepts: the six score layers and their aliases ("general").
-SCORES = types.MappingProxyType(
-    {**SCORE_LAYERS, **{alias: SCORE_LAYERS[name] for alias, name in SCORE_ALIASES.items()}}
-)
+# The score names `score=` accepts: the six score layers and their alias "general".
+SCORES = BASIC_SCORES
 ESTIMATORS = ("gumbel", "reinforce")
 
 
@@ -356,10 +352,10 @@ def _make_score_layer(layer_name, score, score_kwargs, dtype_policy):
             )
         kwargs = {"dtype": dtype_policy, "name": "score", **(score_kwargs or {})}
         try:
-            layer = SCORES[score](**kwargs)
+            layer = score_class(score)(**kwargs)
         except (TypeError, ValueError) as error:
             raise ValueError(
-                f"{layer_name}: `score_kwargs` do not fit {SCORES[score].__name__}: {error}. "
+                f"{layer_name}: `score_kwargs` do not fit {score_class(score).__name__}: {error}. "
                 f"Received: score={score!r}, score_kwargs={score_kwargs!r}"
             ) from error
     else:
@@ -373,3 +369,6 @@ def _make_score_layer(layer_name, score, score_kwargs, dtype_policy):
             f"Received: dropout={layer.dropout}"
         )
     return layer
+
+
+register_score("hard", HardAttention)

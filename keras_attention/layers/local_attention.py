@@ -8,6 +8,7 @@ from keras_attention.layers._common import (
     position_offset,
     positive_int,
 )
+from keras_attention.layers._scores import register_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import (
     apply_attention,
@@ -242,3 +243,7 @@ class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
         else:
             source_length = ops.sum(ops.cast(padding_mask, "float32"), axis=-1, keepdims=True)
         return source_length * ops.sigmoid(ops.cast(logits, "float32"))  # (B, Tq)
+
+
+register_score("local_monotonic", LocalAttention, mode="monotonic")
+register_score("local_predictive", LocalAttention, mode="predictive")

@@ -3,6 +3,7 @@
 import keras
 
 from keras_attention.layers._common import WeightOptionsMixin, positive_int
+from keras_attention.layers._scores import register_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import location_score
 
@@ -96,3 +97,6 @@ class LocationAttention(WeightOptionsMixin, BaseScoreAttention):
             "use_bias": self.use_bias,
             **self._weight_options_config(),
         }
+
+
+register_score("location", LocationAttention, max_length=True)

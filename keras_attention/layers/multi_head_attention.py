@@ -443,6 +443,25 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         value_heads = self._value_dense(without_keras_mask(value))
         return key_heads, value_heads
 
+    @staticmethod
+    def chunk_size_for_length(sequence_length):
+        """The `chunk_size` for sequences of at most `sequence_length` positions.
+
+        `None` (the full path, fixed when the layer is built) when no score
+        matrix of such sequences reaches the size at which `chunk_size="auto"`
+        chunks (`sequence_length < 2048`), else `"auto"`. A model whose
+        lengths are bounded uses it so that unknown lengths (bucketed batches,
+        serving) do not trace both paths behind a run-time `cond`.
+
+        Example:
+
+        >>> MultiHeadAttention.chunk_size_for_length(512) is None
+        True
+        >>> MultiHeadAttention.chunk_size_for_length(4096)
+        'auto'
+        """
+        return None if sequence_length * sequence_length < AUTO_CHUNK_MIN_SCORES else "auto"
+
     def init_cache(self, batch_size, max_length, dtype=None):
         """A zero `(key_cache, value_cache)` for decoding up to `max_length` positions."""
         dtype = dtype or self.compute_dtype

@@ -4,6 +4,7 @@ import math
 
 import keras
 
+from keras_attention.layers._scores import register_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.layers.dot_attention import _require_same_depth
 from keras_attention.ops import scaled_dot_score
@@ -61,3 +62,6 @@ class ScaledDotAttention(BaseScoreAttention):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
+
+
+register_score("scaled_dot", ScaledDotAttention)

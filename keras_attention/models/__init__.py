@@ -1,16 +1,41 @@
-"""Functional-API model builders: each returns a `keras.Model` built from `keras_attention.layers`."""
+"""Backbones: `keras.Model` subclasses built functionally in `__init__`, from `keras_attention.layers`.
 
+Each class keeps its parts as typed attributes and its decoding methods on the
+model itself; the builder functions (`seq2seq_translator`,
+`transformer_translator`, ...) return instances. The tasks (`Translator`, ...)
+live in `keras_attention.tasks` and are importable from here too.
+"""
+
+from keras_attention.models.backbone import Backbone
+from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.models.hierarchical_attention_network import (
+    HierarchicalAttentionNetwork,
     hierarchical_attention_network,
     hierarchical_attention_weights,
 )
-from keras_attention.models.pointer_network import pointer_network, pointer_network_decode
-from keras_attention.models.seq2seq_translator import seq2seq_translator
-from keras_attention.models.transformer_translator import transformer_translator
-from keras_attention.models.translator import Translator
+from keras_attention.models.pointer_network import (
+    PointerNetwork,
+    pointer_network,
+    pointer_network_decode,
+)
+from keras_attention.models.seq2seq_translator import Seq2SeqTranslator, seq2seq_translator
+from keras_attention.models.transformer_translator import (
+    TransformerTranslator,
+    transformer_translator,
+)
 from keras_attention.models.translator_decoding import TranslatorDecoding, translator_decoding
 
+_TASKS = ("Translator",)
+
 __all__ = [
+    "Backbone",
+    "EncoderDecoderBackbone",
+    "HierarchicalAttentionNetwork",
+    "PointerNetwork",
+    "Seq2SeqTranslator",
+    "TransformerTranslator",
+    "Translator",
+    "TranslatorDecoding",
     "hierarchical_attention_network",
     "hierarchical_attention_weights",
     "pointer_network",
@@ -18,6 +43,14 @@ __all__ = [
     "seq2seq_translator",
     "transformer_translator",
     "translator_decoding",
-    "TranslatorDecoding",
-    "Translator",
 ]
+
+
+def __getattr__(name):
+    # The tasks live in `keras_attention.tasks` (which imports TensorFlow); they stay importable
+    # from here, where they lived before, without making `models` import them eagerly.
+    if name in _TASKS:
+        import keras_attention.tasks
+
+        return getattr(keras_attention.tasks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,21 +4,13 @@ import keras
 from keras import ops
 
 from keras_attention.layers import AttentionPooling
+from keras_attention.models.backbone import Backbone
+from keras_attention.utils import describe, optional_positive_int, positive_int, rate
 
 
-def hierarchical_attention_network(
-    vocabulary_size,
-    num_classes,
-    num_sentences=None,
-    num_words=None,
-    embedding_dim=64,
-    word_units=32,
-    sentence_units=32,
-    attention_units=None,
-    dropout=0.0,
-    name="hierarchical_attention_network",
-):
-    """Builds a hierarchical attention network (HAN) document classifier.
+@keras.saving.register_keras_serializable(package="keras_attention")
+class HierarchicalAttentionNetwork(Backbone):
+    """A hierarchical attention network (HAN) document classifier.
 
     A document is a `(num_sentences, num_words)` grid of word ids. The word
     encoder (embedding + bidirectional GRU) reads every sentence and
@@ -57,19 +49,23 @@ def hierarchical_attention_network(
             as in the paper.
         dropout: float in `[0, 1)`, dropout on the document vector before
             the classifier. Defaults to `0.0`.
-        name: the model name. Defaults to `"hierarchical_attention_network"`.
+        dtype: optional dtype policy of the model and its layers.
+        **kwargs: `name` (defaults to `"hierarchical_attention_network"`),
+            `trainable`.
 
-    Returns:
-        A `keras.Model` from int32 ids `(batch_size, num_sentences,
-        num_words)` to class probabilities `(batch_size, num_classes)`. Its
-        layers `word_attention` and `sentence_attention` are the two
-        `AttentionPooling` layers.
+    The model maps int32 ids `(batch_size, num_sentences, num_words)` to
+    class probabilities `(batch_size, num_classes)`.
+
+    Attributes:
+        word_embedding, word_encoder, sentence_encoder, classifier: its
+            layers; `word_attention` and `sentence_attention`: the two
+            `AttentionPooling` layers.
 
     Example:
 
     >>> import numpy as np
-    >>> model = hierarchical_attention_network(vocabulary_size=30, num_classes=3,
-    ...                                        embedding_dim=8, word_units=4, sentence_units=4)
+    >>> model = HierarchicalAttentionNetwork(vocabulary_size=30, num_classes=3,
+    ...                                       embedding_dim=8, word_units=4, sentence_units=4)
     >>> ids = np.array([[[5, 7, 2, 0], [9, 0, 0, 0], [0, 0, 0, 0]]], "int32")
     >>> tuple(model(ids).shape)
     (1, 3)
@@ -85,61 +81,168 @@ def hierarchical_attention_network(
         Yang et al., 2016, "Hierarchical Attention Networks for Document
         Classification", NAACL.
     """
-    vocabulary_size = _positive_int("vocabulary_size", vocabulary_size)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(
-            f"`num_classes` must be an int >= 2. Received: num_classes={num_classes!r}"
-        )
-    for arg, value in (("num_sentences", num_sentences), ("num_words", num_words)):
-        if value is not None:
-            _positive_int(arg, value)
-    embedding_dim = _positive_int("embedding_dim", embedding_dim)
-    word_units = _positive_int("word_units", word_units)
-    sentence_units = _positive_int("sentence_units", sentence_units)
-    if attention_units is not None:
-        attention_units = _positive_int("attention_units", attention_units)
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={dropout!r}")
 
-    ids = keras.Input((num_sentences, num_words), dtype="int32", name="token_ids")  # (B, S, W)
-    rows = _SentencesToRows(name="sentences_to_rows")(ids)  # (B * S, W)
-    word_mask, word_encoder_mask = _PaddingMasks(name="word_masks")(rows)  # (B * S, W)
-    words = keras.layers.Embedding(vocabulary_size, embedding_dim, name="word_embedding")(rows)
-    words = keras.layers.Bidirectional(
-        keras.layers.GRU(word_units, return_sequences=True, name="gru"), name="word_encoder"
-    )(words, mask=word_encoder_mask)  # (B * S, W, 2 * word_units)
-    # The weights are picked up by `hierarchical_attention_weights`.
-    sentence_vectors, _ = AttentionPooling(attention_units, name="word_attention")(
-        words, mask=word_mask, return_attention_scores=True
-    )  # (B * S, 2 * word_units)
-    sentence_vectors = _RowsToSentences(name="rows_to_sentences")([sentence_vectors, ids])
-    sentence_mask, sentence_encoder_mask = _PaddingMasks(name="sentence_masks")(ids)  # (B, S)
-    annotations = keras.layers.Bidirectional(
-        keras.layers.GRU(sentence_units, return_sequences=True, name="gru"),
-        name="sentence_encoder",
-    )(sentence_vectors, mask=sentence_encoder_mask)  # (B, S, 2 * sentence_units)
-    document, _ = AttentionPooling(attention_units, name="sentence_attention")(
-        annotations, mask=sentence_mask, return_attention_scores=True
-    )  # (B, 2 * sentence_units)
-    if dropout:
-        document = keras.layers.Dropout(dropout, name="dropout")(document)
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(
-        document
+    def __init__(
+        self,
+        vocabulary_size,
+        num_classes,
+        num_sentences=None,
+        num_words=None,
+        embedding_dim=64,
+        word_units=32,
+        sentence_units=32,
+        attention_units=None,
+        dropout=0.0,
+        dtype=None,
+        **kwargs,
+    ):
+        config = _check_arguments(
+            type(self).__name__,
+            vocabulary_size=vocabulary_size,
+            num_classes=num_classes,
+            num_sentences=num_sentences,
+            num_words=num_words,
+            embedding_dim=embedding_dim,
+            word_units=word_units,
+            sentence_units=sentence_units,
+            attention_units=attention_units,
+            dropout=dropout,
+        )
+        kwargs.setdefault("name", "hierarchical_attention_network")
+
+        self._build_layers(config, dtype)
+
+        # === Functional model ===
+        ids = keras.Input(
+            (config["num_sentences"], config["num_words"]), dtype="int32", name="token_ids"
+        )  # (B, S, W)
+        rows = _SentencesToRows(name="sentences_to_rows")(ids)  # (B * S, W)
+        word_mask, word_encoder_mask = _PaddingMasks(name="word_masks")(rows)  # (B * S, W)
+        words = self.word_encoder(
+            self.word_embedding(rows), mask=word_encoder_mask
+        )  # (B * S, W, 2 * word_units)
+        sentence_vectors, word_weights = self.word_attention(
+            words, mask=word_mask, return_attention_scores=True
+        )  # (B * S, 2 * word_units)
+        sentence_vectors = _RowsToSentences(name="rows_to_sentences")([sentence_vectors, ids])
+        sentence_mask, sentence_encoder_mask = _PaddingMasks(name="sentence_masks")(ids)  # (B, S)
+        annotations = self.sentence_encoder(
+            sentence_vectors, mask=sentence_encoder_mask
+        )  # (B, S, 2 * sentence_units)
+        document, sentence_weights = self.sentence_attention(
+            annotations, mask=sentence_mask, return_attention_scores=True
+        )  # (B, 2 * sentence_units)
+        if self.dropout_layer is not None:
+            document = self.dropout_layer(document)
+        probabilities = self.classifier(document)
+        super().__init__(inputs=ids, outputs=probabilities, dtype=dtype, **kwargs)
+        # The symbolic weights, for `hierarchical_attention_weights`.
+        self._attention_outputs = (word_weights, sentence_weights)
+
+        # === Config ===
+        for name, value in config.items():
+            setattr(self, name, value)
+
+    def _build_layers(self, config, dtype):
+        """Creates the layers, kept as attributes."""
+        self.word_embedding = keras.layers.Embedding(
+            config["vocabulary_size"], config["embedding_dim"], dtype=dtype, name="word_embedding"
+        )
+        self.word_encoder = keras.layers.Bidirectional(
+            keras.layers.GRU(config["word_units"], return_sequences=True, name="gru"),
+            dtype=dtype,
+            name="word_encoder",
+        )
+        self.word_attention = AttentionPooling(
+            config["attention_units"], dtype=dtype, name="word_attention"
+        )
+        self.sentence_encoder = keras.layers.Bidirectional(
+            keras.layers.GRU(config["sentence_units"], return_sequences=True, name="gru"),
+            dtype=dtype,
+            name="sentence_encoder",
+        )
+        self.sentence_attention = AttentionPooling(
+            config["attention_units"], dtype=dtype, name="sentence_attention"
+        )
+        dropout = config["dropout"]
+        self.dropout_layer = (
+            keras.layers.Dropout(dropout, dtype=dtype, name="dropout") if dropout else None
+        )
+        self.classifier = keras.layers.Dense(
+            config["num_classes"], activation="softmax", dtype=dtype, name="classifier"
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary_size": self.vocabulary_size,
+            "num_classes": self.num_classes,
+            "num_sentences": self.num_sentences,
+            "num_words": self.num_words,
+            "embedding_dim": self.embedding_dim,
+            "word_units": self.word_units,
+            "sentence_units": self.sentence_units,
+            "attention_units": self.attention_units,
+            "dropout": self.dropout,
+        }
+
+
+def _check_arguments(owner, **arguments):
+    """The constructor arguments, checked."""
+    for name in ("vocabulary_size", "embedding_dim", "word_units", "sentence_units"):
+        arguments[name] = positive_int(owner, name, arguments[name])
+    arguments["num_classes"] = positive_int(owner, "num_classes", arguments["num_classes"], 2)
+    for name in ("num_sentences", "num_words", "attention_units"):
+        arguments[name] = optional_positive_int(owner, name, arguments[name])
+    arguments["dropout"] = rate(owner, "dropout", arguments["dropout"])
+    return arguments
+
+
+def hierarchical_attention_network(
+    vocabulary_size,
+    num_classes,
+    num_sentences=None,
+    num_words=None,
+    embedding_dim=64,
+    word_units=32,
+    sentence_units=32,
+    attention_units=None,
+    dropout=0.0,
+    name="hierarchical_attention_network",
+):
+    """Builds a `HierarchicalAttentionNetwork` (see the class for the arguments).
+
+    Example:
+
+    >>> model = hierarchical_attention_network(vocabulary_size=30, num_classes=3)
+    >>> type(model).__name__
+    'HierarchicalAttentionNetwork'
+    """
+    return HierarchicalAttentionNetwork(
+        vocabulary_size,
+        num_classes,
+        num_sentences=num_sentences,
+        num_words=num_words,
+        embedding_dim=embedding_dim,
+        word_units=word_units,
+        sentence_units=sentence_units,
+        attention_units=attention_units,
+        dropout=dropout,
+        name=name,
     )
-    return keras.Model(ids, probabilities, name=name)
 
 
 def hierarchical_attention_weights(model):
-    """The word and sentence attention weights of a `hierarchical_attention_network`.
+    """The word and sentence attention weights of a `HierarchicalAttentionNetwork`.
 
     Returns a second `keras.Model` that shares the layers (and so the
-    trained weights) of `model`, built from its `word_attention` and
-    `sentence_attention` layers, so it also works on a model reloaded from a
-    `.keras` file.
+    trained weights) of `model`, built from the outputs of its
+    `word_attention` and `sentence_attention` layers, so it also works on a
+    model reloaded from a `.keras` file.
 
     Args:
-        model: a model returned by `hierarchical_attention_network` (or
-            reloaded from one).
+        model: a `HierarchicalAttentionNetwork` (built by
+            `hierarchical_attention_network`, or reloaded from one).
 
     Returns:
         A `keras.Model` from the ids `(batch_size, num_sentences, num_words)`
@@ -147,21 +250,20 @@ def hierarchical_attention_weights(model):
         each sentence's weights over its words (zero on padded words and on
         padded sentences), and `"sentence_weights"` `(batch_size,
         num_sentences)`, the document's weights over its sentences (zero on
-        padded sentences). See the example of `hierarchical_attention_network`.
+        padded sentences). See the example of `HierarchicalAttentionNetwork`.
     """
-    try:
-        word_outputs = model.get_layer("word_attention").output
-        sentence_outputs = model.get_layer("sentence_attention").output
-    except ValueError as error:
+    if not isinstance(model, HierarchicalAttentionNetwork):
         raise ValueError(
-            "`model` must be built by `hierarchical_attention_network` (it needs the layers "
-            f"`word_attention` and `sentence_attention`). Received: model={model.name!r}"
-        ) from error
+            "`model` must be a `HierarchicalAttentionNetwork` (built by "
+            "`hierarchical_attention_network`). Received: model="
+            + describe(model)
+        )
+    word_weights, sentence_weights = model._attention_outputs
     ids = model.inputs[0]
-    word_weights = _RowsToSentences(name="word_weights")([word_outputs[1], ids])
+    word_weights = _RowsToSentences(name="word_weights")([word_weights, ids])
     return keras.Model(
         ids,
-        {"word_weights": word_weights, "sentence_weights": sentence_outputs[1]},
+        {"word_weights": word_weights, "sentence_weights": sentence_weights},
         name=f"{model.name}_attention_weights",
     )
 
@@ -221,9 +323,3 @@ class _PaddingMasks(keras.layers.Layer):
     def compute_output_spec(self, ids):
         shape = tuple(ids.shape[:2])
         return keras.KerasTensor(shape, dtype="bool"), keras.KerasTensor(shape, dtype="bool")
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return value

@@ -9,26 +9,15 @@ from keras_attention.layers import (
     TransformerDecoderBlock,
     TransformerEncoderBlock,
 )
-from keras_attention.layers._common import dropout_rate, positive_int
 from keras_attention.layers.pointer_attention import OUTPUT_MODES
+from keras_attention.models.backbone import Backbone
 from keras_attention.ops import pointer_availability_mask
+from keras_attention.utils import describe, one_of, positive_int, rate
 
-_NAME = "pointer_network"
 
-
-def pointer_network(
-    vocabulary_size,
-    hidden_dim=64,
-    num_encoder_layers=2,
-    num_decoder_layers=1,
-    num_heads=4,
-    intermediate_dim=None,
-    pointer_units=None,
-    dropout=0.0,
-    output_mode="logits",
-    name="pointer_network",
-):
-    """Builds a pointer network: at each step, a distribution over the positions of the input.
+@keras.saving.register_keras_serializable(package="keras_attention")
+class PointerNetwork(Backbone):
+    """A pointer network: at each step, a distribution over the positions of the input.
 
     The input is a list of tokens (e.g. numbers to sort), id `0` padding on
     the right. The encoder embeds the tokens and runs Transformer encoder
@@ -69,22 +58,25 @@ def pointer_network(
             `SparseCategoricalCrossentropy(from_logits=True)`) or
             `"probabilities"` (the pointer distributions themselves). Defaults
             to `"logits"`.
-        name: the model name. Defaults to `"pointer_network"`.
+        dtype: optional dtype policy of the model and its layers.
+        **kwargs: `name` (defaults to `"pointer_network"`), `trainable`.
 
-    Returns:
-        A `keras.Model` from `{"values": (batch_size, T), "pointers":
-        (batch_size, T)}` (int32) to the pointer logits or probabilities
-        `(batch_size, T, T)`: row `i` is step `i`'s distribution over the `T`
-        input positions, all zero for the steps past a list's length (the
-        output carries that step mask, so a Keras loss skips those steps).
-        Its layer `"pointer"` is the `PointerAttention`.
+    The model maps `{"values": (batch_size, T), "pointers": (batch_size, T)}`
+    (int32) to the pointer logits or probabilities `(batch_size, T, T)`: row
+    `i` is step `i`'s distribution over the `T` input positions, all zero for
+    the steps past a list's length (the output carries that step mask, so a
+    Keras loss skips those steps).
+
+    Attributes:
+        value_embedding: the token embedding; encoder_blocks, decoder_blocks:
+            the Transformer blocks; pointer: the `PointerAttention`.
 
     Example:
 
     >>> import numpy as np
     >>> from pipelines.synthetic import number_lists
     >>> values, pointers = number_lists(64, min_length=3, max_length=5, num_values=20)
-    >>> model = pointer_network(vocabulary_size=21, hidden_dim=16, num_heads=2)
+    >>> model = PointerNetwork(vocabulary_size=21, hidden_dim=16, num_heads=2)
     >>> model.compile(optimizer="adam",
     ...               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     >>> # model.fit({"values": values, "pointers": pointers}, pointers, epochs=...)
@@ -104,56 +96,148 @@ def pointer_network(
         Vinyals et al., 2015, "Pointer Networks"; Vaswani et al., 2017,
         "Attention Is All You Need" (the encoder and decoder blocks).
     """
-    vocabulary_size = positive_int(_NAME, "vocabulary_size", vocabulary_size)
-    hidden_dim = positive_int(_NAME, "hidden_dim", hidden_dim)
-    num_encoder_layers = positive_int(_NAME, "num_encoder_layers", num_encoder_layers)
-    num_decoder_layers = positive_int(_NAME, "num_decoder_layers", num_decoder_layers)
-    num_heads = positive_int(_NAME, "num_heads", num_heads)
-    if hidden_dim % num_heads:
-        raise ValueError(
-            f"{_NAME}: `hidden_dim` must be divisible by `num_heads`. "
-            f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
+
+    def __init__(
+        self,
+        vocabulary_size,
+        hidden_dim=64,
+        num_encoder_layers=2,
+        num_decoder_layers=1,
+        num_heads=4,
+        intermediate_dim=None,
+        pointer_units=None,
+        dropout=0.0,
+        output_mode="logits",
+        dtype=None,
+        **kwargs,
+    ):
+        config = _check_arguments(
+            type(self).__name__,
+            vocabulary_size=vocabulary_size,
+            hidden_dim=hidden_dim,
+            num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers,
+            num_heads=num_heads,
+            intermediate_dim=intermediate_dim,
+            pointer_units=pointer_units,
+            dropout=dropout,
+            output_mode=output_mode,
         )
-    if intermediate_dim is None:
-        intermediate_dim = 2 * hidden_dim
-    intermediate_dim = positive_int(_NAME, "intermediate_dim", intermediate_dim)
-    pointer_units = positive_int(
-        _NAME, "pointer_units", hidden_dim if pointer_units is None else pointer_units
-    )
-    dropout = dropout_rate(dropout)
-    if output_mode not in OUTPUT_MODES:
-        raise ValueError(
-            f"{_NAME}: `output_mode` must be one of {OUTPUT_MODES}. "
-            f"Received: output_mode={output_mode!r}"
+        (vocabulary_size, hidden_dim, num_encoder_layers, num_decoder_layers, num_heads,
+         intermediate_dim, pointer_units, dropout, output_mode) = config.values()  # fmt: skip
+        kwargs.setdefault("name", "pointer_network")
+
+        # === Layers ===
+        self.value_embedding = keras.layers.Embedding(
+            vocabulary_size, hidden_dim, dtype=dtype, name="value_embedding"
+        )
+        # The blocks take the full attention path (`chunk_size=None`): the pointer scores are
+        # `(B, T, T, pointer_units)` anyway, so chunking would save no memory, only add graph.
+        block_kwargs = {"dropout": dropout, "chunk_size": None, "dtype": dtype}
+        self.encoder_blocks = [
+            TransformerEncoderBlock(
+                intermediate_dim, num_heads, **block_kwargs, name=f"encoder_block_{i}"
+            )
+            for i in range(num_encoder_layers)
+        ]
+        self.decoder_blocks = [
+            TransformerDecoderBlock(
+                intermediate_dim, num_heads, **block_kwargs, name=f"decoder_block_{i}"
+            )
+            for i in range(num_decoder_layers)
+        ]
+        self.pointer = PointerAttention(
+            pointer_units, output_mode=output_mode, dtype=dtype, name="pointer"
         )
 
-    values = keras.Input((None,), dtype="int32", name="values")  # (B, T)
-    pointers = keras.Input((None,), dtype="int32", name="pointers")  # (B, T)
-    value_mask, step_mask, available = _PointerMasks(name="pointer_masks")(values, pointers)
-    encoded = keras.layers.Embedding(vocabulary_size, hidden_dim, name="value_embedding")(values)
-    # The blocks take the full attention path (`chunk_size=None`): the pointer scores are
-    # `(B, T, T, pointer_units)` anyway, so chunking would save no memory, only add graph.
-    for index in range(num_encoder_layers):
-        encoded = TransformerEncoderBlock(
-            intermediate_dim,
-            num_heads,
-            dropout=dropout,
-            chunk_size=None,
-            name=f"encoder_block_{index}",
-        )(encoded, padding_mask=value_mask)  # (B, T, hidden_dim)
-    decoded = _PreviousPointed(name="previous_pointed")(encoded, pointers)  # (B, T, hidden_dim)
-    for index in range(num_decoder_layers):
-        decoded = TransformerDecoderBlock(
-            intermediate_dim,
-            num_heads,
-            dropout=dropout,
-            chunk_size=None,
-            name=f"decoder_block_{index}",
-        )(decoded, encoded, decoder_padding_mask=step_mask, encoder_padding_mask=value_mask)
-    output = PointerAttention(pointer_units, output_mode=output_mode, name="pointer")(
-        decoded, encoded, query_mask=step_mask, value_mask=value_mask, attention_mask=available
-    )  # (B, T, T)
-    return keras.Model({"values": values, "pointers": pointers}, output, name=name)
+        # === Functional model ===
+        values = keras.Input((None,), dtype="int32", name="values")  # (B, T)
+        pointers = keras.Input((None,), dtype="int32", name="pointers")  # (B, T)
+        value_mask, step_mask, available = _PointerMasks(name="pointer_masks")(values, pointers)
+        encoded = self.value_embedding(values)
+        for block in self.encoder_blocks:
+            encoded = block(encoded, padding_mask=value_mask)  # (B, T, hidden_dim)
+        decoded = _PreviousPointed(name="previous_pointed")(encoded, pointers)  # (B, T, hidden_dim)
+        for block in self.decoder_blocks:
+            decoded = block(
+                decoded, encoded, decoder_padding_mask=step_mask, encoder_padding_mask=value_mask
+            )
+        output = self.pointer(
+            decoded, encoded, query_mask=step_mask, value_mask=value_mask, attention_mask=available
+        )  # (B, T, T)
+        super().__init__(
+            inputs={"values": values, "pointers": pointers}, outputs=output, dtype=dtype, **kwargs
+        )
+
+        # === Config ===
+        for name, value in config.items():
+            setattr(self, name, value)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary_size": self.vocabulary_size,
+            "hidden_dim": self.hidden_dim,
+            "num_encoder_layers": self.num_encoder_layers,
+            "num_decoder_layers": self.num_decoder_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "pointer_units": self.pointer_units,
+            "dropout": self.dropout,
+            "output_mode": self.output_mode,
+        }
+
+
+def _check_arguments(owner, **arguments):
+    """The constructor arguments, checked and with their defaults filled in."""
+    for name in ("vocabulary_size", "hidden_dim", "num_encoder_layers", "num_decoder_layers",
+                 "num_heads"):  # fmt: skip
+        arguments[name] = positive_int(owner, name, arguments[name])
+    hidden_dim, num_heads = arguments["hidden_dim"], arguments["num_heads"]
+    if hidden_dim % num_heads:
+        raise ValueError(
+            f"{owner}: `hidden_dim` must be divisible by `num_heads`. "
+            f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
+        )
+    for name, default in (("intermediate_dim", 2 * hidden_dim), ("pointer_units", hidden_dim)):
+        value = arguments[name]
+        arguments[name] = positive_int(owner, name, default if value is None else value)
+    arguments["dropout"] = rate(owner, "dropout", arguments["dropout"])
+    arguments["output_mode"] = one_of(owner, "output_mode", arguments["output_mode"], OUTPUT_MODES)
+    return arguments
+
+
+def pointer_network(
+    vocabulary_size,
+    hidden_dim=64,
+    num_encoder_layers=2,
+    num_decoder_layers=1,
+    num_heads=4,
+    intermediate_dim=None,
+    pointer_units=None,
+    dropout=0.0,
+    output_mode="logits",
+    name="pointer_network",
+):
+    """Builds a `PointerNetwork` (see the class for the arguments).
+
+    Example:
+
+    >>> type(pointer_network(vocabulary_size=21, hidden_dim=16, num_heads=2)).__name__
+    'PointerNetwork'
+    """
+    return PointerNetwork(
+        vocabulary_size,
+        hidden_dim=hidden_dim,
+        num_encoder_layers=num_encoder_layers,
+        num_decoder_layers=num_decoder_layers,
+        num_heads=num_heads,
+        intermediate_dim=intermediate_dim,
+        pointer_units=pointer_units,
+        dropout=dropout,
+        output_mode=output_mode,
+        name=name,
+    )
 
 
 def pointer_network_decode(model, values):
@@ -167,7 +251,8 @@ def pointer_network_decode(model, values):
     `model.predict_on_batch`, each over the whole batch).
 
     Args:
-        model: a model built by `pointer_network` (or reloaded from one).
+        model: a `PointerNetwork` (built by `pointer_network`, or reloaded
+            from one).
         values: int `(batch_size, T)` token ids, `0` padding on the right.
 
     Returns:
@@ -175,10 +260,10 @@ def pointer_network_decode(model, values):
         position chosen at step `i`; steps past a list's length hold `0`.
         `np.take_along_axis(values, pointers, axis=1)` reorders the lists.
     """
-    if not {"values", "pointers"} <= {tensor.name for tensor in model.inputs}:
+    if not isinstance(model, PointerNetwork):
         raise ValueError(
-            "`model` must be built by `pointer_network` (inputs `values` and `pointers`). "
-            f"Received: model with inputs {[tensor.name for tensor in model.inputs]}"
+            "`model` must be a `PointerNetwork` (built by `pointer_network`). Received: model="
+            + describe(model)
         )
     values = np.asarray(keras.ops.convert_to_numpy(values)).astype("int32")
     if values.ndim != 2:

@@ -4,33 +4,22 @@ import keras
 from keras import ops
 
 from keras_attention.layers import (
+    MultiHeadAttention,
     TokenAndPositionEmbedding,
     TransformerDecoderBlock,
     TransformerEncoderBlock,
 )
-from keras_attention.layers._common import dropout_rate, positive_int
-from keras_attention.layers.multi_head_attention import AUTO_CHUNK_MIN_SCORES
 from keras_attention.layers.token_and_position_embedding import POSITIONS
-from keras_attention.models.translator_decoding import TranslatorDecoding, find_layer
+from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
+from keras_attention.utils import boolean, one_of, positive_int, rate, renamed_argument
+from keras_attention.utils.masking import padding_mask, without_keras_mask
 
-_NAME = "transformer_translator"
 _LAYER_NORM_EPSILON = 1e-5
 
 
-def transformer_translator(
-    source_vocabulary_size,
-    target_vocabulary_size,
-    max_length=128,
-    num_layers=2,
-    hidden_dim=256,
-    num_heads=8,
-    intermediate_dim=1024,
-    dropout=0.1,
-    position="learned",
-    normalize_first=False,
-    name="transformer_translator",
-):
-    """Builds an encoder-decoder Transformer translator (Vaswani et al. 2017).
+@keras.saving.register_keras_serializable(package="keras_attention")
+class TransformerTranslator(EncoderDecoderBackbone):
+    """An encoder-decoder Transformer translator (Vaswani et al. 2017).
 
     Source and target tokens are embedded with their positions
     (`TokenAndPositionEmbedding`). `num_layers` `TransformerEncoderBlock`s
@@ -44,20 +33,32 @@ def transformer_translator(
     before the logits layer, and the logits carry the target mask, so a Keras
     loss skips them.
 
-    Decoding: `translator_decoding(model, max_length)` gives
-    `encode(source_ids)` and the one-step `step(token_ids, state, step)` with
-    rank-4 self-attention KV caches of `max_length` positions, built from
-    this model's layers; its `cross_attention(source_ids, target_in)` returns
-    the per-head cross-attention weights of every decoder block for plotting.
+    Decoding (see `EncoderDecoderBackbone`): `encode(source_ids, max_length)`
+    projects the encoder outputs once per decoder block into the
+    cross-attention cache and allocates rank-4 self-attention KV caches of
+    `max_length` positions; `call_with_cache(token_ids, state, index)` runs
+    one token (or a prefill) through the decoder. The state is
+    `{"encoder_padding_mask": (B, S) bool, "kv_cache_k_<i>", "kv_cache_v_<i>":
+    (B, max_length, num_heads, key_dim), "cross_k_<i>", "cross_v_<i>":
+    (B, S, num_heads, key_dim)}` for every decoder block `i`. A token id `0`
+    is decoded like any other token (the model zeroes padded target positions
+    instead), so logits match the model's at unpadded positions.
+    `cross_attention(source_ids, target_in)` returns the per-head
+    cross-attention weights of every decoder block for plotting.
+
+    The blocks compute attention in full (`chunk_size=None`) when
+    `sequence_length ** 2` is below the size at which `chunk_size="auto"`
+    would chunk (`sequence_length < 2048`), and with `"auto"` otherwise
+    (`MultiHeadAttention.chunk_size_for_length`).
 
     Args:
         source_vocabulary_size: positive int, the number of source token ids
             (`0` included).
         target_vocabulary_size: positive int, the number of target token ids,
             the size of the logits.
-        max_length: positive int, the most positions of a source and of a
-            target (the position tables, and the largest decoding cache).
-            Defaults to `128`.
+        sequence_length: positive int, the most positions of a source and of
+            a target (the position tables, and the largest decoding cache).
+            Defaults to `128`. (`max_length` is its deprecated name.)
         num_layers: positive int, the number of encoder blocks and of decoder
             blocks. Defaults to `2`.
         hidden_dim: positive int, the size of the embeddings and of every
@@ -71,240 +72,323 @@ def transformer_translator(
             to `"learned"`.
         normalize_first: bool, pre-LN blocks (with a final layer norm per
             stack) instead of post-LN. Defaults to `False`.
+        dtype: optional dtype policy of the model and its layers (the logits
+            stay float32).
+        **kwargs: `name` (defaults to `"transformer_translator"`), `trainable`.
 
-    The blocks compute attention in full (`chunk_size=None`) when
-    `max_length ** 2` is below the size at which `chunk_size="auto"` would
-    chunk (`max_length < 2048`), and with `"auto"` otherwise.
-        name: the model name. Defaults to `"transformer_translator"`.
-
-    Returns:
-        A functional `keras.Model` from `{"source": (batch_size, S),
-        "target_in": (batch_size, T)}` (int32 ids, `S, T <= max_length`;
-        `target_in` is the target shifted right, starting with the start
-        token) to float32 logits `(batch_size, T, target_vocabulary_size)`.
-        Its layers are named `"source_embedding"`, `"encoder_block_<i>"`,
-        `"target_embedding"`, `"decoder_block_<i>"` and `"logits"` (and
-        `"encoder_final_norm"`, `"decoder_final_norm"` when pre-LN).
+    Attributes:
+        source_embedding, target_embedding: the `TokenAndPositionEmbedding`s.
+        encoder_blocks, decoder_blocks: the lists of blocks.
+        encoder_final_norm, decoder_final_norm: the final layer norms
+            (`None` for post-LN).
+        output_layer: the dense layer giving the logits.
 
     Example:
 
     >>> import numpy as np
-    >>> model = transformer_translator(20, 30, max_length=8, num_layers=1, hidden_dim=16,
-    ...                                num_heads=2, intermediate_dim=32)
+    >>> model = TransformerTranslator(20, 30, sequence_length=8, num_layers=1, hidden_dim=16,
+    ...                               num_heads=2, intermediate_dim=32)
     >>> source = np.array([[4, 5, 6, 0], [7, 8, 0, 0]])
     >>> target_in = np.array([[1, 9, 10], [1, 11, 0]])
     >>> tuple(model({"source": source, "target_in": target_in}).shape)
     (2, 3, 30)
-    >>> from keras_attention.models import translator_decoding
-    >>> weights = translator_decoding(model).cross_attention(source, target_in)
+    >>> weights = model.cross_attention(source, target_in)
     >>> {name: tuple(w.shape) for name, w in weights.items()}  # (B, heads, T, S)
     {'decoder_block_0': (2, 2, 3, 4)}
+    >>> state = model.encode(source, max_length=4)
+    >>> logits, state = model.call_with_cache(np.array([1, 1], "int32"), state, 0)
+    >>> tuple(logits.shape), tuple(state["kv_cache_k_0"].shape)
+    ((2, 30), (2, 4, 2, 8))
 
     References:
         Vaswani et al., 2017, "Attention Is All You Need".
     """
-    source_vocabulary_size = positive_int(_NAME, "source_vocabulary_size", source_vocabulary_size)
-    target_vocabulary_size = positive_int(_NAME, "target_vocabulary_size", target_vocabulary_size)
-    max_length = positive_int(_NAME, "max_length", max_length)
-    num_layers = positive_int(_NAME, "num_layers", num_layers)
-    hidden_dim = positive_int(_NAME, "hidden_dim", hidden_dim)
-    num_heads = positive_int(_NAME, "num_heads", num_heads)
-    if hidden_dim % num_heads:
-        raise ValueError(
-            f"{_NAME}: `hidden_dim` must be divisible by `num_heads`. "
-            f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
-        )
-    intermediate_dim = positive_int(_NAME, "intermediate_dim", intermediate_dim)
-    try:
-        dropout = dropout_rate(dropout)
-    except ValueError as error:
-        raise ValueError(f"{_NAME}: {error}") from None
-    if position not in POSITIONS:
-        raise ValueError(
-            f"{_NAME}: `position` must be one of {POSITIONS}. Received: position={position!r}"
-        )
-    if not isinstance(normalize_first, bool):
-        raise ValueError(
-            f"{_NAME}: `normalize_first` must be a bool. "
-            f"Received: normalize_first={normalize_first!r}"
-        )
 
-    def embedding(side, vocabulary_size):
-        return TokenAndPositionEmbedding(
-            vocabulary_size,
-            max_length,
-            hidden_dim,
-            mask_zero=True,
+    def __init__(
+        self,
+        source_vocabulary_size,
+        target_vocabulary_size,
+        sequence_length=128,
+        num_layers=2,
+        hidden_dim=256,
+        num_heads=8,
+        intermediate_dim=1024,
+        dropout=0.1,
+        position="learned",
+        normalize_first=False,
+        dtype=None,
+        **kwargs,
+    ):
+        owner = type(self).__name__
+        sequence_length = renamed_argument(
+            owner, kwargs, "max_length", "sequence_length", sequence_length, 128
+        )
+        config = _check_arguments(
+            owner,
+            source_vocabulary_size=source_vocabulary_size,
+            target_vocabulary_size=target_vocabulary_size,
+            sequence_length=sequence_length,
+            num_layers=num_layers,
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            intermediate_dim=intermediate_dim,
+            dropout=dropout,
             position=position,
-            name=f"{side}_embedding",
+            normalize_first=normalize_first,
+        )
+        kwargs.setdefault("name", "transformer_translator")
+        self._build_layers(dtype=dtype, **config)
+
+        # === Functional model ===
+        source = keras.Input((None,), dtype="int32", name="source")  # (B, S)
+        target_in = keras.Input((None,), dtype="int32", name="target_in")  # (B, T)
+        memory, memory_mask = self._encode(source)
+        logits = self._decode(target_in, memory, memory_mask)
+        super().__init__(
+            inputs={"source": source, "target_in": target_in}, outputs=logits, dtype=dtype, **kwargs
         )
 
-    block_kwargs = {
-        "intermediate_dim": intermediate_dim,
-        "num_heads": num_heads,
-        "dropout": dropout,
-        "normalize_first": normalize_first,
-        "layer_norm_epsilon": _LAYER_NORM_EPSILON,
-        # Sequences are at most `max_length` long: when no score matrix can reach the size at
-        # which "auto" chunks, the full path is fixed at build time, so unknown lengths (bucketed
-        # batches, serving) do not trace both paths behind a run-time `cond`.
-        "chunk_size": None if max_length * max_length < AUTO_CHUNK_MIN_SCORES else "auto",
-    }
-    layers = {
-        "source_embedding": embedding("source", source_vocabulary_size),
-        "source_embedding_dropout": keras.layers.Dropout(dropout, name="source_embedding_dropout"),
-        "target_embedding": embedding("target", target_vocabulary_size),
-        "target_embedding_dropout": keras.layers.Dropout(dropout, name="target_embedding_dropout"),
-        # float32 logits under mixed precision too, for a stable softmax.
-        "logits": keras.layers.Dense(target_vocabulary_size, dtype="float32", name="logits"),
-    }
-    for index in range(num_layers):
-        layers[f"encoder_block_{index}"] = TransformerEncoderBlock(
-            **block_kwargs, name=f"encoder_block_{index}"
-        )
-        layers[f"decoder_block_{index}"] = TransformerDecoderBlock(
-            **block_kwargs, name=f"decoder_block_{index}"
-        )
-    if normalize_first:
-        for stack in ("encoder", "decoder"):
-            layers[f"{stack}_final_norm"] = keras.layers.LayerNormalization(
-                epsilon=_LAYER_NORM_EPSILON, name=f"{stack}_final_norm"
+        # === Config ===
+        for name, value in config.items():
+            setattr(self, name, value)
+
+    def _build_layers(self, source_vocabulary_size, target_vocabulary_size, sequence_length,
+                      num_layers, hidden_dim, num_heads, intermediate_dim, dropout, position,
+                      normalize_first, dtype):  # fmt: skip
+        """Creates the layers, kept as attributes."""
+
+        def embedding(side, vocabulary_size):
+            return TokenAndPositionEmbedding(
+                vocabulary_size,
+                sequence_length,
+                hidden_dim,
+                mask_zero=True,
+                position=position,
+                dtype=dtype,
+                name=f"{side}_embedding",
             )
 
-    source = keras.Input((None,), dtype="int32", name="source")  # (B, S)
-    target_in = keras.Input((None,), dtype="int32", name="target_in")  # (B, T)
-    memory, memory_mask = _encode(layers, num_layers, source)
-    logits = _teacher_forced(layers, num_layers, target_in, memory, memory_mask)
-    return keras.Model({"source": source, "target_in": target_in}, logits, name=name)
-
-
-class TransformerDecoding(TranslatorDecoding):
-    """`TranslatorDecoding` of a `transformer_translator` (made by `translator_decoding`).
-
-    The state is `{"memory_mask": (B, S) bool, "caches": ((key_cache,
-    value_cache), ...), "cross_caches": ((key_heads, value_heads), ...)}` with,
-    per decoder block, one self-attention cache pair of shape
-    `(B, max_length, num_heads, key_dim)` and the cross-attention keys and
-    values of the encoder outputs, `(B, S, num_heads, key_dim)`, projected
-    once by `encode`. `step(token_ids, state, step)` embeds the token at
-    position `step`, writes its keys and values at cache index `step` (so
-    `step < max_length`), attends over the cache causally and over the
-    cross-attention cache. A token id `0` is decoded like any other token (the
-    model zeroes padded target positions instead), so logits match the
-    model's at unpadded positions.
-    """
-
-    def __init__(self, model, max_length=None):
-        self._num_layers = 0
-        while any(layer.name == f"decoder_block_{self._num_layers}" for layer in model.layers):
-            self._num_layers += 1
-        names = ["source_embedding", "target_embedding"]
-        names += [
-            f"{stack}_block_{i}"
-            for stack in ("encoder", "decoder")
-            for i in range(self._num_layers)
+        block_kwargs = {
+            "intermediate_dim": intermediate_dim,
+            "num_heads": num_heads,
+            "dropout": dropout,
+            "normalize_first": normalize_first,
+            "layer_norm_epsilon": _LAYER_NORM_EPSILON,
+            "chunk_size": MultiHeadAttention.chunk_size_for_length(sequence_length),
+            "dtype": dtype,
+        }
+        self.source_embedding = embedding("source", source_vocabulary_size)
+        self.source_embedding_dropout = keras.layers.Dropout(
+            dropout, dtype=dtype, name="source_embedding_dropout"
+        )
+        self.target_embedding = embedding("target", target_vocabulary_size)
+        self.target_embedding_dropout = keras.layers.Dropout(
+            dropout, dtype=dtype, name="target_embedding_dropout"
+        )
+        self.encoder_blocks = [
+            TransformerEncoderBlock(**block_kwargs, name=f"encoder_block_{i}")
+            for i in range(num_layers)
         ]
-        names += ["source_embedding_dropout", "target_embedding_dropout", "logits"]
-        self._layers = {name: find_layer(model, name) for name in names}
-        for stack in ("encoder", "decoder"):
-            if any(layer.name == f"{stack}_final_norm" for layer in model.layers):
-                self._layers[f"{stack}_final_norm"] = find_layer(model, f"{stack}_final_norm")
-        longest = find_layer(model, "target_embedding", TokenAndPositionEmbedding).sequence_length
-        if max_length is None:
-            max_length = longest
-        max_length = positive_int("translator_decoding", "max_length", max_length)
-        if max_length > longest:
-            raise ValueError(
-                "translator_decoding: `max_length` may not exceed the model's target positions. "
-                f"Received: max_length={max_length}, the model's max_length={longest}"
+        self.decoder_blocks = [
+            TransformerDecoderBlock(**block_kwargs, name=f"decoder_block_{i}")
+            for i in range(num_layers)
+        ]
+        self.encoder_final_norm = self.decoder_final_norm = None
+        if normalize_first:
+            self.encoder_final_norm, self.decoder_final_norm = (
+                keras.layers.LayerNormalization(
+                    epsilon=_LAYER_NORM_EPSILON, dtype=dtype, name=f"{stack}_final_norm"
+                )
+                for stack in ("encoder", "decoder")
             )
-        super().__init__(model, self._layers["logits"].units, max_length)
+        # float32 logits under mixed precision too, for a stable softmax.
+        self.output_layer = keras.layers.Dense(target_vocabulary_size, dtype="float32", name="logits")
 
-    def encode(self, source_ids):
+    @property
+    def max_decoding_length(self):
+        return self.sequence_length
+
+    @property
+    def max_source_length(self):
+        return self.sequence_length
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "source_vocabulary_size": self.source_vocabulary_size,
+            "target_vocabulary_size": self.target_vocabulary_size,
+            "sequence_length": self.sequence_length,
+            "num_layers": self.num_layers,
+            "hidden_dim": self.hidden_dim,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "dropout": self.dropout,
+            "position": self.position,
+            "normalize_first": self.normalize_first,
+        }
+
+    # -- decoding -------------------------------------------------------------------------------
+
+    def encode(self, source_ids, max_length=None):
+        max_length = self.decoding_length(max_length)
         source_ids = ops.convert_to_tensor(source_ids, "int32")
-        memory, memory_mask = _encode(self._layers, self._num_layers, source_ids, training=False)
+        memory, memory_mask = self._encode(source_ids, training=False)
         batch_size = ops.shape(source_ids)[0]
-        blocks = [self._layers[f"decoder_block_{i}"] for i in range(self._num_layers)]
-        caches = tuple(tuple(block.init_cache(batch_size, self.max_length)) for block in blocks)
-        cross_caches = tuple(tuple(block.compute_cross_attention_cache(memory)) for block in blocks)
-        return {"memory_mask": memory_mask, "caches": caches, "cross_caches": cross_caches}
+        state = {"encoder_padding_mask": memory_mask}
+        for i, block in enumerate(self.decoder_blocks):
+            state[f"kv_cache_k_{i}"], state[f"kv_cache_v_{i}"] = block.init_cache(
+                batch_size, max_length
+            )
+            state[f"cross_k_{i}"], state[f"cross_v_{i}"] = block.compute_cross_attention_cache(
+                memory
+            )
+        return state
 
-    def step(self, token_ids, state, step):
-        token_ids = ops.convert_to_tensor(token_ids, "int32")  # (B,)
-        x = self._layers["target_embedding"](ops.expand_dims(token_ids, 1), start_index=step)
-        x = self._layers["target_embedding_dropout"](x, training=False)  # (B, 1, hidden_dim)
-        caches = []
-        for index, (cache, cross_cache) in enumerate(
-            zip(state["caches"], state["cross_caches"], strict=True)
-        ):
-            x, cache = self._layers[f"decoder_block_{index}"](
+    def call_with_cache(self, token_ids, state, index):
+        token_ids = ops.convert_to_tensor(token_ids, "int32")
+        one_step = len(token_ids.shape) == 1
+        tokens = ops.expand_dims(token_ids, 1) if one_step else token_ids  # (B, T)
+        # Every token is decoded as a real one: the cache index, not a padding mask, bounds what
+        # the self-attention sees.
+        x = without_keras_mask(self.target_embedding(tokens, start_index=index))
+        x = self.target_embedding_dropout(x, training=False)  # (B, T, hidden_dim)
+        new_state = dict(state)
+        for i, block in enumerate(self.decoder_blocks):
+            x, cache = block(
                 x,
-                encoder_padding_mask=state["memory_mask"],
-                self_attention_cache=cache,
-                self_attention_cache_update_index=step,
-                cross_attention_cache=cross_cache,
+                encoder_padding_mask=state["encoder_padding_mask"],
+                self_attention_cache=(state[f"kv_cache_k_{i}"], state[f"kv_cache_v_{i}"]),
+                self_attention_cache_update_index=index,
+                cross_attention_cache=(state[f"cross_k_{i}"], state[f"cross_v_{i}"]),
                 training=False,
             )
-            caches.append(tuple(cache))
-        if "decoder_final_norm" in self._layers:
-            x = self._layers["decoder_final_norm"](x)
-        logits = self._layers["logits"](x)[:, 0]  # (B, vocabulary_size)
-        return logits, {**state, "caches": tuple(caches)}
+            new_state[f"kv_cache_k_{i}"], new_state[f"kv_cache_v_{i}"] = cache
+        if self.decoder_final_norm is not None:
+            x = self.decoder_final_norm(x)
+        logits = self.output_layer(x)  # (B, T, vocabulary_size)
+        return (logits[:, 0] if one_step else logits), new_state
 
     def cross_attention(self, source_ids, target_in):
         """`{"decoder_block_<i>": (batch_size, num_heads, T, S)}`, the cross-attention weights."""
         source_ids = ops.convert_to_tensor(source_ids, "int32")
         target_in = ops.convert_to_tensor(target_in, "int32")
-        memory, memory_mask = _encode(self._layers, self._num_layers, source_ids, training=False)
-        _, weights = _teacher_forced(
-            self._layers,
-            self._num_layers,
-            target_in,
-            memory,
-            memory_mask,
-            return_attention_scores=True,
-            training=False,
+        memory, memory_mask = self._encode(source_ids, training=False)
+        _, weights = self._decode(
+            target_in, memory, memory_mask, return_attention_scores=True, training=False
         )
         return weights
 
+    def alignment(self, source_ids, target_in):
+        """The mean over heads of the last decoder block's cross-attention, `(B, T, S)`."""
+        weights = self.cross_attention(source_ids, target_in)
+        return ops.mean(weights[self.decoder_blocks[-1].name], axis=1)
 
-# -- helpers ------------------------------------------------------------------------------------
+    def decoding_state_spec(self, max_length=None):
+        max_length = self.decoding_length(max_length)
+        heads = (self.num_heads, self.hidden_dim // self.num_heads)  # the cache layout
+        dtype = self.decoder_blocks[0].compute_dtype
+        spec = {"encoder_padding_mask": ((None, None), "bool")}
+        for i in range(self.num_layers):
+            for kind in ("k", "v"):
+                spec[f"kv_cache_{kind}_{i}"] = ((None, max_length, *heads), dtype)
+                spec[f"cross_{kind}_{i}"] = ((None, None, *heads), dtype)
+        return spec
+
+    # -- the forward pass, shared by the graph and the decoding methods -------------------------
+
+    def _encode(self, source, training=None):
+        """Source ids -> `(memory (B, S, hidden_dim), memory_mask (B, S))`."""
+        memory_mask = padding_mask(source)
+        x = self.source_embedding(source)
+        x = self.source_embedding_dropout(x, training=training)
+        for block in self.encoder_blocks:
+            x = block(x, padding_mask=memory_mask, training=training)
+        if self.encoder_final_norm is not None:
+            x = self.encoder_final_norm(x)
+        return x, memory_mask
+
+    def _decode(self, target_in, memory, memory_mask, return_attention_scores=False,
+                training=None):
+        """Target ids -> logits `(B, T, V)` (and the cross-attention weights of every block)."""
+        target_mask = padding_mask(target_in)
+        x = self.target_embedding(target_in)
+        x = self.target_embedding_dropout(x, training=training)
+        weights = {}
+        for block in self.decoder_blocks:
+            x = block(
+                x,
+                memory,
+                decoder_padding_mask=target_mask,
+                encoder_padding_mask=memory_mask,
+                return_attention_scores=return_attention_scores,
+                training=training,
+            )
+            if return_attention_scores:
+                x, scores = x
+                weights[block.name] = scores["cross_attention"]  # (B, H, T, S)
+        if self.decoder_final_norm is not None:
+            x = self.decoder_final_norm(x)
+        logits = self.output_layer(x)
+        return (logits, weights) if return_attention_scores else logits
 
 
-def _encode(layers, num_layers, source, training=None):
-    """Source ids -> `(memory (B, S, hidden_dim), memory_mask (B, S))`."""
-    memory_mask = ops.not_equal(source, 0)
-    x = layers["source_embedding"](source)
-    x = layers["source_embedding_dropout"](x, training=training)
-    for index in range(num_layers):
-        x = layers[f"encoder_block_{index}"](x, padding_mask=memory_mask, training=training)
-    if "encoder_final_norm" in layers:
-        x = layers["encoder_final_norm"](x)
-    return x, memory_mask
-
-
-def _teacher_forced(
-    layers, num_layers, target_in, memory, memory_mask, return_attention_scores=False, training=None
-):
-    """Target ids -> logits `(B, T, V)` (and the cross-attention weights of every block)."""
-    target_mask = ops.not_equal(target_in, 0)
-    x = layers["target_embedding"](target_in)
-    x = layers["target_embedding_dropout"](x, training=training)
-    weights = {}
-    for index in range(num_layers):
-        name = f"decoder_block_{index}"
-        x = layers[name](
-            x,
-            memory,
-            decoder_padding_mask=target_mask,
-            encoder_padding_mask=memory_mask,
-            return_attention_scores=return_attention_scores,
-            training=training,
+def _check_arguments(owner, **arguments):
+    """The constructor arguments, checked (a `ValueError` names the first bad one)."""
+    for name in (
+        "source_vocabulary_size",
+        "target_vocabulary_size",
+        "sequence_length",
+        "num_layers",
+        "hidden_dim",
+        "num_heads",
+        "intermediate_dim",
+    ):
+        arguments[name] = positive_int(owner, name, arguments[name])
+    if arguments["hidden_dim"] % arguments["num_heads"]:
+        raise ValueError(
+            f"{owner}: `hidden_dim` must be divisible by `num_heads`. Received: "
+            f"hidden_dim={arguments['hidden_dim']}, num_heads={arguments['num_heads']}"
         )
-        if return_attention_scores:
-            x, scores = x
-            weights[name] = scores["cross_attention"]  # (B, H, T, S)
-    if "decoder_final_norm" in layers:
-        x = layers["decoder_final_norm"](x)
-    logits = layers["logits"](x)
-    return (logits, weights) if return_attention_scores else logits
+    arguments["dropout"] = rate(owner, "dropout", arguments["dropout"])
+    arguments["position"] = one_of(owner, "position", arguments["position"], POSITIONS)
+    arguments["normalize_first"] = boolean(owner, "normalize_first", arguments["normalize_first"])
+    return arguments
+
+
+def transformer_translator(
+    source_vocabulary_size,
+    target_vocabulary_size,
+    sequence_length=128,
+    num_layers=2,
+    hidden_dim=256,
+    num_heads=8,
+    intermediate_dim=1024,
+    dropout=0.1,
+    position="learned",
+    normalize_first=False,
+    name="transformer_translator",
+    **kwargs,
+):
+    """Builds a `TransformerTranslator` (see the class for the arguments).
+
+    Example:
+
+    >>> model = transformer_translator(20, 30, sequence_length=8, num_layers=1, hidden_dim=16,
+    ...                                num_heads=2, intermediate_dim=32)
+    >>> type(model).__name__, len(model.decoder_blocks)
+    ('TransformerTranslator', 1)
+    """
+    return TransformerTranslator(
+        source_vocabulary_size,
+        target_vocabulary_size,
+        sequence_length=sequence_length,
+        num_layers=num_layers,
+        hidden_dim=hidden_dim,
+        num_heads=num_heads,
+        intermediate_dim=intermediate_dim,
+        dropout=dropout,
+        position=position,
+        normalize_first=normalize_first,
+        name=name,
+        **kwargs,
+    )

@@ -2,11 +2,8 @@
 
 import importlib.util
 import json
-import math
 import pathlib
-import time
 
-import keras
 import numpy as np
 import pytest
 
@@ -22,81 +19,6 @@ def _load_script():
 
 
 multi30k = _load_script()
-
-
-def _masked_logits(ids, vocabulary_size=7):
-    """Logits `(B, T, V)` carrying the Keras mask `ids != 0`, as a translator's do."""
-    ids_input = keras.Input((None,), dtype="int32")
-    x = keras.layers.Embedding(vocabulary_size, 4, mask_zero=True)(ids_input)
-    logits = keras.layers.Dense(vocabulary_size)(x)
-    return keras.Model(ids_input, logits)(ids)
-
-
-def test_smoothed_cross_entropy_matches_numpy_over_unpadded_tokens():
-    labels = np.array([[3, 5, 1, 0], [6, 2, 0, 0]], "int32")
-    logits = _masked_logits(labels)
-    log_probs = np.asarray(keras.ops.log_softmax(logits, axis=-1), "float64")
-    nll = -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
-    smoothed = 0.9 * nll - 0.1 * log_probs.mean(-1)
-    valid = labels != 0
-    loss = float(multi30k.SmoothedCrossEntropy(0.1)(labels, logits))
-    np.testing.assert_allclose(loss, smoothed[valid].mean(), rtol=1e-5)
-    plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
-    np.testing.assert_allclose(float(multi30k.SmoothedCrossEntropy(0.0)(labels, logits)), plain)
-    assert loss != pytest.approx(float(plain))
-
-
-def _fit(callbacks, batches=20, epochs=3):
-    rng = np.random.default_rng(0)
-    x = rng.integers(1, 7, (batches * 4, 5)).astype("int32")
-    y = np.where(rng.random(x.shape) < 0.3, 0, x).astype("int32")  # ~30% padding labels
-    model = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(7, 4)])
-    model.add(keras.layers.Dense(7))
-    model.compile(
-        optimizer=keras.optimizers.Adam(0.01),
-        loss=multi30k.SmoothedCrossEntropy(0.1),
-        metrics=[multi30k.TargetTokens()],
-    )
-    model.fit(x, y, batch_size=4, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
-    return model, y
-
-
-def test_budget_stops_after_the_batch_that_spends_it_and_the_meter_counts_its_tokens():
-    meter = multi30k.ThroughputMeter()
-    budget = multi30k.WallClockBudget(time.perf_counter(), budget_seconds=0.0)
-    _, y = _fit([meter, budget])
-    assert meter.steps == 1  # of 3 epochs x 20 batches
-    assert meter.summary()["target_tokens"] == int(np.sum(y[:4] != 0))
-
-
-def test_meter_counts_every_target_token_of_every_epoch():
-    meter = multi30k.ThroughputMeter()
-    _, y = _fit([meter], batches=5, epochs=2)
-    summary = meter.summary()
-    assert meter.steps == 10
-    assert summary["target_tokens"] == 2 * int(np.sum(y != 0))
-    assert summary["tokens_per_second"] > 0 and summary["tokens_per_second_overall"] > 0
-
-
-def test_schedule_warms_up_linearly_then_follows_the_cosine_of_the_elapsed_budget():
-    model, _ = _fit([], batches=1, epochs=1)
-    peak, budget_seconds = 1e-3, 1000.0
-    schedule = multi30k.BudgetSchedule(
-        time.perf_counter() - 0.5 * budget_seconds, budget_seconds, peak, warmup_steps=4
-    )
-    schedule.set_model(model)
-    rates = []
-    for batch in range(6):
-        schedule.on_train_batch_begin(batch)
-        rates.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
-    half = peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.5)))  # cosine at 50%
-    np.testing.assert_allclose(rates[:4], [half / 4, half / 2, 3 * half / 4, half], rtol=1e-3)
-    np.testing.assert_allclose(rates[5], half, rtol=1e-3)
-    schedule.start = time.perf_counter() - 2 * budget_seconds  # past the budget: the floor
-    schedule.on_train_batch_begin(6)
-    np.testing.assert_allclose(
-        float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), 0.05 * peak, rtol=1e-5
-    )
 
 
 def test_count_target_tokens_counts_end_tokens_of_the_pairs_make_dataset_keeps():

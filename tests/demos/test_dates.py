@@ -73,7 +73,7 @@ def test_tiny_demo_runs_end_to_end(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert (base / dates.EXPORT_NAME / "2" / "saved_model.pb").is_file()
     assert (base / dates.EXPORT_NAME / "1" / "saved_model.pb").read_bytes() == b"older"
-    assert (tmp_path / "out" / "dates_run" / "translator" / "translator.json").is_file()
+    assert (tmp_path / "out" / "dates_run" / "task.json").is_file()  # the run is the saved task
 
 
 @pytest.mark.slow

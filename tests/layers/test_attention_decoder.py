@@ -21,8 +21,8 @@ def _spec(**init_kwargs):
         AttentionDecoder,
         init_kwargs=init_kwargs,
         inputs={"inputs": ("T", 5), "memory": ("Tv", 4)},
-        value_masks={"memory_mask": "Tv"},
-        query_mask="inputs_mask",
+        value_masks={"encoder_padding_mask": "Tv"},
+        query_mask="decoder_padding_mask",
         dropout_kwargs={"dropout": 0.5},
         # The RNN still runs over an empty memory (zero context): that row's output is not zero,
         # but finite, and its weights are zero.
@@ -33,8 +33,8 @@ def _spec(**init_kwargs):
 
 
 SPECS = {
-    "bahdanau_gru_additive": _spec(units=6, cell="gru", attention="additive", style="bahdanau"),
-    "luong_lstm_general_feeding": _spec(units=6, cell="lstm", attention="general", style="luong"),
+    "bahdanau_gru_additive": _spec(units=6, cell="gru", score="additive", style="bahdanau"),
+    "luong_lstm_general_feeding": _spec(units=6, cell="lstm", score="general", style="luong"),
 }
 
 
@@ -52,10 +52,10 @@ def _w(variable):
 
 
 def test_bahdanau_gru_step_matches_numpy():
-    decoder = AttentionDecoder(units=6, cell="gru", attention="additive", style="bahdanau")
+    decoder = AttentionDecoder(units=6, cell="gru", score="additive", style="bahdanau")
     x, memory, h = rand(3, 5), 2.0 * rand(3, 7, 4), rand(3, 6)
     output, weights, (new_h,) = decoder(
-        x, memory, initial_state=(h,), memory_mask=MEMORY_MASK, return_attention_scores=True
+        x, memory, initial_state=(h,), encoder_padding_mask=MEMORY_MASK, return_attention_scores=True
     )
     attention, cell = decoder._attention_layer, decoder._cell
 
@@ -86,11 +86,11 @@ def test_bahdanau_gru_step_matches_numpy():
 
 
 def test_luong_lstm_step_with_input_feeding_matches_numpy():
-    decoder = AttentionDecoder(units=6, cell="lstm", attention="general", style="luong")
+    decoder = AttentionDecoder(units=6, cell="lstm", score="general", style="luong")
     x, memory = rand(3, 5), 2.0 * rand(3, 7, 4)
     states = (rand(3, 6), 0.5 * rand(1, 3, 6)[0], np.tanh(rand(2, 3, 6)[0]))  # h, c, h~
     output, weights, new_states = decoder(
-        x, memory, initial_state=states, memory_mask=MEMORY_MASK, return_attention_scores=True
+        x, memory, initial_state=states, encoder_padding_mask=MEMORY_MASK, return_attention_scores=True
     )
     assert len(new_states) == 3
     attention, cell = decoder._attention_layer, decoder._cell
@@ -126,17 +126,17 @@ def test_luong_lstm_step_with_input_feeding_matches_numpy():
 
 
 DECODERS = {
-    "bahdanau_gru": {"cell": "gru", "attention": "additive"},
-    "bahdanau_lstm_concat": {"cell": "lstm", "attention": "concat"},
+    "bahdanau_gru": {"cell": "gru", "score": "additive"},
+    "bahdanau_lstm_concat": {"cell": "lstm", "score": "concat"},
     "luong_gru_dot_no_feeding": {
         "cell": "gru",
-        "attention": "dot",
+        "score": "dot",
         "style": "luong",
         "input_feeding": False,
     },
     "luong_lstm_local_m": {
         "cell": "lstm",
-        "attention": LocalAttention(window=2, mode="monotonic"),
+        "score": LocalAttention(window=2, mode="monotonic"),
         "style": "luong",
     },
 }
@@ -151,8 +151,8 @@ def test_steps_reproduce_the_teacher_forced_sequence(name):
     outputs, weights, final = decoder(
         inputs,
         memory,
-        inputs_mask=inputs_mask,
-        memory_mask=MEMORY_MASK,
+        decoder_padding_mask=inputs_mask,
+        encoder_padding_mask=MEMORY_MASK,
         return_attention_scores=True,
         return_state=True,
     )
@@ -165,8 +165,8 @@ def test_steps_reproduce_the_teacher_forced_sequence(name):
             inputs[:, t],
             memory,
             initial_state=state,
-            inputs_mask=inputs_mask[:, t],
-            memory_mask=MEMORY_MASK,
+            decoder_padding_mask=inputs_mask[:, t],
+            encoder_padding_mask=MEMORY_MASK,
             start_index=np.int32(t) if t % 2 else t,
             return_attention_scores=True,
         )
@@ -186,14 +186,16 @@ def test_a_masked_step_input_gives_no_keras_mask_warning(recwarn):
     token = embedding(np.array([3, 0]))  # (2, 5), Keras mask [True, False]
     assert token._keras_mask is not None
     state = decoder.get_initial_state(2)
-    output, _ = decoder(token, rand(2, 7, 4), initial_state=state, inputs_mask=token._keras_mask)
+    output, _ = decoder(
+        token, rand(2, 7, 4), initial_state=state, decoder_padding_mask=token._keras_mask
+    )
     np.testing.assert_array_equal(np.asarray(output)[1], 0.0)  # the padded step
     assert token._keras_mask is not None  # the caller's tensor keeps its mask
     assert not [w for w in recwarn if "was passed an input with a mask" in str(w.message)]
 
 
 def test_decoder_is_causal_and_continues_from_a_state():
-    decoder = AttentionDecoder(units=4, cell="lstm", attention="general", style="luong")
+    decoder = AttentionDecoder(units=4, cell="lstm", score="general", style="luong")
     inputs, memory = rand(2, 6, 3), rand(2, 5, 4)
     full, state = decoder(inputs, memory, return_state=True)
     prefix, prefix_state = decoder(inputs[:, :4], memory, return_state=True)
@@ -210,7 +212,7 @@ def test_decoder_is_causal_and_continues_from_a_state():
 
 
 def test_initial_state_of_the_rnn_only_starts_the_fed_state_at_zero():
-    decoder = AttentionDecoder(units=4, cell="gru", style="luong", attention="general")
+    decoder = AttentionDecoder(units=4, cell="gru", style="luong", score="general")
     inputs, memory, h = rand(2, 3, 3), rand(2, 5, 4), rand(2, 4)
     short = decoder(inputs, memory, initial_state=[h])
     full = decoder(inputs, memory, initial_state=(h, np.zeros((2, 4), "float32")))
@@ -223,23 +225,23 @@ def test_initial_state_of_the_rnn_only_starts_the_fed_state_at_zero():
 def test_attention_layer_instance_serializes_and_survives_keras_save_load(tmp_path):
     decoder = AttentionDecoder(
         units=4,
-        attention=LocationAttention(max_length=9, name="location"),
+        score=LocationAttention(max_length=9, name="location"),
         name="decoder",
     )
     inputs = keras.Input((None, 3), name="inputs")
     memory = keras.Input((None, 5), name="memory")
     memory_mask = keras.Input((None,), dtype="bool", name="memory_mask")
     outputs, weights = decoder(
-        inputs, memory, memory_mask=memory_mask, return_attention_scores=True
+        inputs, memory, encoder_padding_mask=memory_mask, return_attention_scores=True
     )
     model = keras.Model([inputs, memory, memory_mask], {"outputs": outputs, "weights": weights})
     feed = [rand(3, 4, 3), rand(3, 7, 5), MEMORY_MASK[:, :7]]
     expected = model(feed)
     config = decoder.get_config()
-    assert config["attention"]["class_name"] == "LocationAttention"
-    assert "build_config" not in config["attention"]
+    assert config["score"]["class_name"] == "LocationAttention"
+    assert "build_config" not in config["score"]
     clone = AttentionDecoder.from_config(config)
-    assert isinstance(clone.attention, LocationAttention) and clone.attention.max_length == 9
+    assert isinstance(clone.score, LocationAttention) and clone.score.max_length == 9
     assert clone.get_config() == config
     path = tmp_path / "decoder.keras"
     model.save(path)
@@ -251,7 +253,7 @@ def test_attention_layer_instance_serializes_and_survives_keras_save_load(tmp_pa
 
 
 def test_sequence_call_traces_with_unknown_batch_and_lengths():
-    decoder = AttentionDecoder(units=4, cell="lstm", attention="additive")
+    decoder = AttentionDecoder(units=4, cell="lstm", score="additive")
 
     @tf.function(
         input_signature=[
@@ -261,13 +263,13 @@ def test_sequence_call_traces_with_unknown_batch_and_lengths():
         ]
     )
     def run(inputs, memory, memory_mask):
-        return decoder(inputs, memory, memory_mask=memory_mask, return_attention_scores=True)
+        return decoder(inputs, memory, encoder_padding_mask=memory_mask, return_attention_scores=True)
 
     for batch, length, source_length in ((2, 3, 4), (5, 6, 2)):
         inputs, memory = rand(batch, length, 3), rand(batch, source_length, 5)
         mask = np.ones((batch, source_length), bool)
         traced = run(inputs, memory, mask)
-        eager = decoder(inputs, memory, memory_mask=mask, return_attention_scores=True)
+        eager = decoder(inputs, memory, encoder_padding_mask=mask, return_attention_scores=True)
         for a, b in zip(traced, eager, strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
@@ -280,10 +282,10 @@ def test_sequence_call_traces_with_unknown_batch_and_lengths():
         ({"units": 4, "style": "luong-local"}, "Received: style='luong-local'"),
         ({"units": 4, "input_feeding": True}, "Received: style='bahdanau', input_feeding=True"),
         ({"units": 4, "style": "luong", "input_feeding": 1}, "Received: input_feeding=1"),
-        ({"units": 4, "attention": "bahdanau"}, "Received: attention='bahdanau'"),
-        ({"units": 4, "attention": keras.layers.Dense(3)}, "Received: attention=<Dense"),
-        ({"units": 4, "attention": MonotonicAttention(units=3)}, "MonotonicAttention"),
-        ({"units": 4, "attention": PointerAttention(units=3)}, "PointerAttention"),
+        ({"units": 4, "score": "bahdanau"}, "Received: score='bahdanau'"),
+        ({"units": 4, "score": keras.layers.Dense(3)}, "Received: score=<Dense"),
+        ({"units": 4, "score": MonotonicAttention(units=3)}, "MonotonicAttention"),
+        ({"units": 4, "score": PointerAttention(units=3)}, "PointerAttention"),
         ({"units": 4, "dropout": 1.0}, "Received: dropout=1.0"),
     ],
 )
@@ -293,7 +295,7 @@ def test_bad_arguments_raise(kwargs, message):
 
 
 def test_bad_call_arguments_raise():
-    decoder = AttentionDecoder(units=4, attention="dot", style="luong")
+    decoder = AttentionDecoder(units=4, score="dot", style="luong")
     with pytest.raises(ValueError, match=r"query_dim=4, key_dim=6"):
         decoder(rand(2, 3, 3), rand(2, 5, 6))
     decoder = AttentionDecoder(units=4)
@@ -308,8 +310,27 @@ def test_bad_call_arguments_raise():
 
 def test_additive_instance_is_used_as_given():
     attention = AdditiveAttention(units=3, name="my_attention")
-    decoder = AttentionDecoder(units=4, attention=attention)
+    decoder = AttentionDecoder(units=4, score=attention)
     decoder(rand(2, 3, 3), rand(2, 5, 4))
     assert decoder._attention_layer is attention
     assert tuple(attention.query_kernel.shape) == (4, 3)
     assert any("my_attention" in v.path for v in decoder.weights)
+
+
+def test_old_argument_names_still_work_with_a_warning():
+    memory = rand(2, 7, 4)
+    target = rand(2, 5, 3)
+    mask = np.arange(7)[None, :] < np.array([[7], [4]])
+    new = AttentionDecoder(units=4, score="dot", style="luong", seed=1, name="new")
+    expected = new(target, memory, encoder_padding_mask=mask)
+    with pytest.warns(DeprecationWarning, match="use `score`"):
+        old = AttentionDecoder(units=4, attention="dot", style="luong", seed=1, name="old")
+    assert old.score == "dot" and old.get_config()["score"] == "dot"
+    old(target, memory)  # build, then copy the weights
+    old.set_weights(new.get_weights())
+    # `memory_mask` is where Keras passes the implicit mask of `memory`; given by hand (the old
+    # name of `encoder_padding_mask`) it still masks, and the new name wins over it.
+    actual = old(target, memory, memory_mask=mask)
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), atol=1e-6)
+    both = old(target, memory, memory_mask=~mask, encoder_padding_mask=mask)
+    np.testing.assert_allclose(np.asarray(both), np.asarray(expected), atol=1e-6)

@@ -4,7 +4,12 @@ import pytest
 import tensorflow as tf
 
 from keras_attention.layers import AttentionDecoder, LocalAttention
-from keras_attention.models import TranslatorDecoding, seq2seq_translator, translator_decoding
+from keras_attention.models import (
+    TranslatorDecoding,
+    pointer_network,
+    seq2seq_translator,
+    translator_decoding,
+)
 from tests.models.decoding_helpers import greedy, teacher_forced_steps, tflite_decoding, traced
 
 SOURCE = np.array([[5, 6, 7, 8, 9, 0], [10, 11, 0, 0, 0, 0], [3, 4, 5, 6, 7, 8]], "int32")
@@ -46,7 +51,7 @@ def test_step_by_step_decoding_reproduces_the_teacher_forced_logits(config):
 def test_decoding_traces_once_with_unknown_batch_and_source_length():
     model = _model(cell="lstm", attention="general", style="luong")
     decoding = translator_decoding(model)
-    encode, step = traced(decoding, decoding.encode(SOURCE))
+    encode, step = traced(decoding)
     np.testing.assert_allclose(
         teacher_forced_steps(decoding, SOURCE, TARGET_IN, encode=encode, step=step),
         _logits(model),
@@ -97,8 +102,16 @@ def test_encoder_final_states_ignore_padding():
     decoding = translator_decoding(model)
     short = decoding.encode(SOURCE[1:2, :2])
     padded = decoding.encode(SOURCE[1:2])
-    for a, b in zip(short["decoder_state"], padded["decoder_state"], strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    assert sorted(padded) == [
+        "decoder_state_0",  # h
+        "decoder_state_1",  # c
+        "encoder_padding_mask",
+        "memory",
+    ]
+    for name in ("decoder_state_0", "decoder_state_1"):
+        np.testing.assert_allclose(
+            np.asarray(short[name]), np.asarray(padded[name]), rtol=0, atol=1e-6
+        )
     np.testing.assert_allclose(
         np.asarray(padded["memory"])[:, :2], np.asarray(short["memory"]), rtol=0, atol=1e-6
     )
@@ -142,8 +155,9 @@ def test_a_keras_loss_skips_padded_target_steps():
         ({"encoder_units": 0}, "Received: encoder_units=0"),
         ({"cell": "rnn"}, "Received: cell='rnn'"),
         ({"style": "local"}, "Received: style='local'"),
-        ({"attention": "multiplicative"}, "Received: attention='multiplicative'"),
-        ({"attention": "dot", "encoder_units": 8}, "Received: units=8, encoder_units=8"),
+        ({"score": "multiplicative"}, "Received: score='multiplicative'"),
+        ({"attention": "multiplicative"}, "Received: score='multiplicative'"),  # the old name
+        ({"score": "dot", "encoder_units": 8}, "Received: units=8, encoder_units=8"),
         ({"input_feeding": True}, "Received: style='bahdanau', input_feeding=True"),
         ({"dropout": 1.0}, "Received: dropout=1.0"),
     ],
@@ -157,10 +171,13 @@ def test_bad_arguments_raise(kwargs, message):
 def test_translator_decoding_rejects_other_models():
     inputs = keras.Input((3,))
     other = keras.Model(inputs, keras.layers.Dense(2, name="decoder_head")(inputs))
-    with pytest.raises(ValueError, match="must be built by `seq2seq_translator`"):
+    with pytest.raises(ValueError, match="must be an encoder-decoder translator"):
         translator_decoding(other)
-    with pytest.raises(ValueError, match="must be a keras.Model"):
+    with pytest.raises(ValueError, match="Received: model='model'"):
         translator_decoding("model")
+    # A pointer network has decoder blocks too, but no decoding of a translator.
+    with pytest.raises(ValueError, match=r"Received: model='pointer_network' \(PointerNetwork\)"):
+        translator_decoding(pointer_network(vocabulary_size=10, hidden_dim=8, num_heads=2))
     with pytest.raises(ValueError, match="Received: max_length=0"):
         translator_decoding(_model(), max_length=0)
 
@@ -215,7 +232,7 @@ def test_learns_to_reverse_sequences(seed, config):
 def test_encode_and_step_export_in_a_saved_model(tmp_path):
     model = _model(cell="lstm", attention="general", style="luong")
     decoding = translator_decoding(model)
-    encode, step = traced(decoding, decoding.encode(SOURCE))
+    encode, step = traced(decoding)
     module = tf.Module()
     module.model = model  # tracks the variables
     module.encode, module.step = encode, step
@@ -234,14 +251,9 @@ def test_decode_step_converts_to_tflite_builtins():
     model = _model(cell="lstm", attention="general", style="luong")
     decoding = translator_decoding(model)
     # Keras' bidirectional LSTM keeps its outputs in a TensorList, which lowers to builtins only
-    # with a known batch size: the encoder converts for one sentence at a time, the step for any
-    # batch size.
-    encode, step = tflite_decoding(model, decoding, decoding.encode(SOURCE), encode_batch_size=1)
+    # with a known batch size: the encoder converts for one sentence at a time (the generator
+    # encodes a batch row by row), the step for any batch size.
+    encode, step = tflite_decoding(model)
     expected = _logits(model)
-    for row in range(3):
-        actual = teacher_forced_steps(
-            decoding, SOURCE[row : row + 1], TARGET_IN[row : row + 1], encode=encode, step=step
-        )
-        np.testing.assert_allclose(actual[0], expected[row], rtol=0, atol=1e-5)
-    logits, _ = step(TARGET_IN[:, 0], decoding.encode(SOURCE), 0)  # a batch of three
-    np.testing.assert_allclose(logits, expected[:, 0], rtol=0, atol=1e-5)
+    actual = teacher_forced_steps(decoding, SOURCE, TARGET_IN, encode=encode, step=step)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5)

@@ -21,12 +21,14 @@ def _model(**kwargs):
     arguments = {
         "source_vocabulary_size": 21,
         "target_vocabulary_size": 25,
-        "max_length": 8,
+        "sequence_length": 8,
         "num_layers": 2,
         "hidden_dim": 8,
         "num_heads": 2,
         "intermediate_dim": 16,
     }
+    if "max_length" in kwargs:  # the deprecated name of `sequence_length`
+        del arguments["sequence_length"]
     return transformer_translator(**{**arguments, **kwargs})
 
 
@@ -41,14 +43,16 @@ def test_cached_step_by_step_decoding_reproduces_the_teacher_forced_logits(confi
     decoding = translator_decoding(model)
     assert decoding.max_length == 8 and decoding.vocabulary_size == 25
     state = decoding.encode(SOURCE)
-    assert len(state["caches"]) == 2
-    assert all(tuple(c.shape) == (3, 8, 2, 4) for cache in state["caches"] for c in cache)
-    # The encoder outputs are projected once per block, into the cross-attention cache.
-    assert sorted(state) == ["caches", "cross_caches", "memory_mask"]
+    # LiteRT's names: a self-attention KV cache per decoder block, and the encoder outputs
+    # projected once per block into the cross-attention cache.
+    caches = [f"kv_cache_{kind}_{i}" for i in range(2) for kind in "kv"]
+    cross = [f"cross_{kind}_{i}" for i in range(2) for kind in "kv"]
+    assert sorted(state) == sorted(["encoder_padding_mask", *caches, *cross])
+    assert all(tuple(state[name].shape) == (3, 8, 2, 4) for name in caches)
     source_length = np.shape(SOURCE)[1]
-    assert all(
-        tuple(c.shape) == (3, source_length, 2, 4) for cache in state["cross_caches"] for c in cache
-    )
+    assert all(tuple(state[name].shape) == (3, source_length, 2, 4) for name in cross)
+    spec = model.decoding_state_spec(8)
+    assert {name: shape for name, (shape, _) in spec.items()}["kv_cache_k_0"] == (None, 8, 2, 4)
     actual = teacher_forced_steps(decoding, SOURCE, TARGET_IN)
     # Real positions only: the model zeroes padded target positions, a step decodes any token.
     np.testing.assert_allclose(actual[VALID], expected[VALID], rtol=0, atol=1e-5)
@@ -60,7 +64,7 @@ def test_cached_step_by_step_decoding_reproduces_the_teacher_forced_logits(confi
 def test_decoding_traces_once_with_unknown_batch_and_source_length():
     model = _model()
     decoding = translator_decoding(model, max_length=6)
-    encode, step = traced(decoding, decoding.encode(SOURCE))
+    encode, step = traced(decoding)
     actual = teacher_forced_steps(decoding, SOURCE, TARGET_IN, encode=encode, step=step)
     np.testing.assert_allclose(actual[VALID], _logits(model)[VALID], rtol=0, atol=1e-5)
     source = np.tile(SOURCE[:2, :4], (2, 2))  # another batch size and source length
@@ -116,7 +120,8 @@ def test_keras_save_load(tmp_path):
     [
         ({"source_vocabulary_size": 0}, "Received: source_vocabulary_size=0"),
         ({"target_vocabulary_size": None}, "Received: target_vocabulary_size=None"),
-        ({"max_length": 0}, "Received: max_length=0"),
+        ({"sequence_length": 0}, "Received: sequence_length=0"),
+        ({"max_length": 0}, "Received: sequence_length=0"),  # the old name
         ({"num_layers": 0}, "Received: num_layers=0"),
         ({"hidden_dim": 10, "num_heads": 4}, "Received: hidden_dim=10, num_heads=4"),
         ({"intermediate_dim": -2}, "Received: intermediate_dim=-2"),
@@ -132,7 +137,7 @@ def test_bad_arguments_raise(kwargs, message):
 
 def test_decoding_max_length_may_not_exceed_the_model():
     model = _model()
-    with pytest.raises(ValueError, match="Received: max_length=9, the model's max_length=8"):
+    with pytest.raises(ValueError, match="Received: max_length=9, the model's sequence_length=8"):
         translator_decoding(model, max_length=9)
     with pytest.raises(ValueError, match="Received: max_length=-1"):
         translator_decoding(model, max_length=-1)
@@ -180,7 +185,7 @@ def test_learns_to_copy_sequences():
 def test_encode_and_cached_step_convert_to_tflite_builtins():
     model = _model()
     decoding = translator_decoding(model)
-    encode, step = tflite_decoding(model, decoding, decoding.encode(SOURCE))
+    encode, step = tflite_decoding(model)
     actual = teacher_forced_steps(decoding, SOURCE, TARGET_IN, encode=encode, step=step)
     np.testing.assert_allclose(actual[VALID], _logits(model)[VALID], rtol=0, atol=1e-5)
 

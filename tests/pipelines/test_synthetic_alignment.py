@@ -104,7 +104,7 @@ def test_alignment_generators_are_deterministic_per_seed(generator):
         (
             synthetic.window_max,
             {"radius": -1},
-            r"`radius` must be an int >= 0. Received: radius=-1",
+            r"`radius` must be an integer >= 0. Received: radius=-1",
         ),
         (
             synthetic.window_max,
@@ -115,17 +115,17 @@ def test_alignment_generators_are_deterministic_per_seed(generator):
         (
             synthetic.offset_lookup,
             {"num_queries": 0},
-            r"`num_queries` must be an int >= 1. Received: num_queries=0",
+            r"`num_queries` must be a positive integer. Received: num_queries=0",
         ),
         (
             synthetic.run_length_decoding,
             {"max_repeat": 1.5},
-            r"`max_repeat` must be an int >= 1. Received: max_repeat=1.5",
+            r"`max_repeat` must be a positive integer. Received: max_repeat=1.5",
         ),
         (
             synthetic.run_length_decoding,
             {"num_values": 1},
-            r"`num_values` must be an int >= 2. Received: num_values=1",
+            r"`num_values` must be an integer >= 2. Received: num_values=1",
         ),
     ],
 )

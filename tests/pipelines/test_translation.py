@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from pipelines import synthetic, text
-from pipelines.translation import make_dataset, read_pairs
+from pipelines.text import END_ID, START_ID
+from pipelines.translation import TranslationPreprocessor, make_dataset, read_pairs
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "multi30k")
 PAIRS = synthetic.dates(300, seed=11)
@@ -209,9 +210,11 @@ def test_file_errors_name_file_and_line(tokenizer, tmp_path):
 
 def test_argument_errors(tokenizer):
     cases = [
-        (dict(batch_size=0), r"`batch_size` must be an int >= 1. Received: batch_size=0"),
-        (dict(max_target_length=1), r"Received: max_target_length=1"),
-        (dict(max_source_length=2.5), r"Received: max_source_length=2.5"),
+        (dict(batch_size=0), r"`batch_size` must be a positive integer. Received: batch_size=0"),
+        (dict(target_sequence_length=1), r"must be an integer >= 2. Received: target_seq"),
+        (dict(source_sequence_length=2.5), r"Received: source_sequence_length=2.5"),
+        # The deprecated names still work, and are checked the same way.
+        (dict(max_target_length=1), r"Received: target_sequence_length=1"),
         (dict(shuffle=True), r"Received: shuffle=True"),
         (dict(bucket_boundaries=[8, 4]), r"Received: bucket_boundaries=\[8, 4\]"),
         (dict(bucket_boundaries=[]), r"Received: bucket_boundaries=\[\]"),
@@ -224,6 +227,39 @@ def test_argument_errors(tokenizer):
             make_dataset(PAIRS, tokenizer, **kwargs)
     with pytest.raises(ValueError, match=r"`source_tokenizer` must be a pipelines.text"):
         make_dataset(PAIRS, 3)
+    preprocessor = TranslationPreprocessor(tokenizer)
+    with pytest.raises(ValueError, match=r"`target_tokenizer` must be None"):
+        make_dataset(PAIRS, preprocessor, tokenizer)
+    with pytest.warns(DeprecationWarning, match="use `source_sequence_length`"):
+        make_dataset(PAIRS, tokenizer, max_source_length=4)
+
+
+def test_the_preprocessor_frames_training_and_inference_alike(tokenizer):
+    """`make_dataset` batches are the preprocessor's framing; serving truncates where training drops."""
+    preprocessor = TranslationPreprocessor(
+        tokenizer, source_sequence_length=5, target_sequence_length=8
+    )
+    kept = [(s, t) for s, t in PAIRS]
+    batches = list(make_dataset(kept, preprocessor, batch_size=len(kept)))
+    inputs, target_out = batches[0]
+    source_ids = tokenizer.tokenize([s for s, _ in kept])
+    target_ids = tokenizer.tokenize([t for _, t in kept])
+    fits = [
+        0 < len(s) <= 5 and len(t) + 1 <= 8
+        for s, t in zip(source_ids.to_list(), target_ids.to_list(), strict=True)
+    ]
+    assert inputs["source"].shape[0] == sum(fits) > 0
+    expected = [s for s, fit in zip(source_ids.to_list(), fits, strict=True) if fit]
+    for row, ids in zip(inputs["source"].numpy().tolist(), expected, strict=True):
+        assert row[: len(ids)] == ids and not any(row[len(ids) :])
+    np.testing.assert_array_equal(inputs["target_in"][:, 0], START_ID)
+    ends = (target_out.numpy() == END_ID).sum(axis=1)
+    np.testing.assert_array_equal(ends, 1)
+    # Inference: the same tokens, cut (not dropped) at source_sequence_length.
+    long_text = " ".join([kept[0][0]] * 4)
+    source, padded = preprocessor.generate_preprocess(tf.constant([long_text, ""]))
+    assert source.to_list()[0] == tokenizer.tokenize(long_text).numpy().tolist()[:5]
+    assert padded.shape == (2, 5) and not padded.numpy()[1].any()
 
 
 @pytest.mark.slow

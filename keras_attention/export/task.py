@@ -1,16 +1,15 @@
-"""The translator's SavedModel: strings in, strings out, tokenizers and decoding in the graph."""
+"""A task's SavedModel: strings in, strings out, tokenizers and decoding in the graph."""
 
 import tempfile
 
-import tensorflow as tf
-
 from keras_attention.export.saved_model import export_saved_model
+from keras_attention.tasks import Task, Translator
 
 
 def export_translator(
     translator, base_dir="saved_models", name="translator", version=None, overwrite=False
 ):
-    """Exports a `keras_attention.models.Translator` for TF Serving.
+    """Exports a `keras_attention.tasks.Translator` for TF Serving (`export_task`).
 
     The SavedModel is written by `export_saved_model` as
     `<base_dir>/<name>/<version>/` with two signatures, both the translator's
@@ -55,7 +54,8 @@ def export_translator(
     >>> import os
     >>> import tempfile
     >>> from pipelines.text import TextTokenizer
-    >>> from keras_attention.models import Translator, seq2seq_translator
+    >>> from keras_attention.models import seq2seq_translator
+    >>> from keras_attention.tasks import Translator
     >>> vocabulary = ["[PAD]", "[UNK]", "[START]", "[END]", "[MASK]", "-", ",", "march",
     ...               "3", "2021", "0", "##3"]
     >>> tokenizer = TextTokenizer(vocabulary, lowercase=True)
@@ -64,6 +64,7 @@ def export_translator(
     >>> path = export_translator(translator, tempfile.mkdtemp())
     >>> sorted(os.listdir(os.path.join(path, "assets")))
     ['source_vocab.txt', 'source_vocab.txt.json', 'target_vocab.txt', 'target_vocab.txt.json']
+    >>> import tensorflow as tf
     >>> import tensorflow_text  # registers the tokenizer ops before loading
     >>> serve = tf.saved_model.load(path).signatures["serving_default"]
     >>> served = serve(text=tf.constant(["March 3, 2021"]))["translation"]
@@ -74,26 +75,47 @@ def export_translator(
         - Olston et al., 2017, "TensorFlow-Serving: Flexible, High-Performance
           ML Serving" (https://arxiv.org/abs/1712.06139).
     """
-    from keras_attention.models.translator import Translator
-
     if not isinstance(translator, Translator):
         raise ValueError(
             "export_translator: `translator` must be a keras_attention.models.Translator. "
             f"Received: translator={type(translator).__name__}"
         )
-    text_spec = {"text": tf.TensorSpec([None], tf.string)}
-    signatures = {
-        "serving_default": (translator.serve, text_spec),
-        "attention": (translator.serve_attention, text_spec),
-    }
-    with tempfile.TemporaryDirectory(prefix="keras_attention_vocab_") as vocab_dir:
-        assets = translator.write_vocabularies(vocab_dir)
+    return export_task(translator, base_dir, name=name, version=version, overwrite=overwrite)
+
+
+def export_task(task, base_dir="saved_models", name=None, version=None, overwrite=False):
+    """Exports any task for TF Serving: its serving signatures, its preprocessor's files as assets.
+
+    The SavedModel (`export_saved_model`: `<base_dir>/<name>/<version>/`,
+    listed in `models.config`, never overwriting a version unless asked)
+    holds the task's `serving_signatures()` — the task's own traced
+    functions, so what is served is what the task computes in memory — and
+    the files of `task.preprocessor.save_assets` under `assets/`.
+
+    Args:
+        task: a `keras_attention.tasks.Task`.
+        base_dir: the TF Serving model base directory. Defaults to
+            `"saved_models"`.
+        name: the model name. Defaults to the task's `export_name`
+            (`"translator"` for a translator).
+        version: positive int, or `None` for the next free version.
+        overwrite: bool, replace an existing version (else `FileExistsError`).
+
+    Returns:
+        The export path `<base_dir>/<name>/<version>` as a string.
+    """
+    if not isinstance(task, Task):
+        raise ValueError(
+            "export_task: `task` must be a keras_attention.tasks.Task. "
+            f"Received: task={type(task).__name__}"
+        )
+    with tempfile.TemporaryDirectory(prefix="keras_attention_assets_") as assets_dir:
         return export_saved_model(
-            translator.model,
+            task.backbone,
             base_dir,
-            name=name,
+            name=name or task.export_name,
             version=version,
-            signatures=signatures,
+            signatures=task.serving_signatures(),
             overwrite=overwrite,
-            assets=assets,
+            assets=task.preprocessor.save_assets(assets_dir),
         )

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_attention.models import Translator, seq2seq_translator, transformer_translator
+from keras_attention.models import seq2seq_translator, transformer_translator
+from keras_attention.tasks import Task, Translator
 from pipelines.text import END, START_ID, TextTokenizer
 
 # A hand-written vocabulary (no `ä`/`ü`: "März" and "über" become [UNK]).
@@ -92,22 +93,34 @@ def test_translate_with_attention(translator):
 
 def test_save_load_round_trip(translator, tmp_path):
     translator.save(tmp_path / "saved")
-    files = sorted(os.listdir(tmp_path / "saved"))
-    assert files == [
-        "model.keras",
+    assert sorted(os.listdir(tmp_path / "saved")) == ["assets", "model.weights.h5", "task.json"]
+    assert sorted(os.listdir(tmp_path / "saved" / "assets")) == [
         "source_vocab.txt",
         "source_vocab.txt.json",
         "target_vocab.txt",
         "target_vocab.txt.json",
-        "translator.json",
     ]
-    with open(tmp_path / "saved" / "translator.json") as f:
-        assert json.load(f)["max_source_length"] == MAX_SOURCE
+    with open(tmp_path / "saved" / "task.json") as f:
+        description = json.load(f)
+    assert description["task"] == "translation"
+    assert description["preprocessor"]["source_sequence_length"] == MAX_SOURCE
+    assert description["config"]["max_length"] == MAX_OUTPUT
+    assert description["backbone"]["class_name"] == "Seq2SeqTranslator"
     reloaded = Translator.load(tmp_path / "saved")
     assert reloaded.get_config() == translator.get_config()
     assert reloaded.source_tokenizer.vocabulary == translator.source_tokenizer.vocabulary
     assert reloaded.target_tokenizer.get_config() == translator.target_tokenizer.get_config()
     assert reloaded.translate(TEXTS) == translator.translate(TEXTS)
+    # `Task.load` finds the task class from task.json.
+    assert type(Task.load(tmp_path / "saved")) is Translator
+
+
+def test_load_names_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="task.json is missing"):
+        Translator.load(tmp_path)
+    (tmp_path / "task.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a keras-attention task file"):
+        Translator.load(tmp_path)
 
 
 def test_vocabulary_paths_are_loaded(translator, tmp_path):
@@ -128,16 +141,19 @@ def _transformer(max_length=8):
 @pytest.mark.parametrize(
     ("make_args", "message"),
     [
-        (lambda m, t: ("not a model", t, t), "`model` must be a keras.Model"),
+        (lambda m, t: ("not a model", t, t), "`backbone` must be an encoder-decoder translator"),
         (lambda m, t: (m, "no such file.txt", t), "No such vocabulary file"),
         (lambda m, t: (m, t, 3), "`target_tokenizer` must be"),
-        (lambda m, t: (m, t, t, 0), "max_source_length"),
-        (lambda m, t: (m, t, t, 6, -1), "max_output_length"),
+        (lambda m, t: (m, t, t, 0), "Received: source_sequence_length=0"),
+        (lambda m, t: (m, t, t, 6, -1), "Received: max_length=-1"),
         (lambda m, t: (m, t, t, 6, 8, 0), "beam_width"),
         (lambda m, t: (m, t, t, 6, 8, 2, -0.5), "length_penalty"),
         (lambda m, t: (m, t, t, 6, 8, 2, True), "length_penalty"),
         (lambda m, t: (m, t, TextTokenizer(VOCABULARY[:-1])), "target vocabulary"),
-        (lambda m, t: (keras.Sequential([keras.layers.Dense(2)]), t, t), "no layer"),
+        (
+            lambda m, t: (keras.Sequential([keras.layers.Dense(2)]), t, t),
+            "Received: backbone='sequential.*' \\(Sequential\\)",
+        ),
     ],
 )
 def test_bad_arguments_raise(translator, make_args, message):
@@ -147,10 +163,26 @@ def test_bad_arguments_raise(translator, make_args, message):
 
 def test_transformer_lengths_are_limited_by_its_positions():
     tokenizer = _tokenizer()
-    with pytest.raises(ValueError, match="max_output_length` may not exceed"):
+    with pytest.raises(ValueError, match="max_length` may not exceed"):
         Translator(_transformer(max_length=8), tokenizer, tokenizer, 8, 9)
-    with pytest.raises(ValueError, match="max_source_length` may not exceed"):
+    with pytest.raises(ValueError, match="source_sequence_length` may not exceed"):
         Translator(_transformer(max_length=8), tokenizer, tokenizer, 9, 8)
+
+
+def test_old_argument_names_still_work_with_a_warning(translator):
+    with pytest.warns(DeprecationWarning, match="use `source_sequence_length`"):
+        old = Translator(
+            translator.model,
+            translator.source_tokenizer,
+            translator.target_tokenizer,
+            max_source_length=MAX_SOURCE,
+            max_output_length=MAX_OUTPUT,
+        )
+    assert (old.max_source_length, old.max_output_length) == (MAX_SOURCE, MAX_OUTPUT)
+    assert old.translate(TEXTS) == translator.translate(TEXTS)
+    with pytest.raises(ValueError, match="give one of them"):
+        Translator(translator.model, translator.source_tokenizer, translator.target_tokenizer,
+                   source_sequence_length=4, max_source_length=5)  # fmt: skip
 
 
 @pytest.mark.parametrize("texts", ["one sentence", [1, 2], tf.constant([["a"]])])

@@ -1,0 +1,88 @@
+"""A task's SavedModel behind the task's own `predict` API (what `keras-attention predict` loads)."""
+
+import os
+
+import tensorflow as tf
+
+from keras_attention.tasks.registry import get_task, task_names
+
+
+class ServedTask:
+    """Runs a SavedModel written by `keras_attention.export.export_task` like the task itself.
+
+    The registered task whose serving signatures the export has is found from
+    the signatures' outputs (e.g. a translator's `serving_default` answers
+    `translation`); `predict` calls `serving_default`, `predict_with_attention`
+    the `attention` signature when the task has one. The tensorflow-text ops
+    are registered before loading.
+
+    Args:
+        path: a version directory (with `saved_model.pb`), or a TF Serving
+            model directory (its highest version is loaded).
+
+    Attributes:
+        path: the version directory loaded.
+        task_class: the registered task class of the export.
+    """
+
+    def __init__(self, path):
+        import pipelines.text  # noqa: F401  (registers the tensorflow-text ops)
+
+        self.path = latest_version(path)
+        self._signatures = tf.saved_model.load(self.path).signatures
+        self.task_class = _task_class(self.path, self._signatures)
+
+    def predict(self, texts):
+        """Strings in, strings out, through the `serving_default` signature."""
+        signature = self._signatures["serving_default"]
+        (name,) = signature.structured_input_signature[1]
+        (output,) = self.task_class.serving_outputs["serving_default"]
+        result = signature(**{name: tf.constant(list(texts), tf.string)})[output]
+        return [value.decode("utf-8") for value in result.numpy()]
+
+    def predict_with_attention(self, texts):
+        """The `attention` signature's outputs, as the task's `predict_with_attention` gives them."""
+        if "attention" not in self._signatures:
+            raise ValueError(
+                f"the SavedModel {self.path!r} has no `attention` signature. "
+                f"Received: signatures={sorted(self._signatures)}"
+            )
+        outputs = self._signatures["attention"](text=tf.constant(list(texts), tf.string))
+        result = self.task_class.unpack_attention(
+            {key: value.numpy() for key, value in outputs.items()}, len(texts)
+        )
+        return {"outputs": result["translations"], **result}
+
+
+def latest_version(path):
+    """`path` if it holds `saved_model.pb`, else its highest numbered version directory."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")) or not os.path.isdir(path):
+        return path
+    versions = [
+        int(name)
+        for name in os.listdir(path)
+        if name.isdigit() and os.path.isfile(os.path.join(path, name, "saved_model.pb"))
+    ]
+    return os.path.join(path, str(max(versions))) if versions else path
+
+
+def is_saved_model(path):
+    """Whether `path` is a SavedModel version directory or a model directory with versions."""
+    return os.path.isfile(os.path.join(latest_version(path), "saved_model.pb"))
+
+
+def _task_class(path, signatures):
+    for name in task_names():
+        task_cls = get_task(name)
+        expected = getattr(task_cls, "serving_outputs", {})
+        if expected and all(
+            key in signatures and set(outputs) == set(signatures[key].structured_outputs)
+            for key, outputs in expected.items()
+        ):
+            return task_cls
+    raise ValueError(
+        f"the SavedModel {path!r} is not a task export (its signatures match no task of "
+        f"{task_names()}; write one with `keras-attention export RUN_DIR`). "
+        f"Received: signatures={sorted(signatures)}"
+    )

@@ -1,0 +1,635 @@
+"""The translation task: text in, text out, with the tokenizers and the decoding inside."""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_attention.generation import beam_search, greedy_search
+from keras_attention.layers import make_score
+from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
+from keras_attention.models.seq2seq_translator import Seq2SeqTranslator
+from keras_attention.models.transformer_translator import TransformerTranslator
+from keras_attention.models.translator_decoding import TranslatorDecoding
+from keras_attention.tasks.losses import MaskedTokenAccuracy, masked_loss
+from keras_attention.tasks.registry import register_task
+from keras_attention.tasks.task import Task
+from keras_attention.tasks.translation_config import TranslationConfig, TranslationData
+from keras_attention.utils import describe, number, positive_int, renamed_argument
+from pipelines.text import END_ID, PAD_ID, START_ID, build_wordpiece_vocab
+from pipelines.translation import (
+    SOURCE_VOCABULARY,
+    TARGET_VOCABULARY,
+    TranslationPreprocessor,
+    make_dataset,
+    read_pairs,
+)
+
+_NAME = "Translator"
+_DEFAULT_LENGTH = 64
+
+
+@register_task
+class Translator(Task):
+    """Translates strings with a translator backbone and its two WordPiece tokenizers.
+
+    The whole path runs in one `tf.function` traced for a `tf.string`
+    `(batch_size,)` input, the same function `translate`,
+    `translate_with_attention` and `keras_attention.export.export_translator`
+    use, so the in-memory and the exported translations cannot diverge:
+
+    1. tokenize, truncate and pad with the `TranslationPreprocessor` (no
+       `[START]`/`[END]`, as `pipelines.translation.make_dataset` frames
+       sources for training; a source longer than `source_sequence_length`
+       tokens keeps its first `source_sequence_length` tokens; the empty
+       string is an all-padding source, which the model decodes
+       deterministically like any other input);
+    2. encode, then generate at most `max_length` tokens from `[START]` until
+       `[END]`: `greedy_search` when `beam_width == 1`, else `beam_search`
+       with GNMT's `length_penalty` (`[PAD]` and `[START]` are never
+       generated);
+    3. detokenize with the target tokenizer (cut at `[END]`).
+
+    Give either the two tokenizers (and the lengths) or a `preprocessor`.
+
+    Args:
+        backbone: a `Seq2SeqTranslator` or `TransformerTranslator` (built by
+            `seq2seq_translator` / `transformer_translator`), trained on ids
+            from the tokenizers. (`model` is its other name, as an attribute.)
+        source_tokenizer: a `pipelines.text.TextTokenizer`, or the path of a
+            vocabulary written by `pipelines.text.build_wordpiece_vocab`.
+        target_tokenizer: the same for the target language; its vocabulary
+            size must equal the model's target vocabulary size.
+        source_sequence_length: positive int, the most source tokens kept (at
+            most the Transformer's `sequence_length`). Defaults to the
+            preprocessor's, else `64`. (`max_source_length` is its deprecated
+            name.)
+        max_length: positive int, the most target tokens generated, `[END]`
+            included (at most the Transformer's `sequence_length`). Defaults
+            to the preprocessor's `target_sequence_length`, else `64`.
+            (`max_output_length` is its deprecated name.)
+        beam_width: positive int; `1` is greedy search. Defaults to `1`.
+        length_penalty: non-negative float, GNMT's `alpha` for beam search.
+            Defaults to `0.6`.
+        preprocessor: a `pipelines.translation.TranslationPreprocessor`,
+            instead of the tokenizers and `source_sequence_length`.
+
+    Attributes:
+        backbone (also `model`), preprocessor, source_tokenizer,
+        target_tokenizer, source_sequence_length, max_length, beam_width,
+        length_penalty; `decoding`, a `TranslatorDecoding` of the backbone;
+        `serve` and `serve_attention`, the traced functions of the
+        `serving_default` and `attention` signatures.
+
+    Example:
+
+    >>> from pipelines.text import TextTokenizer
+    >>> from keras_attention.models import seq2seq_translator
+    >>> vocabulary = ["[PAD]", "[UNK]", "[START]", "[END]", "[MASK]", "-", ",", "march",
+    ...               "3", "2021", "0", "##3"]
+    >>> tokenizer = TextTokenizer(vocabulary, lowercase=True)
+    >>> model = seq2seq_translator(len(vocabulary), len(vocabulary), embedding_dim=4, units=4)
+    >>> translator = Translator(model, tokenizer, tokenizer, max_length=8)
+    >>> outputs = translator.translate(["March 3, 2021", ""])  # untrained: some ISO-like noise
+    >>> len(outputs), all(isinstance(t, str) for t in outputs)
+    (2, True)
+    """
+
+    task_name = "translation"
+    train_summary = (
+        "Train an attention translator (RNN or Transformer) on sentence pairs: aligned text "
+        "files or a TSV."
+    )
+    preprocessor_class = TranslationPreprocessor
+    config_class = TranslationConfig
+    data_class = TranslationData
+    # The outputs of the exported signatures (how `ServedTask` recognises a translator export).
+    serving_outputs = {
+        "serving_default": ("translation",),
+        "attention": ("attention", "source_tokens", "target_tokens", "translation"),
+    }
+
+    def __init__(
+        self,
+        backbone,
+        source_tokenizer=None,
+        target_tokenizer=None,
+        source_sequence_length=None,
+        max_length=None,
+        beam_width=1,
+        length_penalty=0.6,
+        *,
+        preprocessor=None,
+        **kwargs,
+    ):
+        source_sequence_length = renamed_argument(
+            _NAME, kwargs, "max_source_length", "source_sequence_length", source_sequence_length
+        )
+        max_length = renamed_argument(_NAME, kwargs, "max_output_length", "max_length", max_length)
+        if kwargs:
+            raise TypeError(f"{_NAME}() got unexpected arguments {sorted(kwargs)}")
+        preprocessor = _make_preprocessor(
+            preprocessor, source_tokenizer, target_tokenizer, source_sequence_length, max_length
+        )
+        super().__init__(_check_backbone(backbone), preprocessor)
+        self.max_length = positive_int(
+            _NAME,
+            "max_length",
+            preprocessor.target_sequence_length if max_length is None else max_length,
+        )
+        self.beam_width = positive_int(_NAME, "beam_width", beam_width)
+        self.length_penalty = number(
+            _NAME, "length_penalty", length_penalty, low=0.0, what="a non-negative float"
+        )
+        self._check_sizes()
+        self.decoding = TranslatorDecoding(self.backbone, self._cache_length)
+        # Padding and the start token are never generated (an undertrained model may favour them).
+        never = np.isin(np.arange(self.target_tokenizer.vocabulary_size), [PAD_ID, START_ID])
+        self._never_generated = tf.constant(never)  # (vocabulary_size,)
+        self._source_vocabulary = tf.constant(self.source_tokenizer.vocabulary)
+        self._target_vocabulary = tf.constant(self.target_tokenizer.vocabulary)
+        text_spec = tf.TensorSpec([None], tf.string, name="text")
+        self.serve = tf.function(self._serve, input_signature=[text_spec])
+        self.serve_attention = tf.function(self._serve_attention, input_signature=[text_spec])
+
+    # -- attributes -----------------------------------------------------------------------------
+
+    @property
+    def export_name(self):
+        """The default model name of the SavedModel export: `"translator"`."""
+        return "translator"
+
+    @property
+    def model(self):
+        """The backbone (the name this attribute had before tasks)."""
+        return self.backbone
+
+    @property
+    def source_tokenizer(self):
+        return self.preprocessor.source_tokenizer
+
+    @property
+    def target_tokenizer(self):
+        return self.preprocessor.target_tokenizer
+
+    @property
+    def source_sequence_length(self):
+        return self.preprocessor.source_sequence_length
+
+    @property
+    def max_source_length(self):
+        """Deprecated name of `source_sequence_length`."""
+        return self.source_sequence_length
+
+    @property
+    def max_output_length(self):
+        """Deprecated name of `max_length`."""
+        return self.max_length
+
+    @property
+    def _cache_length(self):
+        """The KV cache size: `max_length` for a Transformer, nothing for an RNN."""
+        return None if self.backbone.max_decoding_length is None else self.max_length
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def translate(self, texts):
+        """Translates a batch of sentences.
+
+        Args:
+            texts: a list of `str`, or a `(batch_size,)` `tf.string` tensor.
+
+        Returns:
+            A list of `str`, one translation per input.
+        """
+        texts = _check_texts(texts)
+        if texts.shape[0] == 0:
+            return []
+        return [_decode(t) for t in self.serve(texts)["translation"].numpy()]
+
+    def translate_with_attention(self, texts):
+        """Translates a batch and returns the cross-attention of every translation.
+
+        The attention is recomputed by teacher-forcing the decoded tokens
+        through the model (`backbone.alignment`): for a `Seq2SeqTranslator`
+        the decoder's attention weights, for a `TransformerTranslator` the
+        mean over heads of the cross-attention of the last decoder block. Row
+        `t` is the attention while target token `t` was produced.
+
+        Args:
+            texts: a list of `str`, or a `(batch_size,)` `tf.string` tensor.
+
+        Returns:
+            A dict with `"translations"` (list of `str`), `"source_tokens"`
+            (list of lists of `S_i` word pieces, after truncation),
+            `"target_tokens"` (list of lists of the `T_i` generated word
+            pieces, `"[END]"` included when generated) and `"attention"`
+            (list of float32 arrays `(T_i, S_i)`; each row sums to 1 over the
+            source, or is all zeros for an empty source).
+        """
+        texts = _check_texts(texts)
+        if texts.shape[0] == 0:
+            return unpack_attention({}, 0)
+        outputs = {key: value.numpy() for key, value in self.serve_attention(texts).items()}
+        return unpack_attention(outputs, texts.shape[0])
+
+    def predict(self, texts):
+        """`translate` (the name every task answers to)."""
+        return self.translate(texts)
+
+    def predict_with_attention(self, texts):
+        """`translate_with_attention`, with the outputs under `"outputs"` as for every task."""
+        result = self.translate_with_attention(texts)
+        return {"outputs": result["translations"], **result}
+
+    def __call__(self, texts):
+        return self.translate(texts)
+
+    def evaluate(self, data, batch_size=64, limit=None):
+        """Translates held-out pairs and scores them.
+
+        Args:
+            data: pairs in any form `pipelines.translation.read_pairs` reads.
+            batch_size: sentences per call. Defaults to `64`.
+            limit: optional positive int, score the first `limit` pairs only.
+
+        Returns:
+            A dict: `"pairs"` (how many were scored), `"exact_match"` (the
+            fraction translated exactly, spaces stripped), `"bleu"` (sacrebleu
+            corpus BLEU, 13a-tokenized and lower-cased, when sacrebleu is
+            installed) and `"samples"` (the first three `(source,
+            translation, reference)` triples).
+        """
+        sources, references = read_pairs(data)
+        if limit is not None:
+            limit = positive_int(f"{_NAME}.evaluate", "limit", limit)
+            sources, references = sources[:limit], references[:limit]
+        batch_size = positive_int(f"{_NAME}.evaluate", "batch_size", batch_size)
+        translations = []
+        for start in range(0, len(sources), batch_size):
+            translations += self.translate(sources[start : start + batch_size])
+        result = {"pairs": len(sources), "exact_match": exact_match(translations, references)}
+        try:
+            import sacrebleu
+        except ImportError:  # the `bleu` extra
+            pass
+        else:
+            bleu = sacrebleu.corpus_bleu(translations, [references], tokenize="13a", lowercase=True)
+            result["bleu"] = round(bleu.score, 2)
+        result["samples"] = list(zip(sources, translations, references, strict=True))[:3]
+        return result
+
+    def summarize(self, result, split="validation"):
+        """Lines describing an `evaluate` result, for the command line."""
+        lines = [
+            f"{split} exact match: {result['exact_match']:.2%} of {result['pairs']} pairs"
+            + (f", BLEU {result['bleu']:.2f}" if "bleu" in result else "")
+        ]
+        lines += [f"  {source}  ->  {translation}" for source, translation, _ in result["samples"]]
+        return lines
+
+    def get_config(self):
+        """The decoding options (the lengths are the preprocessor's, the rest are assets)."""
+        return {
+            "max_length": self.max_length,
+            "beam_width": self.beam_width,
+            "length_penalty": self.length_penalty,
+        }
+
+    @staticmethod
+    def unpack_attention(outputs, batch_size):
+        """The `attention` signature's padded NumPy outputs as `translate_with_attention` gives them."""
+        return unpack_attention(outputs, batch_size)
+
+    def write_vocabularies(self, directory):
+        """Writes `source_vocab.txt`, `target_vocab.txt` and their sidecars; returns the 4 paths."""
+        return self.preprocessor.save_assets(directory)
+
+    def serving_signatures(self):
+        """`{"serving_default", "attention"}`: `(fn, {"text": tf.string (batch_size,)})` each."""
+        text_spec = {"text": tf.TensorSpec([None], tf.string)}
+        return {
+            "serving_default": (self.serve, text_spec),
+            "attention": (self.serve_attention, text_spec),
+        }
+
+    # -- the training hooks (see `Task` and `keras_attention.training.train`) -------------------
+
+    @classmethod
+    def read_data(cls, data):
+        """Reads and checks sentence pairs: `(sources, targets)`, two lists of `str`."""
+        return read_pairs(data)
+
+    @classmethod
+    def build_preprocessor(cls, config, data, assets_dir):
+        """Learns both WordPiece vocabularies from the training pairs into `assets_dir`."""
+        for file_name, texts in zip((SOURCE_VOCABULARY, TARGET_VOCABULARY), data, strict=True):
+            build_wordpiece_vocab(
+                texts,
+                f"{assets_dir}/{file_name}",
+                config.vocabulary_size,
+                lowercase=config.lowercase,
+            )
+        return cls.load_preprocessor(config, assets_dir)
+
+    @classmethod
+    def load_preprocessor(cls, config, assets_dir):
+        """The preprocessor of the vocabularies `build_preprocessor` wrote."""
+        return TranslationPreprocessor.from_assets(
+            assets_dir,
+            source_sequence_length=config.source_sequence_length,
+            target_sequence_length=config.target_sequence_length,
+        )
+
+    @classmethod
+    def build(cls, config, preprocessor):
+        """A new (untrained) translator for a `TranslationConfig`."""
+        return cls(
+            build_backbone(
+                config,
+                preprocessor.source_tokenizer.vocabulary_size,
+                preprocessor.target_tokenizer.vocabulary_size,
+            ),
+            preprocessor=preprocessor,
+            beam_width=config.beam_width,
+            length_penalty=config.length_penalty,
+        )
+
+    def make_dataset(self, data, batch_size=64, shuffle=False, seed=None):
+        """Teacher-forcing batches of `(sources, targets)`, with a known number of batches.
+
+        One pass fills the (in-memory) cache and counts the batches, so a
+        progress bar knows the total; pairs that do not fit the lengths are
+        dropped, and none fitting raises a `ValueError`.
+        """
+        sources, targets = data
+        dataset = make_dataset(
+            list(zip(sources, targets, strict=True)),
+            self.preprocessor,
+            batch_size=batch_size,
+            shuffle=min(len(sources), 100_000) if shuffle else None,
+            seed=seed,
+            cache=True,
+        )
+        batches = int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
+        if batches == 0:
+            lengths = self.preprocessor.get_config()
+            raise ValueError(
+                f"no pair fits source_sequence_length={lengths['source_sequence_length']} and "
+                f"target_sequence_length={lengths['target_sequence_length']} (target tokens + 1) "
+                f"among {len(sources)} pairs; raise the limits."
+            )
+        return dataset.apply(tf.data.experimental.assert_cardinality(batches))
+
+    def loss(self, config=None):
+        """The masked cross-entropy (label-smoothed as `config` says)."""
+        return masked_loss(0.0 if config is None else config.label_smoothing)
+
+    def metrics(self, config=None):
+        """The masked token accuracy."""
+        return [MaskedTokenAccuracy()]
+
+    # -- the traced path ------------------------------------------------------------------------
+
+    def _serve(self, text):
+        """`text` `(B,)` -> `{"translation": (B,)}` (the `serving_default` signature)."""
+        _, _, tokens, _ = self._generate(text)
+        return {"translation": self.preprocessor.generate_postprocess(tokens)}
+
+    def _serve_attention(self, text):
+        """`text` `(B,)` -> translation, padded token strings and attention (the `attention` one)."""
+        source, source_ids, tokens, lengths = self._generate(text)
+        batch_size = tf.shape(tokens)[0]
+        max_target = tf.reduce_max(tf.concat([lengths, [0]], 0))
+        tokens = tokens[:, :max_target]  # (B, T)
+        target_mask = tf.sequence_mask(lengths, max_target)  # (B, T)
+        # Decoder inputs: [START] then the generated tokens, shifted right, padded after `lengths`.
+        start = tf.fill([batch_size, 1], tf.constant(START_ID, tf.int32))
+        target_in = tf.concat([start, tokens[:, :-1]], axis=1)
+        target_in = tf.where(target_mask, target_in, 0)
+        weights = self.backbone.alignment(source_ids, target_in)  # (B, T, S)
+        max_source = tf.cast(source.bounding_shape(axis=1), tf.int32)
+        weights = tf.cast(weights, tf.float32)[:, :, :max_source]  # (B, T, S)
+        source_mask = tf.sequence_mask(source.row_lengths(), max_source)  # (B, S)
+        weights = tf.where(target_mask[:, :, None] & source_mask[:, None, :], weights, 0.0)
+        source_tokens = tf.gather(self._source_vocabulary, source).to_tensor(default_value="")
+        target_tokens = tf.where(target_mask, tf.gather(self._target_vocabulary, tokens), "")
+        return {
+            "translation": self.preprocessor.generate_postprocess(tokens),
+            "source_tokens": source_tokens,
+            "target_tokens": target_tokens,
+            "attention": weights,
+        }
+
+    def _generate(self, text):
+        """Tokenize, truncate, encode, generate.
+
+        Returns `(source, source_ids, tokens, lengths)`: the truncated source
+        ids (ragged), the same padded `(B, S)`, the generated tokens `(B, L)`
+        and their lengths `(B,)` (`[END]` included).
+        """
+        source, source_ids = self.preprocessor.generate_preprocess(text)
+        state = self.backbone.encode(source_ids, max_length=self._cache_length)
+        start_ids = tf.fill([tf.shape(source_ids)[0]], tf.constant(START_ID, tf.int32))
+
+        def step_fn(token_ids, state, step):
+            logits, state = self.backbone.call_with_cache(token_ids, state, step)  # (B, V)
+            return tf.where(self._never_generated, logits.dtype.min, logits), state
+
+        kwargs = {
+            "step_fn": step_fn,
+            "state": state,
+            "start_ids": start_ids,
+            "end_id": END_ID,
+            "max_length": self.max_length,
+        }
+        if self.beam_width == 1:
+            output = greedy_search(**kwargs)
+        else:
+            output = beam_search(
+                **kwargs, beam_width=self.beam_width, length_penalty=self.length_penalty
+            )
+        return source, source_ids, output.tokens, output.lengths
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def _check_sizes(self):
+        backbone = self.backbone
+        for arg, value, limit in (
+            ("source_sequence_length", self.source_sequence_length, backbone.max_source_length),
+            ("max_length", self.max_length, backbone.max_decoding_length),
+        ):
+            if limit is not None and value is not None and value > limit:
+                raise ValueError(
+                    f"{_NAME}: `{arg}` may not exceed the model's sequence_length "
+                    f"({limit} positions). Received: {arg}={value}"
+                )
+        source_size = self.source_tokenizer.vocabulary_size
+        if source_size > backbone.source_vocabulary_size:
+            raise ValueError(
+                f"{_NAME}: the source vocabulary ({source_size} tokens) is larger than the "
+                f"model's source vocabulary ({backbone.source_vocabulary_size}). "
+                f"Received: source_tokenizer.vocabulary_size={source_size}"
+            )
+        target_size = self.target_tokenizer.vocabulary_size
+        if target_size != backbone.target_vocabulary_size:
+            raise ValueError(
+                f"{_NAME}: the target vocabulary must have the model's "
+                f"{backbone.target_vocabulary_size} target tokens (the logits). "
+                f"Received: target_tokenizer.vocabulary_size={target_size}"
+            )
+
+
+def build_backbone(config, source_vocabulary_size, target_vocabulary_size):
+    """The backbone a `TranslationConfig` describes (`make_score` picks the RNN's attention).
+
+    The Transformer's position tables cover
+    `max(source_sequence_length, target_sequence_length) + 1` positions;
+    `"location"` attention covers `source_sequence_length` source positions.
+
+    Example:
+
+    >>> model = build_backbone(TranslationConfig(score="location", units=8), 30, 20)
+    >>> type(model.decoder.score).__name__, model.decoder.score.max_length
+    ('LocationAttention', 64)
+    """
+    dropout = config.resolved_dropout
+    if config.model == "transformer":
+        return TransformerTranslator(
+            source_vocabulary_size,
+            target_vocabulary_size,
+            sequence_length=max(config.source_sequence_length, config.target_sequence_length) + 1,
+            num_layers=config.num_layers,
+            hidden_dim=config.hidden_dim,
+            num_heads=config.num_heads,
+            intermediate_dim=config.intermediate_dim,
+            dropout=dropout,
+            normalize_first=config.normalize_first,
+        )
+    score = config.resolved_score
+    if score == "location":  # the one score the decoder cannot size by itself
+        score = make_score(score, max_length=config.source_sequence_length, name="attention")
+    return Seq2SeqTranslator(
+        source_vocabulary_size,
+        target_vocabulary_size,
+        embedding_dim=config.embedding_dim,
+        units=config.units,
+        cell=config.cell,
+        score=score,
+        style=config.style,
+        dropout=dropout,
+    )
+
+
+def unpack_attention(outputs, batch_size):
+    """The `attention` signature's padded outputs (NumPy) as `translate_with_attention`'s lists."""
+    result = {"translations": [], "source_tokens": [], "target_tokens": [], "attention": []}
+    for row in range(batch_size):
+        source = [_decode(t) for t in outputs["source_tokens"][row] if t]
+        target = [_decode(t) for t in outputs["target_tokens"][row] if t]
+        result["translations"].append(_decode(outputs["translation"][row]))
+        result["source_tokens"].append(source)
+        result["target_tokens"].append(target)
+        result["attention"].append(
+            np.asarray(outputs["attention"][row, : len(target), : len(source)], "float32")
+        )
+    return result
+
+
+def exact_match(predictions, references):
+    """The fraction of predictions equal to their reference string (after stripping spaces).
+
+    Example:
+
+    >>> exact_match(["2021-03-03", "1999-05-01 "], ["2021-03-03", "1999-05-02"])
+    0.5
+    """
+    predictions, references = list(predictions), list(references)
+    if len(predictions) != len(references) or not references:
+        raise ValueError(
+            "`predictions` and `references` must be non-empty and of the same length. "
+            f"Received: {len(predictions)} predictions, {len(references)} references"
+        )
+    hits = sum(
+        _decode(p).strip() == _decode(r).strip()
+        for p, r in zip(predictions, references, strict=True)
+    )
+    return hits / len(references)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _make_preprocessor(preprocessor, source_tokenizer, target_tokenizer, source_length, max_length):
+    if preprocessor is not None:
+        if source_tokenizer is not None or target_tokenizer is not None:
+            raise ValueError(
+                f"{_NAME}: give the tokenizers or a `preprocessor`, not both. Received: "
+                f"preprocessor={type(preprocessor).__name__}, source_tokenizer="
+                f"{type(source_tokenizer).__name__}, target_tokenizer="
+                f"{type(target_tokenizer).__name__}"
+            )
+        if not isinstance(preprocessor, TranslationPreprocessor):
+            raise ValueError(
+                f"{_NAME}: `preprocessor` must be a pipelines.translation.TranslationPreprocessor. "
+                f"Received: preprocessor={preprocessor!r}"
+            )
+        if source_length is None:
+            return preprocessor
+        return TranslationPreprocessor(
+            preprocessor.source_tokenizer,
+            preprocessor.target_tokenizer,
+            source_length,
+            preprocessor.target_sequence_length,
+        )
+    if source_tokenizer is None or target_tokenizer is None:
+        raise ValueError(
+            f"{_NAME}: give `source_tokenizer` and `target_tokenizer`, or a `preprocessor`. "
+            f"Received: source_tokenizer={source_tokenizer!r}, "
+            f"target_tokenizer={target_tokenizer!r}"
+        )
+    source_length = _DEFAULT_LENGTH if source_length is None else source_length
+    max_length = _DEFAULT_LENGTH if max_length is None else max_length
+    for name, value in (("source_sequence_length", source_length), ("max_length", max_length)):
+        positive_int(_NAME, name, value)
+    return TranslationPreprocessor(
+        source_tokenizer,
+        target_tokenizer,
+        source_sequence_length=source_length,
+        target_sequence_length=max(2, max_length),
+    )
+
+
+def _check_backbone(backbone):
+    if not isinstance(backbone, EncoderDecoderBackbone):
+        raise ValueError(
+            f"{_NAME}: `backbone` must be an encoder-decoder translator model "
+            "(`Seq2SeqTranslator` or `TransformerTranslator`, as built by "
+            f"`seq2seq_translator` / `transformer_translator`). "
+            f"Received: backbone={describe(backbone)}"
+        )
+    return backbone
+
+
+def _check_texts(texts):
+    if isinstance(texts, str | bytes):
+        raise ValueError(
+            f"{_NAME}: `texts` must be a list of strings or a 1-D tf.string tensor (wrap one "
+            f"sentence in a list). Received: texts={texts!r:.80}"
+        )
+    if not tf.is_tensor(texts):
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str | bytes):
+                raise ValueError(
+                    f"{_NAME}: `texts` must hold strings. Received: texts[{i}]={text!r:.80}"
+                )
+        texts = tf.constant(texts, tf.string, shape=[len(texts)])
+    if texts.dtype != tf.string or texts.shape.rank != 1:
+        raise ValueError(
+            f"{_NAME}: `texts` must be a 1-D tf.string tensor. "
+            f"Received: dtype={texts.dtype.name}, shape={texts.shape}"
+        )
+    return texts
+
+
+def _decode(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

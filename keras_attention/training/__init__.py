@@ -1,0 +1,57 @@
+"""Training: one generic `fit` for every model and task, and `train` from data to a saved task.
+
+- `fit(model_or_task, dataset, output_dir, config=FitConfig(...))`: Adam,
+  progress bars, best checkpoint, `BackupAndRestore`, TensorBoard, a time
+  budget, a learning-rate schedule, early stopping, NaN detection.
+- `train(task_name, data, output_dir, config=..., fit_config=...)`: reads
+  the data, prepares (or resumes) the run directory, builds the task's
+  preprocessor and model from its config, fits it and saves the task there.
+  `keras-attention train <task>` runs it; `train_translation(...)` is the
+  translation task with keyword options.
+"""
+
+from keras_attention.tasks.losses import (
+    MaskedCrossEntropy,
+    MaskedTokenAccuracy,
+    TargetTokens,
+    masked_loss,
+)
+from keras_attention.tasks.translation_config import MODELS
+from keras_attention.tasks.translator import exact_match
+from keras_attention.training.callbacks import (
+    BestValue,
+    BudgetSchedule,
+    LearningRateSchedule,
+    ThroughputMeter,
+    WallClockBudget,
+)
+from keras_attention.training.config import FitConfig
+from keras_attention.training.fit import BACKUP_DIR, CHECKPOINT, LOG_DIR, FitResult, fit
+from keras_attention.training.run import RUN_FILE, TrainingRun, read_run_file, train
+from keras_attention.training.translation import build_translator_model, train_translation
+
+__all__ = [
+    "BACKUP_DIR",
+    "BestValue",
+    "BudgetSchedule",
+    "CHECKPOINT",
+    "FitConfig",
+    "FitResult",
+    "LOG_DIR",
+    "LearningRateSchedule",
+    "MODELS",
+    "MaskedCrossEntropy",
+    "MaskedTokenAccuracy",
+    "RUN_FILE",
+    "TargetTokens",
+    "ThroughputMeter",
+    "TrainingRun",
+    "WallClockBudget",
+    "build_translator_model",
+    "exact_match",
+    "fit",
+    "masked_loss",
+    "read_run_file",
+    "train",
+    "train_translation",
+]

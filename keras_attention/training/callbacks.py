@@ -1,0 +1,212 @@
+"""Keras callbacks of the generic fit: time budget, learning-rate schedule, throughput, best value."""
+
+import json
+import math
+import os
+import time
+
+import keras
+
+
+class WallClockBudget(keras.callbacks.Callback):
+    """Stops training when the budget, counted from `start`, is spent.
+
+    After every batch: stop if less time is left than the last validation pass
+    took (validation and checkpointing still run after the stop, inside the
+    budget).
+
+    Args:
+        start: `time.perf_counter()` when the budget started.
+        budget_seconds: the budget.
+
+    Attributes:
+        stopped: whether this callback stopped training.
+        validation_seconds: the time spent in validation passes.
+    """
+
+    def __init__(self, start, budget_seconds):
+        super().__init__()
+        self.start, self.budget_seconds = start, float(budget_seconds)
+        self.validation_seconds = 0.0
+        self.stopped = False
+        self._last_validation = 0.0
+        self._test_begin = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        elapsed = time.perf_counter() - self.start
+        if elapsed + self._last_validation >= self.budget_seconds:
+            self.model.stop_training = True
+            self.stopped = True
+
+    def on_test_begin(self, logs=None):
+        self._test_begin = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self._last_validation = time.perf_counter() - self._test_begin
+        self.validation_seconds += self._last_validation
+
+
+class LearningRateSchedule(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate before every batch: warmup, then constant or cosine.
+
+    `lr = peak * min(1, step / warmup_steps) * f(progress)` where `f` is `1`
+    (`"constant"`) or `min_ratio + (1 - min_ratio) * (1 + cos(pi * progress)) / 2`
+    (`"cosine"`), and `progress` is the larger of the fraction of
+    `total_steps` done and the fraction of `budget_seconds` spent since
+    `start` (whichever is known), so the decay fits a step count or a time
+    budget without knowing the other.
+
+    Args:
+        peak: the peak learning rate.
+        warmup_steps: int >= 0, linear warmup steps (`0`: none).
+        schedule: `"constant"` or `"cosine"`.
+        total_steps: optional, the steps of the whole run.
+        budget_seconds: optional time budget, counted from `start`.
+        start: `time.perf_counter()` when the budget started (with
+            `budget_seconds`).
+        min_ratio: the cosine's floor, a fraction of `peak`. Defaults to
+            `0.05`.
+        initial_step: the steps done before (a resumed run). Defaults to `0`.
+    """
+
+    def __init__(self, peak, warmup_steps=0, schedule="constant", total_steps=None,
+                 budget_seconds=None, start=None, min_ratio=0.05, initial_step=0):  # fmt: skip
+        super().__init__()
+        self.peak, self.warmup_steps, self.schedule = float(peak), int(warmup_steps), schedule
+        self.total_steps, self.budget_seconds = total_steps, budget_seconds
+        self.start = time.perf_counter() if start is None else start
+        self.min_ratio = float(min_ratio)
+        self.step = int(initial_step)
+
+    def rate(self):
+        """The learning rate of the current step."""
+        warmup = min(1.0, self.step / self.warmup_steps) if self.warmup_steps else 1.0
+        if self.schedule == "constant":
+            return self.peak * warmup
+        progress = 0.0
+        if self.total_steps:
+            progress = self.step / self.total_steps
+        if self.budget_seconds:
+            progress = max(progress, (time.perf_counter() - self.start) / self.budget_seconds)
+        progress = min(progress, 1.0)
+        cosine = self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.peak * warmup * cosine
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step += 1
+        self.model.optimizer.learning_rate = self.rate()
+
+
+class BudgetSchedule(LearningRateSchedule):
+    """Linear warmup, then a cosine decay over the elapsed fraction of a time budget.
+
+    `LearningRateSchedule(peak, warmup_steps, "cosine", budget_seconds=..., start=...)`.
+    """
+
+    def __init__(self, start, budget_seconds, peak, warmup_steps, min_ratio=0.05):
+        super().__init__(peak, warmup_steps, "cosine", budget_seconds=budget_seconds,
+                         start=start, min_ratio=min_ratio)  # fmt: skip
+
+
+class ThroughputMeter(keras.callbacks.Callback):
+    """Tokens per second of training batches, with and without tracing.
+
+    A batch's time is from `on_train_batch_begin` to `on_train_batch_end` (the
+    step has run when the call returns); its tokens come from a metric that
+    counts them over the epoch (`keras_attention.tasks.TargetTokens`, logged
+    as `count_metric`). Batches whose time per token is more than 5 times the
+    median are counted as tracing (the first batch, and the retrace when a
+    new shape generalises the traced function) and left out of
+    `tokens_per_second`; `tokens_per_second_overall` is all tokens over the
+    whole training time (tracing and validation included).
+
+    Args:
+        count_metric: the name of the counting metric in the logs. Defaults
+            to `"target_tokens"`.
+    """
+
+    def __init__(self, count_metric="target_tokens"):
+        super().__init__()
+        self.count_metric = count_metric
+        self.batches = []  # (seconds, tokens)
+        self.steps = 0
+        self._epoch_tokens = 0.0
+        self._start = self._batch_begin = None
+        self._seconds = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self._seconds = time.perf_counter() - self._start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_tokens = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_begin = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        seconds = time.perf_counter() - self._batch_begin
+        total = float(logs[self.count_metric])
+        self.batches.append((seconds, total - self._epoch_tokens))
+        self._epoch_tokens = total
+        self.steps += 1
+
+    def summary(self):
+        """Tokens, tokens per second (steady and overall), tracing left out."""
+        if not self.batches:
+            return {"target_tokens": 0, "tokens_per_second": 0.0}
+        per_token = sorted(s / max(n, 1.0) for s, n in self.batches)
+        limit = 5 * per_token[len(per_token) // 2]
+        steady = [(s, n) for s, n in self.batches if s / max(n, 1.0) <= limit]
+        total_tokens = sum(n for _, n in self.batches)
+        return {
+            "target_tokens": int(total_tokens),
+            "tokens_per_second": sum(n for _, n in steady) / sum(s for s, _ in steady),
+            "tokens_per_second_overall": total_tokens / max(self._seconds, 1e-9),
+            "longest_batch_seconds": round(max(s for s, _ in self.batches), 1),
+            "tracing_batches_excluded": len(self.batches) - len(steady),
+            "tracing_seconds_excluded": round(
+                sum(s for s, n in self.batches if s / max(n, 1.0) > limit), 1
+            ),
+        }
+
+
+class BestValue(keras.callbacks.Callback):
+    """Keeps `{"monitor", "epoch", "value"}` of the best epoch in a JSON file.
+
+    `ModelCheckpoint(save_best_only=True)` forgets its best value when a run
+    is interrupted; the generic fit reads this file back on resume
+    (`initial_value_threshold`), so a resumed run never replaces a better
+    checkpoint with a worse one.
+
+    Args:
+        path: the JSON file.
+        monitor: the logged value, lower is better.
+        initial: the best value so far (a resumed run). Defaults to `None`.
+    """
+
+    def __init__(self, path, monitor, initial=None):
+        super().__init__()
+        self.path, self.monitor = os.fspath(path), monitor
+        self.best = initial
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        if self.best is None or float(value) < self.best["value"]:
+            self.best = {"monitor": self.monitor, "epoch": epoch + 1, "value": float(value)}
+            with open(self.path, "w", encoding="utf-8") as f:
+                json.dump(self.best, f, indent=2)
+                f.write("\n")
+
+    @staticmethod
+    def read(path, monitor):
+        """The best record in `path` for `monitor`, or `None`."""
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            best = json.load(f)
+        return best if best.get("monitor") == monitor else None

@@ -1,0 +1,254 @@
+"""One generic `fit` for every task: progress, best checkpoint, resume, TensorBoard, budget, schedule."""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+
+from keras_attention.tasks import Task
+from keras_attention.training.callbacks import (
+    BestValue,
+    LearningRateSchedule,
+    WallClockBudget,
+)
+from keras_attention.training.config import FitConfig
+
+CHECKPOINT = os.path.join("checkpoints", "best.keras")
+BEST_FILE = os.path.join("checkpoints", "best.json")
+BACKUP_DIR = "backup"
+LOG_DIR = "logs"
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` returns.
+
+    Attributes:
+        history: per-epoch metric lists of this call (`loss`, `val_loss`, ...).
+        epochs: the epoch numbers (0-based) this call trained; a resumed run
+            starts after the last finished epoch.
+        resumed_from: the epochs finished before this call (`0` for a fresh run).
+        train_seconds: wall-clock seconds in `Model.fit`.
+        stop_reason: `"epochs"` (all done), `"budget"`, `"early_stopping"` or
+            `"nan"` (the loss stopped being finite; the weights are then the
+            last ones, and the best checkpoint is kept).
+        best: `{"monitor", "epoch", "value"}` of the best epoch (1-based), or
+            `None`.
+        restored_best: whether the weights were set back to the best epoch's.
+        validation_seconds: seconds spent in validation passes (with a budget).
+    """
+
+    history: dict
+    epochs: list
+    resumed_from: int
+    train_seconds: float
+    stop_reason: str
+    best: dict
+    restored_best: bool
+    validation_seconds: float = 0.0
+
+
+def fit(
+    model,
+    train_dataset,
+    output_dir,
+    *,
+    validation_data=None,
+    config=None,
+    loss=None,
+    metrics=None,
+    callbacks=None,
+    resume=True,
+):
+    """Trains a model or a task's backbone, keeping what a long run needs in `output_dir`.
+
+    It compiles the model with Adam (`config.learning_rate`, gradient
+    clipping at `config.clipnorm`) and `loss`/`metrics`, then runs
+    `Model.fit` with Keras's own callbacks and a few of this package:
+
+    | callback | writes |
+    |---|---|
+    | `keras.callbacks.BackupAndRestore` | `backup/`: the state after each epoch; a run started again with `resume=True` continues after the last finished epoch (deleted when the run ends) |
+    | `keras.callbacks.ModelCheckpoint` | `checkpoints/best.keras`: the model of the best epoch by `val_loss` (`loss` without validation data); `checkpoints/best.json` remembers its value across resumes |
+    | `keras.callbacks.TensorBoard` | `logs/`: `tensorboard --logdir <output_dir>/logs` |
+    | `keras.callbacks.TerminateOnNaN` | stops when the loss is not finite (`stop_reason="nan"`) |
+    | `LearningRateSchedule` | warmup, then constant or cosine (`config.schedule`) |
+    | `WallClockBudget` | stops when `config.budget_minutes` are spent |
+    | `keras.callbacks.EarlyStopping` | stops after `config.early_stopping_patience` epochs without a better monitored loss |
+
+    then `callbacks`. At the end the weights of the best epoch are restored
+    (`config.restore_best_weights`, unless the loss became NaN).
+
+    Args:
+        model: a `keras.Model`, or a `keras_attention.tasks.Task` (its
+            backbone is trained; `loss` and `metrics` default to the task's).
+        train_dataset: a `tf.data.Dataset` of `(inputs, labels)` batches
+            (or anything `Model.fit` takes).
+        output_dir: the directory of the checkpoints, backup and logs.
+        validation_data: optional validation batches.
+        config: a `FitConfig`. Defaults to `FitConfig()`.
+        loss: the loss (required for a plain model).
+        metrics: optional list of metrics.
+        callbacks: optional more Keras callbacks, run after the built-in ones.
+        resume: bool; `False` deletes the backup of an interrupted run first.
+            Defaults to `True`.
+
+    Returns:
+        A `FitResult`.
+
+    Example:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> inputs = keras.Input((3,))
+    >>> net = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    >>> x, y = np.random.rand(64, 3), np.random.rand(64, 1)
+    >>> result = fit(net, (x, y), tempfile.mkdtemp(), loss="mse",
+    ...              config=FitConfig(epochs=2, batch_size=16, verbose=0))
+    >>> result.epochs, result.stop_reason, result.best["epoch"] in (1, 2)
+    ([0, 1], 'epochs', True)
+    """
+    config = FitConfig() if config is None else config
+    if not isinstance(config, FitConfig):
+        raise ValueError(f"fit: `config` must be a FitConfig. Received: config={config!r}")
+    network, loss, metrics = _network_loss_metrics(model, loss, metrics)
+    if isinstance(train_dataset, tuple):  # (x, y) arrays
+        train_dataset = _array_dataset(train_dataset, config)
+    output_dir = os.fspath(output_dir)
+    os.makedirs(os.path.join(output_dir, os.path.dirname(CHECKPOINT)), exist_ok=True)
+    backup = os.path.join(output_dir, BACKUP_DIR)
+    if not resume:
+        shutil.rmtree(backup, ignore_errors=True)
+    resumed_from = finished_epochs(output_dir)
+    monitor = "loss" if validation_data is None else "val_loss"
+    best = BestValue.read(os.path.join(output_dir, BEST_FILE), monitor) if resumed_from else None
+    network.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
+        loss=loss,
+        metrics=metrics or None,
+        jit_compile=config.keras_jit_compile,
+    )
+    start = time.perf_counter()
+    built_in = _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_from)
+    history = network.fit(
+        train_dataset,
+        validation_data=validation_data,
+        epochs=config.epochs,
+        callbacks=[*built_in.values(), *(callbacks or ())],
+        verbose=config.verbose,
+        shuffle=False,  # datasets shuffle themselves
+    )
+    seconds = time.perf_counter() - start
+    losses = history.history.get("loss", [])
+    budget, stopping = built_in.get("budget"), built_in.get("early_stopping")
+    if any(not math.isfinite(float(v)) for v in losses):
+        stop_reason = "nan"
+    elif budget is not None and budget.stopped:
+        stop_reason = "budget"
+    elif stopping is not None and stopping.stopped_epoch > 0:
+        stop_reason = "early_stopping"
+    else:
+        stop_reason = "epochs"
+    best = built_in["best"].best
+    restored = False
+    checkpoint = os.path.join(output_dir, CHECKPOINT)
+    last_epoch = resumed_from + len(history.epoch)
+    if (
+        config.restore_best_weights
+        and stop_reason != "nan"
+        and best is not None
+        and best["epoch"] != last_epoch
+        and os.path.isfile(checkpoint)
+    ):
+        network.load_weights(checkpoint)
+        restored = True
+    return FitResult(
+        history={key: [float(v) for v in values] for key, values in history.history.items()},
+        epochs=list(history.epoch),
+        resumed_from=resumed_from,
+        train_seconds=seconds,
+        stop_reason=stop_reason,
+        best=best,
+        restored_best=restored,
+        validation_seconds=0.0 if budget is None else budget.validation_seconds,
+    )
+
+
+def finished_epochs(output_dir):
+    """The epochs an interrupted run in `output_dir` finished (its backup's count), or `0`."""
+    path = os.path.join(os.fspath(output_dir), BACKUP_DIR, "training_metadata.json")
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return int(json.load(f).get("epoch", 0))
+
+
+def _network_loss_metrics(model, loss, metrics):
+    if isinstance(model, Task):
+        network = model.backbone
+        loss = model.loss() if loss is None else loss
+        metrics = model.metrics() if metrics is None else metrics
+    elif isinstance(model, keras.Model):
+        network = model
+    else:
+        raise ValueError(
+            "fit: `model` must be a keras.Model or a keras_attention.tasks.Task. "
+            f"Received: model={type(model).__name__}"
+        )
+    if loss is None:
+        raise ValueError("fit: a keras.Model needs a `loss`. Received: loss=None")
+    return network, loss, list(metrics or ())
+
+
+def _array_dataset(arrays, config):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(arrays).batch(config.batch_size)
+
+
+def _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_from):
+    """The built-in callbacks, by role, in the order they run."""
+    callbacks = {
+        "backup": keras.callbacks.BackupAndRestore(os.path.join(output_dir, BACKUP_DIR)),
+        "checkpoint": keras.callbacks.ModelCheckpoint(
+            os.path.join(output_dir, CHECKPOINT),
+            monitor=monitor,
+            save_best_only=True,
+            initial_value_threshold=None if best is None else best["value"],
+        ),
+        "best": BestValue(os.path.join(output_dir, BEST_FILE), monitor, initial=best),
+        "tensorboard": keras.callbacks.TensorBoard(
+            os.path.join(output_dir, LOG_DIR), write_graph=False
+        ),
+        "nan": keras.callbacks.TerminateOnNaN(),
+    }
+    if config.schedule != "constant" or config.warmup_steps:
+        steps = _steps_per_epoch(train_dataset)
+        callbacks["schedule"] = LearningRateSchedule(
+            config.learning_rate,
+            config.warmup_steps,
+            config.schedule,
+            total_steps=None if steps is None else steps * config.epochs,
+            budget_seconds=config.budget_seconds,
+            start=start,
+            initial_step=0 if steps is None else steps * resumed_from,
+        )
+    if config.budget_seconds is not None:
+        callbacks["budget"] = WallClockBudget(start, config.budget_seconds)
+    if config.early_stopping_patience is not None:
+        callbacks["early_stopping"] = keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=config.early_stopping_patience
+        )
+    return callbacks
+
+
+def _steps_per_epoch(dataset):
+    cardinality = getattr(dataset, "cardinality", None)
+    if cardinality is None:
+        return None
+    steps = int(cardinality())
+    return steps if steps > 0 else None

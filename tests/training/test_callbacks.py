@@ -1,0 +1,143 @@
+"""The generic fit's pieces: the loss, the callbacks (budget, schedule, throughput, best value)."""
+
+import json
+import math
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_attention.training import (
+    BestValue,
+    BudgetSchedule,
+    LearningRateSchedule,
+    MaskedCrossEntropy,
+    TargetTokens,
+    ThroughputMeter,
+    WallClockBudget,
+)
+
+
+def _masked_logits(ids, vocabulary_size=7):
+    """Logits `(B, T, V)` carrying the Keras mask `ids != 0`, as a translator's do."""
+    ids_input = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(vocabulary_size, 4, mask_zero=True)(ids_input)
+    logits = keras.layers.Dense(vocabulary_size)(x)
+    return keras.Model(ids_input, logits)(ids)
+
+
+def test_smoothed_cross_entropy_matches_numpy_over_unpadded_tokens():
+    labels = np.array([[3, 5, 1, 0], [6, 2, 0, 0]], "int32")
+    logits = _masked_logits(labels)
+    log_probs = np.asarray(keras.ops.log_softmax(logits, axis=-1), "float64")
+    nll = -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+    smoothed = 0.9 * nll - 0.1 * log_probs.mean(-1)
+    valid = labels != 0
+    loss = float(MaskedCrossEntropy(0.1)(labels, logits))
+    np.testing.assert_allclose(loss, smoothed[valid].mean(), rtol=1e-5)
+    plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    np.testing.assert_allclose(float(MaskedCrossEntropy(0.0)(labels, logits)), plain)
+    assert loss != pytest.approx(float(plain))
+
+
+def _fit(callbacks, batches=20, epochs=3):
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 7, (batches * 4, 5)).astype("int32")
+    y = np.where(rng.random(x.shape) < 0.3, 0, x).astype("int32")  # ~30% padding labels
+    model = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(7, 4)])
+    model.add(keras.layers.Dense(7))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=MaskedCrossEntropy(0.1),
+        metrics=[TargetTokens()],
+    )
+    model.fit(x, y, batch_size=4, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
+    return model, y
+
+
+def test_budget_stops_after_the_batch_that_spends_it_and_the_meter_counts_its_tokens():
+    meter = ThroughputMeter()
+    budget = WallClockBudget(time.perf_counter(), budget_seconds=0.0)
+    _, y = _fit([meter, budget])
+    assert meter.steps == 1  # of 3 epochs x 20 batches
+    assert meter.summary()["target_tokens"] == int(np.sum(y[:4] != 0))
+
+
+def test_meter_counts_every_target_token_of_every_epoch():
+    meter = ThroughputMeter()
+    _, y = _fit([meter], batches=5, epochs=2)
+    summary = meter.summary()
+    assert meter.steps == 10
+    assert summary["target_tokens"] == 2 * int(np.sum(y != 0))
+    assert summary["tokens_per_second"] > 0 and summary["tokens_per_second_overall"] > 0
+
+
+def test_schedule_warms_up_linearly_then_follows_the_cosine_of_the_elapsed_budget():
+    model, _ = _fit([], batches=1, epochs=1)
+    peak, budget_seconds = 1e-3, 1000.0
+    schedule = BudgetSchedule(
+        time.perf_counter() - 0.5 * budget_seconds, budget_seconds, peak, warmup_steps=4
+    )
+    schedule.set_model(model)
+    rates = []
+    for batch in range(6):
+        schedule.on_train_batch_begin(batch)
+        rates.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    half = peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.5)))  # cosine at 50%
+    np.testing.assert_allclose(rates[:4], [half / 4, half / 2, 3 * half / 4, half], rtol=1e-3)
+    np.testing.assert_allclose(rates[5], half, rtol=1e-3)
+    schedule.start = time.perf_counter() - 2 * budget_seconds  # past the budget: the floor
+    schedule.on_train_batch_begin(6)
+    np.testing.assert_allclose(
+        float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), 0.05 * peak, rtol=1e-5
+    )
+
+
+def test_the_loss_masks_padding_labels_even_without_a_keras_mask():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 5, 7)).astype("float32")  # a plain array: no Keras mask
+    labels = rng.integers(1, 7, size=(3, 5))
+    labels[0, 3:] = 0
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+    valid = labels > 0
+    np.testing.assert_allclose(float(MaskedCrossEntropy()(labels, logits)), nll[valid].mean(),
+                               rtol=1e-5)  # fmt: skip
+    smoothed = 0.8 * nll - 0.2 * log_probs.mean(-1)
+    np.testing.assert_allclose(
+        float(MaskedCrossEntropy(0.2)(labels, logits)), smoothed[valid].mean(), rtol=1e-5
+    )
+    weights = rng.random((3, 5)).astype("float32")
+    expected = (nll * weights)[valid].sum() / weights[valid].sum()
+    np.testing.assert_allclose(
+        float(MaskedCrossEntropy()(labels, logits, sample_weight=weights)), expected, rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="Received: label_smoothing=1.0"):
+        MaskedCrossEntropy(1.0)
+
+
+def test_cosine_schedule_follows_the_steps_or_the_budget_whichever_is_further():
+    model, _ = _fit([], batches=1, epochs=1)
+    schedule = LearningRateSchedule(1e-3, warmup_steps=0, schedule="cosine", total_steps=10,
+                                    budget_seconds=1000.0, start=time.perf_counter())  # fmt: skip
+    schedule.set_model(model)
+    rates = []
+    for batch in range(10):
+        schedule.on_train_batch_begin(batch)
+        rates.append(schedule.rate())
+    expected = [1e-3 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / 10))) for s in range(1, 11)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+    constant = LearningRateSchedule(1e-3, warmup_steps=2, initial_step=5)
+    assert constant.rate() == pytest.approx(1e-3)  # a resumed run is past its warmup
+
+
+def test_best_value_keeps_the_lowest_finite_value(tmp_path):
+    path = tmp_path / "best.json"
+    best = BestValue(path, "val_loss")
+    for epoch, value in enumerate([2.0, 1.5, float("nan"), 1.7, 1.2]):
+        best.on_epoch_end(epoch, {"val_loss": value})
+    assert best.best == {"monitor": "val_loss", "epoch": 5, "value": 1.2}
+    assert json.loads(path.read_text()) == best.best
+    assert BestValue.read(path, "val_loss") == best.best
+    assert BestValue.read(path, "loss") is None  # another monitor: not this run's record
