@@ -153,7 +153,14 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", default="../shared/data/multi30k")
     parser.add_argument("--output-dir", default="runs/multi30k")
     parser.add_argument("--batch-size", type=int, default=64, help="sentence pairs per batch")
-    parser.add_argument("--vocab-size", type=int, default=8000, help="largest WordPiece size")
+    parser.add_argument(
+        "--vocabulary-size",
+        "--vocab-size",
+        dest="vocabulary_size",
+        type=int,
+        default=8000,
+        help="largest WordPiece size (--vocab-size: its old name)",
+    )
     parser.add_argument("--cased", action="store_true", help="keep case in the vocabularies")
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument(
@@ -194,7 +201,7 @@ def parse_args(argv=None):
     args.export = (
         [] if args.export == "none" else _split_choices(parser, "--export", args.export, DECODINGS)
     )
-    for name in ("batch_size", "vocab_size", "beam_width", "decode_batch_size", "latency_runs"):
+    for name in ("batch_size", "vocabulary_size", "beam_width", "decode_batch_size", "latency_runs"):
         if getattr(args, name) < 1:
             parser.error(
                 f"--{name.replace('_', '-')} must be >= 1. Received: {getattr(args, name)}"
@@ -290,7 +297,7 @@ def build_vocabularies(args, data):
     vocab_dir = os.path.join(args.output_dir, "vocab")
     os.makedirs(vocab_dir, exist_ok=True)
     options = {
-        "vocab_size": args.vocab_size,
+        "vocab_size": args.vocabulary_size,
         "lowercase": not args.cased,
         "train_sentences": len(data["train"][0]),
         "data_dir": os.path.abspath(args.data_dir),
@@ -311,7 +318,7 @@ def build_vocabularies(args, data):
         if not reuse:
             print(f"learning the {language} WordPiece vocabulary ...", flush=True)
             build_wordpiece_vocab(
-                texts, path, args.vocab_size, lowercase=not args.cased, progress=False
+                texts, path, args.vocabulary_size, lowercase=not args.cased, progress=False
             )
             with open(meta_path, "w", encoding="utf-8") as f:
                 json.dump(options, f, indent=2)

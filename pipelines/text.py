@@ -41,6 +41,8 @@ import tensorflow_text as tf_text
 from keras_hub.tokenizers import compute_word_piece_vocabulary
 from tqdm.auto import tqdm
 
+from keras_attention.utils import renamed_argument
+
 PAD, UNK, START, END, MASK = "[PAD]", "[UNK]", "[START]", "[END]", "[MASK]"
 RESERVED_TOKENS = (PAD, UNK, START, END, MASK)
 PAD_ID, UNK_ID, START_ID, END_ID, MASK_ID = range(len(RESERVED_TOKENS))
@@ -182,7 +184,7 @@ def split_words(texts):
 def build_wordpiece_vocab(
     texts,
     vocab_path,
-    vocab_size=8000,
+    vocabulary_size=8000,
     *,
     lowercase=False,
     normalization="NFKC",
@@ -190,6 +192,7 @@ def build_wordpiece_vocab(
     extra_reserved_tokens=(),
     batch_size=1024,
     progress=None,
+    **kwargs,
 ):
     """Learns a WordPiece vocabulary from training text and writes it to `vocab_path`.
 
@@ -210,7 +213,7 @@ def build_wordpiece_vocab(
             or document each; `read_lines` reads a file) or a `tf.data.Dataset`
             of `tf.string` scalars or vectors.
         vocab_path: str or `os.PathLike`, where the vocabulary is written.
-        vocab_size: int, the largest vocabulary size (the learner may return a
+        vocabulary_size: int, the largest vocabulary size (the learner may return a
             few percent fewer tokens). Defaults to `8000`.
         lowercase: bool. Defaults to `False`.
         normalization: `None`, `"NFC"` or `"NFKC"`. Defaults to `"NFKC"`.
@@ -244,10 +247,15 @@ def build_wordpiece_vocab(
     """
     _check_options(lowercase, normalization, strip_accents)
     reserved = _reserved_tokens(extra_reserved_tokens)
-    if not isinstance(vocab_size, int | np.integer) or vocab_size <= len(reserved):
+    vocabulary_size = renamed_argument(
+        "build_wordpiece_vocab", kwargs, "vocab_size", "vocabulary_size", vocabulary_size, 8000
+    )
+    if kwargs:
+        raise TypeError(f"build_wordpiece_vocab() got unexpected arguments {sorted(kwargs)}")
+    if not isinstance(vocabulary_size, int | np.integer) or vocabulary_size <= len(reserved):
         raise ValueError(
-            f"`vocab_size` must be an int larger than the {len(reserved)} reserved tokens. "
-            f"Received: vocab_size={vocab_size}"
+            f"`vocabulary_size` must be an int larger than the {len(reserved)} reserved tokens. "
+            f"Received: vocabulary_size={vocabulary_size}"
         )
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size}")
@@ -282,7 +290,7 @@ def build_wordpiece_vocab(
     try:
         vocab = compute_word_piece_vocabulary(
             dataset,
-            int(vocab_size),
+            int(vocabulary_size),
             split=False,
             suffix_indicator=SUFFIX_INDICATOR,
             reserved_tokens=list(reserved),

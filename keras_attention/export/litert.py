@@ -287,7 +287,7 @@ def convert_task_tflite(task, output_path=None, quantization=None, overwrite=Fal
             f"backbone (a Translator). Received: task={type(task).__name__} with backbone "
             f"{describe(backbone)}"
         )
-    max_length = None if backbone.max_decoding_length is None else task.max_length
+    max_length = None if backbone.target_sequence_length is None else task.max_length
     return convert_decoding_tflite(
         backbone,
         max_length=max_length,

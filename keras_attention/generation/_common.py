@@ -1,10 +1,10 @@
 """Shared pieces of the decoders: the output tuple, argument checks, the step call, the loop."""
 
-import math
-import numbers
 from typing import NamedTuple
 
 import tensorflow as tf
+
+from keras_attention.utils import number, positive_int
 
 
 class GenerationOutput(NamedTuple):
@@ -33,21 +33,12 @@ class GenerationOutput(NamedTuple):
 
 def check_int(fn_name, name, value, minimum):
     """Returns `value` as a Python int if it is an integer `>= minimum`, else raises."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{fn_name}: `{name}` must be {kind}. Received: {name}={value!r}")
-    return int(value)
+    return positive_int(fn_name, name, value, minimum=minimum)
 
 
 def check_float(fn_name, name, value, low, high, low_open, what):
     """Returns `value` as a float if it is a finite real in the interval, else raises."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        raise ValueError(f"{fn_name}: `{name}` must be {what}. Received: {name}={value!r}")
-    return value
+    return number(fn_name, name, value, low=low, high=high, low_open=low_open, what=what)
 
 
 def check_start_ids(fn_name, start_ids):

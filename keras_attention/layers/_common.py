@@ -1,10 +1,12 @@
-"""Argument handling shared by the layers: weight options, validation, output masks."""
+"""Argument handling shared by the layers: weight options, initializers, position offsets.
 
-import contextlib
+Argument checks and mask helpers shared with models, tasks and pipelines live in
+`keras_attention.utils`.
+"""
+
 import numbers
 
 import keras
-from keras import ops
 
 
 class WeightOptionsMixin:
@@ -67,47 +69,6 @@ class WeightOptionsMixin:
 
 def clone_initializer(initializer):
     return initializer.__class__.from_config(initializer.get_config())
-
-
-def positive_int(layer_name, name, value):
-    """Returns `value` if it is a positive int, else raises `ValueError` naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(
-            f"{layer_name}: `{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return value
-
-
-def dropout_rate(value):
-    """Returns `value` as a float if it is in `[0, 1)`, else raises `ValueError`."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-        raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={value!r}")
-    return float(value)
-
-
-def attach_keras_mask(tensor, mask):
-    """Sets the Keras mask of an output tensor (what Keras itself does for implicit masks)."""
-    # Backends whose arrays take no attributes (JAX) carry no masks.
-    with contextlib.suppress(AttributeError):
-        tensor._keras_mask = mask
-
-
-def without_keras_mask(x):
-    """`x`, or a copy of it without its Keras mask for a sublayer that takes the mask as an argument.
-
-    (Keras warns when a layer that does not support masking gets a masked input; the caller's
-    tensor keeps its mask.)
-    """
-    return ops.copy(x) if getattr(x, "_keras_mask", None) is not None else x
-
-
-def positive_number(layer_name, name, value):
-    """Returns `value` if it is a positive real number, else raises `ValueError` naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(
-            f"{layer_name}: `{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    return value
 
 
 def position_offset(layer_name, name, value):

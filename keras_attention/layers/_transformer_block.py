@@ -3,13 +3,10 @@
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (
-    WeightOptionsMixin,
-    attach_keras_mask,
-    dropout_rate,
-    positive_int,
-)
+from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.multi_head_attention import MultiHeadAttention
+from keras_attention.utils.masking import attach_keras_mask
+from keras_attention.utils.validation import positive_int, rate
 
 
 class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
@@ -56,12 +53,12 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
                 f"{layer}: `num_heads` must be a multiple of `num_key_value_heads`. "
                 f"Received: num_heads={num_heads}, num_key_value_heads={num_key_value_heads}"
             )
-        self.dropout = dropout_rate(dropout)
+        self.dropout = rate(None, "dropout", dropout)
         if attention_dropout is None:
             self.attention_dropout = self.dropout
         else:
             try:
-                self.attention_dropout = dropout_rate(attention_dropout)
+                self.attention_dropout = rate(None, "dropout", attention_dropout)
             except ValueError:
                 raise ValueError(
                     f"{layer}: `attention_dropout` must be a float in [0, 1). "
@@ -205,11 +202,6 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
             "seed": self.seed,
             **self._weight_options_config(),
         }
-
-
-def keras_mask(x):
-    """The implicit Keras mask of `x` (e.g. from `Embedding(mask_zero=True)`), or `None`."""
-    return getattr(x, "_keras_mask", None)
 
 
 def zero_padded_positions(x, mask):

@@ -5,11 +5,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (
-    WeightOptionsMixin,
-    clone_initializer,
-    position_offset,
-)
+from keras_attention.layers._common import WeightOptionsMixin, clone_initializer, position_offset
 from keras_attention.layers._scores import make_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.layers.local_attention import LocalAttention

@@ -2,8 +2,9 @@
 
 import keras
 
-from keras_attention.layers._common import WeightOptionsMixin, dropout_rate, positive_int
+from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.ops import attention_pool, context_vector_score, masked_softmax
+from keras_attention.utils.validation import positive_int, rate
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -88,7 +89,7 @@ class AttentionPooling(WeightOptionsMixin, keras.layers.Layer):
             units = positive_int(name, "units", units)
         if not isinstance(use_bias, bool):
             raise ValueError(f"{name}: `use_bias` must be a bool. Received: use_bias={use_bias!r}")
-        dropout = dropout_rate(dropout)
+        dropout = rate(None, "dropout", dropout)
         super().__init__(**kwargs)
         self.units = units
         self.use_bias = use_bias

@@ -5,13 +5,14 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_attention.layers._common import attach_keras_mask, dropout_rate
 from keras_attention.ops import (
     apply_attention,
     compute_attention_mask,
     masked_softmax,
     merge_padding_masks,
 )
+from keras_attention.utils.masking import attach_keras_mask
+from keras_attention.utils.validation import rate
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -64,7 +65,7 @@ class BaseScoreAttention(keras.layers.Layer):
 
     def __init__(self, dropout=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.dropout = dropout_rate(dropout)
+        self.dropout = rate(None, "dropout", dropout)
         self.seed = seed
         self.supports_masking = True
 

@@ -2,10 +2,11 @@
 
 import keras
 
-from keras_attention.layers._common import WeightOptionsMixin, positive_int
+from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers._scores import register_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import concat_score
+from keras_attention.utils.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")

@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from keras_attention.layers._common import positive_number
 from keras_attention.layers._scores import BASIC_SCORES, register_score, score_class
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import apply_attention, compute_attention_mask
@@ -16,6 +15,7 @@ from keras_attention.ops.hard import (
     reinforce_loss,
     sample_log_prob,
 )
+from keras_attention.utils.validation import positive_number
 
 # The score names `score=` accepts: the six score layers and their alias "general".
 SCORES = BASIC_SCORES

@@ -3,11 +3,7 @@
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (
-    WeightOptionsMixin,
-    position_offset,
-    positive_int,
-)
+from keras_attention.layers._common import WeightOptionsMixin, position_offset
 from keras_attention.layers._scores import register_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import (
@@ -20,6 +16,7 @@ from keras_attention.ops import (
     merge_padding_masks,
 )
 from keras_attention.ops.local_window import local_window
+from keras_attention.utils.validation import positive_int
 
 MODES = ("monotonic", "predictive")
 SCORES = ("dot", "general", "concat")

@@ -1,15 +1,19 @@
 """Monotonic attention (Raffel et al. 2017): expected alignments in training, hard at inference."""
 
+import warnings
+
 import keras
 from keras import ops
 
-from keras_attention.layers._common import WeightOptionsMixin, positive_int
+from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import additive_score, apply_attention, bilinear_score, dot_score
 from keras_attention.ops.monotonic import (
     expected_monotonic_alignment,
     hard_monotonic_alignment,
 )
+from keras_attention.utils import one_of, renamed_argument
+from keras_attention.utils.validation import positive_int
 
 _SCORE_MODES = ("additive", "general", "dot")
 _MODES = ("auto", "expected", "hard")
@@ -44,10 +48,11 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
 
     Args:
         units: positive int, hidden size of the additive score; required for
-            `score_mode="additive"`, unused otherwise. Defaults to `None`.
-        score_mode: `"additive"` (Bahdanau), `"general"` (`hᵀ W s`, `W` of shape
+            `score="additive"`, unused otherwise. Defaults to `None`.
+        score: `"additive"` (Bahdanau), `"general"` (`hᵀ W s`, `W` of shape
             `(dk, dq)`) or `"dot"` (`hᵀ s`, needs `dq == dk`). Defaults to
-            `"additive"`.
+            `"additive"`. Kept as the attribute `score_function` (`score` is
+            the score method). (`score_mode` is its deprecated name.)
         score_bias_init: float, initial value of the scalar energy bias `r`;
             the paper's `-4` makes every `p` small at first, so the expected
             attention starts spread over the memory. Defaults to `-4.0`.
@@ -103,7 +108,7 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
     def __init__(
         self,
         units=None,
-        score_mode="additive",
+        score="additive",
         score_bias_init=-4.0,
         sigmoid_noise=0.0,
         mode="auto",
@@ -114,6 +119,7 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         **kwargs,
     ):
         name = type(self).__name__
+        score = renamed_argument(name, kwargs, "score_mode", "score", score, "additive")
         dropout = kwargs.pop("dropout", 0.0)
         if dropout:
             # Dropping alignment mass would break the monotone recurrence (each step's alignment
@@ -123,14 +129,10 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
                 f"Received: dropout={dropout!r}"
             )
         super().__init__(seed=seed, **kwargs)
-        if score_mode not in _SCORE_MODES:
-            raise ValueError(
-                f"{name}: `score_mode` must be one of {_SCORE_MODES}. "
-                f"Received: score_mode={score_mode!r}"
-            )
+        score = one_of(name, "score", score, _SCORE_MODES)
         if mode not in _MODES:
             raise ValueError(f"{name}: `mode` must be one of {_MODES}. Received: mode={mode!r}")
-        if score_mode == "additive" or units is not None:
+        if score == "additive" or units is not None:
             units = positive_int(name, "units", units)
         if isinstance(score_bias_init, bool) or not isinstance(score_bias_init, int | float):
             raise ValueError(
@@ -147,7 +149,7 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
                 f"Received: sigmoid_noise={sigmoid_noise!r}"
             )
         self.units = units
-        self.score_mode = score_mode
+        self.score_function = score
         self.score_bias_init = float(score_bias_init)
         self.sigmoid_noise = float(sigmoid_noise)
         self.mode = mode
@@ -156,21 +158,31 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         )
         self.seed_generator = keras.random.SeedGenerator(seed) if self.sigmoid_noise else None
 
+    @property
+    def score_mode(self):
+        """Deprecated: the old name of the `score` argument (`score_function`)."""
+        warnings.warn(
+            "MonotonicAttention.score_mode is deprecated; use score_function.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.score_function
+
     # -- score ----------------------------------------------------------------------------------
 
     def validate_dims(self, query_dim, key_dim, value_dim):
-        if self.score_mode == "dot" and query_dim != key_dim:
+        if self.score_function == "dot" and query_dim != key_dim:
             raise ValueError(
-                f"{type(self).__name__}: `score_mode='dot'` needs query and key of the same "
+                f"{type(self).__name__}: `score='dot'` needs query and key of the same "
                 f"depth. Received: query dim={query_dim}, key dim={key_dim}"
             )
 
     def build_score(self, query_dim, key_dim):
-        if self.score_mode == "additive":
+        if self.score_function == "additive":
             self.query_kernel = self._add_kernel("query_kernel", (query_dim, self.units))
             self.key_kernel = self._add_kernel("key_kernel", (key_dim, self.units))
             self.attention_v = self._add_kernel("attention_v", (self.units,))
-        elif self.score_mode == "general":
+        elif self.score_function == "general":
             self.kernel = self._add_kernel("kernel", (key_dim, query_dim))
         self.score_bias = self.add_weight(
             name="score_bias",
@@ -179,11 +191,11 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         )
 
     def score(self, query, key, value_length):
-        if self.score_mode == "additive":
+        if self.score_function == "additive":
             projected_query = ops.matmul(query, ops.cast(self.query_kernel, query.dtype))
             projected_key = ops.matmul(key, ops.cast(self.key_kernel, key.dtype))
             scores = additive_score(projected_query, projected_key, self.attention_v)
-        elif self.score_mode == "general":
+        elif self.score_function == "general":
             scores = bilinear_score(query, key, self.kernel)
         else:
             scores = dot_score(query, key)
@@ -265,7 +277,7 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         config.update(
             {
                 "units": self.units,
-                "score_mode": self.score_mode,
+                "score": self.score_function,
                 "score_bias_init": self.score_bias_init,
                 "sigmoid_noise": self.sigmoid_noise,
                 "mode": self.mode,

@@ -5,15 +5,11 @@ import math
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (
-    WeightOptionsMixin,
-    attach_keras_mask,
-    dropout_rate,
-    positive_int,
-    without_keras_mask,
-)
+from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
 from keras_attention.ops.chunked_attention import DEFAULT_CHUNK_SIZE, chunked_attention
+from keras_attention.utils.masking import attach_keras_mask, without_keras_mask
+from keras_attention.utils.validation import positive_int, rate
 
 # `chunk_size="auto"` chunks when a call's score matrix has at least this many entries per
 # batch row and head (query length x key length), e.g. 2048 x 2048.
@@ -164,7 +160,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                 "`num_heads` must be a multiple of `num_key_value_heads`. "
                 f"Received: num_heads={num_heads}, num_key_value_heads={num_key_value_heads}"
             )
-        self.dropout = dropout_rate(dropout)
+        self.dropout = rate(None, "dropout", dropout)
         self.use_bias = bool(use_bias)
         self.output_dim = (
             None

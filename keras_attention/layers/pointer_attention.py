@@ -3,10 +3,11 @@
 import keras
 from keras import ops
 
-from keras_attention.layers._common import WeightOptionsMixin, positive_int
+from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import additive_score, compute_attention_mask, masked_softmax
 from keras_attention.ops.pointer import masked_logits
+from keras_attention.utils.validation import positive_int
 
 OUTPUT_MODES = ("probabilities", "logits")
 

@@ -3,12 +3,8 @@
 import keras
 from keras import ops
 
-from keras_attention.layers._common import (
-    check_positions,
-    clone_initializer,
-    position_offset,
-    positive_int,
-)
+from keras_attention.layers._common import check_positions, clone_initializer, position_offset
+from keras_attention.utils.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")

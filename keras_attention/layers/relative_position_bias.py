@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
-from keras_attention.layers._common import clone_initializer, position_offset, positive_int
+from keras_attention.layers._common import clone_initializer, position_offset
 from keras_attention.ops.positions import relative_position_bucket
+from keras_attention.utils.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")

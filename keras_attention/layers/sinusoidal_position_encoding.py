@@ -4,7 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_attention.layers._common import position_offset, positive_number
+from keras_attention.layers._common import position_offset
+from keras_attention.utils.validation import positive_number
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")

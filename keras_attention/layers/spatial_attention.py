@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_attention.layers._common import WeightOptionsMixin, positive_int
+from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import (
     additive_score,
@@ -12,6 +12,7 @@ from keras_attention.ops import (
     doubly_stochastic_penalty,
     masked_softmax,
 )
+from keras_attention.utils.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")

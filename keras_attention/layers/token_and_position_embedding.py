@@ -4,16 +4,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_attention.layers._common import (
-    check_positions,
-    clone_initializer,
-    position_offset,
-    positive_int,
-)
+from keras_attention.layers._common import check_positions, clone_initializer, position_offset
 from keras_attention.layers.position_embedding import PositionEmbedding
 from keras_attention.layers.sinusoidal_position_encoding import (
     SinusoidalPositionEncoding,
 )
+from keras_attention.utils.validation import positive_int
 
 POSITIONS = ("learned", "sinusoidal")
 

@@ -3,11 +3,8 @@
 import keras
 from keras import ops
 
-from keras_attention.layers._transformer_block import (
-    TransformerBlock,
-    keras_mask,
-    zero_padded_positions,
-)
+from keras_attention.layers._transformer_block import TransformerBlock, zero_padded_positions
+from keras_attention.utils.masking import keras_mask
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")

@@ -47,8 +47,8 @@ class EncoderDecoderBackbone(Backbone):
       state, `None` where a size varies (batch, source length): the input
       signature of an exported decode step.
     - the attributes `source_vocabulary_size` and `target_vocabulary_size`;
-      the properties `max_decoding_length` and `max_source_length` (`None`:
-      no limit).
+      the properties `source_sequence_length` and `target_sequence_length`,
+      the most source and target positions (`None`: no limit).
     """
 
     def __init_subclass__(cls, **kwargs):
@@ -62,12 +62,12 @@ class EncoderDecoderBackbone(Backbone):
             )
 
     @property
-    def max_decoding_length(self):
+    def target_sequence_length(self):
         """The most target positions a decoding may take (`None`: no limit)."""
         return None
 
     @property
-    def max_source_length(self):
+    def source_sequence_length(self):
         """The most source positions the model accepts (`None`: no limit)."""
         return None
 
@@ -75,10 +75,10 @@ class EncoderDecoderBackbone(Backbone):
         """`max_length` checked against the model's limit (`None`: the limit itself).
 
         Raises a `ValueError` when it is not a positive int or exceeds
-        `max_decoding_length`.
+        `target_sequence_length`.
         """
         owner = owner or type(self).__name__
-        limit = self.max_decoding_length
+        limit = self.target_sequence_length
         if max_length is None:
             return limit
         max_length = positive_int(owner, "max_length", max_length)

@@ -205,11 +205,11 @@ class TransformerTranslator(EncoderDecoderBackbone):
         self.output_layer = keras.layers.Dense(target_vocabulary_size, dtype="float32", name="logits")
 
     @property
-    def max_decoding_length(self):
+    def target_sequence_length(self):
         return self.sequence_length
 
     @property
-    def max_source_length(self):
+    def source_sequence_length(self):
         return self.sequence_length
 
     def get_config(self):

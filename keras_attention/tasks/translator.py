@@ -187,7 +187,7 @@ class Translator(Task):
     @property
     def _cache_length(self):
         """The KV cache size: `max_length` for a Transformer, nothing for an RNN."""
-        return None if self.backbone.max_decoding_length is None else self.max_length
+        return None if self.backbone.target_sequence_length is None else self.max_length
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -454,8 +454,8 @@ class Translator(Task):
     def _check_sizes(self):
         backbone = self.backbone
         for arg, value, limit in (
-            ("source_sequence_length", self.source_sequence_length, backbone.max_source_length),
-            ("max_length", self.max_length, backbone.max_decoding_length),
+            ("source_sequence_length", self.source_sequence_length, backbone.source_sequence_length),
+            ("max_length", self.max_length, backbone.target_sequence_length),
         ):
             if limit is not None and value is not None and value > limit:
                 raise ValueError(

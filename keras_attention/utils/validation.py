@@ -109,7 +109,7 @@ def one_of(owner, name, value, choices):
 
 def boolean(owner, name, value):
     """`value` as a `bool` if it is one (NumPy bools included), else raises."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    if not isinstance(value, bool) and type(value).__name__ not in ("bool_", "bool"):
         raise ValueError(_message(owner, name, value, "a bool"))
     return bool(value)
 

@@ -42,9 +42,9 @@ def _energies(layer, query, key):
     return np.asarray(layer.score(query, key, key.shape[1]))
 
 
-@pytest.mark.parametrize("score_mode", ["additive", "general", "dot"])
-def test_expected_alignment_matches_numpy_recurrence(score_mode):
-    layer = MonotonicAttention(units=5, score_mode=score_mode, score_bias_init=0.3)
+@pytest.mark.parametrize("score", ["additive", "general", "dot"])
+def test_expected_alignment_matches_numpy_recurrence(score):
+    layer = MonotonicAttention(units=5, score=score, score_bias_init=0.3)
     s, h = rand(3, 4, 6), rand(3, 7, 6)
     mask = np.array([[1] * 7, [1, 1, 1, 1, 0, 0, 0], [1, 0, 1, 1, 1, 0, 1]], bool)
     context, alignments = layer(s, h, value_mask=mask, return_attention_scores=True, training=True)
@@ -57,7 +57,9 @@ def test_expected_alignment_matches_numpy_recurrence(score_mode):
 
 
 def test_expected_alignment_is_stable_for_saturated_energies():
-    layer = MonotonicAttention(score_mode="dot", score_bias_init=0.0)
+    with pytest.warns(DeprecationWarning, match="use `score`"):  # the old name still works
+        layer = MonotonicAttention(score_mode="dot", score_bias_init=0.0)
+    assert layer.score_function == "dot" and layer.get_config()["score"] == "dot"
     s, h = 10.0 * rand(2, 5, 4), 10.0 * rand(2, 9, 4)  # energies up to ~±100: p is 0 or 1
     _, alignments = layer(s, h, return_attention_scores=True, training=True)
     reference = npref.monotonic_expected_alignments(_energies(layer, s, h))
@@ -188,8 +190,8 @@ def test_gradients_reach_the_score_bias_in_training():
         ({"units": None}, r"`units` must be a positive integer. Received: units=None"),
         ({"units": 0}, r"Received: units=0"),
         (
-            {"units": 4, "score_mode": "cosine"},
-            r"`score_mode` must be one of .*score_mode='cosine'",
+            {"units": 4, "score": "cosine"},
+            r"`score` must be one of .*score='cosine'",
         ),
         ({"units": 4, "mode": "soft"}, r"`mode` must be one of .*Received: mode='soft'"),
         ({"units": 4, "sigmoid_noise": -1.0}, r"`sigmoid_noise` must be .*sigmoid_noise=-1.0"),
@@ -203,8 +205,8 @@ def test_rejects_bad_arguments(kwargs, match):
 
 
 def test_dot_score_needs_equal_depths():
-    with pytest.raises(ValueError, match=r"score_mode='dot'"):
-        MonotonicAttention(score_mode="dot")(rand(2, 3, 4), rand(2, 5, 6))
+    with pytest.raises(ValueError, match=r"score='dot'"):
+        MonotonicAttention(score="dot")(rand(2, 3, 4), rand(2, 5, 6))
 
 
 def test_training_gradients_under_xla_match_eager():

@@ -52,7 +52,7 @@ def greedy(decoding, source, num_steps, start_id=1, encode=None, step=None):
     return np.stack(decoded, axis=1)
 
 
-def tflite_decoding(model, max_length=None, batch_size=None):
+def tflite_decoding(model, max_length=None, batch_size="auto"):
     """`convert_decoding_tflite` of a model, as `(encode, step)` functions running in LiteRT."""
     from keras_attention.export import TFLiteGenerator, convert_decoding_tflite
 

@@ -7,6 +7,7 @@ import pytest
 from keras_attention.layers import AttentionPooling
 from keras_attention.models import hierarchical_attention_network, hierarchical_attention_weights
 from pipelines.synthetic import key_sentence_documents
+from tests.model_contract import ModelSpec, model_checks
 
 SMALL = {"embedding_dim": 8, "word_units": 6, "sentence_units": 5, "attention_units": 7}
 
@@ -186,3 +187,20 @@ def _token(token_id):
     if token_id < 3:
         return ["", "not", "key"][token_id]
     return f"w{token_id}" if token_id < 3 + 40 else f"C{token_id - 43}"
+
+
+def _contract_model():
+    keras.utils.set_random_seed(0)
+    return hierarchical_attention_network(vocabulary_size=10, num_classes=3, dropout=0.1, **SMALL)
+
+
+CONTRACT = ModelSpec(
+    "hierarchical_attention_network",
+    _contract_model,
+    np.array([[[5, 7, 2, 0], [9, 0, 0, 0], [0, 0, 0, 0]], [[1, 2, 3, 4], [4, 0, 0, 0], [6, 6, 0, 0]]]),
+)
+
+
+@pytest.mark.parametrize(("spec", "check"), model_checks(CONTRACT))
+def test_model_contract(spec, check, tmp_path):
+    check(spec, tmp_path)

@@ -6,6 +6,7 @@ import pytest
 
 from keras_attention.models import pointer_network, pointer_network_decode
 from pipelines.synthetic import number_lists
+from tests.model_contract import ModelSpec, model_checks
 
 SMALL = {"vocabulary_size": 31, "hidden_dim": 16, "num_heads": 2, "intermediate_dim": 16}
 LENGTH = 7
@@ -255,3 +256,19 @@ def test_tflite_builtins_only_matches_and_decodes_the_same(lists):
         decoded[:, step] = output[:, step].argmax(-1)
     decoded[~_step_mask(values)] = 0
     np.testing.assert_array_equal(decoded, pointer_network_decode(model, values))
+
+
+def _contract_model():
+    keras.utils.set_random_seed(0)
+    return pointer_network(**SMALL)
+
+
+_VALUES, _POINTERS = number_lists(4, min_length=3, max_length=5, num_values=30, seed=3)
+CONTRACT = ModelSpec(
+    "pointer_network", _contract_model, {"values": _VALUES, "pointers": _POINTERS}
+)
+
+
+@pytest.mark.parametrize(("spec", "check"), model_checks(CONTRACT))
+def test_model_contract(spec, check, tmp_path):
+    check(spec, tmp_path)

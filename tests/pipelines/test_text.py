@@ -211,7 +211,7 @@ def test_argument_errors(tmp_path):
     with pytest.raises(ValueError, match=r"Received: normalization='NFD'"):
         text.build_wordpiece_vocab(["a b"], tmp_path / "v.txt", normalization="NFD")
     with pytest.raises(
-        ValueError, match=r"larger than the 5 reserved tokens. Received: vocab_size=5"
+        ValueError, match=r"larger than the 5 reserved tokens. Received: vocabulary_size=5"
     ):
         text.build_wordpiece_vocab(["a b"], tmp_path / "v.txt", vocab_size=5)
     with pytest.raises(ValueError, match=r"not one string"):

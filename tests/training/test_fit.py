@@ -1,0 +1,122 @@
+"""The generic `fit`: what it writes, how it stops, resumes and restores the best epoch."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attention.training import FitConfig, fit
+
+
+def _data(rows=64, batch=16):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 3)).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5]], "float32")).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+
+class _Spoil(keras.callbacks.Callback):
+    """Sets every weight to `value` at the start of the given epochs (the loss jumps up)."""
+
+    def __init__(self, epochs, value=50.0):
+        super().__init__()
+        self.epochs, self.value = set(epochs), value
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch in self.epochs:
+            self.model.set_weights([np.full_like(w, self.value) for w in self.model.get_weights()])
+
+
+def test_writes_the_best_checkpoint_and_restores_the_best_epoch(tmp_path):
+    model = _model()
+    config = FitConfig(epochs=3, learning_rate=0.05, verbose=0)
+    result = fit(model, _data(), tmp_path, loss="mse", config=config, callbacks=[_Spoil({2})])
+    assert result.epochs == [0, 1, 2] and result.stop_reason == "epochs"
+    losses = result.history["loss"]
+    assert losses[2] > losses[1]  # the spoiled last epoch is the worst
+    assert result.best == {"monitor": "loss", "epoch": 2, "value": pytest.approx(losses[1])}
+    assert json.loads((tmp_path / "checkpoints" / "best.json").read_text())["epoch"] == 2
+    assert result.restored_best
+    best = keras.saving.load_model(tmp_path / "checkpoints" / "best.keras")
+    for restored, saved in zip(model.get_weights(), best.get_weights(), strict=True):
+        np.testing.assert_array_equal(restored, saved)
+    assert any("tfevents" in p.name for p in (tmp_path / "logs").rglob("*"))
+    assert not (tmp_path / "backup").exists()  # deleted when the run ends
+    kept = _model()
+    kept_result = fit(
+        kept, _data(), tmp_path / "kept", loss="mse", callbacks=[_Spoil({2})],
+        config=FitConfig(epochs=3, learning_rate=0.05, verbose=0, restore_best_weights=False),
+    )  # fmt: skip
+    assert not kept_result.restored_best  # the last (spoiled) epoch's weights stay
+    kept_best = keras.saving.load_model(tmp_path / "kept" / "checkpoints" / "best.keras")
+    assert not np.allclose(kept.get_weights()[0], kept_best.get_weights()[0])
+
+
+def test_budget_early_stopping_and_nan_stop_with_their_reason(tmp_path):
+    budget = fit(_model(), _data(), tmp_path / "budget", loss="mse",
+                 config=FitConfig(epochs=50, budget_minutes=1e-9, verbose=0))  # fmt: skip
+    assert budget.stop_reason == "budget" and budget.epochs == [0]
+    early = fit(_model(), _data(), tmp_path / "early", loss="mse", callbacks=[_Spoil({1, 2, 3})],
+                config=FitConfig(epochs=20, early_stopping_patience=1, verbose=0))  # fmt: skip
+    assert early.stop_reason == "early_stopping" and len(early.epochs) < 20
+    nan = fit(_model(), _data(), tmp_path / "nan", loss="mse", callbacks=[_Spoil({1}, np.nan)],
+              config=FitConfig(epochs=3, verbose=0))  # fmt: skip
+    assert nan.stop_reason == "nan" and not nan.restored_best
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Interrupt
+
+
+def test_a_resumed_run_keeps_its_best_value(tmp_path):
+    config = FitConfig(epochs=3, learning_rate=0.05, verbose=0)
+    with pytest.raises(_Interrupt):
+        fit(_model(), _data(), tmp_path, loss="mse", config=config, callbacks=[_InterruptAt(1)])
+    first_best = json.loads((tmp_path / "checkpoints" / "best.json").read_text())
+    assert first_best["epoch"] == 2
+    checkpoint = (tmp_path / "checkpoints" / "best.keras").read_bytes()
+    # Resumed: epoch 3 is spoiled and worse; the better checkpoint of epoch 2 must survive.
+    result = fit(_model(), _data(), tmp_path, loss="mse", config=config, callbacks=[_Spoil({2})])
+    assert result.resumed_from == 2 and result.epochs == [2]
+    assert result.best == first_best
+    assert (tmp_path / "checkpoints" / "best.keras").read_bytes() == checkpoint
+
+
+def test_a_task_brings_its_loss_and_metrics_and_bad_calls_are_named(tmp_path):
+    from keras_attention.models import seq2seq_translator
+    from keras_attention.tasks import Translator
+    from pipelines import synthetic
+    from pipelines.text import TextTokenizer, build_wordpiece_vocab
+
+    pairs = synthetic.dates(64, seed=0)
+    vocabulary = build_wordpiece_vocab([t for pair in pairs for t in pair], tmp_path / "v.txt", 200)
+    tokenizer = TextTokenizer(vocabulary)
+    task = Translator(seq2seq_translator(len(vocabulary), len(vocabulary), 8, units=8),
+                      tokenizer, tokenizer)  # fmt: skip
+    data = task.make_dataset(([s for s, _ in pairs], [t for _, t in pairs]), batch_size=32)
+    result = fit(task, data, tmp_path / "run", config=FitConfig(epochs=1, verbose=0))
+    assert sorted(result.history) == ["accuracy", "loss"]
+    with pytest.raises(ValueError, match="needs a `loss`"):
+        fit(_model(), _data(), tmp_path / "x")
+    with pytest.raises(ValueError, match="must be a keras.Model or a keras_attention.tasks.Task"):
+        fit("model", _data(), tmp_path / "x", loss="mse")
+    with pytest.raises(ValueError, match="must be a FitConfig"):
+        fit(_model(), _data(), tmp_path / "x", loss="mse", config={"epochs": 1})
