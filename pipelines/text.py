@@ -32,7 +32,6 @@ Unicode punctuation character is a word of its own, CJK characters too).
 """
 
 import gzip
-import json
 import os
 
 import numpy as np
@@ -42,6 +41,7 @@ from keras_hub.tokenizers import compute_word_piece_vocabulary
 from tqdm.auto import tqdm
 
 from keras_attention.utils import renamed_argument
+from keras_attention.utils.files import read_json, write_json
 
 PAD, UNK, START, END, MASK = "[PAD]", "[UNK]", "[START]", "[END]", "[MASK]"
 RESERVED_TOKENS = (PAD, UNK, START, END, MASK)
@@ -342,13 +342,7 @@ def load_tokenizer(vocab_path, compact_punctuation=None):
             "`TextTokenizer(vocab_path, lowercase=..., normalization=..., strip_accents=...)` "
             "with the options the vocabulary was built with."
         )
-    with open(options_path, encoding="utf-8") as f:
-        options = json.load(f)
-    if options.get("format") != _SIDECAR_FORMAT:
-        raise ValueError(
-            f"'{options_path}' is not a keras_attention WordPiece options file. "
-            f"Received: format={options.get('format')!r}"
-        )
+    options = read_json(options_path, _SIDECAR_FORMAT, "a keras_attention WordPiece options file")
     if compact_punctuation is None:
         compact_punctuation = options.get("compact_punctuation", True)
     return TextTokenizer(
@@ -509,9 +503,7 @@ class TextTokenizer(tf.Module):
             "reserved_tokens": list(self.reserved_tokens),
             "vocab_size": self.vocabulary_size,
         }
-        with open(sidecar_path(vocab_path), "w", encoding="utf-8") as f:
-            json.dump(options, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+        write_json(sidecar_path(vocab_path), options)
         return [vocab_path, sidecar_path(vocab_path)]
 
     def tokenize(self, texts):

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import WeightOptionsMixin, clone_initializer, position_offset
-from keras_attention.layers._scores import make_score
+from keras_attention.layers._scores import make_score, score_names
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.layers.local_attention import LocalAttention
 from keras_attention.layers.monotonic_attention import MonotonicAttention
@@ -16,21 +16,6 @@ from keras_attention.utils.masking import attach_keras_mask, without_keras_mask
 
 CELLS = ("gru", "lstm")
 STYLES = ("bahdanau", "luong")
-# The score names the decoder builds itself (`make_score`, with `units=<the decoder's units>`);
-# "location" needs its `max_length`, so it is passed as a layer.
-ATTENTIONS = (
-    "additive",
-    "concat",
-    "bilinear",
-    "general",
-    "dot",
-    "scaled_dot",
-    "local_monotonic",
-    "local_predictive",
-    "hard",
-)
-
-
 @keras.saving.register_keras_serializable(package="keras_attention")
 class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
     """An RNN decoder (GRU or LSTM) with soft attention over a memory at every step.
@@ -513,12 +498,15 @@ def _check_score(layer_name, score):
     """The `score` argument as a name or a score-attention layer (configs deserialized)."""
     if isinstance(score, dict):
         score = keras.saving.deserialize_keras_object(score)
+    # The names the decoder builds itself (`make_score` with its `units`); "location" needs its
+    # `max_length`, so it comes as a layer.
+    names = tuple(name for name in score_names() if name != "location")
     if isinstance(score, str):
-        return one_of(layer_name, "score", score, ATTENTIONS)
+        return one_of(layer_name, "score", score, names)
     if not isinstance(score, BaseScoreAttention):
         raise ValueError(
             f"{layer_name}: `score` must be a score-attention layer (a "
-            f"`BaseScoreAttention`) or one of {ATTENTIONS}. Received: score={score!r}"
+            f"`BaseScoreAttention`) or one of {names}. Received: score={score!r}"
         )
     if isinstance(score, MonotonicAttention):
         raise ValueError(

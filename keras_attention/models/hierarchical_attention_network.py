@@ -198,18 +198,7 @@ def _check_arguments(owner, **arguments):
     return arguments
 
 
-def hierarchical_attention_network(
-    vocabulary_size,
-    num_classes,
-    num_sentences=None,
-    num_words=None,
-    embedding_dim=64,
-    word_units=32,
-    sentence_units=32,
-    attention_units=None,
-    dropout=0.0,
-    name="hierarchical_attention_network",
-):
+def hierarchical_attention_network(*args, **kwargs):
     """Builds a `HierarchicalAttentionNetwork` (see the class for the arguments).
 
     Example:
@@ -218,18 +207,7 @@ def hierarchical_attention_network(
     >>> type(model).__name__
     'HierarchicalAttentionNetwork'
     """
-    return HierarchicalAttentionNetwork(
-        vocabulary_size,
-        num_classes,
-        num_sentences=num_sentences,
-        num_words=num_words,
-        embedding_dim=embedding_dim,
-        word_units=word_units,
-        sentence_units=sentence_units,
-        attention_units=attention_units,
-        dropout=dropout,
-        name=name,
-    )
+    return HierarchicalAttentionNetwork(*args, **kwargs)
 
 
 def hierarchical_attention_weights(model):

@@ -207,18 +207,7 @@ def _check_arguments(owner, **arguments):
     return arguments
 
 
-def pointer_network(
-    vocabulary_size,
-    hidden_dim=64,
-    num_encoder_layers=2,
-    num_decoder_layers=1,
-    num_heads=4,
-    intermediate_dim=None,
-    pointer_units=None,
-    dropout=0.0,
-    output_mode="logits",
-    name="pointer_network",
-):
+def pointer_network(*args, **kwargs):
     """Builds a `PointerNetwork` (see the class for the arguments).
 
     Example:
@@ -226,18 +215,7 @@ def pointer_network(
     >>> type(pointer_network(vocabulary_size=21, hidden_dim=16, num_heads=2)).__name__
     'PointerNetwork'
     """
-    return PointerNetwork(
-        vocabulary_size,
-        hidden_dim=hidden_dim,
-        num_encoder_layers=num_encoder_layers,
-        num_decoder_layers=num_decoder_layers,
-        num_heads=num_heads,
-        intermediate_dim=intermediate_dim,
-        pointer_units=pointer_units,
-        dropout=dropout,
-        output_mode=output_mode,
-        name=name,
-    )
+    return PointerNetwork(*args, **kwargs)
 
 
 def pointer_network_decode(model, values):

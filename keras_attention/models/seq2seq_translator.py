@@ -192,10 +192,7 @@ class Seq2SeqTranslator(EncoderDecoderBackbone):
         self.output_layer = keras.layers.Dense(target_vocabulary_size, dtype="float32", name="logits")
 
     def get_config(self):
-        score = self.score
-        if not isinstance(score, str):
-            score = keras.saving.serialize_keras_object(score)
-            score.pop("build_config", None)  # built or not, the same layer
+        score = self.decoder.get_config()["score"]  # a name, or the layer's serialized config
         return {
             **super().get_config(),
             "source_vocabulary_size": self.source_vocabulary_size,
@@ -323,20 +320,7 @@ def _check_arguments(owner, **arguments):
     return arguments
 
 
-def seq2seq_translator(
-    source_vocabulary_size,
-    target_vocabulary_size,
-    embedding_dim=128,
-    units=256,
-    encoder_units=None,
-    cell="gru",
-    score="additive",
-    style="bahdanau",
-    input_feeding=None,
-    dropout=0.0,
-    name="seq2seq_translator",
-    **kwargs,
-):
+def seq2seq_translator(*args, **kwargs):
     """Builds a `Seq2SeqTranslator` (see the class for the arguments).
 
     Example:
@@ -345,17 +329,4 @@ def seq2seq_translator(
     >>> type(model).__name__, model.decoder.score
     ('Seq2SeqTranslator', 'additive')
     """
-    return Seq2SeqTranslator(
-        source_vocabulary_size,
-        target_vocabulary_size,
-        embedding_dim=embedding_dim,
-        units=units,
-        encoder_units=encoder_units,
-        cell=cell,
-        score=score,
-        style=style,
-        input_feeding=input_feeding,
-        dropout=dropout,
-        name=name,
-        **kwargs,
-    )
+    return Seq2SeqTranslator(*args, **kwargs)

@@ -355,20 +355,7 @@ def _check_arguments(owner, **arguments):
     return arguments
 
 
-def transformer_translator(
-    source_vocabulary_size,
-    target_vocabulary_size,
-    sequence_length=128,
-    num_layers=2,
-    hidden_dim=256,
-    num_heads=8,
-    intermediate_dim=1024,
-    dropout=0.1,
-    position="learned",
-    normalize_first=False,
-    name="transformer_translator",
-    **kwargs,
-):
+def transformer_translator(*args, **kwargs):
     """Builds a `TransformerTranslator` (see the class for the arguments).
 
     Example:
@@ -378,17 +365,4 @@ def transformer_translator(
     >>> type(model).__name__, len(model.decoder_blocks)
     ('TransformerTranslator', 1)
     """
-    return TransformerTranslator(
-        source_vocabulary_size,
-        target_vocabulary_size,
-        sequence_length=sequence_length,
-        num_layers=num_layers,
-        hidden_dim=hidden_dim,
-        num_heads=num_heads,
-        intermediate_dim=intermediate_dim,
-        dropout=dropout,
-        position=position,
-        normalize_first=normalize_first,
-        name=name,
-        **kwargs,
-    )
+    return TransformerTranslator(*args, **kwargs)

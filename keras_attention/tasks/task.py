@@ -1,6 +1,5 @@
 """The base class of the tasks: a preprocessor, a backbone and decoding, saved in one layout."""
 
-import json
 import os
 import shutil
 import tempfile
@@ -8,6 +7,7 @@ import tempfile
 import keras
 
 from keras_attention.tasks.registry import get_task
+from keras_attention.utils.files import read_json, write_json
 
 TASK_FILE = "task.json"
 ASSETS_DIR = "assets"
@@ -86,6 +86,7 @@ class Task:
         assets = os.path.join(directory, ASSETS_DIR)
         staged = tempfile.mkdtemp(prefix=".assets-", dir=directory)
         try:
+            os.chmod(staged, 0o777 & ~_umask())  # mkdtemp's 0700 would hide it from other users
             self.preprocessor.save_assets(staged)
             shutil.rmtree(assets, ignore_errors=True)
             os.replace(staged, assets)
@@ -101,7 +102,7 @@ class Task:
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "weights": WEIGHTS_FILE,
         }
-        _write_json(os.path.join(directory, TASK_FILE), description)
+        write_json(os.path.join(directory, TASK_FILE), description)
         return directory
 
     @classmethod
@@ -148,16 +149,7 @@ def read_task_file(directory):
             f"no saved task in '{directory}': {TASK_FILE} is missing (written by `Task.save` and "
             f"at the end of `keras-attention train`). Received: directory={os.fspath(directory)!r}"
         )
-    with open(path, encoding="utf-8") as f:
-        try:
-            description = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"'{path}' is not valid JSON: {error}") from None
-    if description.get("format") != _FORMAT:
-        raise ValueError(
-            f"'{path}' is not a keras-attention task file. "
-            f"Received: format={description.get('format')!r}"
-        )
+    description = read_json(path, _FORMAT, "a keras-attention task file")
     if description.get("version", 0) > _VERSION:
         raise ValueError(
             f"'{path}' was written by a newer keras-attention (task file version "
@@ -167,10 +159,7 @@ def read_task_file(directory):
     return description
 
 
-def _write_json(path, value):
-    """Writes JSON through a temporary file renamed into place."""
-    staged = f"{path}.tmp"
-    with open(staged, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(staged, path)
+def _umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -10,6 +10,7 @@
   translation task with keyword options.
 """
 
+from keras_attention.layers import SCORES
 from keras_attention.tasks.losses import (
     MaskedCrossEntropy,
     MaskedTokenAccuracy,
@@ -43,6 +44,7 @@ __all__ = [
     "MaskedCrossEntropy",
     "MaskedTokenAccuracy",
     "RUN_FILE",
+    "SCORES",
     "TargetTokens",
     "ThroughputMeter",
     "TrainingRun",

@@ -13,6 +13,7 @@ from keras_attention.tasks import Task, get_task, is_saved_task
 from keras_attention.tasks.task import ASSETS_DIR, TASK_FILE, WEIGHTS_FILE
 from keras_attention.training.config import FitConfig
 from keras_attention.training.fit import BACKUP_DIR, CHECKPOINT, LOG_DIR, finished_epochs, fit
+from keras_attention.utils.files import read_json, write_json
 from keras_attention.utils.options import resume_mismatches, to_dict
 
 RUN_FILE = "run.json"
@@ -204,14 +205,7 @@ def read_run_file(output_dir):
     path = os.path.join(os.fspath(output_dir), RUN_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        description = json.load(f)
-    if description.get("format") != _FORMAT:
-        raise ValueError(
-            f"'{path}' is not a keras-attention run file. "
-            f"Received: format={description.get('format')!r}"
-        )
-    return description
+    return read_json(path, _FORMAT, "a keras-attention run file")
 
 
 def _description(task_cls, config, fit_config, train_data, valid_data):
@@ -290,8 +284,4 @@ def _fingerprint(data):
 
 
 def _write_run_file(output_dir, description):
-    path = os.path.join(output_dir, RUN_FILE)
-    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-        json.dump(description, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(f"{path}.tmp", path)
+    write_json(os.path.join(output_dir, RUN_FILE), description)

@@ -1,0 +1,32 @@
+"""JSON files of the package (task, run, tokenizer options): written atomically, read with a check."""
+
+import json
+import os
+
+
+def write_json(path, value):
+    """Writes `value` as indented UTF-8 JSON through a temporary file renamed into place."""
+    path = os.fspath(path)
+    staged = f"{path}.tmp"
+    with open(staged, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(staged, path)
+
+
+def read_json(path, expected_format, what):
+    """The JSON object in `path`, checked to have `"format": expected_format`.
+
+    Raises a `ValueError` naming the file when it is not JSON or not `what`
+    (e.g. "a keras-attention task file").
+    """
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as f:
+        try:
+            value = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"'{path}' is not valid JSON: {error}") from None
+    found = value.get("format") if isinstance(value, dict) else None
+    if found != expected_format:
+        raise ValueError(f"'{path}' is not {what}. Received: format={found!r}")
+    return value
