@@ -60,11 +60,13 @@ class Translator(Task):
             size must equal the model's target vocabulary size.
         source_sequence_length: positive int, the most source tokens kept (at
             most the Transformer's `sequence_length`). Defaults to the
-            preprocessor's, else `64`. (`max_source_length` is its deprecated
+            preprocessor's (the Transformer's `sequence_length` when the
+            preprocessor has none), else `64`. (`max_source_length` is its deprecated
             name.)
         max_length: positive int, the most target tokens generated, `[END]`
             included (at most the Transformer's `sequence_length`). Defaults
-            to the preprocessor's `target_sequence_length`, else `64`.
+            to the preprocessor's `target_sequence_length`, else `64` (at most
+            the Transformer's `sequence_length`).
             (`max_output_length` is its deprecated name.)
         beam_width: positive int; `1` is greedy search. Defaults to `1`.
         length_penalty: non-negative float, GNMT's `alpha` for beam search.
@@ -126,15 +128,25 @@ class Translator(Task):
         max_length = renamed_argument(_NAME, kwargs, "max_output_length", "max_length", max_length)
         if kwargs:
             raise TypeError(f"{_NAME}() got unexpected arguments {sorted(kwargs)}")
+        backbone = _check_backbone(backbone)
         preprocessor = _make_preprocessor(
             preprocessor, source_tokenizer, target_tokenizer, source_sequence_length, max_length
         )
-        super().__init__(_check_backbone(backbone), preprocessor)
-        self.max_length = positive_int(
-            _NAME,
-            "max_length",
-            preprocessor.target_sequence_length if max_length is None else max_length,
-        )
+        if preprocessor.source_sequence_length is None and backbone.source_sequence_length:
+            # An unbounded preprocessor: truncate to the positions the model has.
+            preprocessor = TranslationPreprocessor(
+                preprocessor.source_tokenizer,
+                preprocessor.target_tokenizer,
+                backbone.source_sequence_length,
+                preprocessor.target_sequence_length,
+            )
+        super().__init__(backbone, preprocessor)
+        if max_length is None:
+            max_length = min(
+                preprocessor.target_sequence_length or _DEFAULT_LENGTH,
+                backbone.target_sequence_length or _DEFAULT_LENGTH,
+            )
+        self.max_length = positive_int(_NAME, "max_length", max_length)
         self.beam_width = positive_int(_NAME, "beam_width", beam_width)
         self.length_penalty = number(
             _NAME, "length_penalty", length_penalty, low=0.0, what="a non-negative float"

@@ -43,7 +43,7 @@ def option(
             (`str` when the default is `None`).
         aliases: old flag names (`"--max-source-length"`) that keep working,
             with a deprecation warning.
-        metavar: optional placeholder in the help.
+        metavar: optional name of the value in the help.
 
     Returns:
         A `dataclasses.field`.

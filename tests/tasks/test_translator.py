@@ -213,3 +213,14 @@ def test_transformer_attention_is_the_head_mean_of_the_last_decoder_block(beam_w
         expected = np.asarray(weights["decoder_block_1"])[0].mean(axis=0)  # (T, S)
         np.testing.assert_allclose(result["attention"][row], expected, atol=1e-5)
         np.testing.assert_allclose(result["attention"][row].sum(-1), 1.0, atol=1e-5)
+
+
+def test_a_preprocessor_without_limits_gets_the_models_positions():
+    from pipelines.translation import TranslationPreprocessor
+
+    tokenizer = _tokenizer()
+    translator = Translator(_transformer(max_length=8), preprocessor=TranslationPreprocessor(tokenizer))
+    assert translator.source_sequence_length == 8 and translator.max_length == 8
+    assert len(translator.translate([LONG])) == 1  # truncated to the model's 8 positions
+    with pytest.raises(ValueError, match="give the tokenizers or a `preprocessor`, not both"):
+        Translator(_transformer(), tokenizer, preprocessor=TranslationPreprocessor(tokenizer))
