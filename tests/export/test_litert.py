@@ -98,3 +98,29 @@ def _encoder_only_flatbuffer():
     model = keras.Model(inputs, {"embedded": keras.layers.Embedding(10, 4)(inputs)})
     spec = tf.TensorSpec((None, None), tf.int32, name="tokens")
     return convert_tflite(model, signatures={"encode": (lambda tokens: model(tokens), [spec])})
+
+
+@pytest.mark.slow
+def test_a_multi30k_shaped_transformer_generates_the_same_tokens_on_device():
+    """The shape of the README's Multi30K Transformer: 3+3 pre-LN blocks, width 256, 64 positions."""
+    from keras_attention.generation import greedy_search
+
+    keras.utils.set_random_seed(0)
+    model = transformer_translator(
+        2900, 3500, sequence_length=65, num_layers=3, hidden_dim=256, num_heads=4,
+        intermediate_dim=1024, normalize_first=True,
+    )  # fmt: skip
+    generator = TFLiteGenerator(convert_decoding_tflite(model, max_length=64))
+    rng = np.random.default_rng(0)
+    source = rng.integers(5, 2900, (6, 20)).astype("int32")
+    source[np.arange(20)[None, :] >= rng.integers(4, 21, (6, 1))] = 0
+    tokens, lengths = generator.generate(source, max_length=24)
+    never = tf.constant(np.isin(np.arange(3500), generator.never_generated))
+
+    def step_fn(token_ids, state, step):
+        logits, state = model.call_with_cache(token_ids, state, step)
+        return tf.where(never, logits.dtype.min, logits), state
+
+    expected = greedy_search(step_fn, model.encode(source, max_length=64), tf.fill([6], 2), 3, 24)
+    np.testing.assert_array_equal(tokens, expected.tokens.numpy())
+    np.testing.assert_array_equal(lengths, expected.lengths.numpy())
