@@ -157,20 +157,25 @@ def _load_predictor(path, tflite=None, what="task", flag="run"):
     if is_saved_task(path):
         task = Task.load(path)
         return _TFLitePredictor(task, tflite) if tflite else task
+    if not tflite and is_saved_model(path):
+        return ServedTask(path)
+    raise _no_task(path, what, flag, saved_model=not tflite)
+
+
+def _no_task(path, what, flag, saved_model):
+    """The error for a path that holds no task (a 0.1 run is named as such)."""
     if os.path.isfile(os.path.join(path, "translator", "translator.json")) or os.path.isfile(
         os.path.join(path, "translator.json")
     ):
-        raise ValueError(
+        return ValueError(
             f"{path!r} was written by keras-attention 0.1 (translator.json), which this version "
             "does not read; train it again with `keras-attention train translation`. "
             f"Received: {flag}={path!r}"
         )
-    if not tflite and is_saved_model(path):
-        return ServedTask(path)
     expected = "a training run directory or a saved task (with task.json)"
-    if not tflite:
+    if saved_model:
         expected += ", or a task SavedModel (a version directory with saved_model.pb, or a model directory)"
-    raise ValueError(f"no {what} at {path!r}: expected {expected}. Received: {flag}={path!r}")
+    return ValueError(f"no {what} at {path!r}: expected {expected}. Received: {flag}={path!r}")
 
 
 def _predict(args, extra=()):
@@ -355,7 +360,7 @@ def _export(args):
 
     if os.path.isdir(args.model):
         if not is_saved_task(args.model):
-            _load_predictor(args.model, tflite=True, flag="model")  # raises, naming what is missing
+            raise _no_task(args.model, "task", "model", saved_model=False)
         return _export_task(args)
     model = _load_model(args.model)
     if not args.no_saved_model:

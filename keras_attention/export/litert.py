@@ -35,8 +35,6 @@ from keras_attention.models.seq2seq_translator import Seq2SeqTranslator
 from keras_attention.utils import describe, positive_int
 from pipelines.text import END_ID, PAD_ID, START_ID
 
-STATE_SIGNATURES = ("prefill", "decode")
-
 
 def decoding_signatures(model, max_length=None, batch_size=None):
     """The `encode`, `prefill` and `decode` endpoints of a model: `{name: (fn, input_signature)}`.

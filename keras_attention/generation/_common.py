@@ -4,8 +4,6 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from keras_attention.utils import number, positive_int
-
 
 class GenerationOutput(NamedTuple):
     """What `greedy_search`, `beam_search` and `sample` return.
@@ -29,16 +27,6 @@ class GenerationOutput(NamedTuple):
     lengths: tf.Tensor
     scores: tf.Tensor
     normalized_scores: tf.Tensor
-
-
-def check_int(fn_name, name, value, minimum):
-    """Returns `value` as a Python int if it is an integer `>= minimum`, else raises."""
-    return positive_int(fn_name, name, value, minimum=minimum)
-
-
-def check_float(fn_name, name, value, low, high, low_open, what):
-    """Returns `value` as a float if it is a finite real in the interval, else raises."""
-    return number(fn_name, name, value, low=low, high=high, low_open=low_open, what=what)
 
 
 def check_start_ids(fn_name, start_ids):

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from keras_attention.generation import _common
+from keras_attention.utils import number, positive_int
 
 
 def length_penalty(lengths, alpha):
@@ -201,13 +202,11 @@ def _best_hypotheses(tokens, lengths, scores, alpha):
 
 def _check_arguments(name, end_id, max_length, beam_width, length_penalty, pad_id, keep_greedy):
     """The checked `(end_id, max_length, beam_width, alpha, pad_id)`."""
-    end_id = _common.check_int(name, "end_id", end_id, 0)
-    max_length = _common.check_int(name, "max_length", max_length, 1)
-    beam_width = _common.check_int(name, "beam_width", beam_width, 1)
-    alpha = _common.check_float(
-        name, "length_penalty", length_penalty, 0.0, float("inf"), False, "a non-negative float"
-    )
-    pad_id = _common.check_int(name, "pad_id", pad_id, 0)
+    end_id = positive_int(name, "end_id", end_id, minimum=0)
+    max_length = positive_int(name, "max_length", max_length)
+    beam_width = positive_int(name, "beam_width", beam_width)
+    alpha = number(name, "length_penalty", length_penalty, low=0.0, what="a non-negative float")
+    pad_id = positive_int(name, "pad_id", pad_id, minimum=0)
     if not isinstance(keep_greedy, bool):
         raise ValueError(
             f"{name}: `keep_greedy` must be a bool. Received: keep_greedy={keep_greedy!r}"

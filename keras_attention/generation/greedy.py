@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from keras_attention.generation import _common
+from keras_attention.utils import positive_int
 
 
 def greedy_search(step_fn, state, start_ids, end_id, max_length, pad_id=0):
@@ -62,9 +63,9 @@ def greedy_search(step_fn, state, start_ids, end_id, max_length, pad_id=0):
         Networks" (left-to-right decoding from a trained decoder).
     """
     name = "greedy_search"
-    end_id = _common.check_int(name, "end_id", end_id, 0)
-    max_length = _common.check_int(name, "max_length", max_length, 1)
-    pad_id = _common.check_int(name, "pad_id", pad_id, 0)
+    end_id = positive_int(name, "end_id", end_id, minimum=0)
+    max_length = positive_int(name, "max_length", max_length)
+    pad_id = positive_int(name, "pad_id", pad_id, minimum=0)
     start_ids = _common.check_start_ids(name, start_ids)
     state = _common.check_state(name, state)
 

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from keras_attention.generation import _common
+from keras_attention.utils import number, positive_int
 
 
 def sample(
@@ -84,22 +85,21 @@ def sample(
         (top-p, nucleus sampling).
     """
     name = "sample"
-    end_id = _common.check_int(name, "end_id", end_id, 0)
-    max_length = _common.check_int(name, "max_length", max_length, 1)
+    end_id = positive_int(name, "end_id", end_id, minimum=0)
+    max_length = positive_int(name, "max_length", max_length)
     if top_k is not None:
-        top_k = _common.check_int(name, "top_k", top_k, 1)
+        top_k = positive_int(name, "top_k", top_k)
     if top_p is not None:
-        top_p = _common.check_float(name, "top_p", top_p, 0.0, 1.0, True, "a float in (0, 1]")
+        top_p = number(name, "top_p", top_p, low=0.0, high=1.0, low_open=True, what="a float in (0, 1]")
         if top_p == 1.0:
             top_p = None  # keeps every token; skipping it avoids rounding in the cumulative sum
-    temperature = _common.check_float(
-        name, "temperature", temperature, 0.0, float("inf"), True, "a positive float"
-    )
+    temperature = number(name, "temperature", temperature, low=0.0, low_open=True,
+                         what="a positive float")  # fmt: skip
     if seed is not None:
-        seed = _common.check_int(name, "seed", seed, -(2**31))
+        seed = positive_int(name, "seed", seed, minimum=-(2**31))
         if seed >= 2**31:
             raise ValueError(f"{name}: `seed` must fit in int32. Received: seed={seed}")
-    pad_id = _common.check_int(name, "pad_id", pad_id, 0)
+    pad_id = positive_int(name, "pad_id", pad_id, minimum=0)
     start_ids = _common.check_start_ids(name, start_ids)
     state = _common.check_state(name, state)
 

@@ -21,7 +21,6 @@ from keras_attention.tasks.translation_config import MODELS
 from keras_attention.tasks.translator import exact_match
 from keras_attention.training.callbacks import (
     BestValue,
-    BudgetSchedule,
     LearningRateSchedule,
     ThroughputMeter,
     WallClockBudget,
@@ -34,7 +33,6 @@ from keras_attention.training.translation import build_translator_model, train_t
 __all__ = [
     "BACKUP_DIR",
     "BestValue",
-    "BudgetSchedule",
     "CHECKPOINT",
     "FitConfig",
     "FitResult",

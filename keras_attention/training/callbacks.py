@@ -97,17 +97,6 @@ class LearningRateSchedule(keras.callbacks.Callback):
         self.model.optimizer.learning_rate = self.rate()
 
 
-class BudgetSchedule(LearningRateSchedule):
-    """Linear warmup, then a cosine decay over the elapsed fraction of a time budget.
-
-    `LearningRateSchedule(peak, warmup_steps, "cosine", budget_seconds=..., start=...)`.
-    """
-
-    def __init__(self, start, budget_seconds, peak, warmup_steps, min_ratio=0.05):
-        super().__init__(peak, warmup_steps, "cosine", budget_seconds=budget_seconds,
-                         start=start, min_ratio=min_ratio)  # fmt: skip
-
-
 class ThroughputMeter(keras.callbacks.Callback):
     """Tokens per second of training batches, with and without tracing.
 

@@ -10,7 +10,6 @@ import pytest
 
 from keras_attention.training import (
     BestValue,
-    BudgetSchedule,
     LearningRateSchedule,
     MaskedCrossEntropy,
     TargetTokens,
@@ -76,9 +75,10 @@ def test_meter_counts_every_target_token_of_every_epoch():
 def test_schedule_warms_up_linearly_then_follows_the_cosine_of_the_elapsed_budget():
     model, _ = _fit([], batches=1, epochs=1)
     peak, budget_seconds = 1e-3, 1000.0
-    schedule = BudgetSchedule(
-        time.perf_counter() - 0.5 * budget_seconds, budget_seconds, peak, warmup_steps=4
-    )
+    schedule = LearningRateSchedule(
+        peak, warmup_steps=4, schedule="cosine", budget_seconds=budget_seconds,
+        start=time.perf_counter() - 0.5 * budget_seconds,
+    )  # fmt: skip
     schedule.set_model(model)
     rates = []
     for batch in range(6):
