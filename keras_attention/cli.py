@@ -1,6 +1,7 @@
 """The `keras-attention` command, generated from the task registry.
 
-Subcommands: `demo` (the dates translator demo; `demo scores` for the score-attention layers),
+Subcommands: `demo` (the dates translator demo; `demo captioning` for the captioner, `demo scores`
+for the score-attention layers),
 `train <task>`, `predict <run>` (`translate` is its alias for translators), `evaluate <run>`,
 `export` (a task run, or a `.keras` model) and `verify`. Every registered task gets the same
 commands; its flags come from its option dataclasses.
@@ -16,6 +17,8 @@ from keras_attention.utils.options import add_arguments, from_arguments, positiv
 
 def _demo(args):
     task = args.task or ("scores" if args.layers else "dates")
+    if task == "captioning":
+        return _demo_captioning(args)
     if task == "scores":
         if args.test_examples:
             raise ValueError(
@@ -47,6 +50,26 @@ def _demo(args):
         num_examples=args.examples or dates.DEFAULTS["num_examples"],
         num_test=args.test_examples or dates.DEFAULTS["num_test"],
         epochs=args.epochs or dates.DEFAULTS["epochs"],
+        seed=args.seed,
+        verbose=args.verbose,
+    )
+    return 0 if result["reloaded_match"] else 1
+
+
+def _demo_captioning(args):
+    from keras_attention.demos import captioning
+
+    for flag, value in (("--layers", args.layers), ("--test-examples", args.test_examples)):
+        if value:
+            raise ValueError(
+                f"{flag} belongs to another demo; `demo captioning` takes --examples, --epochs, "
+                f"--output-dir, --base-dir, --seed. Received: {flag.lstrip('-')}={value!r}"
+            )
+    result = captioning.run(
+        output_dir=args.output_dir,
+        base_dir=args.base_dir,
+        num_examples=args.examples,
+        epochs=args.epochs,
         seed=args.seed,
         verbose=args.verbose,
     )
@@ -204,10 +227,10 @@ def _predict(args, extra=()):
         for offset, output in enumerate(result["outputs"]):
             index = start + offset
             path = _png_path(args.attention_png, index, len(texts))
-            if _plot_alignment(result, offset, batch[offset], path):
-                print(f"alignment of input {index + 1} written to {path}", file=sys.stderr)
+            if predictor.write_attention_png(result, offset, batch[offset], path):
+                print(f"attention of input {index + 1} written to {path}", file=sys.stderr)
             else:
-                print(f"input {index + 1} has no tokens: no alignment plot", file=sys.stderr)
+                print(f"input {index + 1} has no tokens: no attention plot", file=sys.stderr)
             print(output, flush=True)
     return 0
 
@@ -296,28 +319,6 @@ def _png_path(path, index, count):
         return path
     stem, ext = os.path.splitext(path)
     return f"{stem}-{index + 1}{ext or '.png'}"
-
-
-def _plot_alignment(result, row, text, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from keras_attention.visualize import plot_attention
-
-    weights = result["attention"][row]
-    if weights.size == 0:
-        return None
-    figure = plot_attention(
-        weights,
-        source_tokens=result["source_tokens"][row],
-        target_tokens=result["target_tokens"][row],
-        path=path,
-        title=f"{text!r} -> {result['outputs'][row]!r}",
-    )
-    plt.close(figure)
-    return path
 
 
 # -- export / verify ------------------------------------------------------------------------------
@@ -502,14 +503,18 @@ def _add_export_parsers(commands):
 def _add_demo_parser(commands):
     demo = commands.add_parser(
         "demo",
-        help="the dates translator demo (default), or `demo scores`: every score-attention layer",
+        help="the dates translator demo (default), `demo captioning` (Show, Attend and Tell on "
+        "generated scenes), or `demo scores`: every score-attention layer",
         description="`demo` or `demo dates`: train an attention translator on generated dates, "
         "print held-out accuracy and samples, plot an alignment, export and reload it. "
+        "`demo captioning`: write generated scenes of shapes to disk (JPEG + COCO JSON), train "
+        "a captioner on them, print held-out scores, write a per-word attention overlay, "
+        "export and reload it. "
         "`demo scores`: train each score-attention layer on generated recall tasks and plot "
         "its attention.",
     )
     demo.add_argument(
-        "task", nargs="?", choices=("dates", "scores"), default=None,
+        "task", nargs="?", choices=("dates", "captioning", "scores"), default=None,
         help="which demo (default: dates; scores when --layers is given)",
     )  # fmt: skip
     demo.add_argument(
@@ -518,7 +523,7 @@ def _add_demo_parser(commands):
     )  # fmt: skip
     demo.add_argument(
         "--base-dir", default="saved_models",
-        help="dates: TF Serving base path of the export, a new version each run "
+        help="dates, captioning: TF Serving base path of the export, a new version each run "
         "(default: %(default)s)",
     )  # fmt: skip
     demo.add_argument(
@@ -527,7 +532,8 @@ def _add_demo_parser(commands):
     )  # fmt: skip
     demo.add_argument(
         "--examples", type=positive_int_argument, default=None,
-        help="training examples (default: 20000 dates; 20000 per layer for scores)",
+        help="training examples (default: 20000 dates; 6000 scenes for captioning; 20000 per "
+        "layer for scores)",
     )  # fmt: skip
     demo.add_argument(
         "--test-examples", type=positive_int_argument, default=None,
@@ -535,7 +541,7 @@ def _add_demo_parser(commands):
     )  # fmt: skip
     demo.add_argument(
         "--epochs", type=positive_int_argument, default=None,
-        help="epochs (default: 5; 4 for scores)",
+        help="epochs (default: 5; 12 for captioning; 4 for scores)",
     )  # fmt: skip
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(

@@ -6,10 +6,12 @@ return Python strings, for `pipelines.text` to tokenize).
 """
 
 import datetime
+import os
 
 import numpy as np
 
-from keras_attention.utils import positive_int
+from keras_attention.utils import boolean, one_of, positive_int
+from keras_attention.utils.files import write_json
 
 
 def associative_recall(num_examples, min_pairs=4, max_pairs=10, num_keys=20, num_values=10, seed=0):
@@ -609,3 +611,229 @@ def _check_lengths(shortest, longest):
 def _ordinal(day):
     suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
     return f"{day}{suffix}"
+
+
+# -- image captioning: scenes of two coloured shapes and their spatial relation ----------------
+
+SCENE_COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 190, 60),
+    "blue": (50, 90, 235),
+    "yellow": (235, 215, 40),
+}
+SCENE_SHAPES = ("circle", "square", "triangle")
+SCENE_RELATIONS = {"vertical": ("above", "below"), "horizontal": ("left of", "right of")}
+_SCENE_BACKGROUND = (18, 18, 26)
+
+
+def shape_scenes(num_examples, image_size=32, seed=0):
+    """Pictures of two coloured shapes, one above or left of the other, with captions.
+
+    The captioning demo's data: a caption names both objects and their
+    spatial relation, so a captioner must find each object (its colour and
+    shape) and compare their positions, and its attention can be checked
+    against the boxes. Each image is `image_size x image_size` RGB on a dark
+    background with mild noise, holding exactly two filled shapes (a colour
+    of `SCENE_COLORS`, a shape of `SCENE_SHAPES`; never the same colour and
+    shape twice) of side `image_size / 4` to `image_size / 3`, which do not
+    overlap and stand in a clear relation:
+
+    - vertical: the first object entirely above the second (at least
+      `max(2, image_size // 16)` pixels of background between them), their
+      centres at most `max(1, image_size // 16)` pixels apart horizontally
+      (plus half a pixel of rounding): `2` pixels at `32`;
+    - horizontal: the first entirely left of the second, their vertical
+      centres as close.
+
+    The relation, colours and shapes are drawn uniformly, so every
+    combination occurs. Each image has two captions: the canonical one, first
+    object first (`"a red circle above a blue square"`, `"a red circle left
+    of a blue square"`), and the converse (`"a blue square below a red
+    circle"`, `"a blue square right of a red circle"`); lower case, single
+    spaces, no punctuation.
+
+    Args:
+        num_examples: non-negative int, number of images.
+        image_size: int `>= 16`, the side of the images in pixels. Defaults
+            to `32`.
+        seed: random seed. Defaults to `0`.
+
+    Returns:
+        A dict of:
+        - `"images"`: `uint8` array `(num_examples, image_size, image_size, 3)`;
+        - `"captions"`: a list of `num_examples` lists of 2 strings (canonical,
+          converse);
+        - `"objects"`: a list of `num_examples` lists of 2 dicts
+          `{"color", "shape", "box"}` in the canonical caption's order, `box`
+          being `(y0, x0, y1, x1)` in pixels (ends exclusive).
+
+    Example:
+
+    >>> scenes = shape_scenes(2, seed=0)
+    >>> scenes["images"].shape, scenes["images"].dtype.name
+    ((2, 32, 32, 3), 'uint8')
+    >>> scenes["captions"][1]
+    ['a yellow square above a red circle', 'a red circle below a yellow square']
+    >>> first, second = scenes["objects"][1]
+    >>> first["box"][2] <= second["box"][0]  # the first object ends above the second
+    True
+    """
+    positive_int("shape_scenes", "num_examples", num_examples, minimum=0)
+    image_size = positive_int("shape_scenes", "image_size", image_size, minimum=16)
+    rng = np.random.default_rng(seed)
+    colors, relations = list(SCENE_COLORS), list(SCENE_RELATIONS)
+    smallest, largest = max(3, round(image_size / 4)), max(3, image_size // 3)
+    margin, min_gap, max_offset = 1, max(2, image_size // 16), max(1, image_size // 16)
+    images = np.empty((num_examples, image_size, image_size, 3), np.uint8)
+    captions, objects = [], []
+    for i in range(num_examples):
+        relation = relations[rng.integers(len(relations))]
+        while True:  # two different (colour, shape) pairs, each drawn uniformly
+            kinds = [
+                (colors[rng.integers(len(colors))], SCENE_SHAPES[rng.integers(3)]) for _ in "ab"
+            ]
+            if kinds[0] != kinds[1]:
+                break
+        sizes = rng.integers(smallest, largest + 1, size=2)
+        # Along the relation's axis: first object, a gap, second object.
+        gap = rng.integers(min_gap, image_size - 2 * margin - sizes.sum() + 1)
+        start = rng.integers(margin, image_size - margin - (sizes.sum() + gap) + 1)
+        along = (start, start + sizes[0] + gap)
+        # Across it: both centres near one line.
+        low = margin + largest / 2 + max_offset
+        centre = rng.uniform(low, image_size - low)
+        offsets = (0, rng.integers(-max_offset, max_offset + 1))
+        across = [
+            int(np.clip(round(centre + offset - size / 2), margin, image_size - margin - size))
+            for offset, size in zip(offsets, sizes, strict=True)
+        ]
+        noise = rng.integers(-6, 7, size=(image_size, image_size, 3))
+        image = np.clip(np.add(_SCENE_BACKGROUND, noise), 0, 255).astype(np.uint8)
+        scene = []
+        for (color, shape), size, a, b in zip(kinds, sizes, along, across, strict=True):
+            y0, x0 = (a, b) if relation == "vertical" else (b, a)
+            y0, x0, size = int(y0), int(x0), int(size)
+            image[y0 : y0 + size, x0 : x0 + size][_shape_mask(shape, size)] = SCENE_COLORS[color]
+            scene.append({"color": color, "shape": shape, "box": (y0, x0, y0 + size, x0 + size)})
+        images[i] = image
+        first, second = (f"a {o['color']} {o['shape']}" for o in scene)
+        forward, backward = SCENE_RELATIONS[relation]
+        captions.append([f"{first} {forward} {second}", f"{second} {backward} {first}"])
+        objects.append(scene)
+    return {"images": images, "captions": captions, "objects": objects}
+
+
+SCENE_IMAGE_FORMATS = ("jpg", "png")
+
+
+def write_shape_scenes(
+    directory, num_examples, image_size=32, seed=0, image_format="jpg", overwrite=False
+):
+    """Writes `shape_scenes` as an image-captioning dataset looks on disk.
+
+    Files written under `directory`:
+
+    - `images/scene_00000.jpg`, ... (or `.png`): the images, JPEG at quality
+      95 without chroma subsampling (the colours of small shapes stay true),
+      or PNG, encoded with TensorFlow; file names have 5 digits, more for
+      100000 images or more;
+    - `captions.json`: COCO captions format, `{"images": [{"id", "file_name",
+      "height", "width"}], "annotations": [{"id", "image_id", "caption"}]}`
+      with both captions of every image (file names relative to `images/`);
+    - `captions.txt`: Flickr8k token format, `scene_00000.jpg#0<TAB>caption`
+      then `#1`;
+    - `captions.tsv`: `scene_00000.jpg<TAB>caption`, one line per caption;
+    - `objects.json`: file name -> the image's objects (`shape_scenes`'s
+      `"objects"`, boxes as lists).
+
+    `pipelines.captioning.read_captions` reads any of the three caption
+    files (it finds the images in the `images/` subfolder).
+
+    Args:
+        directory: str or `os.PathLike`, created if needed.
+        num_examples: non-negative int, number of images.
+        image_size: int `>= 16`. Defaults to `32`.
+        seed: random seed. Defaults to `0`.
+        image_format: `"jpg"` or `"png"` (lossless). Defaults to `"jpg"`.
+        overwrite: bool, whether to write into a directory that already holds
+            a `captions.json` (files of the same names are replaced; other
+            images already in `images/` are left alone). Defaults to `False`.
+
+    Returns:
+        A dict of the paths written: `"images"` (the folder), `"coco"`,
+        `"flickr8k"`, `"tsv"` and `"objects"`.
+
+    Raises:
+        FileExistsError: `directory` already holds a `captions.json` and
+            `overwrite` is `False`.
+
+    Example:
+
+    >>> import tempfile
+    >>> paths = write_shape_scenes(tempfile.mkdtemp(), 3, image_format="png")
+    >>> sorted(os.listdir(paths["images"]))
+    ['scene_00000.png', 'scene_00001.png', 'scene_00002.png']
+    >>> with open(paths["flickr8k"]) as f:
+    ...     f.readline().rstrip("\\n").split("\\t")
+    ['scene_00000.png#0', 'a blue square left of a green circle']
+    """
+    import tensorflow as tf  # only here: the generators above need NumPy alone
+
+    name = "write_shape_scenes"
+    one_of(name, "image_format", image_format, SCENE_IMAGE_FORMATS)
+    boolean(name, "overwrite", overwrite)
+    directory = os.fspath(directory)
+    paths = {
+        "images": os.path.join(directory, "images"),
+        "coco": os.path.join(directory, "captions.json"),
+        "flickr8k": os.path.join(directory, "captions.txt"),
+        "tsv": os.path.join(directory, "captions.tsv"),
+        "objects": os.path.join(directory, "objects.json"),
+    }
+    if os.path.exists(paths["coco"]) and not overwrite:
+        raise FileExistsError(
+            f"'{directory}' already holds a captioning dataset ('{paths['coco']}'); pass "
+            "overwrite=True to replace it."
+        )
+    scenes = shape_scenes(num_examples, image_size, seed)
+    os.makedirs(paths["images"], exist_ok=True)
+    digits = max(5, len(str(max(num_examples - 1, 0))))
+    coco = {"images": [], "annotations": []}
+    flickr, tsv, objects = [], [], {}
+    for i, (image, captions, scene) in enumerate(
+        zip(scenes["images"], scenes["captions"], scenes["objects"], strict=True)
+    ):
+        file_name = f"scene_{i:0{digits}d}.{image_format}"
+        if image_format == "jpg":
+            data = tf.io.encode_jpeg(image, quality=95, chroma_downsampling=False)
+        else:
+            data = tf.io.encode_png(image)
+        with open(os.path.join(paths["images"], file_name), "wb") as f:
+            f.write(data.numpy())
+        coco["images"].append(
+            {"id": i + 1, "file_name": file_name, "height": image_size, "width": image_size}
+        )
+        for j, caption in enumerate(captions):
+            coco["annotations"].append(
+                {"id": len(coco["annotations"]) + 1, "image_id": i + 1, "caption": caption}
+            )
+            flickr.append(f"{file_name}#{j}\t{caption}\n")
+            tsv.append(f"{file_name}\t{caption}\n")
+        objects[file_name] = [{**o, "box": list(o["box"])} for o in scene]
+    for key, lines in (("flickr8k", flickr), ("tsv", tsv)):
+        with open(paths[key], "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(lines)
+    write_json(paths["objects"], objects)
+    write_json(paths["coco"], coco)  # last: its presence marks a complete dataset
+    return paths
+
+
+def _shape_mask(shape, size):
+    """A `(size, size)` bool mask of a filled circle, square or (upward) triangle."""
+    centre = (size - 1) / 2
+    y, x = np.mgrid[0:size, 0:size]
+    if shape == "circle":
+        return (y - centre) ** 2 + (x - centre) ** 2 <= (size / 2) ** 2
+    if shape == "triangle":  # apex at the top row, base the bottom row
+        return np.abs(x - centre) <= (y + 1) / 2
+    return np.ones((size, size), bool)

@@ -24,6 +24,7 @@ Points of the contract and the checks that show them:
    memory (`check_tflite_decoding`, slow).
 """
 
+import base64
 import dataclasses
 import json
 import os
@@ -47,7 +48,8 @@ class ModelSpec:
         inputs: a batch of inputs for the backbone's teacher-forced call.
         decoder: the backbone has `encode` / `call_with_cache` (an `EncoderDecoderBackbone`).
         make_task: optional `make_task(backbone) -> Task` for the task checks.
-        texts: inputs of the task (the empty string, an over-long one, non-ASCII text).
+        texts: inputs of the task (the empty string, an over-long one, non-ASCII text; a
+            captioner's encoded images, `bytes`).
     """
 
     name: str
@@ -118,7 +120,9 @@ def check_keras_save_load(spec, tmp_path):
 
 
 def _teacher_forcing(spec, model):
-    source, target_in = spec.inputs["source"], spec.inputs["target_in"]
+    # What `encode` takes: source ids, or a captioner's images.
+    source = spec.inputs["images" if "images" in spec.inputs else "source"]
+    target_in = spec.inputs["target_in"]
     return source, target_in, _outputs(model, spec.inputs), target_in != 0
 
 
@@ -130,9 +134,10 @@ def check_decode_step(spec, tmp_path):
     signature = {
         name: tf.TensorSpec(shape, tf.as_dtype(dtype)) for name, (shape, dtype) in state_spec.items()
     }
+    _, input_shape, input_dtype = model.encode_input
     encode = tf.function(
         lambda ids: model.encode(ids, max_length=max_length),
-        input_signature=[tf.TensorSpec((None, None), tf.int32)],
+        input_signature=[tf.TensorSpec((None, *input_shape), input_dtype)],
     )
     step = tf.function(
         model.call_with_cache,
@@ -192,15 +197,17 @@ def check_task_save_load(spec, tmp_path):
 
 
 _CHILD = """
-import json, sys
+import base64, json, sys
 import tensorflow as tf
 import tensorflow_text  # registers the tokenizer ops
 loaded = tf.saved_model.load(sys.argv[1])
-texts = json.loads(sys.argv[2])
+texts = [base64.b64decode(text) for text in json.loads(sys.argv[2])]
 answers = {}
 for name, signature in loaded.signatures.items():
+    (argument,) = signature.structured_input_signature[1]
     for key, batch in (("texts", texts), ("empty", [])):
-        outputs = signature(text=tf.constant(batch, tf.string, shape=[len(batch)]))
+        batch = tf.constant(batch, tf.string, shape=[len(batch)])
+        outputs = signature(**{argument: batch})
         answers[f"{name}/{key}"] = {
             k: v.numpy().tolist() if v.dtype != tf.string else
             [[s.decode() for s in row] if isinstance(row, list) else row.decode()
@@ -217,14 +224,18 @@ def check_saved_model(spec, tmp_path):
     task = spec.make_task(spec.make_backbone())
     path = export_task(task, tmp_path / "saved_models", name="contract", version=1)
     texts = np.array(spec.texts, dtype=object)
-    serve = task.serving_signatures()["serving_default"][0]
+    serve, input_spec = task.serving_signatures()["serving_default"]
     expected = {key: np.asarray(v) for key, v in serve(tf.constant(spec.texts)).items()}
     # TF Serving's loader and REST bodies in a fresh process (`verify_export`).
-    report = verify_export(path, {"text": texts}, model=lambda inputs: expected)
+    report = verify_export(path, {next(iter(input_spec)): texts}, model=lambda inputs: expected)
     assert report.ok, str(report)
     # Every signature in a fresh process, also for an empty batch, against the task in memory.
+    encoded = [
+        base64.b64encode(t.encode("utf-8") if isinstance(t, str) else t).decode("ascii")
+        for t in spec.texts
+    ]
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, path, json.dumps(spec.texts)],
+        [sys.executable, "-c", _CHILD, path, json.dumps(encoded)],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip

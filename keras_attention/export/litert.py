@@ -4,7 +4,8 @@
 `EncoderDecoderBackbone` as signatures named as LiteRT's generative models
 name theirs, with TFLite builtin ops only:
 
-- `encode`: `tokens` int32 `(batch, S)` (source ids, `0` padding) -> the
+- `encode`: `tokens` int32 `(batch, S)` (source ids, `0` padding; a
+  captioner's `images` float32 `(batch, S, S, 3)`) -> the
   initial decoding state, one output per entry of the model's
   `decoding_state_spec` (`encoder_padding_mask`, per decoder block
   `kv_cache_k_<i>` / `kv_cache_v_<i>` (zeros) and `cross_k_<i>` /
@@ -55,6 +56,7 @@ def decoding_signatures(model, max_length=None, batch_size=None):
             f"backbone). Received: model={describe(model)}"
         )
     max_length = model.decoding_length(max_length, owner="decoding_signatures")
+    input_name, input_shape, input_dtype = model.encode_input
     state_spec = model.decoding_state_spec(max_length)
     names = list(state_spec)
     state_specs = [
@@ -62,8 +64,8 @@ def decoding_signatures(model, max_length=None, batch_size=None):
         for name, (shape, dtype) in state_spec.items()
     ]
 
-    def encode(tokens):
-        return dict(model.encode(tokens, max_length=max_length))
+    def encode(inputs):
+        return dict(model.encode(inputs, max_length=max_length))
 
     def step(tokens, input_pos, *state_values):
         state = dict(zip(names, state_values, strict=True))
@@ -79,7 +81,7 @@ def decoding_signatures(model, max_length=None, batch_size=None):
         ]
 
     return {
-        "encode": (encode, [tf.TensorSpec((batch_size, None), tf.int32, name="tokens")]),
+        "encode": (encode, [tf.TensorSpec((batch_size, *input_shape), input_dtype, name=input_name)]),
         "prefill": (step, step_specs(None)),
         "decode": (step, step_specs(1)),
     }
@@ -168,7 +170,9 @@ class TFLiteGenerator:
         interpreter = _interpreter(self._flatbuffer)
         self.signatures = tuple(sorted(interpreter.get_signature_list()))
         self._encode, encode_inputs = _signature_runner(self._flatbuffer, "encode", interpreter)
-        batch = int(encode_inputs["tokens"]["shape_signature"][0])
+        ((self._encode_name, encode_input),) = encode_inputs.items()
+        self._encode_dtype = encode_input["dtype"]
+        batch = int(encode_input["shape_signature"][0])
         self.encode_batch_size = None if batch < 0 else batch
         self._decode, decode_inputs = _signature_runner(self._flatbuffer, "decode", interpreter)
         caches = [d for name, d in decode_inputs.items() if name.startswith("kv_cache_")]
@@ -180,17 +184,21 @@ class TFLiteGenerator:
         }
 
     def encode(self, source_ids):
-        """Source ids `(batch, S)` -> the decoding state (a dict of NumPy arrays)."""
-        source_ids = np.asarray(source_ids, dtype=np.int32)
-        if source_ids.ndim != 2:
+        """Source ids `(batch, S)` (a captioner's images) -> the decoding state (NumPy arrays)."""
+        source_ids = np.asarray(source_ids, dtype=self._encode_dtype)
+        if self._encode_name == "tokens" and source_ids.ndim != 2:
             raise ValueError(
                 "TFLiteGenerator: `source_ids` must have shape `(batch_size, S)`. "
                 f"Received: source_ids.shape={source_ids.shape}"
             )
+        name = self._encode_name
         if self.encode_batch_size is None or len(source_ids) == self.encode_batch_size:
-            return dict(self._encode(tokens=source_ids))
+            return dict(self._encode(**{name: source_ids}))
         step = self.encode_batch_size  # a fixed batch: encode the rows a batch at a time
-        parts = [self._encode(tokens=source_ids[i : i + step]) for i in range(0, len(source_ids), step)]
+        parts = [
+            self._encode(**{name: source_ids[i : i + step]})
+            for i in range(0, len(source_ids), step)
+        ]
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def step(self, token_ids, state, position):
@@ -282,7 +290,7 @@ def convert_task_tflite(task, output_path=None, quantization=None, overwrite=Fal
     if not isinstance(backbone, EncoderDecoderBackbone):
         raise ValueError(
             "convert_task_tflite: on-device decoding needs a task with an encoder-decoder "
-            f"backbone (a Translator). Received: task={type(task).__name__} with backbone "
+            f"backbone (a Translator or a Captioner). Received: task={type(task).__name__} with backbone "
             f"{describe(backbone)}"
         )
     max_length = None if backbone.target_sequence_length is None else task.max_length
@@ -296,13 +304,20 @@ def convert_task_tflite(task, output_path=None, quantization=None, overwrite=Fal
 
 
 def tflite_predictor(task, flatbuffer):
-    """`predict(texts) -> list of str` with a task's `.tflite` file: the tokenizers on the host.
+    """`predict(inputs) -> list of str` with a task's `.tflite` file: pre/post-processing on the host.
+
+    The task's `preprocess_for_device` (a translator's tokenizer, a
+    captioner's image decoding and resizing) and `postprocess_from_device`
+    (detokenization) run on the host, `TFLiteGenerator` in LiteRT.
 
     Example: `tflite_predictor(Task.load("runs/dates"), "dates.tflite")(["3 march 2021"])`.
     """
     generator = TFLiteGenerator(flatbuffer)
 
-    def predict(texts):
-        return generator.generate_texts(texts, task.preprocessor, max_length=task.max_length)
+    def predict(inputs):
+        if not len(inputs):
+            return []
+        tokens, _ = generator.generate(task.preprocess_for_device(inputs), task.max_length)
+        return task.postprocess_from_device(tokens)
 
     return predict

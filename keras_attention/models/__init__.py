@@ -13,30 +13,40 @@ from keras_attention.models.hierarchical_attention_network import (
     hierarchical_attention_network,
     hierarchical_attention_weights,
 )
+from keras_attention.models.image_captioner import ImageCaptioner, image_captioner
+from keras_attention.models.image_encoder import image_encoder
 from keras_attention.models.pointer_network import (
     PointerNetwork,
     pointer_network,
     pointer_network_decode,
 )
 from keras_attention.models.seq2seq_translator import Seq2SeqTranslator, seq2seq_translator
+from keras_attention.models.show_attend_tell import ShowAttendTellCaptioner
+from keras_attention.models.transformer_captioner import TransformerCaptioner
 from keras_attention.models.transformer_translator import (
     TransformerTranslator,
     transformer_translator,
 )
 from keras_attention.models.translator_decoding import TranslatorDecoding, translator_decoding
 
-_TASKS = ("Translator",)
+_TASKS = ("Captioner", "Translator")
 
 __all__ = [
     "Backbone",
     "EncoderDecoderBackbone",
+    "Captioner",
     "HierarchicalAttentionNetwork",
+    "ImageCaptioner",
     "PointerNetwork",
     "Seq2SeqTranslator",
+    "ShowAttendTellCaptioner",
+    "TransformerCaptioner",
     "TransformerTranslator",
     "Translator",
     "TranslatorDecoding",
     "hierarchical_attention_network",
+    "image_captioner",
+    "image_encoder",
     "hierarchical_attention_weights",
     "pointer_network",
     "pointer_network_decode",

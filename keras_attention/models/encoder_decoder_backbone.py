@@ -53,6 +53,8 @@ class EncoderDecoderBackbone(Backbone):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_abstract", False):  # a shared base of concrete backbones
+            return
         # (Not an `abc.ABC`: Keras instantiates the bases of a functional subclass.)
         missing = [name for name in _INTERFACE if getattr(cls, name, None) is None]
         if missing:
@@ -60,6 +62,11 @@ class EncoderDecoderBackbone(Backbone):
                 f"{cls.__name__} must define {missing}: the decoding interface of an "
                 "EncoderDecoderBackbone."
             )
+
+    @property
+    def encode_input(self):
+        """`(name, shape without the batch axis, dtype)` of `encode`'s input: source ids here."""
+        return ("tokens", (None,), "int32")
 
     @property
     def target_sequence_length(self):

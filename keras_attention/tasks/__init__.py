@@ -7,6 +7,8 @@ registry (`get_task`, `task_names`) is what `keras-attention train|predict|
 evaluate|export` and `keras_attention.training.train` read.
 """
 
+from keras_attention.tasks.captioner import Captioner
+from keras_attention.tasks.captioning_config import CaptioningConfig, CaptioningData
 from keras_attention.tasks.losses import (
     MaskedCrossEntropy,
     MaskedTokenAccuracy,
@@ -20,6 +22,9 @@ from keras_attention.tasks.translation_config import TranslationConfig, Translat
 from keras_attention.tasks.translator import Translator
 
 __all__ = [
+    "Captioner",
+    "CaptioningConfig",
+    "CaptioningData",
     "MaskedCrossEntropy",
     "MaskedTokenAccuracy",
     "ServedTask",

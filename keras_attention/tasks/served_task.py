@@ -32,26 +32,35 @@ class ServedTask:
         self._signatures = tf.saved_model.load(self.path).signatures
         self.task_class = _task_class(self.path, self._signatures)
 
-    def predict(self, texts):
-        """Strings in, strings out, through the `serving_default` signature."""
-        signature = self._signatures["serving_default"]
-        (name,) = signature.structured_input_signature[1]
+    def predict(self, inputs):
+        """Inputs in (strings; image paths or bytes for a captioner), strings out (`serving_default`)."""
         (output,) = self.task_class.serving_outputs["serving_default"]
-        result = signature(**{name: tf.constant(list(texts), tf.string)})[output]
+        result = self._call("serving_default", inputs)[output]
         return [value.decode("utf-8") for value in result.numpy()]
 
-    def predict_with_attention(self, texts):
+    def predict_with_attention(self, inputs):
         """The `attention` signature's outputs, as the task's `predict_with_attention` gives them."""
         if "attention" not in self._signatures:
             raise ValueError(
                 f"the SavedModel {self.path!r} has no `attention` signature. "
                 f"Received: signatures={sorted(self._signatures)}"
             )
-        outputs = self._signatures["attention"](text=tf.constant(list(texts), tf.string))
+        outputs = self._call("attention", inputs)
         result = self.task_class.unpack_attention(
-            {key: value.numpy() for key, value in outputs.items()}, len(texts)
+            {key: value.numpy() for key, value in outputs.items()}, len(inputs)
         )
-        return {"outputs": result["translations"], **result}
+        if "outputs" not in result:
+            result["outputs"] = result["translations"]
+        return result
+
+    def write_attention_png(self, result, row, label, path):
+        """The task's own plot of a `predict_with_attention` row (see the task class)."""
+        return self.task_class.write_attention_png(result, row, label, path)
+
+    def _call(self, name, inputs):
+        signature = self._signatures[name]
+        (argument,) = signature.structured_input_signature[1]
+        return signature(**{argument: self.task_class.serving_input(list(inputs))})
 
 
 def latest_version(path):

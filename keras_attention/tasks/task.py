@@ -59,6 +59,12 @@ class Task:
     def __init__(self, backbone, preprocessor):
         self.backbone = backbone
         self.preprocessor = preprocessor
+        # A directory the task may keep training files in (cached features); `train` sets it.
+        self.work_dir = None
+
+    def training_network(self):
+        """The `keras.Model` `fit` trains: the backbone (a task may train a part of it)."""
+        return self.backbone
 
     def get_config(self):
         """The task's own options (neither the backbone nor the preprocessor)."""

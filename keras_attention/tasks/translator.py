@@ -3,18 +3,18 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_attention.generation import beam_search, greedy_search
 from keras_attention.layers import make_score
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.models.seq2seq_translator import Seq2SeqTranslator
 from keras_attention.models.transformer_translator import TransformerTranslator
 from keras_attention.models.translator_decoding import TranslatorDecoding
+from keras_attention.tasks.decoding import decode, never_generated_mask
 from keras_attention.tasks.losses import MaskedTokenAccuracy, masked_loss
 from keras_attention.tasks.registry import register_task
 from keras_attention.tasks.task import Task
 from keras_attention.tasks.translation_config import TranslationConfig, TranslationData
 from keras_attention.utils import describe, number, positive_int, renamed_argument
-from pipelines.text import END_ID, PAD_ID, START_ID, build_wordpiece_vocab
+from pipelines.text import START_ID, build_wordpiece_vocab
 from pipelines.translation import (
     SOURCE_VOCABULARY,
     TARGET_VOCABULARY,
@@ -154,8 +154,7 @@ class Translator(Task):
         self._check_sizes()
         self.decoding = TranslatorDecoding(self.backbone, self._cache_length)
         # Padding and the start token are never generated (an undertrained model may favour them).
-        never = np.isin(np.arange(self.target_tokenizer.vocabulary_size), [PAD_ID, START_ID])
-        self._never_generated = tf.constant(never)  # (vocabulary_size,)
+        self._never_generated = never_generated_mask(self.target_tokenizer.vocabulary_size)
         self._source_vocabulary = tf.constant(self.source_tokenizer.vocabulary)
         self._target_vocabulary = tf.constant(self.target_tokenizer.vocabulary)
         text_spec = tf.TensorSpec([None], tf.string, name="text")
@@ -311,6 +310,37 @@ class Translator(Task):
         """The `attention` signature's padded NumPy outputs as `translate_with_attention` gives them."""
         return unpack_attention(outputs, batch_size)
 
+    @staticmethod
+    def serving_input(texts):
+        """What the exported signatures take for `texts`: a `tf.string` batch."""
+        return tf.constant(list(texts), tf.string, shape=[len(texts)])
+
+    @staticmethod
+    def write_attention_png(result, row, label, path):
+        """Writes the alignment heat map of `result` row `row` to `path` (`None`: nothing to plot)."""
+        from keras_attention.visualize import plot_attention
+
+        weights = result["attention"][row]
+        if weights.size == 0:
+            return None
+        plot_attention(
+            weights,
+            source_tokens=result["source_tokens"][row],
+            target_tokens=result["target_tokens"][row],
+            path=path,
+            title=f"{label!r} -> {result['outputs'][row]!r}",
+        )
+        return path
+
+    def preprocess_for_device(self, texts):
+        """The `encode` input of the task's `.tflite` file: source ids `(B, S)`."""
+        _, source_ids = self.preprocessor.generate_preprocess(self.serving_input(texts))
+        return source_ids.numpy()
+
+    def postprocess_from_device(self, token_ids):
+        """Generated ids `(B, L)` -> translations."""
+        return [_decode(t) for t in self.preprocessor.generate_postprocess(token_ids).numpy()]
+
     def write_vocabularies(self, directory):
         """Writes `source_vocab.txt`, `target_vocab.txt` and their sidecars; returns the 4 paths."""
         return self.preprocessor.save_assets(directory)
@@ -440,26 +470,16 @@ class Translator(Task):
         """
         source, source_ids = self.preprocessor.generate_preprocess(text)
         state = self.backbone.encode(source_ids, max_length=self._cache_length)
-        start_ids = tf.fill([tf.shape(source_ids)[0]], tf.constant(START_ID, tf.int32))
-
-        def step_fn(token_ids, state, step):
-            logits, state = self.backbone.call_with_cache(token_ids, state, step)  # (B, V)
-            return tf.where(self._never_generated, logits.dtype.min, logits), state
-
-        kwargs = {
-            "step_fn": step_fn,
-            "state": state,
-            "start_ids": start_ids,
-            "end_id": END_ID,
-            "max_length": self.max_length,
-        }
-        if self.beam_width == 1:
-            output = greedy_search(**kwargs)
-        else:
-            output = beam_search(
-                **kwargs, beam_width=self.beam_width, length_penalty=self.length_penalty
-            )
-        return source, source_ids, output.tokens, output.lengths
+        tokens, lengths = decode(
+            self.backbone,
+            state,
+            tf.shape(source_ids)[0],
+            self.max_length,
+            self.beam_width,
+            self.length_penalty,
+            self._never_generated,
+        )
+        return source, source_ids, tokens, lengths
 
     # -- checks ---------------------------------------------------------------------------------
 

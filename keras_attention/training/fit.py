@@ -189,7 +189,7 @@ def finished_epochs(output_dir):
 
 def _network_loss_metrics(model, loss, metrics):
     if isinstance(model, Task):
-        network = model.backbone
+        network = model.training_network()
         loss = model.loss() if loss is None else loss
         metrics = model.metrics() if metrics is None else metrics
     elif isinstance(model, keras.Model):

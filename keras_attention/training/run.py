@@ -146,6 +146,7 @@ def train(
         os.makedirs(assets_dir, exist_ok=True)
         preprocessor = task_cls.build_preprocessor(config, train_data, assets_dir)
     model = task_cls.build(config, preprocessor)
+    model.work_dir = output_dir
     datasets = [
         None if data is None else model.make_dataset(data, fit_config.batch_size, shuffle, seed)
         for data, shuffle, seed in ((train_data, True, fit_config.seed), (valid_data, False, None))
