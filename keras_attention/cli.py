@@ -541,7 +541,7 @@ def _add_demo_parser(commands):
     )  # fmt: skip
     demo.add_argument(
         "--epochs", type=positive_int_argument, default=None,
-        help="epochs (default: 5; 12 for captioning; 4 for scores)",
+        help="epochs (default: 5; 6 for captioning; 4 for scores)",
     )  # fmt: skip
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(

@@ -138,6 +138,21 @@ def read_captions(captions, images_dir=None, skip_bad_images=False, progress=Non
     return [image_paths[i] for i in kept], [image_captions[i] for i in kept]
 
 
+def check_image_files(image_paths, captions, skip_bad_images=False, progress=None):
+    """Decodes every image once: `(image_paths, captions)` of the readable ones.
+
+    A missing or undecodable image raises a `ValueError` naming it (its index
+    in `image_paths`), or with `skip_bad_images=True` is left out (with its
+    captions) and counted in a warning.
+    """
+    paths = [os.fspath(path) for path in image_paths]
+    wheres = [f"`image_paths[{i}]`" for i in range(len(paths))]
+    checked = [path if os.path.isfile(path) else [path] for path in paths]
+    captions = list(captions)
+    kept = _check_images(checked, wheres, captions, skip_bad_images, progress, "check_image_files")
+    return [paths[i] for i in kept], [captions[i] for i in kept]
+
+
 def decode_image(image_bytes, image_size, resize="pad"):
     """Decodes one encoded image and resizes it to a square.
 
@@ -400,6 +415,7 @@ def make_dataset(
     prefetch=True,
     drop_remainder=False,
     progress=None,
+    check_images=True,
 ):
     """A `tf.data.Dataset` of teacher-forcing batches for an image captioner.
 
@@ -492,6 +508,9 @@ def make_dataset(
         drop_remainder: bool, drop a last smaller batch. Defaults to `False`.
         progress: bool, tqdm bars while reading, checking and extracting.
             Defaults to `None`: only on a terminal.
+        check_images: bool, decode every image of a list of paths once to
+            check it (`read_captions` already did for its own output: pass
+            `False` then). Defaults to `True`.
 
     Returns:
         A `tf.data.Dataset`.
@@ -525,6 +544,74 @@ def make_dataset(
         - Xu et al., 2015, "Show, Attend and Tell: Neural Image Caption
           Generation with Visual Attention" (https://arxiv.org/abs/1502.03044).
     """
+    batch_size, bucket_boundaries = _check_dataset_arguments(
+        preprocessor, batch_size, shuffle, seed, augment, cache, feature_extractor, feature_cache,
+        feature_key, feature_dtype, skip_bad_images, bucket_boundaries, prefetch, drop_remainder,
+    )  # fmt: skip
+    sources, image_captions = _read_examples(
+        images, captions, skip_bad_images, progress, check_images
+    )
+    token_ids = _tokenize_and_filter(image_captions, preprocessor)  # (images, captions, tokens)
+    counts = token_ids.row_lengths().numpy()
+    used = np.flatnonzero(counts > 0)  # images with at least one caption that fits
+    token_ids = tf.gather(token_ids, used)
+    num_pairs = int(counts.sum())
+
+    size = preprocessor.image_size
+    if feature_extractor is None:
+        dataset, input_name = _image_elements(sources, used, token_ids, preprocessor), "images"
+    else:
+        features = _feature_grids(
+            sources, preprocessor, feature_extractor, feature_cache, feature_key, feature_dtype,
+            batch_size, progress,
+        )  # fmt: skip
+        dataset, input_name = _feature_elements(features, used, token_ids), "features"
+    if cache is not False:
+        dataset = dataset.cache("" if cache is True else os.fspath(cache))
+    if shuffle is not None:
+        dataset = dataset.shuffle(int(shuffle), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.flat_map(
+        lambda image, ids: tf.data.Dataset.from_tensor_slices(ids).map(lambda t: (image, t))
+    ).apply(tf.data.experimental.assert_cardinality(num_pairs))
+    if shuffle is not None:
+        dataset = dataset.shuffle(
+            int(shuffle), seed=None if seed is None else seed + 1, reshuffle_each_iteration=True
+        )
+    if augment:
+        seeds = tf.data.Dataset.random(
+            seed=None if seed is None else seed + 2, rerandomize_each_iteration=True
+        ).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda pair, pair_seed: (_augment(pair[0], pair_seed, size), pair[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    def frame(image, ids):
+        target_in, target_out = preprocessor.frame(ids)
+        return {input_name: image, "target_in": target_in}, target_out
+
+    dataset = dataset.map(frame, num_parallel_calls=tf.data.AUTOTUNE)
+    if bucket_boundaries is None:
+        dataset = dataset.padded_batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        dataset = dataset.bucket_by_sequence_length(
+            element_length_func=lambda inputs, target_out: tf.shape(inputs["target_in"])[0],
+            bucket_boundaries=bucket_boundaries,
+            bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
+            drop_remainder=drop_remainder,
+        )
+    if prefetch is not False:
+        dataset = dataset.prefetch(tf.data.AUTOTUNE if prefetch is True else int(prefetch))
+    return dataset
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def _check_dataset_arguments(preprocessor, batch_size, shuffle, seed, augment, cache,
+                             feature_extractor, feature_cache, feature_key, feature_dtype,
+                             skip_bad_images, bucket_boundaries, prefetch, drop_remainder):  # fmt: skip
+    """`make_dataset`'s arguments, checked: returns `(batch_size, bucket_boundaries)`."""
     name = "make_dataset"
     if not isinstance(preprocessor, CaptioningPreprocessor):
         raise ValueError(
@@ -573,96 +660,43 @@ def make_dataset(
             f"Received: feature_cache={feature_cache!r}, feature_extractor=None"
         )
 
-    sources, image_captions = _read_examples(images, captions, skip_bad_images, progress)
-    token_ids = _tokenize_and_filter(image_captions, preprocessor)  # (images, captions, tokens)
-    counts = token_ids.row_lengths().numpy()
-    used = np.flatnonzero(counts > 0)  # images with at least one caption that fits
-    token_ids = tf.gather(token_ids, used)
-    num_pairs = int(counts.sum())
+    return batch_size, bucket_boundaries
 
+
+def _feature_elements(features, used, token_ids):
+    """`(grid, caption ids)` per used image, the grids read from the memory-mapped cache."""
+    grid_shape = features.shape[1:]
+
+    def load(index):
+        return np.asarray(features[index], np.float32)
+
+    def load_features(index, ids):
+        grid = tf.numpy_function(load, [index], tf.float32, stateful=False)
+        grid.set_shape(grid_shape)
+        return grid, ids
+
+    dataset = tf.data.Dataset.from_tensor_slices((used, token_ids))
+    return dataset.map(load_features, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _image_elements(sources, used, token_ids, preprocessor):
+    """`(image, caption ids)` per used image: decoded and resized (or resized arrays)."""
     size, resize = preprocessor.image_size, preprocessor.resize
-    if feature_extractor is not None:
-        features = _feature_grids(
-            sources,
-            preprocessor,
-            feature_extractor,
-            feature_cache,
-            feature_key,
-            feature_dtype,
-            batch_size,
-            progress,
-        )
-        grid_shape = features.shape[1:]
-
-        def load(index):
-            return np.asarray(features[index], np.float32)
-
-        def load_features(index, ids):
-            grid = tf.numpy_function(load, [index], tf.float32, stateful=False)
-            grid.set_shape(grid_shape)
-            return grid, ids
-
-        dataset = tf.data.Dataset.from_tensor_slices((used, token_ids))
-        dataset = dataset.map(load_features, num_parallel_calls=tf.data.AUTOTUNE)
-        input_name = "features"
-    else:
-        if isinstance(sources, np.ndarray):
-            dataset = tf.data.Dataset.from_tensor_slices((sources[used], token_ids))
-            dataset = dataset.map(
-                lambda image, ids: (_resize(_to_rgb(image), size, resize), ids),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
-        else:
-            paths = [sources[i] for i in used]
-            dataset = tf.data.Dataset.from_tensor_slices((paths, token_ids))
-            dataset = dataset.map(
-                lambda path, ids: (decode_image(tf.io.read_file(path), size, resize), ids),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
-        input_name = "images"
-    if cache is not False:
-        dataset = dataset.cache("" if cache is True else os.fspath(cache))
-    if shuffle is not None:
-        dataset = dataset.shuffle(int(shuffle), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.flat_map(
-        lambda image, ids: tf.data.Dataset.from_tensor_slices(ids).map(lambda t: (image, t))
-    ).apply(tf.data.experimental.assert_cardinality(num_pairs))
-    if shuffle is not None:
-        dataset = dataset.shuffle(
-            int(shuffle), seed=None if seed is None else seed + 1, reshuffle_each_iteration=True
-        )
-    if augment:
-        seeds = tf.data.Dataset.random(
-            seed=None if seed is None else seed + 2, rerandomize_each_iteration=True
-        ).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda pair, pair_seed: (_augment(pair[0], pair_seed, size), pair[1]),
+    if isinstance(sources, np.ndarray):
+        dataset = tf.data.Dataset.from_tensor_slices((sources[used], token_ids))
+        return dataset.map(
+            lambda image, ids: (_resize(_to_rgb(image), size, resize), ids),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-
-    def frame(image, ids):
-        target_in, target_out = preprocessor.frame(ids)
-        return {input_name: image, "target_in": target_in}, target_out
-
-    dataset = dataset.map(frame, num_parallel_calls=tf.data.AUTOTUNE)
-    if bucket_boundaries is None:
-        dataset = dataset.padded_batch(batch_size, drop_remainder=drop_remainder)
-    else:
-        dataset = dataset.bucket_by_sequence_length(
-            element_length_func=lambda inputs, target_out: tf.shape(inputs["target_in"])[0],
-            bucket_boundaries=bucket_boundaries,
-            bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
-            drop_remainder=drop_remainder,
-        )
-    if prefetch is not False:
-        dataset = dataset.prefetch(tf.data.AUTOTUNE if prefetch is True else int(prefetch))
-    return dataset
+    paths = [sources[i] for i in used]
+    dataset = tf.data.Dataset.from_tensor_slices((paths, token_ids))
+    return dataset.map(
+        lambda path, ids: (decode_image(tf.io.read_file(path), size, resize), ids),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
 
 
-# -- reading --------------------------------------------------------------------------------------
-
-
-def _read_examples(images, captions, skip_bad_images, progress):
+def _read_examples(images, captions, skip_bad_images, progress, check_images=True):
     """`make_dataset`'s inputs -> `(sources, captions)`: unique paths or a pixel array, caption lists."""
     name = "make_dataset"
     if images is None or _is_path(images):
@@ -691,6 +725,8 @@ def _read_examples(images, captions, skip_bad_images, progress):
         index = {os.fspath(path): i for i, path in reversed(list(enumerate(images)))}
         wheres = [f"`images[{index[path]}]`" for path in paths]
         image_captions = [unique[path] for path in paths]
+        if not check_images:  # already checked (`read_captions`)
+            return paths, image_captions
         checked = [path if os.path.isfile(path) else [path] for path in paths]
         kept = _check_images(checked, wheres, image_captions, skip_bad_images, progress, name)
         return [paths[i] for i in kept], [image_captions[i] for i in kept]

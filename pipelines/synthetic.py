@@ -626,7 +626,7 @@ SCENE_RELATIONS = {"vertical": ("above", "below"), "horizontal": ("left of", "ri
 _SCENE_BACKGROUND = (18, 18, 26)
 
 
-def shape_scenes(num_examples, image_size=32, seed=0):
+def shape_scenes(num_examples, image_size=32, seed=0, captions_per_image=2):
     """Pictures of two coloured shapes, one above or left of the other, with captions.
 
     The captioning demo's data: a caption names both objects and their
@@ -650,19 +650,25 @@ def shape_scenes(num_examples, image_size=32, seed=0):
     object first (`"a red circle above a blue square"`, `"a red circle left
     of a blue square"`), and the converse (`"a blue square below a red
     circle"`, `"a blue square right of a red circle"`); lower case, single
-    spaces, no punctuation.
+    spaces, no punctuation. With `captions_per_image=1` only the canonical
+    one: which object a caption starts with is then fixed by the picture
+    (the upper or left one), so a captioner has to look at that object
+    first; with both captions either order is right, and a soft attention
+    can spread over both objects for the first words and still be right.
 
     Args:
         num_examples: non-negative int, number of images.
         image_size: int `>= 16`, the side of the images in pixels. Defaults
             to `32`.
         seed: random seed. Defaults to `0`.
+        captions_per_image: `1` (canonical) or `2` (canonical, converse).
+            Defaults to `2`.
 
     Returns:
         A dict of:
         - `"images"`: `uint8` array `(num_examples, image_size, image_size, 3)`;
-        - `"captions"`: a list of `num_examples` lists of 2 strings (canonical,
-          converse);
+        - `"captions"`: a list of `num_examples` lists of
+          `captions_per_image` strings (canonical, converse);
         - `"objects"`: a list of `num_examples` lists of 2 dicts
           `{"color", "shape", "box"}` in the canonical caption's order, `box`
           being `(y0, x0, y1, x1)` in pixels (ends exclusive).
@@ -680,6 +686,7 @@ def shape_scenes(num_examples, image_size=32, seed=0):
     """
     positive_int("shape_scenes", "num_examples", num_examples, minimum=0)
     image_size = positive_int("shape_scenes", "image_size", image_size, minimum=16)
+    one_of("shape_scenes", "captions_per_image", captions_per_image, (1, 2))
     rng = np.random.default_rng(seed)
     colors, relations = list(SCENE_COLORS), list(SCENE_RELATIONS)
     smallest, largest = max(3, round(image_size / 4)), max(3, image_size // 3)
@@ -718,7 +725,8 @@ def shape_scenes(num_examples, image_size=32, seed=0):
         images[i] = image
         first, second = (f"a {o['color']} {o['shape']}" for o in scene)
         forward, backward = SCENE_RELATIONS[relation]
-        captions.append([f"{first} {forward} {second}", f"{second} {backward} {first}"])
+        pair = [f"{first} {forward} {second}", f"{second} {backward} {first}"]
+        captions.append(pair[:captions_per_image])
         objects.append(scene)
     return {"images": images, "captions": captions, "objects": objects}
 
@@ -727,7 +735,8 @@ SCENE_IMAGE_FORMATS = ("jpg", "png")
 
 
 def write_shape_scenes(
-    directory, num_examples, image_size=32, seed=0, image_format="jpg", overwrite=False
+    directory, num_examples, image_size=32, seed=0, image_format="jpg", overwrite=False,
+    captions_per_image=2,
 ):
     """Writes `shape_scenes` as an image-captioning dataset looks on disk.
 
@@ -739,9 +748,9 @@ def write_shape_scenes(
       100000 images or more;
     - `captions.json`: COCO captions format, `{"images": [{"id", "file_name",
       "height", "width"}], "annotations": [{"id", "image_id", "caption"}]}`
-      with both captions of every image (file names relative to `images/`);
+      with every caption of every image (file names relative to `images/`);
     - `captions.txt`: Flickr8k token format, `scene_00000.jpg#0<TAB>caption`
-      then `#1`;
+      (then `#1`);
     - `captions.tsv`: `scene_00000.jpg<TAB>caption`, one line per caption;
     - `objects.json`: file name -> the image's objects (`shape_scenes`'s
       `"objects"`, boxes as lists).
@@ -758,6 +767,7 @@ def write_shape_scenes(
         overwrite: bool, whether to write into a directory that already holds
             a `captions.json` (files of the same names are replaced; other
             images already in `images/` are left alone). Defaults to `False`.
+        captions_per_image: `1` or `2`, as for `shape_scenes`. Defaults to `2`.
 
     Returns:
         A dict of the paths written: `"images"` (the folder), `"coco"`,
@@ -795,7 +805,7 @@ def write_shape_scenes(
             f"'{directory}' already holds a captioning dataset ('{paths['coco']}'); pass "
             "overwrite=True to replace it."
         )
-    scenes = shape_scenes(num_examples, image_size, seed)
+    scenes = shape_scenes(num_examples, image_size, seed, captions_per_image)
     os.makedirs(paths["images"], exist_ok=True)
     digits = max(5, len(str(max(num_examples - 1, 0))))
     coco = {"images": [], "annotations": []}

@@ -7,13 +7,14 @@ live in `keras_attention.tasks` and are importable from here too.
 """
 
 from keras_attention.models.backbone import Backbone
+from keras_attention.models.captioner_backbone import ImageCaptioner
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.models.hierarchical_attention_network import (
     HierarchicalAttentionNetwork,
     hierarchical_attention_network,
     hierarchical_attention_weights,
 )
-from keras_attention.models.image_captioner import ImageCaptioner, image_captioner
+from keras_attention.models.image_captioner import image_captioner
 from keras_attention.models.image_encoder import image_encoder
 from keras_attention.models.pointer_network import (
     PointerNetwork,

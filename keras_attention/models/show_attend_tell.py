@@ -4,12 +4,13 @@ import keras
 from keras import ops
 
 from keras_attention.layers import HardAttention, SpatialAttention
-from keras_attention.models.image_captioner import ImageCaptioner, check_image_arguments
+from keras_attention.models.captioner_backbone import ImageCaptioner, check_image_arguments
 from keras_attention.ops import doubly_stochastic_penalty
 from keras_attention.utils import number, one_of, optional_positive_int, positive_int, rate
-from keras_attention.utils.masking import attach_keras_mask, padding_mask
+from keras_attention.utils.masking import attach_keras_mask, padding_mask, without_keras_mask
 
 ATTENTIONS = ("soft", "hard")
+INITIAL_STATES = ("mean", "zeros")
 ESTIMATORS = ("gumbel", "reinforce")
 
 
@@ -28,8 +29,10 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     - hard (`attention="hard"`): `z_t = a_s` for one cell `s` (`HardAttention`:
       the argmax at inference; in training a sample, with the
       straight-through Gumbel-softmax gradient or REINFORCE's log-probability);
-    - `(h_t, c_t) = LSTM([x_t; z_t], (h_{t-1}, c_{t-1}))`; the output is
-      `[h_t; z_t]` for the deep output layer.
+    - `(h_t, c_t) = LSTM([x_t; z_t], (h_{t-1}, c_{t-1}))` (with
+      `context_input=False`, `LSTM(x_t, ...)`: the image reaches the words only
+      through `z_t` in the output, so every content word has to be looked
+      up); the output is `[h_t; z_t]` for the deep output layer.
 
     Padded steps (`padding_mask` `False`) output zeros and zero weights and
     leave the state unchanged.
@@ -37,7 +40,9 @@ class ShowAttendTellDecoder(keras.layers.Layer):
     Call arguments:
         inputs: embedded words `(batch_size, T, E)`, or `(batch_size, E)` for
             one step.
-        features: the cells `(batch_size, L, D)`.
+        features: the cells `(batch_size, L, D)`, the values `a_i`.
+        keys: optional cells scored instead of `features` (the same cells with
+            their positions); defaults to `features`.
         initial_state: `(h, c)`, each `(batch_size, units)`.
         padding_mask: optional boolean `(batch_size, T)` (`(batch_size,)`
             for one step).
@@ -52,7 +57,7 @@ class ShowAttendTellDecoder(keras.layers.Layer):
 
     def __init__(self, units, attention="soft", attention_units=None, use_gating=True,
                  doubly_stochastic_regularization=0.0, estimator="gumbel", temperature=1.0,
-                 seed=None, **kwargs):  # fmt: skip
+                 context_input=True, seed=None, **kwargs):  # fmt: skip
         super().__init__(**kwargs)
         owner = type(self).__name__
         self.units = positive_int(owner, "units", units)
@@ -65,6 +70,7 @@ class ShowAttendTellDecoder(keras.layers.Layer):
         )  # fmt: skip
         self.estimator = one_of(owner, "estimator", estimator, ESTIMATORS)
         self.temperature = float(temperature)
+        self.context_input = bool(context_input)
         self.seed = seed
         self.last_log_prob = None
         self.supports_masking = True
@@ -88,14 +94,19 @@ class ShowAttendTellDecoder(keras.layers.Layer):
             )
         self.attention_layer.build((None, self.units), tuple(features_shape))
         self.cell = keras.layers.LSTMCell(self.units, dtype=self.dtype_policy, name="cell")
-        self.cell.build((None, inputs_shape[-1] + features_shape[-1]))
+        context_dim = features_shape[-1] if self.context_input else 0
+        self.cell.build((None, inputs_shape[-1] + context_dim))
 
-    def call(self, inputs, features, initial_state, padding_mask=None, training=None):
+    def call(self, inputs, features, initial_state, padding_mask=None, keys=None, training=None):
         state = tuple(initial_state)
+        keys = features if keys is None else keys
+        inputs = without_keras_mask(inputs)  # the padding mask is explicit below
         if padding_mask is not None:
             padding_mask = ops.cast(padding_mask, "bool")
         if len(inputs.shape) == 2:
-            output, weights, _, state = self._step(inputs, features, state, padding_mask, training)
+            output, weights, _, state = self._step(
+                inputs, features, keys, state, padding_mask, training
+            )
             return output, weights, state
         batch_size, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
         steps = ops.arange(length, dtype="int32")
@@ -107,7 +118,7 @@ class ShowAttendTellDecoder(keras.layers.Layer):
         def body(t, state, outputs, weights, log_probs):
             step_mask = None if padding_mask is None else ops.take(padding_mask, t, axis=1)
             output, step_weights, log_prob, state = self._step(
-                ops.take(inputs, t, axis=1), features, state, step_mask, training
+                ops.take(inputs, t, axis=1), features, keys, state, step_mask, training
             )
             here = ops.reshape(ops.equal(steps, t), (1, -1))  # (1, T)
             outputs = ops.where(here[..., None], output[:, None], outputs)  # (B, T, units + D)
@@ -134,23 +145,22 @@ class ShowAttendTellDecoder(keras.layers.Layer):
             attach_keras_mask(outputs, padding_mask)
         return outputs, weights, state
 
-    def _step(self, inputs, features, state, step_mask, training):
+    def _step(self, inputs, features, keys, state, step_mask, training):
         """One word: `(output (B, units + D), weights (B, L), log_prob (B,), new_state)`."""
         hidden, _ = state
         if self.attention == "soft":
             context, weights = self.attention_layer(
-                hidden, features, return_attention_scores=True, training=training
+                hidden, features, key=keys, return_attention_scores=True, training=training
             )
             log_prob = ops.zeros(ops.shape(hidden)[:1], "float32")
         else:
             context, weights, log_prob = self.attention_layer(
-                hidden, features, return_attention_scores=True, return_log_prob=True,
+                hidden, features, key=keys, return_attention_scores=True, return_log_prob=True,
                 training=training,
             )  # fmt: skip
         context = ops.cast(context, inputs.dtype)
-        new_hidden, new_state = self.cell(
-            ops.concatenate([inputs, context], axis=-1), list(state), training=training
-        )
+        cell_input = ops.concatenate([inputs, context], -1) if self.context_input else inputs
+        new_hidden, new_state = self.cell(cell_input, list(state), training=training)
         output = ops.concatenate([new_hidden, context], axis=-1)
         new_state = tuple(new_state)
         if step_mask is not None:
@@ -176,6 +186,7 @@ class ShowAttendTellDecoder(keras.layers.Layer):
             "doubly_stochastic_regularization": self.doubly_stochastic_regularization,
             "estimator": self.estimator,
             "temperature": self.temperature,
+            "context_input": self.context_input,
             "seed": self.seed,
         }
 
@@ -194,8 +205,15 @@ class ShowAttendTellCaptioner(ImageCaptioner):
     adds REINFORCE's loss with the log-likelihood of the caption as reward
     and a moving-average baseline.
 
-    Decoding state: `{"memory": (B, L, D), "decoder_state_0": h,
-    "decoder_state_1": c}`; no length limit (`max_length` is ignored).
+    Where and what: the attention scores the cells with their positions
+    (`position_embedding`: the keys are the cells plus a learned vector per
+    cell) but reads their content only (the values, and the mean that
+    starts the LSTM, have no position), so to name the object above or left
+    of the other the decoder has to look at it.
+
+    Decoding state: `{"memory": (B, L, D), "memory_keys": (B, L, D),
+    "decoder_state_0": h, "decoder_state_1": c}`; no length limit
+    (`max_length` is ignored).
 
     Args:
         vocabulary_size: positive int, the caption vocabulary (the logits).
@@ -220,11 +238,17 @@ class ShowAttendTellCaptioner(ImageCaptioner):
         use_gating: bool, the gate `β` (soft attention). Defaults to `True`.
         doubly_stochastic_regularization: float `>= 0`, `λ` of the penalty
             (soft attention), relative to the mean cross-entropy per word.
-            Defaults to `0.01`.
+            Defaults to `0.001` (the penalty is a sum over the cells: with fewer words
+            than cells it cannot reach 0 and, larger, spreads the attention).
         estimator: `"gumbel"` or `"reinforce"`, hard attention's training
             estimator. Defaults to `"gumbel"`.
         temperature: positive float, the Gumbel-softmax temperature.
             Defaults to `1.0`.
+        initial_state: `"mean"` (the paper: predicted from the mean cell) or
+            `"zeros"`. Defaults to `"mean"`.
+        context_input: bool, feed `z_t` to the LSTM as the paper does
+            (`False`: to the deep output only; see `ShowAttendTellDecoder`).
+            Defaults to `True`.
         dropout: float in `[0, 1)`, before the deep output's `L_o`.
             Defaults to `0.0`.
         dtype: optional dtype policy (the logits stay float32).
@@ -233,7 +257,8 @@ class ShowAttendTellCaptioner(ImageCaptioner):
 
     Attributes:
         image_encoder, feature_projection, grid_position_embedding (see
-        `ImageCaptioner`), initial_state_h, initial_state_c, token_embedding,
+        `ImageCaptioner`), initial_state_h, initial_state_c (`None` with
+        `initial_state="zeros"`), token_embedding,
         decoder (the `ShowAttendTellDecoder`), state_projection,
         context_projection, output_dropout, output_layer.
 
@@ -269,14 +294,17 @@ class ShowAttendTellCaptioner(ImageCaptioner):
         attention="soft",
         attention_units=None,
         use_gating=True,
-        doubly_stochastic_regularization=0.01,
+        doubly_stochastic_regularization=0.001,
         estimator="gumbel",
         temperature=1.0,
+        initial_state="mean",
+        context_input=True,
         dropout=0.0,
         dtype=None,
         **kwargs,
     ):
         owner = type(self).__name__
+        initial_state = one_of(owner, "initial_state", initial_state, INITIAL_STATES)
         config = check_image_arguments(
             owner, vocabulary_size, image_size, feature_dim, position_embedding, encoder_trainable
         )
@@ -291,32 +319,17 @@ class ShowAttendTellCaptioner(ImageCaptioner):
         self.decoder = ShowAttendTellDecoder(
             units, attention=attention, attention_units=attention_units, use_gating=use_gating,
             doubly_stochastic_regularization=doubly_stochastic_regularization,
-            estimator=estimator, temperature=temperature, dtype=dtype, name="decoder",
+            estimator=estimator, temperature=temperature, context_input=context_input,
+            dtype=dtype, name="decoder",
         )  # fmt: skip
-        self.initial_state_h = keras.layers.Dense(
-            units, activation="tanh", dtype=dtype, name="initial_state_h"
-        )
-        self.initial_state_c = keras.layers.Dense(
-            units, activation="tanh", dtype=dtype, name="initial_state_c"
-        )
-        self.token_embedding = keras.layers.Embedding(
-            config["vocabulary_size"], embedding_dim, mask_zero=True, dtype=dtype,
-            name="token_embedding",
-        )  # fmt: skip
-        self.state_projection = keras.layers.Dense(
-            embedding_dim, use_bias=False, dtype=dtype, name="state_projection"
-        )
-        self.context_projection = keras.layers.Dense(
-            embedding_dim, use_bias=False, dtype=dtype, name="context_projection"
-        )
-        self.output_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="output_dropout")
-        self.output_layer = keras.layers.Dense(
-            config["vocabulary_size"], dtype="float32", name="logits"
-        )
+        self.initial_state = initial_state
+        self._build_decoder_layers(config["vocabulary_size"], embedding_dim, units, dropout, dtype)
+        if initial_state == "zeros":
+            self.initial_state_h = self.initial_state_c = None
 
         # === Functional model ===
         images, target_in = self._image_inputs(config["image_size"])
-        logits = self._decode_grid(self._memory(self.image_encoder(images)), target_in)
+        logits = self._decode_grid(*self._memory(self.image_encoder(images)), target_in)
         super().__init__(
             inputs={"images": images, "target_in": target_in}, outputs=logits, dtype=dtype,
             **kwargs,
@@ -337,7 +350,24 @@ class ShowAttendTellCaptioner(ImageCaptioner):
         self.doubly_stochastic_regularization = self.decoder.doubly_stochastic_regularization
         self.estimator = self.decoder.estimator
         self.temperature = self.decoder.temperature
+        self.context_input = self.decoder.context_input
         self.dropout = dropout
+
+    def _build_decoder_layers(self, vocabulary_size, embedding_dim, units, dropout, dtype):
+        """The layers around the decoder: initial state, embeddings, the deep output."""
+        self.initial_state_h, self.initial_state_c = (
+            keras.layers.Dense(units, activation="tanh", dtype=dtype, name=f"initial_state_{s}")
+            for s in ("h", "c")
+        )
+        self.token_embedding = keras.layers.Embedding(
+            vocabulary_size, embedding_dim, mask_zero=True, dtype=dtype, name="token_embedding"
+        )
+        self.state_projection, self.context_projection = (
+            keras.layers.Dense(embedding_dim, use_bias=False, dtype=dtype, name=f"{part}_projection")
+            for part in ("state", "context")
+        )
+        self.output_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="output_dropout")
+        self.output_layer = keras.layers.Dense(vocabulary_size, dtype="float32", name="logits")
 
     def get_config(self):
         return {
@@ -351,6 +381,8 @@ class ShowAttendTellCaptioner(ImageCaptioner):
             "doubly_stochastic_regularization": self.doubly_stochastic_regularization,
             "estimator": self.estimator,
             "temperature": self.temperature,
+            "initial_state": self.initial_state,
+            "context_input": self.context_input,
             "dropout": self.dropout,
         }
 
@@ -358,8 +390,9 @@ class ShowAttendTellCaptioner(ImageCaptioner):
 
     def decoding_state(self, memory, max_length=None):
         """The state of a decoding from `image_memory(images)` (`max_length` is unused)."""
-        h, c = self._initial_state(memory)
-        return {"memory": memory, "decoder_state_0": h, "decoder_state_1": c}
+        values, keys = memory
+        h, c = self._initial_state(values)
+        return {"memory": values, "memory_keys": keys, "decoder_state_0": h, "decoder_state_1": c}
 
     def call_with_cache(self, token_ids, state, index):
         token_ids = ops.convert_to_tensor(token_ids, "int32")  # (B,) or (B, T)
@@ -369,6 +402,7 @@ class ShowAttendTellCaptioner(ImageCaptioner):
             state["memory"],
             initial_state=(state["decoder_state_0"], state["decoder_state_1"]),
             padding_mask=padding_mask(token_ids),
+            keys=state["memory_keys"],
             training=False,
         )
         logits = self._deep_output(embedded, outputs, training=False)
@@ -381,14 +415,16 @@ class ShowAttendTellCaptioner(ImageCaptioner):
     def memory_alignment(self, memory, target_in):
         """The attention weights `(batch_size, T, L)` over `image_memory(images)`."""
         target_in = ops.convert_to_tensor(target_in, "int32")
-        _, weights = self._decode_memory(memory, target_in, training=False)
+        _, weights = self._decode_memory(*memory, target_in, training=False)
         return weights
 
     def decoding_state_spec(self, max_length=None):
         dtype = self.decoder.compute_dtype
         depth = self.feature_dim or self.encoder_output_shape[-1]
+        cells = self.grid_shape[0] * self.grid_shape[1]
         return {
-            "memory": ((None, self.grid_shape[0] * self.grid_shape[1], depth), dtype),
+            "memory": ((None, cells, depth), dtype),
+            "memory_keys": ((None, cells, depth), dtype),
             "decoder_state_0": ((None, self.units), dtype),
             "decoder_state_1": ((None, self.units), dtype),
         }
@@ -411,22 +447,26 @@ class ShowAttendTellCaptioner(ImageCaptioner):
 
     # -- the forward pass -----------------------------------------------------------------------
 
-    def _initial_state(self, memory):
-        mean = ops.mean(memory, axis=1)  # (B, D)
+    def _initial_state(self, values):
+        mean = ops.mean(values, axis=1)  # (B, D): what is in the image, not where
+        if self.initial_state_h is None:  # initial_state="zeros"
+            zeros = ops.tile(ops.zeros_like(mean[:, :1]), (1, self.decoder.units))
+            return zeros, zeros
         return self.initial_state_h(mean), self.initial_state_c(mean)
 
-    def _decode_grid(self, memory, target_in, training=None):
-        logits, _ = self._decode_memory(memory, target_in, training)
+    def _decode_grid(self, values, keys, target_in, training=None):
+        logits, _ = self._decode_memory(values, keys, target_in, training)
         return logits
 
-    def _decode_memory(self, memory, target_in, training=None):
+    def _decode_memory(self, values, keys, target_in, training=None):
         """Target ids -> `(logits (B, T, V), weights (B, T, L))`."""
         embedded = self.token_embedding(target_in)  # (B, T, E)
         outputs, weights, _ = self.decoder(
             embedded,
-            memory,
-            initial_state=self._initial_state(memory),
+            values,
+            initial_state=self._initial_state(values),
             padding_mask=padding_mask(target_in),
+            keys=keys,
             training=training,
         )
         return self._deep_output(embedded, outputs, training), weights

@@ -9,9 +9,15 @@ from keras_attention.layers import (
     TransformerDecoderBlock,
     TransformerEncoderBlock,
 )
-from keras_attention.models.image_captioner import ImageCaptioner, check_image_arguments
+from keras_attention.models._transformer_decoding import (
+    caches_spec,
+    decode_cached,
+    decode_pass,
+    initial_caches,
+)
+from keras_attention.models.captioner_backbone import ImageCaptioner, check_image_arguments
 from keras_attention.utils import boolean, positive_int, rate
-from keras_attention.utils.masking import padding_mask, without_keras_mask
+from keras_attention.utils.masking import without_keras_mask
 
 _LAYER_NORM_EPSILON = 1e-5
 
@@ -107,40 +113,8 @@ class TransformerCaptioner(ImageCaptioner):
             config["image_size"], encoder, encoder_weights, config["encoder_trainable"],
             hidden_dim, config["position_embedding"], dtype,
         )  # fmt: skip
-        block_kwargs = {
-            "intermediate_dim": intermediate_dim,
-            "num_heads": num_heads,
-            "dropout": dropout,
-            "normalize_first": normalize_first,
-            "layer_norm_epsilon": _LAYER_NORM_EPSILON,
-            "chunk_size": MultiHeadAttention.chunk_size_for_length(sequence_length),
-            "dtype": dtype,
-        }
-        self.memory_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="memory_dropout")
-        self.encoder_blocks = [
-            TransformerEncoderBlock(**block_kwargs, name=f"encoder_block_{i}")
-            for i in range(num_encoder_layers)
-        ]
-        self.token_embedding = TokenAndPositionEmbedding(
-            config["vocabulary_size"], sequence_length, hidden_dim, mask_zero=True, dtype=dtype,
-            name="token_embedding",
-        )  # fmt: skip
-        self.token_embedding_dropout = keras.layers.Dropout(
-            dropout, dtype=dtype, name="token_embedding_dropout"
-        )
-        self.decoder_blocks = [
-            TransformerDecoderBlock(**block_kwargs, name=f"decoder_block_{i}")
-            for i in range(num_layers)
-        ]
-        self.decoder_final_norm = (
-            keras.layers.LayerNormalization(
-                epsilon=_LAYER_NORM_EPSILON, dtype=dtype, name="decoder_final_norm"
-            )
-            if normalize_first
-            else None
-        )
-        self.output_layer = keras.layers.Dense(
-            config["vocabulary_size"], dtype="float32", name="logits"
+        self._build_decoder_layers(
+            config["vocabulary_size"], sizes, num_encoder_layers, dropout, normalize_first, dtype
         )
 
         # === Config (the forward pass reads some of it) ===
@@ -161,11 +135,51 @@ class TransformerCaptioner(ImageCaptioner):
 
         # === Functional model ===
         images, target_in = self._image_inputs(config["image_size"])
-        logits = self._decode_grid(self._memory(self.image_encoder(images)), target_in)
+        logits = self._decode_grid(*self._memory(self.image_encoder(images)), target_in)
         super().__init__(
             inputs={"images": images, "target_in": target_in}, outputs=logits, dtype=dtype,
             **kwargs,
         )  # fmt: skip
+
+    def _build_decoder_layers(self, vocabulary_size, sizes, num_encoder_layers, dropout,
+                              normalize_first, dtype):  # fmt: skip
+        """The blocks, the word embeddings and the logits, kept as attributes."""
+        block_kwargs = {
+            "intermediate_dim": sizes["intermediate_dim"],
+            "num_heads": sizes["num_heads"],
+            "dropout": dropout,
+            "normalize_first": normalize_first,
+            "layer_norm_epsilon": _LAYER_NORM_EPSILON,
+            "chunk_size": MultiHeadAttention.chunk_size_for_length(sizes["sequence_length"]),
+            "dtype": dtype,
+        }
+        self.memory_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="memory_dropout")
+        self.encoder_blocks = [
+            TransformerEncoderBlock(**block_kwargs, name=f"encoder_block_{i}")
+            for i in range(num_encoder_layers)
+        ]
+        self.token_embedding = TokenAndPositionEmbedding(
+            vocabulary_size, sizes["sequence_length"], sizes["hidden_dim"], mask_zero=True,
+            dtype=dtype,
+            name="token_embedding",
+        )  # fmt: skip
+        self.token_embedding_dropout = keras.layers.Dropout(
+            dropout, dtype=dtype, name="token_embedding_dropout"
+        )
+        self.decoder_blocks = [
+            TransformerDecoderBlock(**block_kwargs, name=f"decoder_block_{i}")
+            for i in range(sizes["num_layers"])
+        ]
+        self.decoder_final_norm = (
+            keras.layers.LayerNormalization(
+                epsilon=_LAYER_NORM_EPSILON, dtype=dtype, name="decoder_final_norm"
+            )
+            if normalize_first
+            else None
+        )
+        self.output_layer = keras.layers.Dense(
+            vocabulary_size, dtype="float32", name="logits"
+        )
 
     @property
     def target_sequence_length(self):
@@ -190,21 +204,13 @@ class TransformerCaptioner(ImageCaptioner):
 
     def image_memory(self, images):
         """Images -> the cells after the encoder blocks, `(B, L, hidden_dim)` (inference)."""
-        return self._refine(super().image_memory(images), training=False)
+        _, keys = super().image_memory(images)  # the cells with their positions
+        return self._refine(keys, training=False)
 
     def decoding_state(self, memory, max_length=None):
         """The KV caches and the cells' keys and values for a decoding from `image_memory`."""
         max_length = self.decoding_length(max_length)
-        batch_size = ops.shape(memory)[0]
-        state = {}
-        for i, block in enumerate(self.decoder_blocks):
-            state[f"kv_cache_k_{i}"], state[f"kv_cache_v_{i}"] = block.init_cache(
-                batch_size, max_length
-            )
-            state[f"cross_k_{i}"], state[f"cross_v_{i}"] = block.compute_cross_attention_cache(
-                memory
-            )
-        return state
+        return initial_caches(self, memory, ops.shape(memory)[0], max_length)
 
     def call_with_cache(self, token_ids, state, index):
         token_ids = ops.convert_to_tensor(token_ids, "int32")
@@ -212,19 +218,7 @@ class TransformerCaptioner(ImageCaptioner):
         tokens = ops.expand_dims(token_ids, 1) if one_step else token_ids  # (B, T)
         x = without_keras_mask(self.token_embedding(tokens, start_index=index))
         x = self.token_embedding_dropout(x, training=False)
-        new_state = dict(state)
-        for i, block in enumerate(self.decoder_blocks):
-            x, cache = block(
-                x,
-                self_attention_cache=(state[f"kv_cache_k_{i}"], state[f"kv_cache_v_{i}"]),
-                self_attention_cache_update_index=index,
-                cross_attention_cache=(state[f"cross_k_{i}"], state[f"cross_v_{i}"]),
-                training=False,
-            )
-            new_state[f"kv_cache_k_{i}"], new_state[f"kv_cache_v_{i}"] = cache
-        if self.decoder_final_norm is not None:
-            x = self.decoder_final_norm(x)
-        logits = self.output_layer(x)
+        logits, new_state = decode_cached(self, x, state, index)
         return (logits[:, 0] if one_step else logits), new_state
 
     def cross_attention(self, images, target_in, memory=None):
@@ -242,15 +236,7 @@ class TransformerCaptioner(ImageCaptioner):
 
     def decoding_state_spec(self, max_length=None):
         max_length = self.decoding_length(max_length)
-        heads = (self.num_heads, self.hidden_dim // self.num_heads)
-        dtype = self.decoder_blocks[0].compute_dtype
-        cells = self.grid_shape[0] * self.grid_shape[1]
-        spec = {}
-        for i in range(self.num_layers):
-            for kind in ("k", "v"):
-                spec[f"kv_cache_{kind}_{i}"] = ((None, max_length, *heads), dtype)
-                spec[f"cross_{kind}_{i}"] = ((None, cells, *heads), dtype)
-        return spec
+        return caches_spec(self, max_length, self.grid_shape[0] * self.grid_shape[1])
 
     # -- the forward pass -----------------------------------------------------------------------
 
@@ -260,27 +246,13 @@ class TransformerCaptioner(ImageCaptioner):
             memory = block(memory, training=training)
         return memory
 
-    def _decode_grid(self, memory, target_in, training=None):
-        return self._decode_memory(self._refine(memory, training), target_in, training=training)
+    def _decode_grid(self, values, keys, target_in, training=None):
+        return self._decode_memory(self._refine(keys, training), target_in, training=training)
 
     def _decode_memory(self, memory, target_in, return_attention_scores=False, training=None):
         """Target ids -> logits `(B, T, V)` (and each block's cross-attention weights)."""
-        target_mask = padding_mask(target_in)
         x = self.token_embedding(target_in)
         x = self.token_embedding_dropout(x, training=training)
-        weights = {}
-        for block in self.decoder_blocks:
-            x = block(
-                x,
-                memory,
-                decoder_padding_mask=target_mask,
-                return_attention_scores=return_attention_scores,
-                training=training,
-            )
-            if return_attention_scores:
-                x, scores = x
-                weights[block.name] = scores["cross_attention"]  # (B, H, T, L)
-        if self.decoder_final_norm is not None:
-            x = self.decoder_final_norm(x)
-        logits = self.output_layer(x)
-        return (logits, weights) if return_attention_scores else logits
+        return decode_pass(
+            self, x, target_in, memory, None, return_attention_scores, training=training
+        )

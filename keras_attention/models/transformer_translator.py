@@ -10,6 +10,12 @@ from keras_attention.layers import (
     TransformerEncoderBlock,
 )
 from keras_attention.layers.token_and_position_embedding import POSITIONS
+from keras_attention.models._transformer_decoding import (
+    caches_spec,
+    decode_cached,
+    decode_pass,
+    initial_caches,
+)
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.utils import boolean, one_of, positive_int, rate, renamed_argument
 from keras_attention.utils.masking import padding_mask, without_keras_mask
@@ -235,13 +241,7 @@ class TransformerTranslator(EncoderDecoderBackbone):
         memory, memory_mask = self._encode(source_ids, training=False)
         batch_size = ops.shape(source_ids)[0]
         state = {"encoder_padding_mask": memory_mask}
-        for i, block in enumerate(self.decoder_blocks):
-            state[f"kv_cache_k_{i}"], state[f"kv_cache_v_{i}"] = block.init_cache(
-                batch_size, max_length
-            )
-            state[f"cross_k_{i}"], state[f"cross_v_{i}"] = block.compute_cross_attention_cache(
-                memory
-            )
+        state.update(initial_caches(self, memory, batch_size, max_length))
         return state
 
     def call_with_cache(self, token_ids, state, index):
@@ -252,20 +252,7 @@ class TransformerTranslator(EncoderDecoderBackbone):
         # the self-attention sees.
         x = without_keras_mask(self.target_embedding(tokens, start_index=index))
         x = self.target_embedding_dropout(x, training=False)  # (B, T, hidden_dim)
-        new_state = dict(state)
-        for i, block in enumerate(self.decoder_blocks):
-            x, cache = block(
-                x,
-                encoder_padding_mask=state["encoder_padding_mask"],
-                self_attention_cache=(state[f"kv_cache_k_{i}"], state[f"kv_cache_v_{i}"]),
-                self_attention_cache_update_index=index,
-                cross_attention_cache=(state[f"cross_k_{i}"], state[f"cross_v_{i}"]),
-                training=False,
-            )
-            new_state[f"kv_cache_k_{i}"], new_state[f"kv_cache_v_{i}"] = cache
-        if self.decoder_final_norm is not None:
-            x = self.decoder_final_norm(x)
-        logits = self.output_layer(x)  # (B, T, vocabulary_size)
+        logits, new_state = decode_cached(self, x, state, index, state["encoder_padding_mask"])
         return (logits[:, 0] if one_step else logits), new_state
 
     def cross_attention(self, source_ids, target_in):
@@ -285,13 +272,8 @@ class TransformerTranslator(EncoderDecoderBackbone):
 
     def decoding_state_spec(self, max_length=None):
         max_length = self.decoding_length(max_length)
-        heads = (self.num_heads, self.hidden_dim // self.num_heads)  # the cache layout
-        dtype = self.decoder_blocks[0].compute_dtype
         spec = {"encoder_padding_mask": ((None, None), "bool")}
-        for i in range(self.num_layers):
-            for kind in ("k", "v"):
-                spec[f"kv_cache_{kind}_{i}"] = ((None, max_length, *heads), dtype)
-                spec[f"cross_{kind}_{i}"] = ((None, None, *heads), dtype)
+        spec.update(caches_spec(self, max_length))
         return spec
 
     # -- the forward pass, shared by the graph and the decoding methods -------------------------
@@ -310,26 +292,11 @@ class TransformerTranslator(EncoderDecoderBackbone):
     def _decode(self, target_in, memory, memory_mask, return_attention_scores=False,
                 training=None):
         """Target ids -> logits `(B, T, V)` (and the cross-attention weights of every block)."""
-        target_mask = padding_mask(target_in)
         x = self.target_embedding(target_in)
         x = self.target_embedding_dropout(x, training=training)
-        weights = {}
-        for block in self.decoder_blocks:
-            x = block(
-                x,
-                memory,
-                decoder_padding_mask=target_mask,
-                encoder_padding_mask=memory_mask,
-                return_attention_scores=return_attention_scores,
-                training=training,
-            )
-            if return_attention_scores:
-                x, scores = x
-                weights[block.name] = scores["cross_attention"]  # (B, H, T, S)
-        if self.decoder_final_norm is not None:
-            x = self.decoder_final_norm(x)
-        logits = self.output_layer(x)
-        return (logits, weights) if return_attention_scores else logits
+        return decode_pass(
+            self, x, target_in, memory, memory_mask, return_attention_scores, training
+        )
 
 
 def _check_arguments(owner, **arguments):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_attention.models.image_captioner import ImageCaptioner
+from keras_attention.models.captioner_backbone import ImageCaptioner
 from keras_attention.models.show_attend_tell import ShowAttendTellCaptioner
 from keras_attention.models.transformer_captioner import TransformerCaptioner
 from keras_attention.tasks.captioning_config import CaptioningConfig, CaptioningData
@@ -16,7 +16,13 @@ from keras_attention.tasks.losses import MaskedTokenAccuracy, masked_loss
 from keras_attention.tasks.registry import register_task
 from keras_attention.tasks.task import Task
 from keras_attention.utils import describe, number, positive_int
-from pipelines.captioning import VOCABULARY, CaptioningPreprocessor, make_dataset, read_captions
+from pipelines.captioning import (
+    VOCABULARY,
+    CaptioningPreprocessor,
+    check_image_files,
+    make_dataset,
+    read_captions,
+)
 from pipelines.text import START_ID, build_wordpiece_vocab
 
 _NAME = "Captioner"
@@ -276,7 +282,13 @@ class Captioner(Task):
             return read_captions(captions, images, skip_bad_images=skip)
         if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], list):
             paths, captions = data
-            return list(paths), [[c] if isinstance(c, str) else list(c) for c in captions]
+            if len(paths) != len(captions):
+                raise ValueError(
+                    f"{_NAME}: `image_paths` and `captions` must be aligned. Received: "
+                    f"{len(paths)} paths, {len(captions)} captions"
+                )
+            captions = [[c] if isinstance(c, str) else list(c) for c in captions]
+            return check_image_files(paths, captions)
         if isinstance(data, tuple) and len(data) == 2:
             images, captions = data
             return read_captions(captions, images)
@@ -288,11 +300,9 @@ class Captioner(Task):
     @classmethod
     def build_preprocessor(cls, config, data, assets_dir):
         """Learns the caption vocabulary into `assets_dir`; the image size from `config` or data."""
-        from PIL import Image
-
         paths, captions = data
-        with Image.open(paths[0]) as first:
-            image_size = config.resolved_image_size((first.height, first.width))
+        first = tf.io.decode_image(tf.io.read_file(paths[0]), expand_animations=False)
+        image_size = config.resolved_image_size(tuple(first.shape))
         path = os.path.join(assets_dir, VOCABULARY)
         build_wordpiece_vocab(
             [c for group in captions for c in group], path, config.vocabulary_size, lowercase=True
@@ -358,6 +368,7 @@ class Captioner(Task):
             seed=seed,
             augment=bool(options is not None and options.augment and shuffle),
             cache=not kwargs,
+            check_images=False,  # `read_data` (read_captions) checked them
             **kwargs,
         )
 
@@ -415,7 +426,7 @@ class Captioner(Task):
         return decode(
             self.backbone,
             state,
-            tf.shape(memory)[0],
+            tf.shape(tf.nest.flatten(memory)[0])[0],
             self.max_length,
             self.beam_width,
             self.length_penalty,
@@ -490,6 +501,8 @@ def build_backbone(config, vocabulary_size, preprocessor):
         use_gating=config.use_gating,
         doubly_stochastic_regularization=config.doubly_stochastic_regularization,
         estimator=config.estimator,
+        initial_state=config.initial_state,
+        context_input=config.context_input,
         **common,
     )
 

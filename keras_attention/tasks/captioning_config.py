@@ -5,7 +5,7 @@ import os
 
 from keras_attention.models.image_captioner import DECODERS
 from keras_attention.models.image_encoder import ENCODERS
-from keras_attention.models.show_attend_tell import ATTENTIONS, ESTIMATORS
+from keras_attention.models.show_attend_tell import ATTENTIONS, ESTIMATORS, INITIAL_STATES
 from keras_attention.utils import boolean, number, one_of, positive_int, rate
 from keras_attention.utils.options import option, positive_int_argument
 
@@ -87,8 +87,16 @@ class CaptioningConfig:
         type=positive_int_argument, resume=True,
     )  # fmt: skip
     use_gating: bool = option(True, "lstm, soft attention: the gate beta", resume=True)
+    initial_state: str = option(
+        "mean", "lstm: the LSTM's initial state, from the mean cell (the paper) or zeros",
+        choices=INITIAL_STATES, resume=True,
+    )  # fmt: skip
+    context_input: bool = option(
+        True, "lstm: feed the attended context to the LSTM (the paper), not only to the output",
+        resume=True,
+    )  # fmt: skip
     doubly_stochastic_regularization: float = option(
-        0.01,
+        0.001,
         "lstm, soft attention: lambda of the doubly stochastic penalty (per mean word loss)",
         type=float,
     )
@@ -135,7 +143,8 @@ class CaptioningConfig:
                 "the Transformer uses multi-head cross-attention. "
                 f"Received: attention={self.attention!r}"
             )
-        for name in ("freeze_encoder", "feature_cache", "augment", "use_gating"):
+        one_of(_OWNER, "initial_state", self.initial_state, INITIAL_STATES)
+        for name in ("freeze_encoder", "feature_cache", "augment", "use_gating", "context_input"):
             boolean(_OWNER, name, getattr(self, name))
         if self.feature_cache and not self.freeze_encoder:
             raise ValueError(

@@ -153,4 +153,16 @@ def test_cli_train_predict_evaluate_export_on_a_flickr8k_folder(tmp_path, capsys
     assert capsys.readouterr().out.strip() == caption
     assert main(["predict", run_dir, "--tflite", str(tmp_path / "c.tflite"), image]) == 0
     assert capsys.readouterr().out.strip() == caption
-    assert ServedTask(os.path.join(base, "captioning")).task_class is Captioner
+    served = ServedTask(os.path.join(base, "captioning"))
+    assert served.task_class is Captioner
+    # The server's model: a corrupt image fails its request with a clear error, the next request
+    # is answered; batches of 0 and 64.
+    serve = tf.saved_model.load(served.path).signatures["serving_default"]
+    with open(image, "rb") as f:
+        jpeg = f.read()
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        serve(image=tf.constant([jpeg[: len(jpeg) // 3]]))
+    assert serve(image=tf.constant([jpeg]))["caption"].numpy()[0].decode() == caption
+    assert serve(image=tf.constant([], tf.string))["caption"].shape == (0,)
+    batch = serve(image=tf.constant([jpeg] * 64))["caption"].numpy()
+    assert [c.decode() for c in batch] == [caption] * 64
