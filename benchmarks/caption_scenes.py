@@ -5,7 +5,7 @@ captioner with the generic `keras_attention.training.train` (the `keras-attentio
 path) and scores it on held-out scenes: exact match, BLEU-4 and CIDEr-D against the reference, and
 the fraction of colour and shape words whose attention peak lies on the object they name.
 
-    python benchmarks/caption_scenes.py [--scenes 5000] [--epochs 8] [--json results.json]
+    python benchmarks/caption_scenes.py [--scenes 5000] [--epochs 12] [--json results.json]
 """
 
 import argparse
@@ -40,7 +40,7 @@ MODELS = {
 }
 
 
-def run(scenes=5000, epochs=8, test=300, seed=0, directory=None):
+def run(scenes=5000, epochs=12, test=300, seed=0, directory=None):
     """Trains every model of `MODELS`; returns `{name: scores}`."""
     directory = directory or tempfile.mkdtemp(prefix="caption_scenes_")
     train_files, test_files = (
@@ -81,7 +81,7 @@ def run(scenes=5000, epochs=8, test=300, seed=0, directory=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=5000)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--test", type=int, default=300)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

@@ -59,16 +59,16 @@ def _demo(args):
 def _demo_captioning(args):
     from keras_attention.demos import captioning
 
-    for flag, value in (("--layers", args.layers), ("--test-examples", args.test_examples)):
-        if value:
-            raise ValueError(
-                f"{flag} belongs to another demo; `demo captioning` takes --examples, --epochs, "
-                f"--output-dir, --base-dir, --seed. Received: {flag.lstrip('-')}={value!r}"
-            )
+    if args.layers:
+        raise ValueError(
+            "--layers picks the layers of `keras-attention demo scores`, not of the captioning "
+            f"demo. Received: layers={args.layers!r}"
+        )
     result = captioning.run(
         output_dir=args.output_dir,
         base_dir=args.base_dir,
         num_examples=args.examples,
+        num_test=args.test_examples,
         epochs=args.epochs,
         seed=args.seed,
         verbose=args.verbose,
@@ -532,16 +532,17 @@ def _add_demo_parser(commands):
     )  # fmt: skip
     demo.add_argument(
         "--examples", type=positive_int_argument, default=None,
-        help="training examples (default: 20000 dates; 6000 scenes for captioning; 20000 per "
+        help="training examples (default: 20000 dates; 5000 scenes for captioning; 20000 per "
         "layer for scores)",
     )  # fmt: skip
     demo.add_argument(
         "--test-examples", type=positive_int_argument, default=None,
-        help="dates: held-out dates drawn (default: 1000)",
+        help="dates: held-out dates drawn (default: 1000); captioning: held-out scenes "
+        "(default: 300)",
     )  # fmt: skip
     demo.add_argument(
         "--epochs", type=positive_int_argument, default=None,
-        help="epochs (default: 5; 6 for captioning; 4 for scores)",
+        help="epochs (default: 5; 10 for captioning; 4 for scores)",
     )  # fmt: skip
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(

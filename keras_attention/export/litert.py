@@ -22,6 +22,8 @@ token, greedy, as `keras_attention.generation.greedy_search` decides
 (`never_generated` tokens masked, finished rows padded).
 """
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
@@ -172,6 +174,7 @@ class TFLiteGenerator:
         self._encode, encode_inputs = _signature_runner(self._flatbuffer, "encode", interpreter)
         ((self._encode_name, encode_input),) = encode_inputs.items()
         self._encode_dtype = encode_input["dtype"]
+        self._encode_shape = tuple(int(d) for d in encode_input["shape_signature"][1:])
         batch = int(encode_input["shape_signature"][0])
         self.encode_batch_size = None if batch < 0 else batch
         self._decode, decode_inputs = _signature_runner(self._flatbuffer, "decode", interpreter)
@@ -184,7 +187,7 @@ class TFLiteGenerator:
         }
 
     def encode(self, source_ids):
-        """Source ids `(batch, S)` (a captioner's images) -> the decoding state (NumPy arrays)."""
+        """Source ids `(batch, S)`, or a captioner's images `(batch, S, S, 3)` -> the state (NumPy)."""
         source_ids = np.asarray(source_ids, dtype=self._encode_dtype)
         if self._encode_name == "tokens" and source_ids.ndim != 2:
             raise ValueError(
@@ -192,6 +195,15 @@ class TFLiteGenerator:
                 f"Received: source_ids.shape={source_ids.shape}"
             )
         name = self._encode_name
+        expected = self._encode_shape
+        if source_ids.ndim != 1 + len(expected) or any(
+            e >= 0 and e != d for e, d in zip(expected, source_ids.shape[1:], strict=True)
+        ):
+            shape = ", ".join("None" if e < 0 else str(e) for e in expected)
+            raise ValueError(
+                f"TFLiteGenerator: the file's `encode` takes `{name}` of shape "
+                f"`(batch_size, {shape})`. Received: {name}.shape={source_ids.shape}"
+            )
         if self.encode_batch_size is None or len(source_ids) == self.encode_batch_size:
             return dict(self._encode(**{name: source_ids}))
         step = self.encode_batch_size  # a fixed batch: encode the rows a batch at a time
@@ -221,7 +233,8 @@ class TFLiteGenerator:
         end token (`max_length` for a row that did not end).
 
         Args:
-            source_ids: int `(batch_size, S)`, `0` padding.
+            source_ids: the `encode` input: int `(batch_size, S)` source ids
+                (`0` padding), or float32 images `(batch_size, S, S, 3)`.
             max_length: positive int, the most tokens generated. Defaults to
                 the file's cache size (required for an RNN).
         """
@@ -312,12 +325,22 @@ def tflite_predictor(task, flatbuffer):
 
     Example: `tflite_predictor(Task.load("runs/dates"), "dates.tflite")(["3 march 2021"])`.
     """
-    generator = TFLiteGenerator(flatbuffer)
+    if getattr(task, "beam_width", 1) != 1:
+        warnings.warn(
+            f"tflite_predictor: the on-device loop decodes greedily; the task's beam_width="
+            f"{task.beam_width} is not used on device.",
+            stacklevel=2,
+        )
+    generator = TFLiteGenerator(flatbuffer, never_generated=task.never_generated_ids)
 
     def predict(inputs):
         if not len(inputs):
             return []
-        tokens, _ = generator.generate(task.preprocess_for_device(inputs), task.max_length)
-        return task.postprocess_from_device(tokens)
+        encoded, valid = task.preprocess_for_device(inputs)
+        tokens, _ = generator.generate(encoded, task.max_length)
+        outputs = task.postprocess_from_device(tokens)
+        if valid is None:
+            return outputs
+        return [output if ok else "" for output, ok in zip(outputs, valid, strict=True)]
 
     return predict

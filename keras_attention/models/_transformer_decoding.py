@@ -3,7 +3,7 @@
 from keras_attention.utils.masking import padding_mask
 
 
-def decode_pass(model, embedded, target_in, memory, memory_mask=None,
+def decode_pass(model, embedded, target_in, memory, encoder_padding_mask=None,
                 return_attention_scores=False, training=None):  # fmt: skip
     """Embedded target `(B, T, D)` -> logits `(B, T, V)` through `model.decoder_blocks`.
 
@@ -18,7 +18,7 @@ def decode_pass(model, embedded, target_in, memory, memory_mask=None,
             x,
             memory,
             decoder_padding_mask=target_mask,
-            encoder_padding_mask=memory_mask,
+            encoder_padding_mask=encoder_padding_mask,
             return_attention_scores=return_attention_scores,
             training=training,
         )
@@ -31,7 +31,7 @@ def decode_pass(model, embedded, target_in, memory, memory_mask=None,
     return (logits, weights) if return_attention_scores else logits
 
 
-def decode_cached(model, x, state, index, memory_mask=None):
+def decode_cached(model, x, state, index, encoder_padding_mask=None):
     """Embedded tokens `(B, T, D)` at position `index` -> `(logits (B, T, V), new state)`.
 
     The state holds per block `kv_cache_k_<i>` / `kv_cache_v_<i>` (the
@@ -42,7 +42,7 @@ def decode_cached(model, x, state, index, memory_mask=None):
     for i, block in enumerate(model.decoder_blocks):
         x, cache = block(
             x,
-            encoder_padding_mask=memory_mask,
+            encoder_padding_mask=encoder_padding_mask,
             self_attention_cache=(state[f"kv_cache_k_{i}"], state[f"kv_cache_v_{i}"]),
             self_attention_cache_update_index=index,
             cross_attention_cache=(state[f"cross_k_{i}"], state[f"cross_v_{i}"]),

@@ -6,7 +6,15 @@ from keras import ops
 from keras_attention.layers import HardAttention, SpatialAttention
 from keras_attention.models.captioner_backbone import ImageCaptioner, check_image_arguments
 from keras_attention.ops import doubly_stochastic_penalty
-from keras_attention.utils import number, one_of, optional_positive_int, positive_int, rate
+from keras_attention.utils import (
+    boolean,
+    number,
+    one_of,
+    optional_positive_int,
+    positive_int,
+    positive_number,
+    rate,
+)
 from keras_attention.utils.masking import attach_keras_mask, padding_mask, without_keras_mask
 
 ATTENTIONS = ("soft", "hard")
@@ -63,14 +71,14 @@ class ShowAttendTellDecoder(keras.layers.Layer):
         self.units = positive_int(owner, "units", units)
         self.attention = one_of(owner, "attention", attention, ATTENTIONS)
         self.attention_units = optional_positive_int(owner, "attention_units", attention_units)
-        self.use_gating = bool(use_gating)
+        self.use_gating = boolean(owner, "use_gating", use_gating)
         self.doubly_stochastic_regularization = number(
             owner, "doubly_stochastic_regularization", doubly_stochastic_regularization, low=0.0,
             what="a number >= 0",
         )  # fmt: skip
         self.estimator = one_of(owner, "estimator", estimator, ESTIMATORS)
-        self.temperature = float(temperature)
-        self.context_input = bool(context_input)
+        self.temperature = positive_number(owner, "temperature", temperature)
+        self.context_input = boolean(owner, "context_input", context_input)
         self.seed = seed
         self.last_log_prob = None
         self.supports_masking = True

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -11,7 +12,7 @@ from keras_attention.models.captioner_backbone import ImageCaptioner
 from keras_attention.models.show_attend_tell import ShowAttendTellCaptioner
 from keras_attention.models.transformer_captioner import TransformerCaptioner
 from keras_attention.tasks.captioning_config import CaptioningConfig, CaptioningData
-from keras_attention.tasks.decoding import decode, never_generated_mask
+from keras_attention.tasks.decoding import decode, never_generated_ids, never_generated_mask
 from keras_attention.tasks.losses import MaskedTokenAccuracy, masked_loss
 from keras_attention.tasks.registry import register_task
 from keras_attention.tasks.task import Task
@@ -20,14 +21,17 @@ from pipelines.captioning import (
     VOCABULARY,
     CaptioningPreprocessor,
     check_image_files,
+    is_image,
     make_dataset,
     read_captions,
 )
 from pipelines.text import START_ID, build_wordpiece_vocab
 
 _NAME = "Captioner"
+_PUNCTUATION = re.compile(r"[^\w\s]")
 FEATURE_CACHE = "features"
 _OPTIONS_FILE = "preprocessor.json"
+ENCODER_WEIGHTS = "encoder.weights.h5"
 
 
 @register_task
@@ -42,7 +46,10 @@ class Captioner(Task):
     1. decode and resize each image (`CaptioningPreprocessor.preprocess_images`:
        grayscale and RGBA become RGB; the aspect ratio is kept and the image
        padded, or centre-cropped, as the preprocessor's `resize` says); bytes
-       that are not an image get the caption `""`;
+       that are not an image get the caption `""`; bytes with an image
+       signature that do not decode fail the call (in TF Serving: that
+       request) with TensorFlow's decoding error, and `caption` names them in
+       a `ValueError` before decoding anything;
     2. encode the image into the backbone's grid, then generate at most
        `max_length` words from `[START]` until `[END]`, greedy or beam search
        with GNMT's `length_penalty` (`[PAD]`, `[START]` never generated);
@@ -89,7 +96,7 @@ class Captioner(Task):
     data_class = CaptioningData
     serving_outputs = {
         "serving_default": ("caption",),
-        "attention": ("attention", "caption", "tokens"),
+        "attention": ("attention", "caption", "image", "tokens"),
     }
 
     def __init__(self, backbone, preprocessor, max_length=None, beam_width=1, length_penalty=0.6):
@@ -115,7 +122,9 @@ class Captioner(Task):
         )
         self._check_sizes()
         self.training_options = None  # the CaptioningConfig of a task built for training
-        self._never_generated = never_generated_mask(backbone.vocabulary_size)
+        vocabulary = preprocessor.tokenizer.vocabulary
+        self.never_generated_ids = never_generated_ids(vocabulary)
+        self._never_generated = never_generated_mask(vocabulary)
         self._vocabulary = tf.constant(preprocessor.tokenizer.vocabulary)
         image_spec = tf.TensorSpec([None], tf.string, name="image")
         self.serve = tf.function(self._serve, input_signature=[image_spec])
@@ -139,6 +148,10 @@ class Captioner(Task):
         Returns:
             A list of `str`, one caption per image (`""` for bytes that are
             not an image).
+
+        Raises:
+            ValueError: a missing file, or bytes that look like an image but
+                do not decode (named).
         """
         kind, batch = self._batch(images)
         if _size(batch) == 0:
@@ -155,28 +168,26 @@ class Captioner(Task):
             `"attention"` (list of float32 arrays `(T_i, H, W)`, the
             attention of each generated token over the image's grid; for a
             `TransformerCaptioner` the mean over heads of the last block's
-            cross-attention) and `"images"` (the resized images, float32
-            `(S, S, 3)` `0..255`, to draw the maps on).
+            cross-attention), `"images"` (the resized images, uint8
+            `(S, S, 3)`, to draw the maps on) and `"outputs"` (the captions
+            again, the key every task's `predict_with_attention` has).
         """
         kind, batch = self._batch(images)
         if _size(batch) == 0:
             return {"captions": [], "tokens": [], "attention": [], "images": [], "outputs": []}
         if kind == "bytes":
             outputs = self.serve_attention(batch)
-            pixels, _ = self.preprocessor.preprocess_images(batch)
         else:
             outputs = self._attention_arrays(batch)
-            pixels = batch
-        result = unpack_attention({k: v.numpy() for k, v in outputs.items()}, _size(batch))
-        result["images"] = list(np.asarray(pixels))
-        return result
+            outputs["image"] = tf.cast(tf.clip_by_value(tf.round(batch), 0.0, 255.0), tf.uint8)
+        return unpack_attention({k: v.numpy() for k, v in outputs.items()}, _size(batch))
 
     def predict(self, images):
         """`caption` (the name every task answers to)."""
         return self.caption(images)
 
     def predict_with_attention(self, images):
-        """`caption_with_attention`, with the captions also under `"outputs"`."""
+        """`caption_with_attention` (the name every task answers to)."""
         return self.caption_with_attention(images)
 
     def __call__(self, images):
@@ -198,9 +209,9 @@ class Captioner(Task):
         from keras_attention.visualize import plot_image_attention
 
         tokens, maps = result["tokens"][row], result["attention"][row]
-        if not tokens or "images" not in result:
+        if not tokens or len(result.get("images", ())) <= row:
             return None
-        image = np.clip(np.asarray(result["images"][row], "float32"), 0, 255).astype("uint8")
+        image = np.asarray(result["images"][row], "uint8")
         plot_image_attention(
             image, maps, tokens, path=path, title=f"{label}: {result['captions'][row]!r}"
         )
@@ -238,10 +249,9 @@ class Captioner(Task):
 
     def summarize(self, result, split="validation"):
         """Lines describing an `evaluate` result, for the command line."""
+        labels = {f"bleu_{n}": f"BLEU-{n}" for n in range(1, 5)} | {"cider": "CIDEr-D"}
         scores = ", ".join(
-            f"{name.upper().replace('_', '-')} {result[name]:.2f}"
-            for name in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider")
-            if name in result
+            f"{label} {result[name]:.2f}" for name, label in labels.items() if name in result
         )
         lines = [f"{split}: {result['images']} images, exact match {result['exact_match']:.2%}"
                  + (f", {scores}" if scores else "")]  # fmt: skip
@@ -262,11 +272,16 @@ class Captioner(Task):
         return {"serving_default": (self.serve, spec), "attention": (self.serve_attention, spec)}
 
     def preprocess_for_device(self, images):
-        """The `encode` input of the task's `.tflite` file: resized images `(B, S, S, 3)`."""
+        """`(resized images (B, S, S, 3), valid (B,))`: the `.tflite` file's `encode` input.
+
+        Rows whose bytes are not an image are `False` in `valid` (their
+        caption is `""`, as the SavedModel answers).
+        """
         kind, batch = self._batch(images)
         if kind == "bytes":
-            batch, _ = self.preprocessor.preprocess_images(batch)
-        return np.asarray(batch, "float32")
+            batch, valid = self.preprocessor.preprocess_images(batch)
+            return np.asarray(batch, "float32"), np.asarray(valid)
+        return np.asarray(batch, "float32"), None
 
     def postprocess_from_device(self, token_ids):
         """Generated ids `(B, L)` -> captions."""
@@ -341,36 +356,56 @@ class Captioner(Task):
         return self.backbone
 
     def make_dataset(self, data, batch_size=32, shuffle=False, seed=None, cache_dir=None):
-        """Teacher-forcing batches of `(image_paths, captions)`, every caption of an image used."""
+        """Teacher-forcing batches of `(image_paths, captions)`, every caption of an image used.
+
+        Decoded images are cached in memory when they fit in 2 GB (else decoded
+        every epoch), and the shuffle buffers hold at most 512 MB of images.
+        With `feature_cache` (a frozen encoder) the encoder's grids are
+        computed once into `<cache_dir>/features-<hash>.npy` (`cache_dir`
+        defaults to `<work_dir>/cache`, the run directory's) and the encoder's
+        weights are kept beside them, so a resumed run reads grids of the same
+        encoder.
+        """
         paths, captions = data
         options = self.training_options
-        kwargs = {}
+        pixels = 3 * 4 * self.preprocessor.image_size**2  # bytes of one decoded image
+        buffer = max(64, min(sum(len(c) for c in captions), (512 << 20) // pixels))
+        kwargs = {"cache": len(paths) * pixels <= (2 << 30)}
         if options is not None and options.feature_cache:
-            if cache_dir is None and self.work_dir is not None:
-                cache_dir = os.path.join(self.work_dir, "cache")
-            if cache_dir is None:
-                raise ValueError(
-                    f"{_NAME}.make_dataset: feature caching needs a `cache_dir` (`train` uses "
-                    "the run directory). Received: cache_dir=None"
-                )
-            name = hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()[:12]
-            kwargs = {
-                "feature_extractor": self.backbone.image_encoder,
-                "feature_cache": os.path.join(cache_dir, f"{FEATURE_CACHE}-{name}.npy"),
-                "feature_key": _weights_key(self.backbone.image_encoder),
-            }
+            kwargs = self._feature_cache_options(paths, cache_dir)
         return make_dataset(
             paths,
             captions,
             self.preprocessor,
             batch_size=batch_size,
-            shuffle=min(sum(len(c) for c in captions), 100_000) if shuffle else None,
+            shuffle=buffer if shuffle else None,
             seed=seed,
             augment=bool(options is not None and options.augment and shuffle),
-            cache=not kwargs,
             check_images=False,  # `read_data` (read_captions) checked them
             **kwargs,
         )
+
+    def _feature_cache_options(self, paths, cache_dir):
+        if cache_dir is None and self.work_dir is not None:
+            cache_dir = os.path.join(self.work_dir, "cache")
+        if cache_dir is None:
+            raise ValueError(
+                f"{_NAME}.make_dataset: feature caching needs a `cache_dir` (`train` uses the "
+                "run directory). Received: cache_dir=None"
+            )
+        os.makedirs(cache_dir, exist_ok=True)
+        encoder = self.backbone.image_encoder
+        weights = os.path.join(cache_dir, ENCODER_WEIGHTS)
+        if os.path.isfile(weights):  # a resumed run: the frozen encoder of its first start
+            encoder.load_weights(weights)
+        else:
+            encoder.save_weights(weights)
+        name = hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()[:12]
+        return {
+            "feature_extractor": encoder,
+            "feature_cache": os.path.join(cache_dir, f"{FEATURE_CACHE}-{name}.npy"),
+            "feature_key": _weights_key(encoder),
+        }
 
     def loss(self, config=None):
         """The masked cross-entropy (label-smoothed as `config` says)."""
@@ -385,7 +420,7 @@ class Captioner(Task):
     def _serve(self, image):
         """`image` bytes `(B,)` -> `{"caption": (B,)}` (the `serving_default` signature)."""
         images, valid = self.preprocessor.preprocess_images(image)
-        tokens, _ = self._generate(self.backbone.image_memory(images))
+        tokens, _ = self._generate(self._image_memory(images))
         captions = self.preprocessor.generate_postprocess(tokens)
         return {"caption": tf.where(valid, captions, "")}
 
@@ -396,16 +431,18 @@ class Captioner(Task):
         outputs["caption"] = tf.where(valid, outputs["caption"], "")
         outputs["tokens"] = tf.where(valid[:, None], outputs["tokens"], "")
         outputs["attention"] = tf.where(valid[:, None, None, None], outputs["attention"], 0.0)
+        # The resized image the maps are drawn on (an overlay needs nothing but this response).
+        outputs["image"] = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
         return outputs
 
     def _caption_images(self, images):
-        tokens, _ = self._generate(self.backbone.image_memory(images))
+        tokens, _ = self._generate(self._image_memory(images))
         return self.preprocessor.generate_postprocess(tokens)
 
     def _attend_images(self, images):
         """Resized images -> caption, tokens `(B, T)` and attention maps `(B, T, H, W)`."""
         # One pass of the image encoder serves the decoding and the maps.
-        memory = self.backbone.image_memory(images)
+        memory = self._image_memory(images)
         tokens, lengths = self._generate(memory)
         max_length = tf.reduce_max(tf.concat([lengths, [0]], 0))
         tokens = tokens[:, :max_length]
@@ -418,6 +455,17 @@ class Captioner(Task):
             "tokens": tf.where(mask, tf.gather(self._vocabulary, tokens), ""),
             "attention": tf.where(mask[:, :, None, None], maps, 0.0),
         }
+
+    def _image_memory(self, images):
+        """`backbone.image_memory`, also for an empty batch.
+
+        (A loaded SavedModel's convolutions fail on zero images under oneDNN: one
+        blank image is encoded and dropped again.)
+        """
+        batch_size = tf.shape(images)[0]
+        images = tf.pad(images, [[0, tf.maximum(1 - batch_size, 0)], [0, 0], [0, 0], [0, 0]])
+        memory = self.backbone.image_memory(images)
+        return tf.nest.map_structure(lambda x: x[:batch_size], memory)
 
     def _generate(self, memory):
         """`image_memory(images)` -> `(tokens (B, L), lengths (B,))`."""
@@ -453,7 +501,9 @@ class Captioner(Task):
             return "arrays", self.preprocessor.preprocess_arrays(np.asarray(images))
         images = list(images)
         if images and all(isinstance(item, str | bytes | os.PathLike) for item in images):
-            return "bytes", self.serving_input(images)
+            batch = self.serving_input(images)
+            _check_decodable(batch, images)
+            return "bytes", batch
         if not images:
             return "bytes", tf.constant([], tf.string)
         return "arrays", self.preprocessor.preprocess_arrays(images)
@@ -464,6 +514,12 @@ class Captioner(Task):
             raise ValueError(
                 f"{_NAME}: the preprocessor's image_size must be the backbone's "
                 f"({backbone.image_size}). Received: image_size={preprocessor.image_size}"
+            )
+        limit = backbone.target_sequence_length
+        if limit is not None and preprocessor.sequence_length > limit:
+            raise ValueError(
+                f"{_NAME}: the preprocessor's sequence_length may not exceed the backbone's "
+                f"({limit} positions). Received: sequence_length={preprocessor.sequence_length}"
             )
         size = preprocessor.tokenizer.vocabulary_size
         if size != backbone.vocabulary_size:
@@ -510,14 +566,18 @@ def build_backbone(config, vocabulary_size, preprocessor):
 def caption_scores(captions, references):
     """Exact match (any reference), BLEU-1..4 (sacrebleu) and CIDEr-D (pycocoevalcap) of captions.
 
+    Captions and references are compared lower-cased, without punctuation
+    and with single spaces (as COCO's evaluation tokenizes them), so `"A dog
+    runs."` matches `"a dog runs"`.
+
     Example:
 
-    >>> scores = caption_scores(["a red circle", "a cat"], [["a red circle"], ["a dog", "a cat"]])
+    >>> scores = caption_scores(["a red circle", "a cat"], [["A red circle."], ["a dog", "a cat"]])
     >>> scores["exact_match"], scores["bleu_1"]
     (1.0, 100.0)
     """
-    captions = [_text(c).strip() for c in captions]
-    references = [[_text(r).strip() for r in group] for group in references]
+    captions = [_normalize(c) for c in captions]
+    references = [[_normalize(r) for r in group] for group in references]
     if len(captions) != len(references) or not captions:
         raise ValueError(
             "`captions` and `references` must be non-empty and of the same length. "
@@ -549,14 +609,28 @@ def caption_scores(captions, references):
     return result
 
 
+def _normalize(text):
+    """Lower case, punctuation dropped, single spaces: how captions are compared and scored."""
+    text = _PUNCTUATION.sub(" ", _text(text).lower())
+    return " ".join(text.split())
+
+
+def _normalize(text):
+    """Lower case, punctuation dropped, single spaces: how captions are compared and scored."""
+    text = _PUNCTUATION.sub(" ", _text(text).lower())
+    return " ".join(text.split())
+
+
 def unpack_attention(outputs, batch_size):
     """The `attention` signature's padded outputs (NumPy) as `caption_with_attention`'s lists."""
-    result = {"captions": [], "tokens": [], "attention": []}
+    result = {"captions": [], "tokens": [], "attention": [], "images": []}
     for row in range(batch_size):
         tokens = [_text(t) for t in outputs["tokens"][row] if t]
         result["captions"].append(_text(outputs["caption"][row]))
         result["tokens"].append(tokens)
         result["attention"].append(np.asarray(outputs["attention"][row, : len(tokens)], "float32"))
+        if "image" in outputs:
+            result["images"].append(np.asarray(outputs["image"][row]))
     result["outputs"] = result["captions"]
     return result
 
@@ -567,6 +641,25 @@ def _weights_key(model):
     for weight in model.weights:
         digest.update(np.asarray(weight.numpy()).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _check_decodable(batch, items):
+    """Raises a `ValueError` naming the first item with an image signature that does not decode.
+
+    (Inside the traced path such bytes stop the whole batch with a TensorFlow error; bytes that
+    are not an image at all get the caption `""`.)
+    """
+    for i, data in enumerate(batch.numpy()):
+        if not bool(is_image(data)):
+            continue
+        try:
+            tf.io.decode_image(data, channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+            name = items[i] if isinstance(items[i], str | os.PathLike) else f"images[{i}]"
+            raise ValueError(
+                f"{_NAME}: {name} looks like an image but does not decode "
+                f"({error.message.strip().splitlines()[0][:200]}). Received: images[{i}]"
+            ) from None
 
 
 def _read_image(item):

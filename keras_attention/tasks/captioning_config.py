@@ -29,7 +29,7 @@ class CaptioningConfig:
     >>> CaptioningConfig(attention="hard", decoder="transformer")
     Traceback (most recent call last):
     ...
-    ValueError: CaptioningConfig: `attention` chooses the LSTM decoder's attention (decoder='lstm'); the Transformer uses multi-head cross-attention. Received: attention='hard'
+    ValueError: CaptioningConfig: `attention` applies to decoder='lstm'. Received: attention='hard', decoder='transformer'
     """
 
     decoder: str = option(
@@ -137,15 +137,10 @@ class CaptioningConfig:
         one_of(_OWNER, "estimator", self.estimator, ESTIMATORS)
         one_of(_OWNER, "encoder", self.encoder, ENCODERS)
         one_of(_OWNER, "resize", self.resize, RESIZE_MODES)
-        if self.decoder == "transformer" and self.attention != "soft":
-            raise ValueError(
-                f"{_OWNER}: `attention` chooses the LSTM decoder's attention (decoder='lstm'); "
-                "the Transformer uses multi-head cross-attention. "
-                f"Received: attention={self.attention!r}"
-            )
         one_of(_OWNER, "initial_state", self.initial_state, INITIAL_STATES)
         for name in ("freeze_encoder", "feature_cache", "augment", "use_gating", "context_input"):
             boolean(_OWNER, name, getattr(self, name))
+        self._check_applies()
         if self.feature_cache and not self.freeze_encoder:
             raise ValueError(
                 f"{_OWNER}: `feature_cache` keeps the features of a frozen encoder; add "
@@ -180,6 +175,34 @@ class CaptioningConfig:
         rate(_OWNER, "label_smoothing", self.label_smoothing)
         for name in ("doubly_stochastic_regularization", "length_penalty"):
             number(_OWNER, name, getattr(self, name), low=0.0, what="a non-negative number")
+
+    def _check_applies(self):
+        """Options of the other decoder or attention kind, given anyway, raise (never ignored)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        only = {
+            "lstm": ("attention", "estimator", "embedding_dim", "units", "feature_dim",
+                     "use_gating", "initial_state", "context_input",
+                     "doubly_stochastic_regularization"),
+            "transformer": ("num_layers", "hidden_dim", "num_heads", "intermediate_dim"),
+        }  # fmt: skip
+        for decoder, names in only.items():
+            for name in names:
+                if self.decoder != decoder and getattr(self, name) != defaults[name]:
+                    raise ValueError(
+                        f"{_OWNER}: `{name}` applies to decoder={decoder!r}. "
+                        f"Received: {name}={getattr(self, name)!r}, decoder={self.decoder!r}"
+                    )
+        if self.attention == "soft" and self.estimator != "gumbel":
+            raise ValueError(
+                f"{_OWNER}: `estimator` trains hard attention (attention='hard'). "
+                f"Received: estimator={self.estimator!r}, attention='soft'"
+            )
+        if self.encoder_weights is not None and self.encoder == "small_cnn":
+            raise ValueError(
+                f"{_OWNER}: `encoder_weights` loads a keras.applications encoder (--encoder "
+                f"NAME); the small conv net is trained with the captioner. "
+                f"Received: encoder_weights={self.encoder_weights!r}, encoder='small_cnn'"
+            )
 
     @property
     def resolved_dropout(self):

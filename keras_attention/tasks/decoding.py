@@ -4,12 +4,26 @@ import numpy as np
 import tensorflow as tf
 
 from keras_attention.generation import beam_search, greedy_search
-from pipelines.text import END_ID, PAD_ID, START_ID
+from pipelines.text import END_ID, MASK, PAD_ID, START_ID
 
 
-def never_generated_mask(vocabulary_size, token_ids=(PAD_ID, START_ID)):
-    """A boolean `(vocabulary_size,)` constant, `True` at the ids decoding must never choose."""
-    return tf.constant(np.isin(np.arange(vocabulary_size), list(token_ids)))
+def never_generated_ids(vocabulary):
+    """The ids decoding never chooses: `[PAD]`, `[START]` and, where the vocabulary has it, `[MASK]`.
+
+    Example:
+
+    >>> never_generated_ids(["[PAD]", "[UNK]", "[START]", "[END]", "[MASK]", "a"])
+    (0, 2, 4)
+    """
+    ids = [PAD_ID, START_ID]
+    if MASK in vocabulary:
+        ids.append(list(vocabulary).index(MASK))
+    return tuple(sorted(set(ids)))
+
+
+def never_generated_mask(vocabulary):
+    """A boolean `(vocabulary_size,)` constant, `True` at `never_generated_ids(vocabulary)`."""
+    return tf.constant(np.isin(np.arange(len(vocabulary)), never_generated_ids(vocabulary)))
 
 
 def decode(backbone, state, batch_size, max_length, beam_width=1, length_penalty=0.6,

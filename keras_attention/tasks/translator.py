@@ -8,7 +8,7 @@ from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbo
 from keras_attention.models.seq2seq_translator import Seq2SeqTranslator
 from keras_attention.models.transformer_translator import TransformerTranslator
 from keras_attention.models.translator_decoding import TranslatorDecoding
-from keras_attention.tasks.decoding import decode, never_generated_mask
+from keras_attention.tasks.decoding import decode, never_generated_ids, never_generated_mask
 from keras_attention.tasks.losses import MaskedTokenAccuracy, masked_loss
 from keras_attention.tasks.registry import register_task
 from keras_attention.tasks.task import Task
@@ -154,7 +154,8 @@ class Translator(Task):
         self._check_sizes()
         self.decoding = TranslatorDecoding(self.backbone, self._cache_length)
         # Padding and the start token are never generated (an undertrained model may favour them).
-        self._never_generated = never_generated_mask(self.target_tokenizer.vocabulary_size)
+        self.never_generated_ids = never_generated_ids(self.target_tokenizer.vocabulary)
+        self._never_generated = never_generated_mask(self.target_tokenizer.vocabulary)
         self._source_vocabulary = tf.constant(self.source_tokenizer.vocabulary)
         self._target_vocabulary = tf.constant(self.target_tokenizer.vocabulary)
         text_spec = tf.TensorSpec([None], tf.string, name="text")
@@ -333,9 +334,9 @@ class Translator(Task):
         return path
 
     def preprocess_for_device(self, texts):
-        """The `encode` input of the task's `.tflite` file: source ids `(B, S)`."""
+        """`(source ids (B, S), None)`: the `encode` input of the `.tflite` file (every row valid)."""
         _, source_ids = self.preprocessor.generate_preprocess(self.serving_input(texts))
-        return source_ids.numpy()
+        return source_ids.numpy(), None
 
     def postprocess_from_device(self, token_ids):
         """Generated ids `(B, L)` -> translations."""

@@ -48,8 +48,10 @@ def test_non_image_bytes_get_an_empty_caption_and_corrupt_ones_a_clear_error(cap
     good = tf.io.encode_png(SCENES[0]).numpy()
     assert captioner.caption([b"", b"hello", good])[:2] == ["", ""]
     corrupt = good[:40]  # a PNG signature, then nothing decodable
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        captioner.caption([corrupt])
+    with pytest.raises(ValueError, match=r"images\[1\] looks like an image but does not decode"):
+        captioner.caption([good, corrupt])
+    with pytest.raises(tf.errors.InvalidArgumentError):  # the traced path: a failed call
+        captioner.caption(tf.constant([corrupt]))
     assert captioner.caption([good]) == captioner.caption(SCENES[:1])  # still serving
 
 
@@ -92,6 +94,27 @@ def test_caption_scores_against_every_reference():
     assert scores["cider"] > 0
     with pytest.raises(ValueError, match="same length"):
         caption_scores(["a"], [])
+
+
+def test_options_of_the_other_decoder_are_refused_not_ignored():
+    with pytest.raises(ValueError, match="`units` applies to decoder='lstm'"):
+        CaptioningConfig(decoder="transformer", units=64)
+    with pytest.raises(ValueError, match="`hidden_dim` applies to decoder='transformer'"):
+        CaptioningConfig(hidden_dim=64)
+    with pytest.raises(ValueError, match="estimator"):
+        CaptioningConfig(estimator="reinforce")
+    with pytest.raises(ValueError, match="small conv net"):
+        CaptioningConfig(encoder_weights=__file__)
+
+
+def test_sequence_length_must_fit_the_transformer():
+    from keras_attention.models import TransformerCaptioner
+
+    backbone = TransformerCaptioner(len(VOCABULARY), 32, sequence_length=6, num_layers=1,
+                                    hidden_dim=8, num_heads=2, intermediate_dim=8)  # fmt: skip
+    preprocessor = CaptioningPreprocessor(TextTokenizer(VOCABULARY), 32, sequence_length=20)
+    with pytest.raises(ValueError, match="sequence_length"):
+        Captioner(backbone, preprocessor)
 
 
 def test_config_checks():
