@@ -387,7 +387,7 @@ class Captioner(Task):
 
     def _feature_cache_options(self, paths, cache_dir):
         if cache_dir is None and self.work_dir is not None:
-            cache_dir = os.path.join(self.work_dir, "cache")
+            cache_dir = os.path.join(self.work_dir, "cache")  # `train` empties it on a new run
         if cache_dir is None:
             raise ValueError(
                 f"{_NAME}.make_dataset: feature caching needs a `cache_dir` (`train` uses the "

@@ -17,6 +17,7 @@ from keras_attention.utils.files import read_json, write_json
 from keras_attention.utils.options import resume_mismatches, to_dict
 
 RUN_FILE = "run.json"
+CACHE_DIR = "cache"  # the task's work files (`Task.work_dir`), e.g. cached image features
 _FORMAT = "keras_attention.run"
 
 
@@ -85,6 +86,7 @@ def train(
     | `checkpoints/best.keras`, `checkpoints/best.json` | the best epoch's model and value |
     | `backup/` | `BackupAndRestore` state while a run is unfinished |
     | `logs/` | TensorBoard logs |
+    | `cache/` | the task's work files while training (a captioner's cached image features and frozen encoder); removed when a run starts over |
     | `task.json`, `model.weights.h5` | the trained task (with `assets/`): `Task.load(output_dir)` |
 
     Args:
@@ -140,6 +142,8 @@ def train(
     resumed = _prepare_run_dir(output_dir, description, config, resume, overwrite)
     keras.utils.set_random_seed(fit_config.seed)
     assets_dir = os.path.join(output_dir, ASSETS_DIR)
+    if not resumed:  # the work files of an earlier run (e.g. a frozen encoder's weights) go
+        shutil.rmtree(os.path.join(output_dir, CACHE_DIR), ignore_errors=True)
     if resumed:
         preprocessor = task_cls.load_preprocessor(config, assets_dir)
     else:

@@ -147,6 +147,11 @@ def test_train_save_load_and_feature_cache(tmp_path):
     assert reloaded.caption(paths[:5]) == run.task.caption(paths[:5])
     result = reloaded.evaluate(data, limit=10)
     assert result["images"] == 10 and {"bleu_4", "exact_match"} <= set(result)
+    # A new run in the same directory does not read the earlier run's frozen encoder.
+    with open(tmp_path / "run" / "cache" / "encoder.weights.h5", "wb") as f:
+        f.write(b"an earlier run's file")
+    train("captioning", data, tmp_path / "run", config=config, overwrite=True,
+          fit_config=FitConfig(epochs=1, batch_size=16, verbose=0))  # fmt: skip
 
 
 @pytest.mark.slow
