@@ -189,11 +189,6 @@ class TFLiteGenerator:
     def encode(self, source_ids):
         """Source ids `(batch, S)`, or a captioner's images `(batch, S, S, 3)` -> the state (NumPy)."""
         source_ids = np.asarray(source_ids, dtype=self._encode_dtype)
-        if self._encode_name == "tokens" and source_ids.ndim != 2:
-            raise ValueError(
-                "TFLiteGenerator: `source_ids` must have shape `(batch_size, S)`. "
-                f"Received: source_ids.shape={source_ids.shape}"
-            )
         name = self._encode_name
         expected = self._encode_shape
         if source_ids.ndim != 1 + len(expected) or any(
@@ -201,8 +196,8 @@ class TFLiteGenerator:
         ):
             shape = ", ".join("None" if e < 0 else str(e) for e in expected)
             raise ValueError(
-                f"TFLiteGenerator: the file's `encode` takes `{name}` of shape "
-                f"`(batch_size, {shape})`. Received: {name}.shape={source_ids.shape}"
+                f"TFLiteGenerator: `source_ids` must have the shape of the file's `encode` input "
+                f"`{name}`, `(batch_size, {shape})`. Received: source_ids.shape={source_ids.shape}"
             )
         if self.encode_batch_size is None or len(source_ids) == self.encode_batch_size:
             return dict(self._encode(**{name: source_ids}))

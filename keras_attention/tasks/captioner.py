@@ -48,8 +48,9 @@ class Captioner(Task):
        padded, or centre-cropped, as the preprocessor's `resize` says); bytes
        that are not an image get the caption `""`; bytes with an image
        signature that do not decode fail the call (in TF Serving: that
-       request) with TensorFlow's decoding error, and `caption` names them in
-       a `ValueError` before decoding anything;
+       request) with TensorFlow's decoding error; given a list of bytes or
+       paths, `caption` then names the one that does not decode in a
+       `ValueError`;
     2. encode the image into the backbone's grid, then generate at most
        `max_length` words from `[START]` until `[END]`, greedy or beam search
        with GNMT's `length_penalty` (`[PAD]`, `[START]` never generated);
@@ -153,11 +154,14 @@ class Captioner(Task):
             ValueError: a missing file, or bytes that look like an image but
                 do not decode (named).
         """
-        kind, batch = self._batch(images)
+        kind, batch, items = self._batch(images)
         if _size(batch) == 0:
             return []
-        run = (lambda b: self.serve(b)["caption"]) if kind == "bytes" else self._caption_arrays
-        return [_text(c) for c in run(batch).numpy()]
+        if kind == "bytes":
+            captions = self._decoding(lambda b: self.serve(b)["caption"], batch, items)
+        else:
+            captions = self._caption_arrays(batch)
+        return [_text(c) for c in captions.numpy()]
 
     def caption_with_attention(self, images):
         """Captions a batch and returns where the decoder looked for every word.
@@ -172,11 +176,11 @@ class Captioner(Task):
             `(S, S, 3)`, to draw the maps on) and `"outputs"` (the captions
             again, the key every task's `predict_with_attention` has).
         """
-        kind, batch = self._batch(images)
+        kind, batch, items = self._batch(images)
         if _size(batch) == 0:
             return {"captions": [], "tokens": [], "attention": [], "images": [], "outputs": []}
         if kind == "bytes":
-            outputs = self.serve_attention(batch)
+            outputs = self._decoding(self.serve_attention, batch, items)
         else:
             outputs = self._attention_arrays(batch)
             outputs["image"] = tf.cast(tf.clip_by_value(tf.round(batch), 0.0, 255.0), tf.uint8)
@@ -277,9 +281,9 @@ class Captioner(Task):
         Rows whose bytes are not an image are `False` in `valid` (their
         caption is `""`, as the SavedModel answers).
         """
-        kind, batch = self._batch(images)
+        kind, batch, items = self._batch(images)
         if kind == "bytes":
-            batch, valid = self.preprocessor.preprocess_images(batch)
+            batch, valid = self._decoding(self.preprocessor.preprocess_images, batch, items)
             return np.asarray(batch, "float32"), np.asarray(valid)
         return np.asarray(batch, "float32"), None
 
@@ -484,29 +488,38 @@ class Captioner(Task):
     # -- inputs and checks ----------------------------------------------------------------------
 
     def _batch(self, images):
-        """`("bytes", tf.string (B,))` or `("arrays", float32 (B, S, S, 3))`."""
+        """`(kind, batch, items)`: `"bytes"` and a tf.string `(B,)` batch, or `"arrays"` and float32
+        `(B, S, S, 3)`; `items` are the caller's list of paths or bytes (`None` otherwise)."""
         if tf.is_tensor(images) and images.dtype == tf.string:
             if images.shape.rank != 1:
                 raise ValueError(
                     f"{_NAME}: a tf.string batch of encoded images must be 1-D. "
                     f"Received: shape={images.shape}"
                 )
-            return "bytes", images
+            return "bytes", images, None
         if isinstance(images, str | bytes | os.PathLike):
             raise ValueError(
                 f"{_NAME}: `images` must be a batch (wrap one image in a list). "
                 f"Received: images={images!r:.80}"
             )
         if isinstance(images, np.ndarray) or tf.is_tensor(images):
-            return "arrays", self.preprocessor.preprocess_arrays(np.asarray(images))
+            return "arrays", self.preprocessor.preprocess_arrays(np.asarray(images)), None
         images = list(images)
         if images and all(isinstance(item, str | bytes | os.PathLike) for item in images):
-            batch = self.serving_input(images)
-            _check_decodable(batch, images)
-            return "bytes", batch
+            return "bytes", self.serving_input(images), images
         if not images:
-            return "bytes", tf.constant([], tf.string)
-        return "arrays", self.preprocessor.preprocess_arrays(images)
+            return "bytes", tf.constant([], tf.string), None
+        return "arrays", self.preprocessor.preprocess_arrays(images), None
+
+    @staticmethod
+    def _decoding(fn, batch, items):
+        """`fn(batch)`; when an image does not decode, a `ValueError` naming it (from `items`)."""
+        try:
+            return fn(batch)
+        except tf.errors.InvalidArgumentError:
+            if items is not None:
+                _check_decodable(batch, items)  # raises for the item that does not decode
+            raise
 
     def _check_sizes(self):
         preprocessor, backbone = self.preprocessor, self.backbone
@@ -646,8 +659,8 @@ def _weights_key(model):
 def _check_decodable(batch, items):
     """Raises a `ValueError` naming the first item with an image signature that does not decode.
 
-    (Inside the traced path such bytes stop the whole batch with a TensorFlow error; bytes that
-    are not an image at all get the caption `""`.)
+    Called after the traced path failed (such bytes stop the whole batch with a TensorFlow error;
+    bytes that are not an image at all get the caption `""`), so valid batches decode once.
     """
     for i, data in enumerate(batch.numpy()):
         if not bool(is_image(data)):
