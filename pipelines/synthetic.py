@@ -847,3 +847,131 @@ def _shape_mask(shape, size):
     if shape == "triangle":  # apex at the top row, base the bottom row
         return np.abs(x - centre) <= (y + 1) / 2
     return np.ones((size, size), bool)
+
+
+# -- a small English-like grammar: masked-LM pre-training, sentiment and tagging ------------------
+
+_GRAMMAR = {
+    "DET": ("the", "a", "every", "this"),
+    "NOUN": ("cat", "dog", "bird", "horse", "student", "farmer", "teacher", "robot"),
+    "VERB": ("see", "like", "follow", "find", "watch", "help"),
+    "PREP": ("near", "behind", "under", "beside"),
+    "PLACE": ("river", "house", "tree", "bridge", "garden", "station"),
+    "GOOD": ("good", "great", "kind", "happy", "brilliant", "lovely"),
+    "BAD": ("bad", "awful", "cruel", "sad", "terrible", "nasty"),
+}
+# Every noun has the adjectives it can take (so a masked adjective or noun is predictable).
+_NOUN_MOOD = {noun: i % 2 for i, noun in enumerate(_GRAMMAR["NOUN"])}
+GRAMMAR_TAGS = ("ADJ", "DET", "NEG", "NOUN", "PREP", "PUNCT", "VERB")
+
+
+def _grammar_sentence(rng):
+    """One sentence as `(words, tags, sentiment)`: `"the kind cat sees a sad dog near the river ."`.
+
+    The adjective of the subject decides the sentiment (`not` before the verb
+    flips it); a plural subject (`cats`) takes the verb without `s`.
+    """
+    words, tags = [], []
+    good = bool(rng.integers(2))
+    plural = bool(rng.integers(2))
+    noun = str(rng.choice(_GRAMMAR["NOUN"]))
+    words += ["the" if plural else str(rng.choice(_GRAMMAR["DET"]))]
+    words += [str(rng.choice(_GRAMMAR["GOOD" if good else "BAD"])), noun + ("s" if plural else "")]
+    tags += ["DET", "ADJ", "NOUN"]
+    negated = rng.random() < 0.3
+    verb = str(rng.choice(_GRAMMAR["VERB"]))
+    if negated:
+        words += ["do" if plural else "does", "not", verb]
+        tags += ["VERB", "NEG", "VERB"]
+    else:
+        words += [verb if plural else verb + ("es" if verb.endswith("ch") else "s")]
+        tags += ["VERB"]
+    other = str(rng.choice(_GRAMMAR["NOUN"]))
+    mood = "GOOD" if _NOUN_MOOD[other] else "BAD"
+    words += [str(rng.choice(_GRAMMAR["DET"])), str(rng.choice(_GRAMMAR[mood])), other]
+    tags += ["DET", "ADJ", "NOUN"]
+    if rng.random() < 0.5:
+        words += [str(rng.choice(_GRAMMAR["PREP"])), "the", str(rng.choice(_GRAMMAR["PLACE"]))]
+        tags += ["PREP", "DET", "NOUN"]
+    words.append(".")
+    tags.append("PUNCT")
+    return words, tags, good != negated
+
+
+def grammar_corpus(num_paragraphs, sentences_per_paragraph=4, seed=0):
+    """Paragraphs of a small English-like grammar, the text of the masked-LM demo and tests.
+
+    Sentences like `"the kind cat sees a sad dog near the river ."`: a
+    plural subject takes a verb without `s`, `not` needs `does`/`do`, and
+    each object noun takes adjectives of one mood, so a masked word is
+    predictable from its neighbours (a model that learns the grammar
+    predicts most masks; one that does not cannot).
+
+    Args:
+        num_paragraphs: non-negative int.
+        sentences_per_paragraph: positive int. Defaults to `4`.
+        seed: random seed. Defaults to `0`.
+
+    Returns:
+        A list of `num_paragraphs` strings.
+
+    Example:
+
+    >>> grammar_corpus(1, sentences_per_paragraph=1, seed=3)[0].endswith(" .")
+    True
+    """
+    positive_int("grammar_corpus", "num_paragraphs", num_paragraphs, minimum=0)
+    positive_int("grammar_corpus", "sentences_per_paragraph", sentences_per_paragraph)
+    rng = np.random.default_rng(seed)
+    return [
+        " ".join(" ".join(_grammar_sentence(rng)[0]) for _ in range(sentences_per_paragraph))
+        for _ in range(num_paragraphs)
+    ]
+
+
+def grammar_sentiment(num_examples, seed=0):
+    """Sentences of `grammar_corpus`'s grammar labelled `"positive"` or `"negative"`.
+
+    The label is the mood of the subject's adjective, flipped by `not`
+    (`"the kind cat does not see a dog ."` is negative): a classifier must
+    read both words, and ignore the object's adjective.
+
+    Returns:
+        A list of `(sentence, label)` string pairs.
+
+    Example:
+
+    >>> sentence, label = grammar_sentiment(1, seed=1)[0]
+    >>> label in ("positive", "negative")
+    True
+    """
+    positive_int("grammar_sentiment", "num_examples", num_examples, minimum=0)
+    rng = np.random.default_rng(seed)
+    examples = []
+    for _ in range(num_examples):
+        words, _, good = _grammar_sentence(rng)
+        examples.append((" ".join(words), "positive" if good else "negative"))
+    return examples
+
+
+def grammar_tags(num_examples, seed=0):
+    """Sentences of `grammar_corpus`'s grammar with a part-of-speech tag per word.
+
+    Returns:
+        `(sentences, tags)`: lists of word lists and of tag lists (tags from
+        `GRAMMAR_TAGS`).
+
+    Example:
+
+    >>> sentences, tags = grammar_tags(1, seed=2)
+    >>> len(sentences[0]) == len(tags[0]), tags[0][-1]
+    (True, 'PUNCT')
+    """
+    positive_int("grammar_tags", "num_examples", num_examples, minimum=0)
+    rng = np.random.default_rng(seed)
+    sentences, tags = [], []
+    for _ in range(num_examples):
+        words, word_tags, _ = _grammar_sentence(rng)
+        sentences.append(words)
+        tags.append(word_tags)
+    return sentences, tags

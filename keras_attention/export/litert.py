@@ -284,16 +284,20 @@ def convert_task_tflite(task, output_path=None, quantization=None, overwrite=Fal
     """A task's on-device file: for a translator, `convert_decoding_tflite` of its backbone.
 
     The KV cache holds the task's `max_length` target positions (a
-    Transformer); the tokenizers stay on the host (`tflite_predictor`).
+    Transformer); the tokenizers stay on the host (`tflite_predictor`). A
+    task with its own `convert_tflite` method (`TextClassifier`: ids in,
+    probabilities out) writes that instead.
 
     Args:
         task: a `keras_attention.tasks.Task` whose backbone decodes
-            (`EncoderDecoderBackbone`).
+            (`EncoderDecoderBackbone`), or one with `convert_tflite`.
         output_path, quantization, overwrite: as for `convert_decoding_tflite`.
 
     Returns:
         The flatbuffer, `bytes`.
     """
+    if hasattr(task, "convert_tflite"):  # a task with its own on-device file (a classifier)
+        return task.convert_tflite(output_path, quantization=quantization, overwrite=overwrite)
     backbone = getattr(task, "backbone", None)
     if not isinstance(backbone, EncoderDecoderBackbone):
         raise ValueError(
@@ -320,6 +324,8 @@ def tflite_predictor(task, flatbuffer):
 
     Example: `tflite_predictor(Task.load("runs/dates"), "dates.tflite")(["3 march 2021"])`.
     """
+    if hasattr(task, "tflite_predictor"):  # a task with its own on-device file (a classifier)
+        return task.tflite_predictor(flatbuffer)
     if getattr(task, "beam_width", 1) != 1:
         warnings.warn(
             f"tflite_predictor: the on-device loop decodes greedily; the task's beam_width="

@@ -11,6 +11,7 @@ from keras_attention.layers.dot_attention import DotAttention
 from keras_attention.layers.hard_attention import HardAttention
 from keras_attention.layers.local_attention import LocalAttention
 from keras_attention.layers.location_attention import LocationAttention
+from keras_attention.layers.masked_lm_head import MaskedLMHead
 from keras_attention.layers.monotonic_attention import MonotonicAttention
 from keras_attention.layers.multi_head_attention import MultiHeadAttention
 from keras_attention.layers.pointer_attention import PointerAttention
@@ -38,6 +39,7 @@ __all__ = [
     "HardAttention",
     "LocalAttention",
     "LocationAttention",
+    "MaskedLMHead",
     "MonotonicAttention",
     "MultiHeadAttention",
     "PointerAttention",

@@ -7,7 +7,18 @@ live in `keras_attention.tasks` and are importable from here too.
 """
 
 from keras_attention.models.backbone import Backbone
+from keras_attention.models.bert import (
+    BertBackbone,
+    BertClassifier,
+    BertMaskedLM,
+    BertTokenClassifier,
+    bert_classifier,
+    bert_encoder,
+    bert_masked_lm,
+    bert_token_classifier,
+)
 from keras_attention.models.captioner_backbone import ImageCaptioner
+from keras_attention.models.convert import convert_keras_hub
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.models.hierarchical_attention_network import (
     HierarchicalAttentionNetwork,
@@ -30,21 +41,33 @@ from keras_attention.models.transformer_translator import (
 )
 from keras_attention.models.translator_decoding import TranslatorDecoding, translator_decoding
 
-_TASKS = ("Captioner", "Translator")
+_TASKS = ("Captioner", "MaskedLM", "TextClassifier", "TokenClassifier", "Translator")
 
 __all__ = [
     "Backbone",
+    "BertBackbone",
+    "BertClassifier",
+    "BertMaskedLM",
+    "BertTokenClassifier",
     "EncoderDecoderBackbone",
     "Captioner",
     "HierarchicalAttentionNetwork",
     "ImageCaptioner",
+    "MaskedLM",
     "PointerNetwork",
     "Seq2SeqTranslator",
     "ShowAttendTellCaptioner",
+    "TextClassifier",
+    "TokenClassifier",
     "TransformerCaptioner",
     "TransformerTranslator",
     "Translator",
     "TranslatorDecoding",
+    "bert_classifier",
+    "bert_encoder",
+    "bert_masked_lm",
+    "bert_token_classifier",
+    "convert_keras_hub",
     "hierarchical_attention_network",
     "image_captioner",
     "image_encoder",

@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_attention.utils import positive_int, rate
+
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class Backbone(keras.Model):
@@ -42,3 +44,20 @@ class Backbone(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+def check_transformer_sizes(owner, arguments, sizes):
+    """Checks a Transformer backbone's `sizes` (positive ints) and `dropout` in `arguments`.
+
+    `hidden_dim` must be divisible by `num_heads`. Returns `arguments` with
+    the checked values (a `ValueError` names the first bad one).
+    """
+    for name in sizes:
+        arguments[name] = positive_int(owner, name, arguments[name])
+    if arguments["hidden_dim"] % arguments["num_heads"]:
+        raise ValueError(
+            f"{owner}: `hidden_dim` must be divisible by `num_heads`. Received: "
+            f"hidden_dim={arguments['hidden_dim']}, num_heads={arguments['num_heads']}"
+        )
+    arguments["dropout"] = rate(owner, "dropout", arguments["dropout"])
+    return arguments

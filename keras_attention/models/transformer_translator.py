@@ -16,8 +16,9 @@ from keras_attention.models._transformer_decoding import (
     decode_pass,
     initial_caches,
 )
+from keras_attention.models.backbone import check_transformer_sizes
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
-from keras_attention.utils import boolean, one_of, positive_int, rate, renamed_argument
+from keras_attention.utils import boolean, one_of, renamed_argument
 from keras_attention.utils.masking import padding_mask, without_keras_mask
 
 _LAYER_NORM_EPSILON = 1e-5
@@ -301,22 +302,9 @@ class TransformerTranslator(EncoderDecoderBackbone):
 
 def _check_arguments(owner, **arguments):
     """The constructor arguments, checked (a `ValueError` names the first bad one)."""
-    for name in (
-        "source_vocabulary_size",
-        "target_vocabulary_size",
-        "sequence_length",
-        "num_layers",
-        "hidden_dim",
-        "num_heads",
-        "intermediate_dim",
-    ):
-        arguments[name] = positive_int(owner, name, arguments[name])
-    if arguments["hidden_dim"] % arguments["num_heads"]:
-        raise ValueError(
-            f"{owner}: `hidden_dim` must be divisible by `num_heads`. Received: "
-            f"hidden_dim={arguments['hidden_dim']}, num_heads={arguments['num_heads']}"
-        )
-    arguments["dropout"] = rate(owner, "dropout", arguments["dropout"])
+    sizes = ("source_vocabulary_size", "target_vocabulary_size", "sequence_length", "num_layers",
+             "hidden_dim", "num_heads", "intermediate_dim")  # fmt: skip
+    arguments = check_transformer_sizes(owner, arguments, sizes)
     arguments["position"] = one_of(owner, "position", arguments["position"], POSITIONS)
     arguments["normalize_first"] = boolean(owner, "normalize_first", arguments["normalize_first"])
     return arguments

@@ -628,12 +628,6 @@ def _normalize(text):
     return " ".join(text.split())
 
 
-def _normalize(text):
-    """Lower case, punctuation dropped, single spaces: how captions are compared and scored."""
-    text = _PUNCTUATION.sub(" ", _text(text).lower())
-    return " ".join(text.split())
-
-
 def unpack_attention(outputs, batch_size):
     """The `attention` signature's padded outputs (NumPy) as `caption_with_attention`'s lists."""
     result = {"captions": [], "tokens": [], "attention": [], "images": []}

@@ -34,7 +34,9 @@ class ServedTask:
 
     def predict(self, inputs):
         """Inputs in (strings; image paths or bytes for a captioner), strings out (`serving_default`)."""
-        (output,) = self.task_class.serving_outputs["serving_default"]
+        output = getattr(self.task_class, "prediction_output", None)
+        if output is None:
+            (output,) = self.task_class.serving_outputs["serving_default"]
         result = self._call("serving_default", inputs)[output]
         return [value.decode("utf-8") for value in result.numpy()]
 

@@ -27,6 +27,7 @@ def option(
     resume=False,
     type=None,
     aliases=(),
+    synonyms=(),
     metavar=None,
 ):
     """A dataclass field with command-line and resume metadata.
@@ -43,6 +44,9 @@ def option(
             (`str` when the default is `None`).
         aliases: old flag names (`"--max-source-length"`) that keep working,
             with a deprecation warning.
+        synonyms: other flag names that are as good as the field's own
+            (`"--train-file"` beside `--file`), without a warning; not
+            given a prefix (`--valid-file` has none).
         metavar: optional name of the value in the help.
 
     Returns:
@@ -54,6 +58,7 @@ def option(
         "resume": bool(resume),
         "type": type,
         "aliases": tuple(aliases),
+        "synonyms": tuple(synonyms),
         "metavar": metavar,
     }
     return dataclasses.field(default=default, metadata=metadata)
@@ -90,7 +95,10 @@ def add_arguments(parser, cls, title=None, prefix="", help_prefix=""):
                 kwargs["choices"] = meta["choices"]
             if meta.get("metavar"):
                 kwargs["metavar"] = meta["metavar"]
-        group.add_argument(*flags, **kwargs)
+        action = group.add_argument(*flags, **kwargs)
+        action.deprecated_flags = frozenset(
+            _aliases({"aliases": meta.get("aliases", ())}, prefix)
+        )
     return group
 
 
@@ -162,7 +170,9 @@ def _help(field):
 
 
 def _aliases(meta, prefix):
-    return [f"--{prefix.replace('_', '-')}{alias[2:]}" for alias in meta.get("aliases", ())]
+    # Synonyms name the unprefixed flag (`--train-file` beside `--file`, not `--valid-train-file`).
+    names = (*(() if prefix else meta.get("synonyms", ())), *meta.get("aliases", ()))
+    return [f"--{prefix.replace('_', '-')}{alias[2:]}" for alias in names]
 
 
 def _default_type(default):
@@ -172,9 +182,7 @@ def _default_type(default):
 
 
 def _warn_alias(action, option_string):
-    if option_string and option_string != action.option_strings[0] and (
-        not option_string.startswith("--no-")
-    ):
+    if option_string in getattr(action, "deprecated_flags", ()):
         print(
             f"warning: {option_string} is deprecated and will be removed in the next release; "
             f"use {action.option_strings[0]}",

@@ -20,7 +20,8 @@ from keras_attention.utils.options import (
 class _Options:
     hidden_dim: int = option(64, "the width", type=positive_int_argument, resume=True,
                              aliases=("--d-model",))  # fmt: skip
-    cell: str = option("gru", "the cell", choices=("gru", "lstm"), resume=True)
+    cell: str = option("gru", "the cell", choices=("gru", "lstm"), resume=True,
+                       synonyms=("--rnn-cell",))  # fmt: skip
     dropout: float = option(None, "dropout", type=float)
     lowercase: bool = option(False, "lower-case", resume=True)
     shuffle: bool = option(True, "shuffle the data")
@@ -52,6 +53,15 @@ def test_old_flag_names_work_with_a_warning(capsys):
     assert "--d-model is deprecated" in capsys.readouterr().err
     _, args = _parse(["--valid-hidden-dim", "8"], prefix="valid_")
     assert from_arguments(_Options, args, prefix="valid_").hidden_dim == 8
+
+
+def test_synonyms_work_without_a_warning_and_only_unprefixed(capsys):
+    _, args = _parse(["--rnn-cell", "lstm"])
+    assert args.cell == "lstm" and capsys.readouterr().err == ""
+    _, args = _parse(["--valid-cell", "lstm"], prefix="valid_")
+    assert args.valid_cell == "lstm"
+    with pytest.raises(SystemExit):
+        _parse(["--valid-rnn-cell", "lstm"], prefix="valid_")
 
 
 def test_json_round_trip_and_resume_mismatches():

@@ -1,0 +1,295 @@
+"""The BERT tasks: fill_mask and classification against the model's own numbers, training, the CLI."""
+
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attention.cli import main
+from keras_attention.models import bert_classifier, bert_masked_lm, bert_token_classifier
+from keras_attention.tasks import (
+    ClassifierConfig,
+    ClassifierPreprocessor,
+    MaskedLM,
+    MaskedLMConfig,
+    ServedTask,
+    Task,
+    TextClassifier,
+    TokenClassifier,
+    label_scores,
+)
+from keras_attention.training import FitConfig, train
+from pipelines import synthetic
+from pipelines.masked_lm import MaskedLMPreprocessor
+from tests.tasks.test_bert_contract import (
+    LABELS,
+    RESERVED,
+    SEQUENCE_LENGTH,
+    SIZES,
+    VOCABULARY,
+    tokenizer,
+)
+
+
+@pytest.fixture(scope="module")
+def masked_lm():
+    keras.utils.set_random_seed(0)
+    backbone = bert_masked_lm(len(VOCABULARY), **SIZES)
+    return MaskedLM(backbone, MaskedLMPreprocessor(tokenizer(), SEQUENCE_LENGTH), top_k=4)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    keras.utils.set_random_seed(1)
+    backbone = bert_classifier(2, vocabulary_size=len(VOCABULARY), **SIZES)
+    return TextClassifier(backbone, ClassifierPreprocessor(tokenizer(), SEQUENCE_LENGTH, LABELS))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+# -- MaskedLM -------------------------------------------------------------------------------------
+
+
+def test_fill_mask_returns_the_models_top_k_without_reserved_tokens(masked_lm):
+    text = "the [MASK] sat on the [MASK] ."
+    (result,) = masked_lm.fill_mask([text])
+    assert len(result["tokens"]) == 2 and all(len(t) == 4 for t in result["tokens"])
+    # The reference: the backbone on the framed ids, softmax over the non-reserved tokens.
+    inputs = masked_lm.preprocessor.preprocess(tf.constant([text]), parse_mask=True)
+    ids = inputs["token_ids"].numpy()[0]
+    positions = np.flatnonzero(ids == masked_lm.preprocessor.mask_id)
+    assert len(positions) == 2
+    model_inputs = {k: inputs[k].numpy() for k in ("token_ids", "padding_mask", "segment_ids")}
+    logits = masked_lm.backbone({**model_inputs, "mask_positions": positions[None].astype("int32")})
+    logits = np.asarray(logits, "float64")[0]
+    logits[:, : len(RESERVED)] = -np.inf
+    probabilities = _softmax(logits)
+    for m in range(2):
+        order = np.argsort(-probabilities[m])[:4]
+        assert result["tokens"][m] == [VOCABULARY[i] for i in order]
+        np.testing.assert_allclose(result["probabilities"][m], probabilities[m, order], atol=1e-5)
+    best = [VOCABULARY[int(np.argmax(probabilities[m]))] for m in range(2)]
+    assert masked_lm.fill_mask([text], top_k=2)[0]["tokens"][0] == result["tokens"][0][:2]
+    words = result["sequence"].split()
+    assert words[1] == best[0].lstrip("#") or best[0].startswith("##")
+    assert "[MASK]" not in result["sequence"]
+
+
+def test_fill_mask_without_masks_truncated_masks_and_empty_batches(masked_lm):
+    plain, cut = masked_lm.fill_mask(["the cat sat", "the cat " * 20 + "[MASK]"])
+    assert plain["tokens"] == [] and plain["sequence"] == "the cat sat"
+    assert cut["tokens"] == []  # the [MASK] was truncated away
+    assert masked_lm.fill_mask([]) == []
+    with pytest.raises(ValueError, match="top_k"):
+        masked_lm.fill_mask(["a [MASK]"], top_k=5)
+    with pytest.raises(ValueError, match="batch"):
+        masked_lm.fill_mask("the [MASK]")
+
+
+def test_masked_lm_checks_its_parts(masked_lm):
+    with pytest.raises(ValueError, match="BertMaskedLM"):
+        MaskedLM(masked_lm.backbone.backbone, masked_lm.preprocessor)
+    with pytest.raises(ValueError, match="max_sequence_length"):
+        MaskedLM(masked_lm.backbone, MaskedLMPreprocessor(tokenizer(), SEQUENCE_LENGTH * 2))
+
+
+# -- TextClassifier -------------------------------------------------------------------------------
+
+
+def test_classifier_probabilities_are_the_softmax_of_the_logits(classifier):
+    texts = ["the cat sat", "a dog", "", "the mat " * 30]
+    probabilities = classifier.predict_proba(texts)
+    inputs = classifier.preprocessor.preprocess(tf.constant(texts))
+    logits = classifier.backbone(
+        {k: inputs[k].numpy() for k in ("token_ids", "padding_mask", "segment_ids")}
+    )
+    np.testing.assert_allclose(probabilities, _softmax(np.asarray(logits)), atol=1e-5)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-6)
+    results = classifier.classify(texts)
+    assert [r["label"] for r in results] == classifier.predict(texts)
+    assert [r["label"] for r in results] == [LABELS[i] for i in probabilities.argmax(-1)]
+    assert classifier.predict_proba([]).shape == (0, 2)
+
+
+@pytest.mark.slow
+def test_classifier_tflite_matches_keras(classifier, tmp_path):
+    from keras_attention.export import convert_task_tflite, tflite_ops
+
+    texts = ["the cat sat on the mat", "a dog", "", "the mat " * 30, "café ü"]
+    flatbuffer = convert_task_tflite(classifier, output_path=tmp_path / "c.tflite")
+    assert not any(op.startswith("FLEX") for op in tflite_ops(flatbuffer))
+    predict = classifier.tflite_predictor(flatbuffer, probabilities=True)
+    np.testing.assert_allclose(predict(texts), classifier.predict_proba(texts), atol=1e-4)
+
+
+def test_label_scores():
+    scores = label_scores(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a", "b"])
+    assert scores["accuracy"] == 0.75
+    assert scores["per_label"]["a"] == {"precision": 0.5, "recall": 1.0,
+                                        "f1": pytest.approx(2 / 3), "support": 1}  # fmt: skip
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+# -- TokenClassifier ------------------------------------------------------------------------------
+
+
+def test_token_classifier_tags_every_word_from_its_first_piece():
+    keras.utils.set_random_seed(2)
+    tags = ("A", "B", "C")
+    task = TokenClassifier(
+        bert_token_classifier(3, vocabulary_size=len(VOCABULARY), **SIZES),
+        ClassifierPreprocessor(tokenizer(), SEQUENCE_LENGTH, tags),
+    )
+    sentences = ["the cats sat", "café on the mat", ""]
+    result = task.tag(sentences)
+    assert [[w for w, _ in row] for row in result] == [s.split() for s in sentences]
+    inputs = task.preprocessor.preprocess_words(tf.ragged.constant([s.split() for s in sentences]))
+    logits = np.asarray(task.backbone(
+        {k: inputs[k].numpy() for k in ("token_ids", "padding_mask", "segment_ids")}
+    ))  # fmt: skip
+    first = inputs["first_piece"].numpy() == 1
+    word_ids = inputs["word_ids"].numpy()
+    for row, words in enumerate(result):
+        for position in np.flatnonzero(first[row] & (word_ids[row] >= 0)):
+            expected = tags[int(np.argmax(logits[row, position]))]
+            assert words[word_ids[row, position]][1] == expected
+    long = task.tag([["the"] * 40])[0]
+    assert len(long) == 40 and long[-1][1] == ""  # words past the sequence length: no tag
+    assert task.predict(["the cats"])[0].count("/") == 2
+
+
+# -- training, init_from, the CLI -----------------------------------------------------------------
+
+
+def _mlm_options(**options):
+    return MaskedLMConfig(vocabulary_size=200, sequence_length=32, num_layers=2, hidden_dim=32,
+                          num_heads=2, intermediate_dim=64, dropout=0.0, **options)  # fmt: skip
+
+
+def test_train_masked_lm_then_a_classifier_from_it(tmp_path):
+    corpus = synthetic.grammar_corpus(60, seed=1)
+    run = train("masked-lm", corpus, tmp_path / "mlm", config=_mlm_options(),
+                fit_config=FitConfig(epochs=1, batch_size=16, verbose=0))  # fmt: skip
+    task = Task.load(run.output_dir)
+    assert isinstance(task, MaskedLM)
+    assert task.fill_mask(["the [MASK] cat ."]) == run.task.fill_mask(["the [MASK] cat ."])
+    examples = synthetic.grammar_sentiment(64, seed=2)
+    data = ([t for t, _ in examples], [label for _, label in examples])
+    classifier = train(
+        "classifier", data, tmp_path / "cls",
+        config=ClassifierConfig(init_from=str(run.output_dir), sequence_length=32),
+        fit_config=FitConfig(epochs=1, batch_size=16, verbose=0),
+    ).task  # fmt: skip
+    assert classifier.labels == ("negative", "positive")
+    assert classifier.preprocessor.tokenizer.vocabulary == task.preprocessor.tokenizer.vocabulary
+    with pytest.raises(ValueError, match="comes from the pre-trained model"):
+        ClassifierConfig(init_from=str(run.output_dir), hidden_dim=64)
+    with pytest.raises(ValueError, match="masked LM"):
+        train("classifier", data, tmp_path / "cls2",
+              config=ClassifierConfig(init_from=str(tmp_path / "cls"), sequence_length=32),
+              fit_config=FitConfig(epochs=1, verbose=0))  # fmt: skip
+
+
+def test_a_classifier_starts_from_the_pretrained_encoder(tmp_path):
+    corpus = synthetic.grammar_corpus(40, seed=1)
+    run = train("masked-lm", corpus, tmp_path / "mlm", config=_mlm_options(),
+                fit_config=FitConfig(epochs=1, batch_size=16, verbose=0))  # fmt: skip
+    config = ClassifierConfig(init_from=str(run.output_dir), sequence_length=32)
+    preprocessor = TextClassifier.build_preprocessor(
+        config, (["a b", "c"], ["x", "y"]), str(tmp_path / "assets")
+    )
+    built = TextClassifier.build(config, preprocessor)
+    pretrained = run.task.backbone.backbone
+    for ours, theirs in zip(built.backbone.backbone.weights, pretrained.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+def test_cli_train_predict_evaluate_export_classifier(tmp_path, capsys):
+    rows = synthetic.grammar_sentiment(48, seed=3)
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("sentence\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in rows))
+    run_dir = tmp_path / "run"
+    code = main(["train", "classifier", "--train-file", str(tsv), "--valid-file", str(tsv),
+                 "--output-dir", str(run_dir), "--epochs", "1", "--batch-size", "16",
+                 "--vocabulary-size", "200", "--num-layers", "1", "--hidden-dim", "16",
+                 "--num-heads", "2", "--intermediate-dim", "16", "--sequence-length", "24",
+                 "--verbose", "0"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "TextClassifier saved to" in out
+    assert main(["predict", str(run_dir), "the kind cat sees a dog .", "a bad dog ."]) == 0
+    predicted = capsys.readouterr().out.split()
+    assert len(predicted) == 2 and set(predicted) <= {"positive", "negative"}
+    assert main(["evaluate", str(run_dir), "--file", str(tsv)]) == 0
+    assert "macro F1" in capsys.readouterr().out
+    base = tmp_path / "saved_models"
+    assert main(["export", str(run_dir), "--base-dir", str(base)]) == 0
+    served = ServedTask(base / "classifier")
+    texts = ["the kind cat sees a dog .", "", "ü"]
+    assert served.task_class is TextClassifier
+    assert served.predict(texts) == Task.load(run_dir).predict(texts)
+
+
+def test_cli_train_masked_lm_and_token_classifier(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" = Grammar = \n\n" + "\n".join(synthetic.grammar_corpus(30, seed=4)))
+    code = main(["train", "masked-lm", "--train-file", str(corpus), "--valid-file", str(corpus),
+                 "--output-dir", str(tmp_path / "mlm"), "--epochs", "1", "--batch-size", "8",
+                 "--vocabulary-size", "200", "--num-layers", "1", "--hidden-dim", "16",
+                 "--num-heads", "2", "--intermediate-dim", "16", "--sequence-length", "32",
+                 "--verbose", "0"])  # fmt: skip
+    assert code == 0
+    assert "perplexity" in capsys.readouterr().out
+    assert main(["predict", str(tmp_path / "mlm"), "the [MASK] cat ."]) == 0
+    assert "[MASK]" not in capsys.readouterr().out
+    sentences, tags = synthetic.grammar_tags(40, seed=5)
+    conll = tmp_path / "tags.txt"
+    conll.write_text("\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(s, g, strict=True))
+                                 for s, g in zip(sentences, tags, strict=True)) + "\n")  # fmt: skip
+    code = main(["train", "token-classifier", "--train-file", str(conll),
+                 "--output-dir", str(tmp_path / "tok"), "--epochs", "1", "--batch-size", "8",
+                 "--init-from", str(tmp_path / "mlm"), "--sequence-length", "24",
+                 "--verbose", "0"])  # fmt: skip
+    assert code == 0
+    assert main(["predict", str(tmp_path / "tok"), "the kind cat sees a dog ."]) == 0
+    tagged = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert len(tagged) == 7 and all("/" in w for w in tagged)
+
+
+# -- quality (slow): pre-training helps, and the tasks learn the grammar ---------------------------
+
+
+@pytest.mark.slow
+def test_pretraining_learns_the_grammar_and_helps_the_classifier(tmp_path):
+    corpus = synthetic.grammar_corpus(1500, seed=10)
+    options = {"vocabulary_size": 200, "sequence_length": 32, "num_layers": 2, "hidden_dim": 64,
+               "num_heads": 4, "intermediate_dim": 128, "dropout": 0.0}  # fmt: skip
+    mlm = train("masked-lm", corpus, tmp_path / "mlm", config=MaskedLMConfig(**options),
+                fit_config=FitConfig(epochs=30, batch_size=32, learning_rate=2e-3,
+                                     warmup_steps=200, schedule="cosine", verbose=0))  # fmt: skip
+    scores = mlm.task.evaluate(synthetic.grammar_corpus(150, seed=11))
+    # Chance is ~4% (the most frequent word, "the", ~21%); the grammar makes ~half predictable.
+    assert scores["accuracy"] > 0.35 and scores["perplexity"] < 6, scores
+    plural, robot = mlm.task.fill_mask(["the kind cats [MASK] not see a dog .",
+                                        "the kind cat sees the [MASK] robot ."])  # fmt: skip
+    assert plural["tokens"][0][0] == "do" and plural["probabilities"][0][0] > 0.5
+    # A robot takes the adjectives of good mood (the grammar's object agreement).
+    assert set(robot["tokens"][0][:3]) <= {"good", "great", "kind", "happy", "brilliant", "lovely"}
+    train_rows = synthetic.grammar_sentiment(300, seed=12)
+    test_rows = synthetic.grammar_sentiment(400, seed=13)
+    data = ([t for t, _ in train_rows], [label for _, label in train_rows])
+    test = ([t for t, _ in test_rows], [label for _, label in test_rows])
+    fit = FitConfig(epochs=8, batch_size=32, learning_rate=5e-4, verbose=0)
+    accuracy = {}
+    for name, config in (
+        ("pretrained", ClassifierConfig(init_from=str(tmp_path / "mlm"), sequence_length=32)),
+        ("scratch", ClassifierConfig(**options)),
+    ):
+        run = train("classifier", data, tmp_path / name, config=config, fit_config=fit)
+        accuracy[name] = run.task.evaluate(test)["accuracy"]
+    assert accuracy["pretrained"] >= 0.9, accuracy
+    assert accuracy["pretrained"] >= accuracy["scratch"] + 0.02, accuracy
