@@ -180,7 +180,8 @@ class MaskedLMPreprocessor(tf.Module):
             second_texts: optional `tf.string` of the same shape, the second
                 segment of each pair. Defaults to `None`.
             parse_mask: bool (Python). `True`: the literal text `[MASK]`
-                becomes the `[MASK]` id (for fill-in-the-blank queries);
+                (in any case: `[mask]` too) becomes the `[MASK]` id (for
+                fill-in-the-blank queries);
                 `False`: it is ordinary text (`[`, `mask`, `]`). Defaults to
                 `False`.
 
@@ -425,6 +426,7 @@ class MaskedLMPreprocessor(tf.Module):
         """`(batch_size,)` strings -> ragged `int32` ids; with `parse_mask`, `[MASK]` -> mask id."""
         if not parse_mask:
             return self.tokenizer.tokenize(texts)
+        texts = tf.strings.regex_replace(texts, r"(?i)\[mask\]", MASK)  # [mask], [Mask] too
         parts = tf.strings.split(texts, sep=MASK)  # (batch, parts): text between the [MASK]s
         ids = self.tokenizer.tokenize(parts.flat_values)  # (num_parts, None)
         position = tf.range(tf.size(parts.flat_values, tf.int64), dtype=tf.int64)

@@ -72,7 +72,8 @@ def read_lines(path, progress=None):
     """Reads a UTF-8 text file (plain or gzip) into a list of lines.
 
     Lines end at `\\n` (a trailing `\\r` is dropped too); a final newline does
-    not start an empty last line. Gzip is recognised by its magic bytes, so
+    not start an empty last line; a UTF-8 byte order mark at the start is
+    dropped. Gzip is recognised by its magic bytes, so
     the file name does not matter.
 
     Args:
@@ -108,6 +109,8 @@ def read_lines(path, progress=None):
         )
         for number, line in enumerate(bar, start=1):
             line = line.rstrip(b"\n").rstrip(b"\r")
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]  # a UTF-8 byte order mark (Windows editors) is not text
             try:
                 lines.append(line.decode("utf-8"))
             except UnicodeDecodeError as error:

@@ -1,6 +1,7 @@
 """The options of the BERT tasks (masked LM, text and token classifiers), declared once."""
 
 import dataclasses
+import json
 import os
 
 from keras_attention.utils import boolean, one_of, positive_int, rate
@@ -76,6 +77,13 @@ class BertOptions:
                 f"{owner}: `init_from` must be a masked-lm run directory (or saved MaskedLM). "
                 f"Received: init_from={init_from!r}"
             )
+        limit = _pretrained_length(init_from)
+        if limit is not None and self.sequence_length > limit:
+            raise ValueError(
+                f"{owner}: the pre-trained encoder of `init_from` reads at most {limit} tokens; "
+                f"give sequence_length <= {limit} (--sequence-length). Received: "
+                f"sequence_length={self.sequence_length}, init_from={init_from!r}"
+            )
         defaults = {f.name: f.default for f in dataclasses.fields(BertOptions)}
         for name in self._ENCODER:
             if getattr(self, name) != defaults[name]:
@@ -83,6 +91,16 @@ class BertOptions:
                     f"{owner}: `{name}` comes from the pre-trained model of `init_from`; leave "
                     f"it out. Received: {name}={getattr(self, name)!r}, init_from={init_from!r}"
                 )
+
+
+def _pretrained_length(run_dir):
+    """The `max_sequence_length` of the masked LM saved in `run_dir`, or `None` if unreadable."""
+    try:
+        with open(os.path.join(run_dir, "task.json"), encoding="utf-8") as f:
+            model = json.load(f)["backbone"]["config"]
+        return int(model["backbone"]["config"]["max_sequence_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # not a masked-LM run: `build` says so with the task's own error
 
 
 @dataclasses.dataclass

@@ -59,7 +59,9 @@ class MaskedLM(Task):
     the preprocessor's `sequence_length`; the masked LM predicts every
     `[MASK]`; the `top_k` most likely tokens (reserved tokens never) and their
     probabilities come back, and the text with each `[MASK]` replaced by its
-    most likely token.
+    most likely token. A `[MASK]` (written in any case) stands for a word:
+    its candidates are whole words or a word's first piece, never a `##`
+    continuation.
 
     Args:
         backbone: a `keras_attention.models.BertMaskedLM`.
@@ -110,8 +112,11 @@ class MaskedLM(Task):
             )
         self.training_options = None  # the MaskedLMConfig of a task built for training
         tokenizer = preprocessor.tokenizer
+        # Never predicted: reserved tokens, and `##` continuations (a [MASK] stands for a word:
+        # a continuation would be glued to the word before it).
         reserved = np.zeros([tokenizer.vocabulary_size], "float32")
         reserved[: len(tokenizer.reserved_tokens)] = -np.inf
+        reserved[[t.startswith("##") for t in tokenizer.vocabulary]] = -np.inf
         self._reserved = tf.constant(reserved)
         self._vocabulary = tf.constant(tokenizer.vocabulary)
         spec = tf.TensorSpec([None], tf.string, name="text")
@@ -340,4 +345,14 @@ def text_batch(texts, owner=_NAME):
         )
     if tf.is_tensor(texts):
         texts = texts.numpy()
-    return [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
+    if texts is None or not hasattr(texts, "__iter__"):
+        raise ValueError(
+            f"{owner}: `texts` must be a list of strings. Received: texts={texts!r:.80}"
+        )
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str | bytes):
+            raise ValueError(
+                f"{owner}: `texts` must hold strings. Received: texts[{i}]={text!r:.80}"
+            )
+    return [t.decode("utf-8") if isinstance(t, bytes) else t for t in texts]

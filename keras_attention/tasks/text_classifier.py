@@ -1,6 +1,7 @@
 """Text and token classification on a BERT encoder: strings in, labels and probabilities out."""
 
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -343,7 +344,8 @@ class TokenClassifier(_BertClassification):
             A list of lists of `(word, tag)` pairs (tag `""` for words past
             the sequence length).
         """
-        texts = [" ".join(s) if isinstance(s, list | tuple) else s for s in sentences]
+        texts = [_joined_words(s, i) if isinstance(s, list | tuple) else s
+                 for i, s in enumerate(sentences)]  # fmt: skip
         texts, batch = self._inputs(texts)
         if not texts:
             return []
@@ -449,6 +451,17 @@ def label_scores(predicted, gold, labels):
     }
 
 
+def _joined_words(words, index):
+    """A sentence given as words, as the text `tag` splits on whitespace again."""
+    for word in words:
+        if not isinstance(word, str) or not word or word != "".join(word.split()):
+            raise ValueError(
+                f"TokenClassifier: a word must be a non-empty string without whitespace (text "
+                f"is split into words on whitespace). Received: sentences[{index}] word {word!r}"
+            )
+    return " ".join(words)
+
+
 def _pretrained_preprocessor(config):
     description = read_task_file(config.init_from)
     if description["task"] != "masked-lm":
@@ -465,7 +478,9 @@ def _pretrained_encoder(config, preprocessor):
     """A copy of the encoder of the masked LM in `config.init_from`, with its weights."""
     from keras_attention.tasks.masked_lm import MaskedLM
 
-    encoder = MaskedLM.load(config.init_from).backbone.backbone
+    with warnings.catch_warnings():  # its optimizer state is not wanted (nor complete)
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        encoder = MaskedLM.load(config.init_from).backbone.backbone
     if preprocessor.sequence_length > encoder.max_sequence_length:
         raise ValueError(
             f"the pre-trained encoder of {config.init_from!r} reads at most "

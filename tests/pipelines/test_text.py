@@ -257,3 +257,11 @@ def test_multi30k_german_vocab(tmp_path):
     # Measured: 0% unknown, 99.2% exact, 99.9% up to spaces (the rest: spacing of quotes etc).
     assert no_space > 0.99  # only the spacing around punctuation may differ
     assert exact > 0.95
+
+
+def test_read_lines_drops_a_byte_order_mark(tmp_path):
+    from pipelines.text import read_lines
+
+    path = tmp_path / "bom.tsv"
+    path.write_bytes("\ufeffsentence\tlabel\r\ngood\t1\r\n".encode("utf-8"))
+    assert read_lines(path, False) == ["sentence\tlabel", "good\t1"]

@@ -67,6 +67,7 @@ def test_fill_mask_returns_the_models_top_k_without_reserved_tokens(masked_lm):
     logits = masked_lm.backbone({**model_inputs, "mask_positions": positions[None].astype("int32")})
     logits = np.asarray(logits, "float64")[0]
     logits[:, : len(RESERVED)] = -np.inf
+    logits[:, [t.startswith("##") for t in VOCABULARY]] = -np.inf  # a [MASK] is a word
     probabilities = _softmax(logits)
     for m in range(2):
         order = np.argsort(-probabilities[m])[:4]
@@ -74,9 +75,11 @@ def test_fill_mask_returns_the_models_top_k_without_reserved_tokens(masked_lm):
         np.testing.assert_allclose(result["probabilities"][m], probabilities[m, order], atol=1e-5)
     best = [VOCABULARY[int(np.argmax(probabilities[m]))] for m in range(2)]
     assert masked_lm.fill_mask([text], top_k=2)[0]["tokens"][0] == result["tokens"][0][:2]
-    words = result["sequence"].split()
-    assert words[1] == best[0].lstrip("#") or best[0].startswith("##")
+    assert result["sequence"].split()[1] == best[0]
     assert "[MASK]" not in result["sequence"]
+    assert not any(t.startswith("##") for row in result["tokens"] for t in row)
+    # `[mask]` in any case is the mask token.
+    assert masked_lm.fill_mask([text.replace("[MASK]", "[mask]")])[0] == result
 
 
 def test_fill_mask_without_masks_truncated_masks_and_empty_batches(masked_lm):
@@ -88,6 +91,10 @@ def test_fill_mask_without_masks_truncated_masks_and_empty_batches(masked_lm):
         masked_lm.fill_mask(["a [MASK]"], top_k=5)
     with pytest.raises(ValueError, match="batch"):
         masked_lm.fill_mask("the [MASK]")
+    with pytest.raises(ValueError, match=r"must hold strings. Received: texts\[1\]=None"):
+        masked_lm.fill_mask(["the [MASK]", None])
+    with pytest.raises(ValueError, match="list of strings"):
+        masked_lm.fill_mask(None)
 
 
 def test_masked_lm_checks_its_parts(masked_lm):
@@ -157,6 +164,8 @@ def test_token_classifier_tags_every_word_from_its_first_piece():
         for position in np.flatnonzero(first[row] & (word_ids[row] >= 0)):
             expected = tags[int(np.argmax(logits[row, position]))]
             assert words[word_ids[row, position]][1] == expected
+    with pytest.raises(ValueError, match="without whitespace"):
+        task.tag([["New York", "sat"]])
     long = task.tag([["the"] * 40])[0]
     assert len(long) == 40 and long[-1][1] == ""  # words past the sequence length: no tag
     assert task.predict(["the cats"])[0].count("/") == 2
@@ -187,7 +196,9 @@ def test_train_masked_lm_then_a_classifier_from_it(tmp_path):
     assert classifier.labels == ("negative", "positive")
     assert classifier.preprocessor.tokenizer.vocabulary == task.preprocessor.tokenizer.vocabulary
     with pytest.raises(ValueError, match="comes from the pre-trained model"):
-        ClassifierConfig(init_from=str(run.output_dir), hidden_dim=64)
+        ClassifierConfig(init_from=str(run.output_dir), sequence_length=32, hidden_dim=64)
+    with pytest.raises(ValueError, match="reads at most 32 tokens"):
+        ClassifierConfig(init_from=str(run.output_dir), sequence_length=64)
     with pytest.raises(ValueError, match="masked LM"):
         train("classifier", data, tmp_path / "cls2",
               config=ClassifierConfig(init_from=str(tmp_path / "cls"), sequence_length=32),
