@@ -55,10 +55,10 @@ def read_corpus(files_or_texts, progress=None):
     WikiText files are understood: a top-level heading ` = Title = ` starts
     a new document (the heading itself is not text), section headings
     ` = = Section = = ` are dropped, the escaped in-word punctuation `@-@`,
-    `@,@`, `@.@` becomes `-`, `,`, `.` again, and the `<unk>` placeholder of
-    the tokenized WikiText is dropped: it stands for a word that is not
-    there, and the tokenizer would spell it `<`, `unk`, `>` (text is never
-    turned into the reserved `[UNK]`). A plain file without headings is one
+    `@,@`, `@.@` becomes `-`, `,`, `.` again, and the `<unk>` token that
+    WikiText writes for its rare words is dropped: the word is not there,
+    and the tokenizer would spell it `<`, `unk`, `>` (text is never turned
+    into the reserved `[UNK]`). A plain file without headings is one
     document; so is a list of strings.
 
     A list is taken as paths when it holds `os.PathLike` objects or strings

@@ -32,6 +32,7 @@ from keras_attention.export.tflite import (
     _read,
     _signature_runner,
     convert_tflite,
+    run_tflite,
 )
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.models.seq2seq_translator import Seq2SeqTranslator
@@ -285,19 +286,22 @@ def convert_task_tflite(task, output_path=None, quantization=None, overwrite=Fal
 
     The KV cache holds the task's `max_length` target positions (a
     Transformer); the tokenizers stay on the host (`tflite_predictor`). A
-    task with its own `convert_tflite` method (`TextClassifier`: ids in,
-    probabilities out) writes that instead.
+    task with `tflite_signatures()` (`TextClassifier`: ids in,
+    probabilities out) gets those signatures converted instead.
 
     Args:
         task: a `keras_attention.tasks.Task` whose backbone decodes
-            (`EncoderDecoderBackbone`), or one with `convert_tflite`.
+            (`EncoderDecoderBackbone`), or one with `tflite_signatures`.
         output_path, quantization, overwrite: as for `convert_decoding_tflite`.
 
     Returns:
         The flatbuffer, `bytes`.
     """
-    if hasattr(task, "convert_tflite"):  # a task with its own on-device file (a classifier)
-        return task.convert_tflite(output_path, quantization=quantization, overwrite=overwrite)
+    if hasattr(task, "tflite_signatures"):  # one pass on device, no decoding loop (a classifier)
+        return convert_tflite(
+            task.backbone, quantization=quantization, signatures=task.tflite_signatures(),
+            output_path=output_path, overwrite=overwrite,
+        )  # fmt: skip
     backbone = getattr(task, "backbone", None)
     if not isinstance(backbone, EncoderDecoderBackbone):
         raise ValueError(
@@ -324,8 +328,8 @@ def tflite_predictor(task, flatbuffer):
 
     Example: `tflite_predictor(Task.load("runs/dates"), "dates.tflite")(["3 march 2021"])`.
     """
-    if hasattr(task, "tflite_predictor"):  # a task with its own on-device file (a classifier)
-        return task.tflite_predictor(flatbuffer)
+    if hasattr(task, "tflite_signatures"):  # one pass, no decoding loop (a classifier)
+        return _single_pass_predictor(task, flatbuffer)
     if getattr(task, "beam_width", 1) != 1:
         warnings.warn(
             f"tflite_predictor: the on-device loop decodes greedily; the task's beam_width="
@@ -343,5 +347,19 @@ def tflite_predictor(task, flatbuffer):
         if valid is None:
             return outputs
         return [output if ok else "" for output, ok in zip(outputs, valid, strict=True)]
+
+    return predict
+
+
+def _single_pass_predictor(task, flatbuffer):
+    """`predict` for a task whose file is one signature (`task.device_signature`) per batch."""
+
+    def predict(inputs):
+        if not len(inputs):
+            return []
+        feed, _ = task.preprocess_for_device(inputs)
+        return task.postprocess_from_device(
+            run_tflite(flatbuffer, feed, signature=task.device_signature)
+        )
 
     return predict

@@ -1,9 +1,9 @@
 """The options of the BERT tasks (masked LM, text and token classifiers), declared once."""
 
 import dataclasses
-import json
 import os
 
+from keras_attention.tasks.task import read_task_file
 from keras_attention.utils import boolean, one_of, positive_int, rate
 from keras_attention.utils.options import option, positive_int_argument
 
@@ -96,8 +96,7 @@ class BertOptions:
 def _pretrained_length(run_dir):
     """The `max_sequence_length` of the masked LM saved in `run_dir`, or `None` if unreadable."""
     try:
-        with open(os.path.join(run_dir, "task.json"), encoding="utf-8") as f:
-            model = json.load(f)["backbone"]["config"]
+        model = read_task_file(run_dir)["backbone"]["config"]
         return int(model["backbone"]["config"]["max_sequence_length"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # not a masked-LM run: `build` says so with the task's own error

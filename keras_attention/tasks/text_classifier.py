@@ -109,16 +109,16 @@ class _BertClassification(Task):
             [tag for row in labels for tag in row] if labels and isinstance(labels[0], list)
             else labels
         )  # fmt: skip
-        path = os.path.join(assets_dir, VOCABULARY)
         if config.init_from is not None:
-            pretrained = _pretrained_preprocessor(config)
-            pretrained.save_assets(assets_dir)
+            tokenizer = _pretrained_preprocessor(config).tokenizer
         else:
+            tokenizer = os.path.join(assets_dir, VOCABULARY)
             words = (" ".join(t) if isinstance(t, list) else t for t in texts)
-            build_wordpiece_vocab(words, path, config.vocabulary_size, lowercase=config.lowercase,
+            build_wordpiece_vocab(words, tokenizer, config.vocabulary_size,
+                                  lowercase=config.lowercase,
                                   extra_reserved_tokens=BERT_RESERVED_TOKENS)  # fmt: skip
-        preprocessor = ClassifierPreprocessor(path, config.sequence_length, names)
-        preprocessor.save_assets(assets_dir)
+        preprocessor = ClassifierPreprocessor(tokenizer, config.sequence_length, names)
+        preprocessor.save_assets(assets_dir)  # the vocabulary and the labels, read on resume
         return preprocessor
 
     @classmethod
@@ -168,8 +168,8 @@ class TextClassifier(_BertClassification):
     preprocessor's `sequence_length`), runs the classifier and returns the
     label probabilities and the most likely label (`serving_default`: `text`
     `(B,)` -> `label` `(B,)`, `probabilities` `(B, num_labels)`). The `.tflite` export
-    (`convert_tflite`) holds the model from ids to probabilities (the
-    tokenizer stays on the host, `tflite_predictor`).
+    (`tflite_signatures`) holds the model from ids to probabilities (the
+    tokenizer stays on the host: `export.tflite_predictor`).
 
     Train it from scratch or from a pre-trained `MaskedLM` run
     (`ClassifierConfig(init_from=...)`, `--init-from`): its encoder and
@@ -230,15 +230,17 @@ class TextClassifier(_BertClassification):
 
     # -- on device ------------------------------------------------------------------------------
 
-    def convert_tflite(self, output_path=None, quantization=None, overwrite=False):
-        """The classifier from ids to probabilities as a builtins-only `.tflite` (`classify`).
+    device_signature = "classify"
+
+    def tflite_signatures(self):
+        """The `.tflite` file's signature: `classify`, ids in, probabilities out.
 
         Inputs `token_ids`, `padding_mask`, `segment_ids`, int32 `(batch_size,
         length)` (any sizes up to the model's `max_sequence_length`); output
-        `probabilities`, float32 `(batch_size, num_labels)`.
+        `probabilities`, float32 `(batch_size, num_labels)`. What
+        `keras_attention.export.convert_task_tflite` converts (builtin ops
+        only); the tokenizer stays on the host (`preprocess_for_device`).
         """
-        from keras_attention.export.tflite import convert_tflite
-
         specs = [tf.TensorSpec([None, None], tf.int32, name=name)
                  for name in ("token_ids", "padding_mask", "segment_ids")]  # fmt: skip
 
@@ -248,27 +250,17 @@ class TextClassifier(_BertClassification):
             logits = self.backbone(inputs, training=False)
             return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32))}
 
-        return convert_tflite(
-            self.backbone, quantization=quantization, signatures={"classify": (classify, specs)},
-            output_path=output_path, overwrite=overwrite,
-        )  # fmt: skip
+        return {self.device_signature: (classify, specs)}
 
-    def tflite_predictor(self, flatbuffer, probabilities=False):
-        """`predict(texts)` through the `.tflite` file; the tokenizer runs on the host."""
-        from keras_attention.export.tflite import run_tflite
+    def preprocess_for_device(self, texts):
+        """`(feed, None)`: the `classify` signature's int32 inputs for `texts` (tokenized here)."""
+        _, batch = self._inputs(texts)
+        feed = trimmed(self.preprocessor.preprocess(batch))
+        return {key: value.numpy() for key, value in feed.items()}, None
 
-        def predict(texts):
-            texts, batch = self._inputs(texts)
-            if not texts:
-                return np.zeros([0, len(self.labels)], "float32") if probabilities else []
-            feed = {key: value.numpy() for key, value in
-                    trimmed(self.preprocessor.preprocess(batch)).items()}  # fmt: skip
-            result = run_tflite(flatbuffer, feed, signature="classify")["probabilities"]
-            if probabilities:
-                return result
-            return [self.labels[int(i)] for i in np.argmax(result, -1)]
-
-        return predict
+    def postprocess_from_device(self, outputs):
+        """The `classify` signature's outputs -> the most likely label of each row."""
+        return [self.labels[int(i)] for i in np.argmax(outputs["probabilities"], -1)]
 
     # -- training -------------------------------------------------------------------------------
 

@@ -124,13 +124,15 @@ def test_classifier_probabilities_are_the_softmax_of_the_logits(classifier):
 
 @pytest.mark.slow
 def test_classifier_tflite_matches_keras(classifier, tmp_path):
-    from keras_attention.export import convert_task_tflite, tflite_ops
+    from keras_attention.export import convert_task_tflite, run_tflite, tflite_ops, tflite_predictor
 
     texts = ["the cat sat on the mat", "a dog", "", "the mat " * 30, "café ü"]
     flatbuffer = convert_task_tflite(classifier, output_path=tmp_path / "c.tflite")
     assert not any(op.startswith("FLEX") for op in tflite_ops(flatbuffer))
-    predict = classifier.tflite_predictor(flatbuffer, probabilities=True)
-    np.testing.assert_allclose(predict(texts), classifier.predict_proba(texts), atol=1e-4)
+    feed, _ = classifier.preprocess_for_device(texts)
+    probabilities = run_tflite(flatbuffer, feed, signature="classify")["probabilities"]
+    np.testing.assert_allclose(probabilities, classifier.predict_proba(texts), atol=1e-4)
+    assert tflite_predictor(classifier, flatbuffer)(texts) == classifier.predict(texts)
 
 
 def test_label_scores():
