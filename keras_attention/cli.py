@@ -2,7 +2,8 @@
 
 Subcommands: `demo` (the dates translator demo; `demo captioning` for the captioner, `demo scores`
 for the score-attention layers),
-`train <task>`, `predict <run>` (`translate` is its alias for translators), `evaluate <run>`,
+`train <task>`, `predict <run>` (`translate` is its alias for translators), `generate <run>` (causal
+LMs: streamed continuations), `evaluate <run>`,
 `export` (a task run, or a `.keras` model) and `verify`. Every registered task gets the same
 commands; its flags come from its option dataclasses.
 """
@@ -19,6 +20,8 @@ def _demo(args):
     task = args.task or ("scores" if args.layers else "dates")
     if task == "captioning":
         return _demo_captioning(args)
+    if task == "generation":
+        return _demo_generation(args)
     if task == "scores":
         if args.test_examples:
             raise ValueError(
@@ -57,14 +60,24 @@ def _demo(args):
 
 
 def _demo_captioning(args):
-    from keras_attention.demos import captioning
+    return _trained_demo("captioning", args)
+
+
+def _demo_generation(args):
+    return _trained_demo("generation", args)
+
+
+def _trained_demo(name, args):
+    """Runs `keras_attention.demos.<name>.run` with the demo flags; 0 if its export reloaded."""
+    import importlib
 
     if args.layers:
         raise ValueError(
-            "--layers picks the layers of `keras-attention demo scores`, not of the captioning "
+            f"--layers picks the layers of `keras-attention demo scores`, not of the {name} "
             f"demo. Received: layers={args.layers!r}"
         )
-    result = captioning.run(
+    demo = importlib.import_module(f"keras_attention.demos.{name}")
+    result = demo.run(
         output_dir=args.output_dir,
         base_dir=args.base_dir,
         num_examples=args.examples,
@@ -313,6 +326,70 @@ def _add_predict_parsers(commands):
     evaluate.set_defaults(handler=_evaluate, accepts_extra=True)
 
 
+def _generate(args, extra=()):
+    from keras_attention.tasks import CausalLM, Task, is_saved_task
+
+    unknown = [arg for arg in extra if arg.startswith("--")]
+    if unknown:
+        raise ValueError(f"unrecognized arguments: {' '.join(unknown)}")
+    if not is_saved_task(args.run):
+        raise _no_task(args.run, "causal LM", "run", saved_model=False)
+    task = Task.load(args.run)
+    if not isinstance(task, CausalLM):
+        raise ValueError(
+            f"`generate` continues prompts with a causal LM (`train causal-lm`); {args.run!r} "
+            f"holds a {type(task).__name__}: use `predict`. Received: run={args.run!r}"
+        )
+    prompts = [*args.prompts, *extra] or [line.rstrip("\n").rstrip("\r") for line in sys.stdin]
+    if not prompts:
+        raise ValueError("no prompt: give prompts as arguments or one per line on stdin")
+    options = {
+        "max_new_tokens": args.max_new_tokens, "sampler": args.sampler,
+        "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+        "seed": args.seed,
+    }  # fmt: skip
+    for prompt in prompts:
+        if options["sampler"] == "beam" or args.no_stream:
+            (completion,) = task.generate([prompt], beam_width=args.beam_width, **options)
+            print(completion, flush=True)
+            continue
+        for piece in task.stream(prompt, **options):
+            print(piece, end="", flush=True)
+        print(flush=True)
+    return 0
+
+
+def _add_generate_parser(commands):
+    generate = commands.add_parser(
+        "generate",
+        help="continue prompts with a trained causal LM, streaming the tokens as they come",
+        description="Prints one continuation per prompt (the new text only), token by token. "
+        "Sampling options default to the run's (`train causal-lm --sampler ...`).",
+    )
+    generate.add_argument("run", help="a `train causal-lm` run directory or saved CausalLM")
+    generate.add_argument("prompts", nargs="*", help="prompts (default: one per line from stdin)")
+    generate.add_argument(
+        "--max-new-tokens", type=positive_int_argument, default=None,
+        help="tokens added to each prompt (default: the run's)",
+    )  # fmt: skip
+    generate.add_argument(
+        "--sampler", choices=("greedy", "sample", "beam"), default=None,
+        help="greedy, sample (temperature / top-k / top-p) or beam search (default: the run's)",
+    )  # fmt: skip
+    generate.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    generate.add_argument("--top-k", type=int, default=None, help="sample among the k best (0: all)")
+    generate.add_argument("--top-p", type=float, default=None, help="nucleus mass (1.0: all)")
+    generate.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    generate.add_argument(
+        "--beam-width", type=positive_int_argument, default=4,
+        help="hypotheses of --sampler beam (default: %(default)s)",
+    )  # fmt: skip
+    generate.add_argument(
+        "--no-stream", action="store_true", help="print each continuation once it is complete"
+    )
+    generate.set_defaults(handler=_generate, accepts_extra=True)
+
+
 def _png_path(path, index, count):
     """`path` for one input; `<stem>-<n>.png` (1-based) for several."""
     if count == 1:
@@ -398,6 +475,7 @@ def _export(args):
 def _export_task(args):
     """`keras-attention export RUN_DIR`: the task's SavedModel and/or its on-device decoding."""
     from keras_attention.export import convert_task_tflite, export_task
+    from keras_attention.export.tflite import tflite_signature_names
     from keras_attention.tasks import Task
 
     if args.quantization == "int8":
@@ -421,8 +499,8 @@ def _export_task(args):
         )  # fmt: skip
         print(
             f"TFLite model written to {args.tflite} ({len(flatbuffer):,} bytes; signatures "
-            f"encode, prefill, decode: `keras-attention predict {args.model} --tflite "
-            f"{args.tflite} ...`)"
+            f"{', '.join(tflite_signature_names(flatbuffer))}: `keras-attention predict "
+            f"{args.model} --tflite {args.tflite} ...`)"
         )
     return 0
 
@@ -504,17 +582,20 @@ def _add_demo_parser(commands):
     demo = commands.add_parser(
         "demo",
         help="the dates translator demo (default), `demo captioning` (Show, Attend and Tell on "
-        "generated scenes), or `demo scores`: every score-attention layer",
+        "generated scenes), `demo generation` (a GPT on a generated grammar), or `demo "
+        "scores`: every score-attention layer",
         description="`demo` or `demo dates`: train an attention translator on generated dates, "
         "print held-out accuracy and samples, plot an alignment, export and reload it. "
         "`demo captioning`: write generated scenes of shapes to disk (JPEG + COCO JSON), train "
         "a captioner on them, print held-out scores, write a per-word attention overlay, "
         "export and reload it. "
+        "`demo generation`: train a small GPT on a generated grammar, print perplexity and "
+        "greedy / sampled / beam continuations, plot its self-attention, export and reload it. "
         "`demo scores`: train each score-attention layer on generated recall tasks and plot "
         "its attention.",
     )
     demo.add_argument(
-        "task", nargs="?", choices=("dates", "captioning", "scores"), default=None,
+        "task", nargs="?", choices=("dates", "captioning", "generation", "scores"), default=None,
         help="which demo (default: dates; scores when --layers is given)",
     )  # fmt: skip
     demo.add_argument(
@@ -532,17 +613,17 @@ def _add_demo_parser(commands):
     )  # fmt: skip
     demo.add_argument(
         "--examples", type=positive_int_argument, default=None,
-        help="training examples (default: 20000 dates; 5000 scenes for captioning; 20000 per "
-        "layer for scores)",
+        help="training examples (default: 20000 dates; 5000 scenes for captioning; 3000 "
+        "paragraphs for generation; 20000 per layer for scores)",
     )  # fmt: skip
     demo.add_argument(
         "--test-examples", type=positive_int_argument, default=None,
         help="dates: held-out dates drawn (default: 1000); captioning: held-out scenes "
-        "(default: 300)",
+        "(default: 300); generation: held-out paragraphs (default: 200)",
     )  # fmt: skip
     demo.add_argument(
         "--epochs", type=positive_int_argument, default=None,
-        help="epochs (default: 5; 10 for captioning; 4 for scores)",
+        help="epochs (default: 5; 10 for captioning; 4 for generation and scores)",
     )  # fmt: skip
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
@@ -559,6 +640,7 @@ def build_parser():
     _add_demo_parser(commands)
     _add_train_parsers(commands)
     _add_predict_parsers(commands)
+    _add_generate_parser(commands)
     _add_export_parsers(commands)
     return parser
 

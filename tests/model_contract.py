@@ -51,6 +51,9 @@ class ModelSpec:
         texts: inputs of the task (the empty string, an over-long one, non-ASCII text; a
             captioner's encoded images, `bytes`).
         tflite: the task has an on-device file (`convert_task_tflite`) to check.
+        causal: the backbone is a causal LM (`init_cache` / `call_with_cache` on token ids).
+        signature_inputs: `{signature_name: {input_name: value}}`, the inputs of a serving
+            signature besides its `tf.string` batch (scalars such as `max_new_tokens`, `seed`).
     """
 
     name: str
@@ -60,6 +63,8 @@ class ModelSpec:
     make_task: Callable = None
     texts: list = dataclasses.field(default_factory=list)
     tflite: bool = True
+    causal: bool = False
+    signature_inputs: dict = dataclasses.field(default_factory=dict)
 
     def __str__(self):
         return self.name
@@ -75,6 +80,8 @@ def model_checks(*specs):
         checks = [check_config_round_trip, check_keras_save_load]
         if spec.decoder:
             checks += [check_decode_step, check_prefill]
+        if spec.causal:
+            checks += [check_causal_cache]
         if spec.make_task is not None:
             checks += [check_task_save_load, check_saved_model]
             checks += [check_tflite_decoding] if spec.tflite else []
@@ -185,6 +192,32 @@ def check_prefill(spec, tmp_path):
     np.testing.assert_allclose(actual[valid], expected[valid], rtol=0, atol=1e-5)
 
 
+def check_causal_cache(spec, tmp_path):
+    """A causal LM's prefill of a prefix, then one cached token at a time, equals the full pass."""
+    model = spec.make_backbone()
+    token_ids = np.asarray(spec.inputs["token_ids"])
+    expected = _outputs(model, spec.inputs)
+    valid = np.asarray(spec.inputs["padding_mask"]).astype(bool)
+    length = token_ids.shape[1]
+    spec_of = model.cache_spec(length)
+    signature = {name: tf.TensorSpec(shape, tf.as_dtype(dtype)) for name, (shape, dtype) in spec_of.items()}
+    step = tf.function(model.call_with_cache, input_signature=[
+        tf.TensorSpec((None, None), tf.int32), signature, tf.TensorSpec((), tf.int32)])  # fmt: skip
+    split = length // 2
+    for batch in (token_ids, token_ids[:1]):  # two batch sizes, one trace per shape kind
+        cache = model.init_cache(len(batch), length)
+        assert sorted(cache) == sorted(spec_of)
+        logits, cache = step(batch[:, :split], cache, 0)
+        pieces = [np.asarray(logits)]
+        for t in range(split, length):
+            logits, cache = step(batch[:, t : t + 1], cache, t)
+            pieces.append(np.asarray(logits))
+        actual = np.concatenate(pieces, axis=1)
+        rows = valid[: len(batch)]
+        np.testing.assert_allclose(actual[rows], expected[: len(batch)][rows], rtol=0, atol=1e-5)
+    assert step.experimental_get_tracing_count() == 1
+
+
 # -- tasks ------------------------------------------------------------------------------------------
 
 
@@ -208,14 +241,17 @@ import tensorflow as tf
 import tensorflow_text  # registers the tokenizer ops
 loaded = tf.saved_model.load(sys.argv[1])
 texts = [base64.b64decode(text) for text in json.loads(sys.argv[2])]
+extras = json.loads(sys.argv[3])
 def strings(value):  # nested lists of bytes -> of str, any rank
     return [strings(v) for v in value] if isinstance(value, list) else value.decode()
 answers = {}
 for name, signature in loaded.signatures.items():
-    (argument,) = signature.structured_input_signature[1]
+    specs = signature.structured_input_signature[1]
+    (argument,) = [key for key, spec in specs.items() if spec.dtype == tf.string]
+    other = {key: tf.constant(value, specs[key].dtype) for key, value in extras.get(name, {}).items()}
     for key, batch in (("texts", texts), ("empty", [])):
         batch = tf.constant(batch, tf.string, shape=[len(batch)])
-        outputs = signature(**{argument: batch})
+        outputs = signature(**{argument: batch}, **other)
         answers[f"{name}/{key}"] = {
             k: v.numpy().tolist() if v.dtype != tf.string else strings(v.numpy().tolist())
             for k, v in outputs.items()
@@ -241,15 +277,19 @@ def check_saved_model(spec, tmp_path):
         for t in spec.texts
     ]
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, path, json.dumps(encoded)],
+        [sys.executable, "-c", _CHILD, path, json.dumps(encoded), json.dumps(spec.signature_inputs)],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     answers = json.loads(result.stdout.strip().splitlines()[-1])
-    for name, (fn, _) in task.serving_signatures().items():
+    for name, (fn, specs) in task.serving_signatures().items():
+        other = {
+            key: tf.constant(value, specs[key].dtype)
+            for key, value in spec.signature_inputs.get(name, {}).items()
+        }
         for key, batch in (("texts", spec.texts), ("empty", [])):
-            outputs = fn(tf.constant(batch, tf.string, shape=[len(batch)]))
+            outputs = fn(tf.constant(batch, tf.string, shape=[len(batch)]), **other)
             for output, value in outputs.items():
                 value = value.numpy()
                 served = answers[f"{name}/{key}"][output]

@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from keras_attention.export.litert_causal_lm import TFLiteCausalLM, convert_causal_lm_tflite
 from keras_attention.export.tflite import (
     _interpreter,
     _read,
@@ -35,6 +36,7 @@ from keras_attention.export.tflite import (
     run_tflite,
 )
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
+from keras_attention.models.gpt import GPTCausalLM
 from keras_attention.models.seq2seq_translator import Seq2SeqTranslator
 from keras_attention.utils import describe, positive_int
 from pipelines.text import END_ID, PAD_ID, START_ID
@@ -287,7 +289,10 @@ def convert_task_tflite(task, output_path=None, quantization=None, overwrite=Fal
     The KV cache holds the task's `max_length` target positions (a
     Transformer); the tokenizers stay on the host (`tflite_predictor`). A
     task with `tflite_signatures()` (`TextClassifier`: ids in,
-    probabilities out) gets those signatures converted instead.
+    probabilities out) gets those signatures converted instead; a
+    `CausalLM` gets LiteRT's generative `prefill` / `decode` signatures
+    (`convert_causal_lm_tflite`, batch 1, a cache of the task's
+    `max_length`).
 
     Args:
         task: a `keras_attention.tasks.Task` whose backbone decodes
@@ -297,6 +302,11 @@ def convert_task_tflite(task, output_path=None, quantization=None, overwrite=Fal
     Returns:
         The flatbuffer, `bytes`.
     """
+    if isinstance(getattr(task, "backbone", None), GPTCausalLM):  # prefill / decode, batch 1
+        return convert_causal_lm_tflite(
+            task.backbone, max_length=task.max_length, quantization=quantization,
+            output_path=output_path, overwrite=overwrite,
+        )  # fmt: skip
     if hasattr(task, "tflite_signatures"):  # one pass on device, no decoding loop (a classifier)
         return convert_tflite(
             task.backbone, quantization=quantization, signatures=task.tflite_signatures(),
@@ -330,6 +340,8 @@ def tflite_predictor(task, flatbuffer):
     """
     if hasattr(task, "tflite_signatures"):  # one pass, no decoding loop (a classifier)
         return _single_pass_predictor(task, flatbuffer)
+    if isinstance(getattr(task, "backbone", None), GPTCausalLM):
+        return _causal_lm_predictor(task, flatbuffer)
     if getattr(task, "beam_width", 1) != 1:
         warnings.warn(
             f"tflite_predictor: the on-device loop decodes greedily; the task's beam_width="
@@ -347,6 +359,30 @@ def tflite_predictor(task, flatbuffer):
         if valid is None:
             return outputs
         return [output if ok else "" for output, ok in zip(outputs, valid, strict=True)]
+
+    return predict
+
+
+def _causal_lm_predictor(task, flatbuffer):
+    """`predict` for a causal LM: the prompts framed on the host, greedy decoding in LiteRT."""
+    generator = TFLiteCausalLM(flatbuffer, pad_id=task.preprocessor.pad_id)
+    if task.sampler != "greedy":
+        warnings.warn(
+            f"tflite_predictor: the on-device loop decodes greedily; the task's sampler="
+            f"{task.sampler!r} is not used on device.",
+            stacklevel=3,
+        )
+
+    def predict(prompts):
+        if not len(prompts):
+            return []
+        token_ids, padding_mask = task.preprocess_for_device(prompts)
+        tokens = generator.generate(
+            token_ids, padding_mask, task.max_length,
+            stop_token_ids=(task.preprocessor.end_id,),
+            suppress_token_ids=task.never_generated_ids, max_new_tokens=task.max_new_tokens,
+        )  # fmt: skip
+        return task.postprocess_from_device(tokens, padding_mask)
 
     return predict
 

@@ -170,6 +170,11 @@ def tflite_ops(flatbuffer):
     return ops
 
 
+def tflite_signature_names(flatbuffer):
+    """The sorted signature names of a flatbuffer (bytes or a path), e.g. `['decode', 'prefill']`."""
+    return sorted(_interpreter(_read(flatbuffer)).get_signature_list())
+
+
 def run_tflite(flatbuffer, feed, signature="serving_default"):
     """Runs one signature of a flatbuffer in the LiteRT interpreter.
 

@@ -36,6 +36,7 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
         kernel_constraint=None,
         bias_constraint=None,
         seed=None,
+        rotary_max_wavelength=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,6 +80,9 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
         MultiHeadAttention(num_heads=1, key_dim=1, chunk_size=chunk_size)  # validates it
         self.chunk_size = chunk_size
         self.seed = seed
+        if rotary_max_wavelength is not None:  # validated here, not at build
+            MultiHeadAttention(num_heads=1, key_dim=2, rotary_max_wavelength=rotary_max_wavelength)
+        self.rotary_max_wavelength = rotary_max_wavelength
         self._set_weight_options(
             kernel_initializer,
             bias_initializer,
@@ -120,6 +124,10 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
             output_dim=hidden_dim,
             chunk_size=self.chunk_size,
             seed=self._seed(seed_offset),
+            # Rotary positions rotate a sequence's own queries and keys: self-attention only.
+            rotary_max_wavelength=(
+                self.rotary_max_wavelength if name == "self_attention" else None
+            ),
             name=name,
             dtype=self.dtype_policy,
             **self._sublayer_weight_options(),
@@ -200,6 +208,7 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
             "normalize_first": self.normalize_first,
             "chunk_size": self.chunk_size,
             "seed": self.seed,
+            "rotary_max_wavelength": self.rotary_max_wavelength,
             **self._weight_options_config(),
         }
 

@@ -1,15 +1,18 @@
 """Multi-head attention: self and cross, grouped-query heads, causal and padding masks."""
 
+import contextlib
 import math
+import threading
 
 import keras
 from keras import ops
 
 from keras_attention.layers._common import WeightOptionsMixin
+from keras_attention.layers.rotary_embedding import RotaryEmbedding
 from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
 from keras_attention.ops.chunked_attention import DEFAULT_CHUNK_SIZE, chunked_attention
 from keras_attention.utils.masking import attach_keras_mask, without_keras_mask
-from keras_attention.utils.validation import positive_int, rate
+from keras_attention.utils.validation import positive_int, positive_number, rate
 
 # `chunk_size="auto"` chunks when a call's score matrix has at least this many entries per
 # batch row and head (query length x key length), e.g. 2048 x 2048.
@@ -60,6 +63,13 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         bias_regularizer, kernel_constraint, bias_constraint: for the four
             projections.
         seed: optional int, dropout seed.
+        rotary_max_wavelength: optional positive number: rotate the query and
+            key heads with rotary position embeddings (RoPE, "rotate half"
+            layout, `RotaryEmbedding`) of this base wavelength before the
+            scores, so the scores depend on relative positions. The positions
+            start at `0`, or at `cache_update_index` with a cache (the keys
+            are rotated before they are cached). Self-attention only: not
+            with `projected_key_value`. Defaults to `None` (no rotation).
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -142,6 +152,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         kernel_constraint=None,
         bias_constraint=None,
         seed=None,
+        rotary_max_wavelength=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -176,6 +187,21 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             )
         self.chunk_size = chunk_size
         self.seed = seed
+        self.rotary_max_wavelength = None
+        self._rotary = None
+        if rotary_max_wavelength is not None:
+            self.rotary_max_wavelength = positive_number(
+                "MultiHeadAttention", "rotary_max_wavelength", rotary_max_wavelength
+            )
+            if self.key_dim % 2:
+                raise ValueError(
+                    "MultiHeadAttention: rotary position embeddings rotate features in pairs, so "
+                    f"`key_dim` must be even. Received: key_dim={key_dim}, "
+                    f"rotary_max_wavelength={rotary_max_wavelength}"
+                )
+            self._rotary = RotaryEmbedding(
+                self.rotary_max_wavelength, dtype=self.dtype_policy, name="rotary_embedding"
+            )
         self._set_weight_options(
             kernel_initializer,
             bias_initializer,
@@ -263,7 +289,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             )
         # The masks were taken as arguments; the projections get mask-free inputs (a copy, so
         # the caller's tensors keep their masks).
-        query_heads = self._query_dense(without_keras_mask(query))  # (B, Tq, H, key_dim)
+        query_heads = self._project(self._query_dense, query)  # (B, Tq, H, key_dim)
         if projected_key_value is not None:
             if cache is not None:
                 raise ValueError(
@@ -278,6 +304,12 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                     "projected, so `value` and `key` must be `None` (pass its padding mask as "
                     f"`value_mask`). Received: value={_shape_of(value)}, key={_shape_of(key)}"
                 )
+            if self._rotary is not None:
+                raise ValueError(
+                    "MultiHeadAttention: rotary position embeddings (`rotary_max_wavelength`) "
+                    "need the keys' positions, so `projected_key_value` (a fixed memory) cannot "
+                    f"be used. Received: rotary_max_wavelength={self.rotary_max_wavelength}"
+                )
             key_heads, value_heads = self._validate_key_value(projected_key_value)
             key_heads = ops.cast(key_heads, query_heads.dtype)  # (B, Tv, Hkv, key_dim)
             value_heads = ops.cast(value_heads, query_heads.dtype)  # (B, Tv, Hkv, value_dim)
@@ -288,16 +320,16 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                     "given. Received: value=None"
                 )
             key_heads, value_heads = self.project_key_value(value, key)
+        if self._rotary is not None:
+            start = 0 if cache is None else cache_update_index
+            query_heads = self._rotary(query_heads, start_index=start)
+            key_heads = self._rotary(key_heads, start_index=start)
         causal_offset = 0
         if cache is not None:
-            key_cache, value_cache = self._validate_cache(cache)
-            start = [0, cache_update_index, 0, 0]
-            key_heads = ops.slice_update(key_cache, start, ops.cast(key_heads, key_cache.dtype))
-            value_heads = ops.slice_update(
-                value_cache, start, ops.cast(value_heads, value_cache.dtype)
+            cache, key_heads, value_heads = self._update_cache(
+                cache, key_heads, value_heads, cache_update_index
             )
-            cache = (key_heads, value_heads)  # (B, max_length, Hkv, d)
-            key_heads = ops.cast(key_heads, query_heads.dtype)
+            key_heads = ops.cast(key_heads, query_heads.dtype)  # (B, max_length, Hkv, d)
             value_heads = ops.cast(value_heads, query_heads.dtype)
             use_causal_mask, causal_offset = True, cache_update_index
         groups = self.num_heads // self.num_key_value_heads
@@ -328,7 +360,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                 lambda: self._chunked_attention(chunk_size=DEFAULT_CHUNK_SIZE, **attention),
                 lambda: self._full_attention(query_mask=query_mask, **attention)[0],
             )
-        output = self._output_dense(context)  # (B, Tq, output_dim)
+        output = self._project(self._output_dense, context)  # (B, Tq, output_dim)
         if query_mask is not None:
             query_mask = ops.cast(query_mask, "bool")
             output = ops.where(ops.expand_dims(query_mask, -1), output, ops.zeros_like(output))
@@ -435,8 +467,8 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             )
         if key is None:
             key = value
-        key_heads = self._key_dense(without_keras_mask(key))
-        value_heads = self._value_dense(without_keras_mask(value))
+        key_heads = self._project(self._key_dense, key)
+        value_heads = self._project(self._value_dense, value)
         return key_heads, value_heads
 
     @staticmethod
@@ -459,13 +491,45 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         return None if sequence_length * sequence_length < AUTO_CHUNK_MIN_SCORES else "auto"
 
     def init_cache(self, batch_size, max_length, dtype=None):
-        """A zero `(key_cache, value_cache)` for decoding up to `max_length` positions."""
+        """A zero `(key_cache, value_cache)` for decoding up to `max_length` positions.
+
+        Shapes `(batch_size, max_length, num_key_value_heads, key_dim / value_dim)`
+        (inside `fast_decoding`: `(batch_size, num_key_value_heads, max_length, ...)`).
+        """
         dtype = dtype or self.compute_dtype
         heads = self.num_key_value_heads
-        return (
-            ops.zeros((batch_size, max_length, heads, self.key_dim), dtype),
-            ops.zeros((batch_size, max_length, heads, self.value_dim), dtype),
-        )
+        if id(self) in _decoding_state().heads_first:
+            shapes = [(batch_size, heads, max_length, size) for size in (self.key_dim,
+                                                                          self.value_dim)]
+        else:
+            shapes = [(batch_size, max_length, heads, size) for size in (self.key_dim,
+                                                                          self.value_dim)]
+        return tuple(ops.zeros(shape, dtype) for shape in shapes)
+
+    def _update_cache(self, cache, key_heads, value_heads, index):
+        """Writes this call's keys and values at `index`; `(new cache, keys, values)`.
+
+        The keys and values returned cover the cache, `(B, max_length, Hkv, d)`.
+        Inside `fast_decoding` the cache is kept heads first, `(B, Hkv,
+        max_length, d)`: the layout the attention's batched products read, so
+        the view returned is a transpose XLA cancels against the product's
+        own (with the usual layout, XLA copies every cache at every step).
+        """
+        heads_first = id(self) in _decoding_state().heads_first
+        key_cache, value_cache = self._validate_cache(cache, heads_first)
+        if heads_first:
+            start = [0, 0, index, 0]
+            key_heads = ops.transpose(key_heads, (0, 2, 1, 3))
+            value_heads = ops.transpose(value_heads, (0, 2, 1, 3))
+        else:
+            start = [0, index, 0, 0]
+        key_cache = ops.slice_update(key_cache, start, ops.cast(key_heads, key_cache.dtype))
+        value_cache = ops.slice_update(value_cache, start, ops.cast(value_heads, value_cache.dtype))
+        if heads_first:
+            return (key_cache, value_cache), *(
+                ops.transpose(c, (0, 2, 1, 3)) for c in (key_cache, value_cache)
+            )
+        return (key_cache, value_cache), key_cache, value_cache
 
     def compute_mask(self, query, previous_mask=None):
         return previous_mask
@@ -494,7 +558,15 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             results += (tuple(keras.KerasTensor(c.shape, dtype=c.dtype) for c in cache),)
         return results[0] if len(results) == 1 else results
 
-    def _validate_cache(self, cache):
+    def _validate_cache(self, cache, heads_first=False):
+        if heads_first:  # `fast_decoding`'s layout: checked as its `(B, max_length, Hkv, d)` view
+            if not (isinstance(cache, list | tuple) and len(cache) == 2):
+                return self._validate_heads_pair(cache, "MultiHeadAttention", "cache",
+                                                 "(key_cache, value_cache)", "max_length",
+                                                 "init_cache")  # fmt: skip
+            view = [ops.transpose(c, (0, 2, 1, 3)) if len(c.shape) == 4 else c for c in cache]
+            self._validate_cache(view)
+            return cache
         return self._validate_heads_pair(
             cache,
             "MultiHeadAttention",
@@ -557,8 +629,49 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             "output_dim": self.output_dim,
             "chunk_size": self.chunk_size,
             "seed": self.seed,
+            "rotary_max_wavelength": self.rotary_max_wavelength,
             **self._weight_options_config(),
         }
+
+    def _project(self, layer, inputs):
+        """`layer(inputs)` for one of the four `EinsumDense` projections.
+
+        Inside `fast_decoding` (a decoding loop), the kernel comes
+        reshaped to 2-D from outside the loop, and the projection is one 2-D
+        matmul: XLA on a CPU fuses the reshape of a kernel read inside a loop
+        into the dot and emits it as a plain loop, ~30x slower than a matrix
+        product for one token (a GPT decoding step took 3x longer).
+        """
+        flat = _decoding_state().kernels.get(id(self), {}).get(layer.name)
+        if flat is None:
+            return layer(without_keras_mask(inputs))
+        kernel, bias, outer = flat
+        inputs = ops.cast(without_keras_mask(inputs), kernel.dtype)
+        leading = ops.shape(inputs)[:2]  # (batch_size, length)
+        outputs = ops.matmul(ops.reshape(inputs, (-1, kernel.shape[0])), kernel)
+        if bias is not None:
+            outputs = outputs + bias
+        return ops.reshape(outputs, (leading[0], leading[1], *outer))
+
+    def flat_projections(self):
+        """`{name: (2-D kernel, flat bias or None, output heads shape)}` of the four projections.
+
+        In the compute dtype; for `fast_decoding`. A quantized or
+        LoRA-enabled projection is left out (it is called as a layer).
+        """
+        flat = {}
+        for layer in (self._query_dense, self._key_dense, self._value_dense, self._output_dense):
+            if layer.quantization_mode is not None or getattr(layer, "lora_enabled", False):
+                continue
+            kernel = ops.cast(layer.kernel, self.compute_dtype)
+            contracted = len(kernel.shape) - 1 if layer is self._output_dense else 1
+            inner = math.prod(kernel.shape[:contracted])
+            outer = tuple(kernel.shape[contracted:])
+            bias = None
+            if layer.bias is not None:
+                bias = ops.reshape(ops.cast(layer.bias, self.compute_dtype), (-1,))
+            flat[layer.name] = (ops.reshape(kernel, (inner, math.prod(outer))), bias, outer)
+        return flat
 
     def _projection(self, name, heads_shape, bias_axes):
         return keras.layers.EinsumDense(
@@ -575,3 +688,55 @@ def _shape_of(x):
     """The shape of a tensor as a tuple, for error messages (`None` and other values as they are)."""
     shape = getattr(x, "shape", None)
     return x if shape is None else tuple(shape)
+
+
+@contextlib.contextmanager
+def fast_decoding(model, heads_first=True):
+    """Within it, every built `MultiHeadAttention` of `model` decodes the fast way.
+
+    For a decoding loop traced inside the block (`keras_attention.generation.
+    generate`), two changes that give the same results (to float rounding)
+    and make a one-token step with XLA on a CPU 2-3x faster:
+
+    - the projection kernels are reshaped to 2-D once, before the loop, and
+      the loop reads them as inputs (XLA fuses a reshape read inside the loop
+      into the product and emits it as a plain loop);
+    - with `heads_first`, `init_cache` gives, and the layer keeps, caches
+      heads first, `(batch_size, num_key_value_heads, max_length, head_dim)`:
+      the layout the attention reads (XLA otherwise transposes every cache
+      at every step; +23% tokens/s at batch 8, -12% at batch 1, where the
+      caches are small).
+
+    Nothing changes outside the block, in other threads, or for a model
+    without such layers; caches made inside are only for calls inside.
+
+    Args:
+        model: a Keras layer or model (its layers are searched).
+        heads_first: bool, keep the caches heads first. Defaults to `True`.
+    """
+    layers = [
+        layer
+        for layer in getattr(model, "_flatten_layers", lambda: [])()
+        if isinstance(layer, MultiHeadAttention) and layer.built
+    ]
+    state = _decoding_state()
+    previous = (state.kernels, state.heads_first)
+    # Per thread (a trace runs in the caller's thread), so another thread tracing the same
+    # layers meanwhile never reads tensors of this trace's graph.
+    state.kernels = {**state.kernels, **{id(layer): layer.flat_projections() for layer in layers}}
+    if heads_first:
+        state.heads_first = state.heads_first | {id(layer) for layer in layers}
+    try:
+        yield
+    finally:
+        state.kernels, state.heads_first = previous
+
+
+_STATE = threading.local()
+
+
+def _decoding_state():
+    """This thread's `fast_decoding` state: `kernels` by layer id, `heads_first` layer ids."""
+    if not hasattr(_STATE, "kernels"):
+        _STATE.kernels, _STATE.heads_first = {}, frozenset()
+    return _STATE

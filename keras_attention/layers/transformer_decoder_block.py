@@ -70,6 +70,10 @@ class TransformerDecoderBlock(TransformerBlock):
             attention projections and the feed-forward layers.
         seed: optional int, the dropout seed (each dropout gets its own seed
             derived from it).
+        rotary_max_wavelength: optional positive number: rotary position
+            embeddings of the self-attention's queries and keys (see
+            `MultiHeadAttention`), positions from `0` (from the cache index
+            when decoding with a cache). Defaults to `None`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:

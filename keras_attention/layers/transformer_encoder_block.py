@@ -61,6 +61,10 @@ class TransformerEncoderBlock(TransformerBlock):
             `"glorot_uniform"`, `"zeros"` and no regularizers or constraints.
         seed: optional int, the dropout seed (each dropout gets its own seed
             derived from it).
+        rotary_max_wavelength: optional positive number: rotary position
+            embeddings of the self-attention's queries and keys (see
+            `MultiHeadAttention`), positions from `0` (from the cache index
+            when decoding with a cache). Defaults to `None`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:

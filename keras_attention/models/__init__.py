@@ -20,6 +20,7 @@ from keras_attention.models.bert import (
 from keras_attention.models.captioner_backbone import ImageCaptioner
 from keras_attention.models.convert import convert_keras_hub
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
+from keras_attention.models.gpt import GPTBackbone, GPTCausalLM, gpt_backbone, gpt_causal_lm
 from keras_attention.models.hierarchical_attention_network import (
     HierarchicalAttentionNetwork,
     hierarchical_attention_network,
@@ -41,7 +42,7 @@ from keras_attention.models.transformer_translator import (
 )
 from keras_attention.models.translator_decoding import TranslatorDecoding, translator_decoding
 
-_TASKS = ("Captioner", "MaskedLM", "TextClassifier", "TokenClassifier", "Translator")
+_TASKS = ("Captioner", "CausalLM", "MaskedLM", "TextClassifier", "TokenClassifier", "Translator")
 
 __all__ = [
     "Backbone",
@@ -50,6 +51,8 @@ __all__ = [
     "BertMaskedLM",
     "BertTokenClassifier",
     "EncoderDecoderBackbone",
+    "GPTBackbone",
+    "GPTCausalLM",
     "Captioner",
     "HierarchicalAttentionNetwork",
     "ImageCaptioner",
@@ -67,6 +70,8 @@ __all__ = [
     "bert_encoder",
     "bert_masked_lm",
     "bert_token_classifier",
+    "gpt_backbone",
+    "gpt_causal_lm",
     "convert_keras_hub",
     "hierarchical_attention_network",
     "image_captioner",

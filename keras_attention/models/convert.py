@@ -12,15 +12,17 @@ import keras
 import numpy as np
 
 from keras_attention.models.bert import BertBackbone, BertClassifier, BertMaskedLM
+from keras_attention.models.gpt import GPTBackbone, GPTCausalLM
 
 
 def convert_keras_hub(model):
     """Our equivalent of a keras_hub model, with the same config and its weights copied.
 
-    Supported (a dispatch table by keras_hub class name; a GPT-2 branch adds
-    its entries): `BertBackbone` -> `BertBackbone`, `BertMaskedLM` ->
-    `BertMaskedLM`, `BertTextClassifier` (alias `BertClassifier`) ->
-    `BertClassifier`. A preprocessor is not converted.
+    Supported (a dispatch table by keras_hub class name): `BertBackbone` ->
+    `BertBackbone`, `BertMaskedLM` -> `BertMaskedLM`, `BertTextClassifier`
+    (alias `BertClassifier`) -> `BertClassifier`, `GPT2Backbone` ->
+    `GPTBackbone`, `GPT2CausalLM` -> `GPTCausalLM`. A preprocessor is not
+    converted.
 
     Weights are copied part by part (token, position and segment embeddings,
     embedding layer norm, each Transformer block, pooler, heads), each shape
@@ -36,7 +38,8 @@ def convert_keras_hub(model):
             `kaggle://` handle) is refused.
 
     Returns:
-        A `BertBackbone`, `BertMaskedLM` or `BertClassifier`.
+        A `BertBackbone`, `BertMaskedLM`, `BertClassifier`, `GPTBackbone` or
+        `GPTCausalLM`.
 
     Raises:
         ValueError: an unsupported model type, a path that is not a local
@@ -112,7 +115,7 @@ def _copy_bert_backbone(source, target):
 
 
 def _block_pairs(label, block, layer):
-    """Our `TransformerEncoderBlock`'s weights and keras_hub's `TransformerEncoder`'s, paired.
+    """Our Transformer block's weights and keras_hub's `TransformerEncoder`/`Decoder`'s, paired.
 
     The two create the same weights in the same order (query, key, value and
     output projections, the two layer norms, the feed-forward denses); each
@@ -177,11 +180,54 @@ def _bert_layer_norm_epsilon(source):
     return float(source.embeddings_layer_norm.epsilon)
 
 
+# -- GPT-2 ----------------------------------------------------------------------------------------
+
+
+def _convert_gpt2_backbone(source):
+    target = GPTBackbone(
+        vocabulary_size=source.vocabulary_size,
+        num_layers=source.num_layers,
+        num_heads=source.num_heads,
+        hidden_dim=source.hidden_dim,
+        intermediate_dim=source.intermediate_dim,
+        dropout=source.dropout,
+        max_sequence_length=source.max_sequence_length,
+        layer_norm_epsilon=float(source.layer_norm.epsilon),
+        dtype=source.dtype_policy.name,
+    )
+    pairs = [
+        ("token_embedding", target.token_embedding.embeddings, source.token_embedding.embeddings),
+        (
+            "position_embedding",
+            target.position_embedding.embeddings,
+            source.position_embedding.position_embeddings,
+        ),
+        *_layer_norm_pairs("layer_norm", target.final_layer_norm, source.layer_norm),
+    ]
+    if len(source.transformer_layers) != len(target.decoder_blocks):
+        raise ValueError(
+            f"convert_keras_hub: {len(source.transformer_layers)} transformer layers for "
+            f"{len(target.decoder_blocks)} decoder blocks"
+        )
+    for i, (block, layer) in enumerate(
+        zip(target.decoder_blocks, source.transformer_layers, strict=True)
+    ):
+        pairs += _block_pairs(f"transformer_layers[{i}]", block, layer)
+    _assign(pairs)
+    return target
+
+
+def _convert_gpt2_causal_lm(source):
+    return GPTCausalLM(_convert_gpt2_backbone(source.backbone))
+
+
 # The keras_hub class names (of the class or a base class) this module converts, and how.
 _CONVERTERS = {
     "BertBackbone": _convert_bert_backbone,
     "BertMaskedLM": _convert_bert_masked_lm,
     "BertTextClassifier": _convert_bert_text_classifier,
+    "GPT2Backbone": _convert_gpt2_backbone,
+    "GPT2CausalLM": _convert_gpt2_causal_lm,
 }
 
 
@@ -251,9 +297,15 @@ def _load_preset(path):
         )
     import keras_hub  # heavy: imported only when a preset is loaded
 
-    if is_task:
-        return getattr(keras_hub.models, class_name).from_preset(path)
-    return keras_hub.models.Backbone.from_preset(path)
+    try:
+        if is_task:
+            return getattr(keras_hub.models, class_name).from_preset(path)
+        return keras_hub.models.Backbone.from_preset(path)
+    except (KeyError, TypeError, ValueError, OSError) as error:
+        raise ValueError(
+            f"convert_keras_hub: the preset {path!r} could not be loaded by keras_hub "
+            f"({type(error).__name__}: {error}). Received: model={path!r}"
+        ) from error
 
 
 def _registered_class_name(config_file):

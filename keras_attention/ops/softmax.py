@@ -38,11 +38,14 @@ def masked_softmax(scores, mask=None, axis=-1):
     """
     dtype = keras.backend.standardize_dtype(scores.dtype)
     x = ops.cast(scores, "float32") if dtype in _HALF_DTYPES else scores
-    if mask is None:
+    if x.shape[axis] == 1:  # one position: weight 1 (Keras's softmax warns on a size-1 axis)
+        weights = ops.ones_like(x)
+    elif mask is None:
         weights = ops.softmax(x, axis=axis)
     else:
         mask = ops.cast(mask, "bool")
         fill = ops.cast(large_negative(keras.backend.standardize_dtype(x.dtype)), x.dtype)
         weights = ops.softmax(ops.where(mask, x, fill), axis=axis)
-        weights = ops.where(mask, weights, ops.zeros_like(weights))
+    if mask is not None:
+        weights = ops.where(ops.cast(mask, "bool"), weights, ops.zeros_like(weights))
     return ops.cast(weights, dtype) if dtype in _HALF_DTYPES else weights

@@ -15,6 +15,8 @@ from keras_attention.tasks.bert_config import (
 )
 from keras_attention.tasks.captioner import Captioner
 from keras_attention.tasks.captioning_config import CaptioningConfig, CaptioningData
+from keras_attention.tasks.causal_lm import CausalLM
+from keras_attention.tasks.causal_lm_config import CausalLMConfig
 from keras_attention.tasks.losses import (
     MaskedCrossEntropy,
     MaskedTokenAccuracy,
@@ -38,6 +40,8 @@ __all__ = [
     "Captioner",
     "CaptioningConfig",
     "CaptioningData",
+    "CausalLM",
+    "CausalLMConfig",
     "ClassifierConfig",
     "ClassifierPreprocessor",
     "LabeledData",

@@ -50,6 +50,21 @@ SPECS = {
         causal=True,
         dropout_kwargs={"dropout": 0.5},
     ),
+    # Rotary positions on the query and key heads (numbers in test_multi_head_attention_rotary).
+    "rotary": ContractSpec(
+        MultiHeadAttention,
+        init_kwargs={
+            "num_heads": 4,
+            "key_dim": 4,
+            "num_key_value_heads": 2,
+            "rotary_max_wavelength": 100.0,
+        },
+        inputs={"query": ("Tq", 8), "value": ("Tv", 6)},
+        value_masks={"value_mask": "Tv"},
+        query_mask="query_mask",
+        causal=True,
+        dropout_kwargs={"dropout": 0.5},
+    ),
 }
 
 
@@ -503,3 +518,53 @@ def test_bad_chunk_size_raises(chunk_size):
         ValueError, match=r"`chunk_size` must be \"auto\", a positive integer or None"
     ):
         MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fast_decoding_gives_the_layer_outputs(policy):
+    """`fast_decoding` (what decoding loops use): 2-D kernels made once, the same outputs."""
+    import tensorflow as tf
+
+    from keras_attention.layers.multi_head_attention import _decoding_state, fast_decoding
+
+    keras.config.set_dtype_policy(policy)
+    try:
+        layer = MultiHeadAttention(num_heads=4, key_dim=8, num_key_value_heads=2)
+        inputs = keras.Input((5, 16))
+        model = keras.Model(inputs, layer(inputs, inputs))  # found through the model's layers
+        x = np.random.default_rng(0).random((3, 5, 16)).astype("float32")
+        expected, _ = layer(x, x, return_attention_scores=True)
+
+        @tf.function
+        def hoisted(x):
+            with fast_decoding(model):
+                assert len(_decoding_state().kernels[id(layer)]) == 4
+                return layer(x, x)
+
+        actual = hoisted(x)
+
+        @tf.function
+        def decode(x):  # heads-first caches inside the block: the causal pass, step by step
+            with fast_decoding(model):
+                key_cache, value_cache = layer.init_cache(3, 5)
+                assert tuple(key_cache.shape) == (3, 2, 5, 8)  # (B, Hkv, max_length, d)
+                steps = []
+                for t in range(5):
+                    y, (key_cache, value_cache) = layer(
+                        x[:, t : t + 1], x[:, t : t + 1], cache=(key_cache, value_cache),
+                        cache_update_index=t,
+                    )  # fmt: skip
+                    steps.append(y)
+                return tf.concat(steps, axis=1)
+
+        causal = layer(x, x, use_causal_mask=True)
+        np.testing.assert_allclose(np.asarray(decode(x), "float32"),
+                                   np.asarray(causal, "float32"),
+                                   atol=1e-5 if policy == "float32" else 3e-2)  # fmt: skip
+        assert _decoding_state().kernels == {}  # nothing changes outside the block
+        tolerance = 1e-6 if policy == "float32" else 2e-2
+        np.testing.assert_allclose(np.asarray(actual, "float32"), np.asarray(expected, "float32"),
+                                   atol=tolerance)  # fmt: skip
+        assert actual.dtype == expected.dtype
+    finally:
+        keras.config.set_dtype_policy("float32")
