@@ -8,7 +8,11 @@ import tensorflow as tf
 from keras_attention.generation import generate as generate_ids
 from keras_attention.models.gpt import GPTCausalLM, gpt_causal_lm
 from keras_attention.tasks.bert_config import TextData
-from keras_attention.tasks.causal_lm_config import SERVED_SAMPLERS, CausalLMConfig
+from keras_attention.tasks.causal_lm_config import (
+    DEFAULT_NEW_TOKENS,
+    SERVED_SAMPLERS,
+    CausalLMConfig,
+)
 from keras_attention.tasks.causal_lm_stream import new_seed, stream_tokens
 from keras_attention.tasks.losses import MaskedTokenAccuracy, masked_loss
 from keras_attention.tasks.masked_lm import MaskedLM, text_batch
@@ -44,8 +48,10 @@ class CausalLM(Task):
         max_length: positive int, the most tokens of a generation (prompt
             included; the KV cache size). Defaults to the preprocessor's
             `sequence_length`; at most the model's positions.
-        max_new_tokens: positive int, the default number of new tokens.
-            Defaults to `32`.
+        max_new_tokens: positive int below `max_length`, the default number
+            of new tokens (a prompt keeps its last `max_length -
+            max_new_tokens` tokens). Defaults to `32`, or `max_length // 2`
+            when that is fewer.
         sampler: `"greedy"` or `"sample"`, the default sampler. Defaults to
             `"greedy"`.
         temperature, top_k, top_p: the default sampling options (`1.0`, `0`:
@@ -81,7 +87,7 @@ class CausalLM(Task):
     }
     prediction_output = "completion"
 
-    def __init__(self, backbone, preprocessor, max_length=None, max_new_tokens=32,
+    def __init__(self, backbone, preprocessor, max_length=None, max_new_tokens=None,
                  sampler="greedy", temperature=1.0, top_k=0, top_p=1.0):  # fmt: skip
         if not isinstance(backbone, GPTCausalLM):
             raise ValueError(
@@ -95,6 +101,8 @@ class CausalLM(Task):
         self.max_length = backbone.cache_length(max_length, owner=_NAME)
         if self.max_length < 2:
             raise ValueError(f"{_NAME}: `max_length` must be at least 2. Received: {max_length}")
+        if max_new_tokens is None:  # half the positions at most: the other half keeps the prompt
+            max_new_tokens = min(DEFAULT_NEW_TOKENS, self.max_length // 2)
         self.max_new_tokens = positive_int(_NAME, "max_new_tokens", max_new_tokens)
         if self.max_new_tokens >= self.max_length:
             raise ValueError(

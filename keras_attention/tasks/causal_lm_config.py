@@ -52,8 +52,8 @@ class CausalLMConfig:
     )  # fmt: skip
     max_new_tokens: int = option(
         None,
-        "tokens `generate` adds to a prompt by default (default: 32, or sequence_length - 1 when "
-        "that is fewer)",
+        "tokens `generate` adds to a prompt by default; a prompt keeps the last sequence_length - "
+        "max_new_tokens tokens (default: 32, or sequence_length // 2 when that is fewer)",
         type=positive_int_argument,
     )
     sampler: str = option(
@@ -70,7 +70,8 @@ class CausalLMConfig:
             positive_int(owner, name, getattr(self, name))
         positive_int(owner, "sequence_length", self.sequence_length, minimum=8)
         if self.max_new_tokens is None:
-            self.max_new_tokens = min(DEFAULT_NEW_TOKENS, self.sequence_length - 1)
+            # Half the positions at most: the other half keeps the prompt.
+            self.max_new_tokens = min(DEFAULT_NEW_TOKENS, self.sequence_length // 2)
         positive_int(owner, "max_new_tokens", self.max_new_tokens)
         if self.max_new_tokens >= self.sequence_length:
             raise ValueError(

@@ -156,7 +156,7 @@ def test_generation_demo(tmp_path):
 
 
 def test_config_checks(task):
-    assert CausalLMConfig(sequence_length=16).max_new_tokens == 15  # the default, cut to fit
+    assert CausalLMConfig(sequence_length=16).max_new_tokens == 8  # half: room for the prompt
     assert CausalLMConfig().max_new_tokens == 32
     with pytest.raises(ValueError, match="max_new_tokens"):
         CausalLMConfig(sequence_length=32, max_new_tokens=32)
