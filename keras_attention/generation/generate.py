@@ -132,13 +132,17 @@ def generate(
     sampling += (_max_new_tokens(max_new_tokens, options["max_length"]),)
     if tf.inside_function():
         return _generate(model, token_ids, padding_mask, options, *sampling)
-    key = tuple(sorted(options.items()))
+    # The model's variables in the key: a model given LoRA weights or quantized since is traced
+    # again (a function traced before would run the old layers).
+    structure = tuple((v.path, str(v.dtype), tuple(v.shape)) for v in model.variables)
+    key = (tuple(sorted(options.items())), structure)
     functions = _FUNCTIONS.setdefault(model, {})
     if key not in functions:
+        model_ref = weakref.ref(model)  # the function must not keep the model (the table's key)
 
         def run(token_ids, padding_mask, temperature, top_k, top_p, seed, max_new_tokens):
-            return _generate(model, token_ids, padding_mask, options, temperature, top_k, top_p,
-                             seed, max_new_tokens)  # fmt: skip
+            return _generate(model_ref(), token_ids, padding_mask, options, temperature, top_k,
+                             top_p, seed, max_new_tokens)  # fmt: skip
 
         functions[key] = tf.function(run, jit_compile=options["jit_compile"], reduce_retracing=True)
     return functions[key](token_ids, padding_mask, *sampling)
@@ -454,6 +458,7 @@ def _check_options(model, max_length, sampler, stop_token_ids, suppress_token_id
                                  what="a non-negative float"),  # fmt: skip
         "repetition_penalty": number(_NAME, "repetition_penalty", repetition_penalty, low=1.0,
                                      what="a float >= 1"),  # fmt: skip
+        "vocabulary_size": vocabulary_size,
         "jit_compile": bool(jit_compile),
         "return_scores": bool(return_scores),
     }
@@ -499,6 +504,16 @@ def _check_prompts(token_ids, padding_mask, options):
             raise ValueError(
                 f"{_NAME}: every prompt needs at least one token (a start token). Received: "
                 f"an empty prompt in row {int((lengths == 0).argmax())}"
+            )
+        ids = token_ids.numpy()[mask]
+        vocabulary_size = options.get("vocabulary_size")
+        if vocabulary_size is not None and ids.size and not (
+            ids.min() >= 0 and ids.max() < vocabulary_size
+        ):
+            bad = ids[(ids < 0) | (ids >= vocabulary_size)][0]
+            raise ValueError(
+                f"{_NAME}: `token_ids` must be tokens of the vocabulary of size "
+                f"{vocabulary_size}. Received: a prompt token {int(bad)}"
             )
         if not all(mask[r, : lengths[r]].all() for r in range(len(mask))):
             raise ValueError(

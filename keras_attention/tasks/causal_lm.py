@@ -243,6 +243,12 @@ class CausalLM(Task):
         - `generate`: `prompt` plus scalars `max_new_tokens` int32,
           `temperature` float32 (`0`: greedy), `top_k` int32 (`0`: all),
           `top_p` float32 (`1`: all), `seed` int32 -> the same outputs.
+          Out-of-range values are not errors in a served graph; they are
+          read as: `max_new_tokens` clipped to `[1, max_length - 1]` (a
+          prompt keeps its last `max_length - max_new_tokens` tokens,
+          `truncated` says when it lost some); `temperature <= 0` (or NaN)
+          greedy; `top_k <= 0` all tokens; `top_p` outside `(0, 1)` (or
+          NaN) all tokens.
         - `score`: `text` `tf.string (B,)` -> `token_log_probs` float32
           `(B, T)` and `tokens` `tf.string (B, T)` (`0` / `""` past a row's
           tokens), `num_tokens` int32, `log_likelihood` and `perplexity`
@@ -437,8 +443,10 @@ class CausalLM(Task):
         owner = f"{_NAME}.generate"
         options = {
             "max_new_tokens": positive_int(owner, "max_new_tokens",
-                                           max_new_tokens or self.max_new_tokens),
-            "sampler": one_of(owner, "sampler", sampler or self.sampler, SAMPLERS),
+                                           self.max_new_tokens if max_new_tokens is None
+                                           else max_new_tokens),
+            "sampler": one_of(owner, "sampler", self.sampler if sampler is None else sampler,
+                              SAMPLERS),
             "temperature": number(owner, "temperature", self.temperature if temperature is None
                                   else temperature, low=0.0, what="a non-negative float"),
             "top_k": positive_int(owner, "top_k", self.top_k if top_k is None else top_k,
@@ -512,6 +520,13 @@ def _check_preprocessor(backbone, preprocessor):
         raise ValueError(
             f"{_NAME}: `preprocessor` must be a pipelines.causal_lm.CausalLMPreprocessor. "
             f"Received: preprocessor={preprocessor!r}"
+        )
+    learned = backbone.backbone.position_embedding is not None
+    if learned and preprocessor.sequence_length > backbone.max_sequence_length:
+        raise ValueError(
+            f"{_NAME}: the preprocessor's sequence_length may not exceed the model's "
+            f"max_sequence_length ({backbone.max_sequence_length} learned positions). "
+            f"Received: sequence_length={preprocessor.sequence_length}"
         )
     size = preprocessor.tokenizer.vocabulary_size
     if size != backbone.vocabulary_size:

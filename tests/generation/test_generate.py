@@ -464,3 +464,33 @@ def test_token_ids_options_take_arrays_and_tensors(learned):
     one = _generate(learned, stop_token_ids=stop[0])
     for kind in (np.int64, np.array, tf.constant):  # one id as a scalar
         np.testing.assert_array_equal(_generate(learned, stop_token_ids=kind(stop[0])), one)
+
+
+def test_prompt_ids_outside_the_vocabulary_are_refused(learned):
+    for bad in (learned.vocabulary_size, -3):
+        with pytest.raises(ValueError, match=rf"`token_ids` must be .*prompt token {bad}"):
+            generate(learned, np.array([[2, bad]]), max_length=6, jit_compile=False)
+
+
+def test_the_traced_function_neither_keeps_the_model_nor_outlives_its_structure():
+    import gc
+    import sys
+    import weakref
+
+    module = sys.modules["keras_attention.generation.generate"]
+    keras.utils.set_random_seed(3)
+    model = gpt_causal_lm(30, num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=16,
+                          max_sequence_length=8, dropout=0.0)  # fmt: skip
+    prompts = np.array([[2, 7, 8], [2, 5, 0]])
+    before = generate(model, prompts, max_length=8, jit_compile=False).numpy()
+    for layer in model._flatten_layers():  # LoRA on the projections: a new structure, traced again
+        if isinstance(layer, keras.layers.EinsumDense) and layer.name == "query":
+            layer.enable_lora(2)
+            layer.lora_kernel_b.assign(np.full(layer.lora_kernel_b.shape, 3.0, "float32"))
+    after = generate(model, prompts, max_length=8, jit_compile=False).numpy()
+    assert len(module._FUNCTIONS[model]) == 2
+    assert before.shape == after.shape
+    reference = weakref.ref(model)
+    del model
+    gc.collect()
+    assert reference() is None  # the table's traced functions do not keep the model alive

@@ -66,6 +66,8 @@ def test_greedy_sample_beam_and_stream(task):
         assert "".join(task.stream(prompt, sampler="sample", seed=3)) == expected
     for completion in task.generate(prompts, max_new_tokens=2):
         assert len(completion.split()) <= 2
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        task.generate(prompts, max_new_tokens=0)  # never read as "the default"
 
 
 def test_never_generated_tokens(task):
@@ -93,6 +95,8 @@ def test_errors_name_the_argument(task):
                  task.preprocessor)  # fmt: skip
     with pytest.raises(ValueError, match="max_length"):
         CausalLM(task.backbone, task.preprocessor, max_length=40)
+    with pytest.raises(ValueError, match="sequence_length may not exceed"):
+        CausalLM(task.backbone, CausalLMPreprocessor(TextTokenizer(VOCABULARY), 32))
 
 
 def test_save_load_keeps_options(task, tmp_path):
