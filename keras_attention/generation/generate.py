@@ -277,7 +277,7 @@ def _penalize(logits, seen, penalty):
 
 
 def _seen_tokens(buffer, prompt, vocabulary_size, penalty):
-    """`(rows, V)` bool: the tokens of each prompt (an empty placeholder when there is no penalty)."""
+    """`(rows, V)` bool: the tokens of each prompt; `(rows, 0)` without a penalty (nothing tracked)."""
     if penalty == 1.0:
         return tf.zeros([tf.shape(buffer)[0], 0], tf.bool)
     hits = tf.one_hot(tf.where(prompt, buffer, -1), vocabulary_size, on_value=True,

@@ -102,16 +102,19 @@ def _copy_bert_backbone(source, target):
         ),
         *_dense_pairs("pooled_dense", target.pooled_dense, source.pooled_dense),
     ]
-    if len(source.transformer_layers) != len(target.encoder_blocks):
+    _assign(pairs + _blocks_pairs(target.encoder_blocks, source.transformer_layers, "encoder"))
+
+
+def _blocks_pairs(blocks, layers, kind):
+    """Our Transformer blocks' weights and keras_hub's `transformer_layers`', paired, in order."""
+    if len(layers) != len(blocks):
         raise ValueError(
-            f"convert_keras_hub: {len(source.transformer_layers)} transformer layers for "
-            f"{len(target.encoder_blocks)} encoder blocks"
+            f"convert_keras_hub: {len(layers)} transformer layers for {len(blocks)} {kind} blocks"
         )
-    for i, (block, layer) in enumerate(
-        zip(target.encoder_blocks, source.transformer_layers, strict=True)
-    ):
+    pairs = []
+    for i, (block, layer) in enumerate(zip(blocks, layers, strict=True)):
         pairs += _block_pairs(f"transformer_layers[{i}]", block, layer)
-    _assign(pairs)
+    return pairs
 
 
 def _block_pairs(label, block, layer):
@@ -204,16 +207,7 @@ def _convert_gpt2_backbone(source):
         ),
         *_layer_norm_pairs("layer_norm", target.final_layer_norm, source.layer_norm),
     ]
-    if len(source.transformer_layers) != len(target.decoder_blocks):
-        raise ValueError(
-            f"convert_keras_hub: {len(source.transformer_layers)} transformer layers for "
-            f"{len(target.decoder_blocks)} decoder blocks"
-        )
-    for i, (block, layer) in enumerate(
-        zip(target.decoder_blocks, source.transformer_layers, strict=True)
-    ):
-        pairs += _block_pairs(f"transformer_layers[{i}]", block, layer)
-    _assign(pairs)
+    _assign(pairs + _blocks_pairs(target.decoder_blocks, source.transformer_layers, "decoder"))
     return target
 
 
