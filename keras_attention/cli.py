@@ -38,6 +38,7 @@ def _demo(args):
             epochs=args.epochs or 4,
             seed=args.seed,
             verbose=args.verbose,
+            overwrite=args.overwrite,
         )
         return 0
     from keras_attention.demos import dates
@@ -55,6 +56,7 @@ def _demo(args):
         epochs=args.epochs or dates.DEFAULTS["epochs"],
         seed=args.seed,
         verbose=args.verbose,
+        overwrite=args.overwrite,
     )
     return 0 if result["reloaded_match"] else 1
 
@@ -85,6 +87,7 @@ def _trained_demo(name, args):
         epochs=args.epochs,
         seed=args.seed,
         verbose=args.verbose,
+        overwrite=args.overwrite,
     )
     return 0 if result["reloaded_match"] else 1
 
@@ -122,6 +125,9 @@ def _train(args):
         print(f"resumed after epoch {run.resumed_from}")
     if run.stop_reason != "epochs":
         print(f"training stopped early ({run.stop_reason.replace('_', ' ')})")
+    if not training.is_chief(training.get_strategy(args.strategy)):
+        print(f"this worker's part is done: the chief saved the {task_cls.__name__} in its run directory")
+        return 0
     if valid_data is not None:
         for line in run.task.summarize(run.task.evaluate(valid_data, limit=500)):
             print(line)
@@ -233,7 +239,7 @@ def _predict(args, extra=()):
     for start in range(0, len(texts), args.batch_size):
         batch = texts[start : start + args.batch_size]
         if not args.attention_png:
-            for output in predictor.predict(batch):
+            for output in _predict_batch(predictor, batch, start):
                 print(output, flush=True)
             continue
         result = predictor.predict_with_attention(batch)
@@ -246,6 +252,17 @@ def _predict(args, extra=()):
                 print(f"input {index + 1} has no tokens: no attention plot", file=sys.stderr)
             print(output, flush=True)
     return 0
+
+
+def _predict_batch(predictor, batch, start):
+    """The outputs of a batch; an input that was not used whole is named on stderr."""
+    if not hasattr(predictor, "predict_with_status"):
+        return predictor.predict(batch)
+    result = predictor.predict_with_status(batch)
+    for offset, status in enumerate(result["status"]):
+        if status != "ok":
+            print(f"input {start + offset + 1}: {status}", file=sys.stderr)
+    return result["outputs"]
 
 
 def _evaluate(args, extra):
@@ -434,8 +451,10 @@ def _load_examples(path):
 
 
 def _export(args):
+    from keras_attention.export.tflite import check_output_path
     from keras_attention.tasks import is_saved_task
 
+    check_output_path(args.tflite, args.overwrite, "--tflite")  # before the SavedModel is written
     if os.path.isdir(args.model):
         if not is_saved_task(args.model):
             raise _no_task(args.model, "task", "model", saved_model=False)
@@ -600,7 +619,12 @@ def _add_demo_parser(commands):
     )  # fmt: skip
     demo.add_argument(
         "--output-dir", default="outputs/demo",
-        help="where the run and the PNG go (default: %(default)s)",
+        help="where the run and the PNG go; when it holds an earlier run, a new numbered "
+        "directory beside it (outputs/demo-2, ...) (default: %(default)s)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--overwrite", action="store_true",
+        help="write into --output-dir even when it holds an earlier run (replacing its files)",
     )  # fmt: skip
     demo.add_argument(
         "--base-dir", default="saved_models",
@@ -655,13 +679,65 @@ def main(argv=None):
         if getattr(args, "accepts_extra", False):
             return args.handler(args, extra)
         return args.handler(args)
-    except (ValueError, OSError, EOFError) as error:
+    except Exception as error:
+        message = _user_error(error)
+        if message is None:
+            raise  # a bug: the traceback is what a report needs
         hint = " (command line: add --overwrite)" if isinstance(error, FileExistsError) else ""
         command = " ".join(filter(None, [args.command, getattr(args, "task", None)]))
         if args.command == "demo":
             command = "demo"
-        print(f"keras-attention {command}: error: {error}{hint}", file=sys.stderr)
+        print(f"keras-attention {command}: error: {message}{hint}", file=sys.stderr)
         return 2
+
+
+# TensorFlow errors that bad input causes (ids out of range, unreadable or truncated files).
+_TF_USER_ERRORS = (
+    "InvalidArgumentError",
+    "NotFoundError",
+    "DataLossError",
+    "OutOfRangeError",
+    "PermissionDeniedError",
+    "AlreadyExistsError",
+    "FailedPreconditionError",
+)
+# Python errors of bad input, also when TensorFlow wraps them (an `UnknownError` from tf.data).
+_PYTHON_USER_ERRORS = (ValueError, OSError, EOFError)
+
+
+def _user_error(error):
+    """The one-line message of an error the user caused, or `None` for a bug (a traceback).
+
+    User errors: `ValueError`, `OSError` and `EOFError` (a truncated `.gz`), TensorFlow's errors
+    of bad input (`InvalidArgumentError` for out-of-range ids, `DataLossError`, ...), and a
+    TensorFlow `UnknownError` wrapping one of those Python errors.
+    """
+    if isinstance(error, _PYTHON_USER_ERRORS):
+        text = str(error)
+        if isinstance(error, EOFError):
+            text = f"a file ended early (truncated or corrupt?): {text}"
+        return text
+    tf = sys.modules.get("tensorflow")
+    op_error = getattr(getattr(tf, "errors", None), "OpError", None)
+    if op_error is None or not isinstance(error, op_error):
+        return None
+    text = _tf_message(error)
+    wrapped = any(cls.__name__ in text for cls in _PYTHON_USER_ERRORS) or "EOFError" in text
+    if type(error).__name__ in _TF_USER_ERRORS or wrapped:
+        return text
+    return None
+
+
+def _tf_message(error):
+    """A TensorFlow error's message without the graph node and colour noise."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", getattr(error, "message", None) or str(error))
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[\[\{\{node [^]]*\]\]", "", text)
+    text = re.sub(r"\s*\[Op:[A-Za-z0-9]+\]", "", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:4])
 
 
 if __name__ == "__main__":

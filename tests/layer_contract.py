@@ -22,6 +22,11 @@ Points of the contract and the checks that show them:
 6. mixed precision: `check_mixed_precision`.
 7. XLA: `check_jit_compile`.
 8. export: `check_saved_model` and `check_tflite` (slow).
+9. call-time checks, after the layer is built, at every call: a wrong rank, a wrong batch size,
+   a wrong mask shape and a float mask raise an error naming the argument
+   (`check_call_time_validation`; `check_traced_validation` for sizes unknown while tracing,
+   and XLA with such a trace); an empty batch or sequence gives an empty output of the shape
+   `compute_output_shape` says (`check_empty_inputs`).
 """
 
 import dataclasses
@@ -73,6 +78,16 @@ class ContractSpec:
             positions `Tv` (e.g. a pointer distribution) instead of features:
             the causal check then compares the output on a prefix with the
             full output cut to the prefix along that axis too.
+        arg_names: input name -> call argument name, where they differ (the
+            first input is passed positionally; errors name the argument).
+        lower_rank_ok: inputs that also accept one axis less (a one-step
+            query `(batch_size, dq)`, a flat memory for a grid); the wrong
+            rank check then only adds axes.
+        rank_free: inputs of any rank >= 2 (not rank checked).
+        batch_free: the layer's output does not depend on the batch (no batch
+            size must agree).
+        empty_symbols: the lengths that may be 0 in `check_empty_inputs`
+            (`None`: every length).
         masked_memory_gives_zeros: an example whose padding mask is all
             `False` gets an all-zero output. `False` for layers whose output
             does not come from the attention alone (e.g. a recurrent decoder,
@@ -95,6 +110,11 @@ class ContractSpec:
     weights_normalized: bool = True
     output_over_values: bool = False
     masked_memory_gives_zeros: bool = True
+    arg_names: dict = dataclasses.field(default_factory=dict)
+    lower_rank_ok: tuple = ()
+    rank_free: tuple = ()
+    batch_free: bool = False
+    empty_symbols: tuple | None = None
 
     def make_layer(self, **overrides):
         return self.layer_cls(**{**self.init_kwargs, **overrides})
@@ -530,6 +550,139 @@ def check_tflite(spec, tmp_path):
             np.testing.assert_allclose(actual[name], _np(value), rtol=0, atol=1e-5)
 
 
+# -- 9. call-time checks ----------------------------------------------------------------------
+
+
+_CALL_ERRORS = (ValueError, tf.errors.InvalidArgumentError)
+
+
+def _expect_error(spec, layer, arrays, masks, arg, what):
+    """Calls the layer and asserts an error whose message names `arg` (in backticks)."""
+    with pytest.raises(_CALL_ERRORS) as info:
+        call_layer(spec, layer, arrays, masks)
+    message = str(info.value)
+    assert f"`{arg}`" in message, f"{what}: the error does not name `{arg}`: {message[:500]}"
+    return message
+
+
+def _query_mask_array(spec, lengths, batch=BATCH):
+    first = list(spec.inputs)[0]
+    return np.ones((batch, lengths[spec.inputs[first][0]]), bool)
+
+
+def _all_masks(spec, lengths, batch=BATCH):
+    if batch == 0 or 0 in lengths.values():
+        masks = {arg: np.ones((batch, lengths[s]), bool) for arg, s in spec.value_masks.items()}
+    else:
+        masks = make_value_masks(spec, lengths, batch=batch, fully_masked_row=False)
+    if spec.query_mask is not None:
+        masks[spec.query_mask] = _query_mask_array(spec, lengths, batch)
+    return masks
+
+
+def check_call_time_validation(spec, tmp_path):
+    layer = spec.make_layer()
+    lengths = spec.lengths[0]
+    arrays = make_inputs(spec, lengths)
+    masks = _all_masks(spec, lengths)
+    call_layer(spec, layer, arrays, masks)  # build
+    for name, array in arrays.items():
+        if name in spec.rank_free:
+            continue
+        arg = spec.arg_names.get(name, name)
+        higher = array.reshape(array.shape[:1] + (1, 1) + array.shape[1:])
+        _expect_error(spec, layer, {**arrays, name: higher}, masks, arg, "rank + 2")
+        if name not in spec.lower_rank_ok and array.ndim > 1:
+            _expect_error(spec, layer, {**arrays, name: array[..., 0]}, masks, arg, "rank - 1")
+    batch_dependent = [(n, "input") for n in list(arrays)[1:]] + [(m, "mask") for m in masks]
+    if not spec.batch_free:
+        for name, kind in batch_dependent:
+            if kind == "input":
+                wrong = ({**arrays, name: arrays[name][:-1]}, masks)
+            else:
+                wrong = (arrays, {**masks, name: masks[name][:-1]})
+            _expect_error(spec, layer, *wrong, spec.arg_names.get(name, name), "batch size")
+    for name, mask in masks.items():
+        longer = np.concatenate([mask, mask[:, :1]], axis=1)
+        _expect_error(spec, layer, arrays, {**masks, name: longer}, name, "mask length")
+        if mask.ndim > 1:
+            _expect_error(spec, layer, arrays, {**masks, name: mask[..., None]}, name, "mask rank")
+        message = _expect_error(
+            spec, layer, arrays, {**masks, name: mask.astype("float32")}, name, "float mask"
+        )
+        assert "float" in message and "mask == 0" in message, message[:500]
+        integer = call_layer(spec, layer, arrays, {**masks, name: mask.astype("int32")})
+        boolean = call_layer(spec, layer, arrays, masks)
+        np.testing.assert_array_equal(_np(integer[0]), _np(boolean[0]))  # 0/1 masks still work
+    # The layer still works after the refused calls.
+    call_layer(spec, layer, arrays, masks)
+
+
+def _signature(spec, arrays, masks):
+    def spec_of(name, array):
+        shape = (None,) + tuple(None if isinstance(d, str) else d for d in spec.inputs[name])
+        return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
+
+    inputs = {name: spec_of(name, array) for name, array in arrays.items()}
+    mask_specs = {name: tf.TensorSpec((None,) * m.ndim, tf.bool) for name, m in masks.items()}
+    return inputs, mask_specs
+
+
+def check_traced_validation(spec, tmp_path):
+    """Sizes unknown while tracing: checked at run time; XLA compiles such a trace and runs it."""
+    layer = spec.make_layer()
+    lengths = spec.lengths[0]
+    arrays = make_inputs(spec, lengths)
+    masks = _all_masks(spec, lengths)
+    expected = call_layer(spec, layer, arrays, masks)
+    signature = _signature(spec, arrays, masks)
+    traced = tf.function(lambda a, m: call_layer(spec, layer, a, m), input_signature=signature)
+    actual = traced(arrays, masks)
+    np.testing.assert_allclose(_np(actual[0]), _np(expected[0]), rtol=1e-5, atol=1e-5)
+    # XLA compiles a trace with unknown sizes (and its assertions, to nothing) and runs it.
+    jitted = tf.function(
+        lambda a, m: call_layer(spec, layer, a, m), input_signature=signature, jit_compile=True
+    )
+    np.testing.assert_allclose(_np(jitted(arrays, masks)[0]), _np(expected[0]), atol=1e-5)
+    if spec.batch_free:
+        return
+    for name in masks:
+        bad = {**masks, name: masks[name][:-1]}
+        with pytest.raises(_CALL_ERRORS) as info:
+            traced(arrays, bad)
+        assert f"`{name}`" in str(info.value), str(info.value)[:800]
+    others = list(arrays)[1:]
+    if others:
+        name = others[0]
+        bad = {**arrays, name: arrays[name][:-1]}
+        with pytest.raises(_CALL_ERRORS) as info:
+            traced(bad, masks)
+        assert f"`{spec.arg_names.get(name, name)}`" in str(info.value), str(info.value)[:800]
+
+
+def _check_empty(spec, layer, lengths, batch):
+    arrays = make_inputs(spec, lengths, batch=batch)
+    masks = _all_masks(spec, lengths, batch=batch)
+    output, weights = call_layer(spec, layer, arrays, masks)
+    shapes = {f"{name}_shape": a.shape for name, a in arrays.items()}
+    expected_shape = tuple(layer.compute_output_shape(**shapes))
+    assert tuple(output.shape) == expected_shape, (lengths, batch, tuple(output.shape))
+    assert np.all(np.isfinite(_np(output).astype("float32")))
+    if weights is not None:
+        assert np.all(np.isfinite(_np(weights).astype("float32")))
+
+
+def check_empty_inputs(spec, tmp_path):
+    layer = spec.make_layer()
+    lengths = spec.lengths[0]
+    call_layer(spec, layer, make_inputs(spec, lengths), _all_masks(spec, lengths))  # build
+    _check_empty(spec, layer, lengths, batch=0)
+    symbols = _symbols(spec) if spec.empty_symbols is None else spec.empty_symbols
+    for symbol in symbols:
+        _check_empty(spec, layer, {**lengths, symbol: 0}, batch=2)
+        _check_empty(spec, layer, {**lengths, symbol: 0}, batch=0)
+
+
 FAST_CHECKS = (
     check_config_round_trip,
     check_keras_save_load,
@@ -542,6 +695,9 @@ FAST_CHECKS = (
     check_dropout,
     check_mixed_precision,
     check_jit_compile,
+    check_call_time_validation,
+    check_traced_validation,
+    check_empty_inputs,
 )
 SLOW_CHECKS = (check_saved_model, check_tflite)
 

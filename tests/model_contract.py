@@ -17,9 +17,13 @@ Points of the contract and the checks that show them:
    batch size and source length, equals the teacher-forced pass, and so does a prefill
    followed by steps; the state matches `decoding_state_spec`: `check_decode_step`,
    `check_prefill`.
-3. tasks: `save`/`Task.load` keeps the predictions (`check_task_save_load`); the SavedModel
-   export answers in a fresh process exactly as the task in memory, for empty, over-long and
-   non-ASCII inputs and an empty batch (`check_saved_model`, slow); the LiteRT
+3. tasks: `save`/`Task.load` keeps the predictions (`check_task_save_load`); every string
+   signature answers a `status` per input (`keras_attention.tasks.serving_status`): `""`,
+   whitespace and NUL are `empty_input`, bytes that are not UTF-8 `invalid_utf8` (both get
+   the empty answer), an over-long input `truncated`, and `predict_with_status` reports the
+   same (`check_serving_status`); the SavedModel
+   export answers in a fresh process exactly as the task in memory, for empty, over-long,
+   non-ASCII and undecodable inputs and an empty batch (`check_saved_model`, slow); the LiteRT
    encode/decode loop of the `.tflite` export gives the same outputs as greedy decoding in
    memory (`check_tflite_decoding`, slow).
 """
@@ -54,6 +58,8 @@ class ModelSpec:
         causal: the backbone is a causal LM (`init_cache` / `call_with_cache` on token ids).
         signature_inputs: `{signature_name: {input_name: value}}`, the inputs of a serving
             signature besides its `tf.string` batch (scalars such as `max_new_tokens`, `seed`).
+        empty_answer: an `empty_input` gets the empty answer (`""`); `False` for a causal LM,
+            which continues `[START]`.
     """
 
     name: str
@@ -65,6 +71,7 @@ class ModelSpec:
     tflite: bool = True
     causal: bool = False
     signature_inputs: dict = dataclasses.field(default_factory=dict)
+    empty_answer: bool = True
 
     def __str__(self):
         return self.name
@@ -83,7 +90,7 @@ def model_checks(*specs):
         if spec.causal:
             checks += [check_causal_cache]
         if spec.make_task is not None:
-            checks += [check_task_save_load, check_saved_model]
+            checks += [check_task_save_load, check_serving_status, check_saved_model]
             checks += [check_tflite_decoding] if spec.tflite else []
         for check in checks:
             name = check.__name__[len("check_") :]
@@ -235,6 +242,55 @@ def check_task_save_load(spec, tmp_path):
     assert reloaded.predict(spec.texts) == expected
 
 
+# Inputs every text task must answer with a defined status (added to the spec's texts).
+DEGENERATE = {"": "empty_input", " \t\n ": "empty_input", "\x00": "empty_input",
+              b"\xff\xfe bad": "invalid_utf8", b"ok \xed\xa0\x80": "invalid_utf8"}  # fmt: skip
+STATUSES = ("ok", "truncated", "empty_input", "invalid_utf8")
+
+
+def _takes_text(specs):
+    """The name of a signature's `tf.string` input, or `None` when it takes images."""
+    names = [key for key, value in specs.items() if value.dtype == tf.string]
+    return names[0] if names and names[0] != "image" else None
+
+
+def contract_texts(spec, task):
+    """The spec's inputs, plus the degenerate ones for a text task."""
+    _, specs = task.serving_signatures()["serving_default"]
+    return [*spec.texts, *DEGENERATE] if _takes_text(specs) else list(spec.texts)
+
+
+def check_serving_status(spec, tmp_path):
+    """Every string signature answers a valid `status`; degenerate inputs get the empty answer."""
+    task = spec.make_task(spec.make_backbone())
+    _, default_specs = task.serving_signatures()["serving_default"]
+    if not _takes_text(default_specs):
+        pytest.skip("the task takes images, not text")
+    texts = contract_texts(spec, task)
+    batch = tf.constant(texts, tf.string, shape=[len(texts)])
+    default_status = None
+    for name, (fn, specs) in task.serving_signatures().items():
+        if _takes_text(specs) is None:
+            continue
+        other = {key: tf.constant(value, specs[key].dtype)
+                 for key, value in spec.signature_inputs.get(name, {}).items()}  # fmt: skip
+        outputs = fn(batch, **other)
+        assert "status" in outputs, f"signature {name!r} has no status output"
+        status = [s.decode() for s in outputs["status"].numpy()]
+        assert outputs["status"].shape == (len(texts),) and set(status) <= set(STATUSES), status
+        assert status[len(spec.texts):] == list(DEGENERATE.values()), (name, status)
+        assert "truncated" in status[: len(spec.texts)], f"{name}: no over-long input in texts"
+        assert fn(batch[:0], **other)["status"].shape == (0,)
+        default_status = status if name == "serving_default" else default_status
+    result = task.predict_with_status(texts)
+    assert result["status"] == default_status
+    assert result["outputs"] == task.predict(texts)
+    for text, output, state in zip(texts, result["outputs"], status, strict=True):
+        if state == "invalid_utf8" or (state == "empty_input" and spec.empty_answer):
+            assert output == "", (text, output)
+    assert task.predict_with_status([]) == {"outputs": [], "status": []}
+
+
 _CHILD = """
 import base64, json, sys
 import tensorflow as tf
@@ -265,16 +321,17 @@ def check_saved_model(spec, tmp_path):
 
     task = spec.make_task(spec.make_backbone())
     path = export_task(task, tmp_path / "saved_models", name="contract", version=1)
-    texts = np.array(spec.texts, dtype=object)
+    all_texts = contract_texts(spec, task)
+    texts = np.array(all_texts, dtype=object)
     serve, input_spec = task.serving_signatures()["serving_default"]
-    expected = {key: np.asarray(v) for key, v in serve(tf.constant(spec.texts)).items()}
+    expected = {key: np.asarray(v) for key, v in serve(tf.constant(all_texts)).items()}
     # TF Serving's loader and REST bodies in a fresh process (`verify_export`).
     report = verify_export(path, {next(iter(input_spec)): texts}, model=lambda inputs: expected)
     assert report.ok, str(report)
     # Every signature in a fresh process, also for an empty batch, against the task in memory.
     encoded = [
         base64.b64encode(t.encode("utf-8") if isinstance(t, str) else t).decode("ascii")
-        for t in spec.texts
+        for t in all_texts
     ]
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, path, json.dumps(encoded), json.dumps(spec.signature_inputs)],
@@ -283,12 +340,17 @@ def check_saved_model(spec, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     answers = json.loads(result.stdout.strip().splitlines()[-1])
+    from keras_attention.tasks import ServedTask
+
+    if "status" in expected:  # the CLI's loader reports the statuses the task reports
+        served = ServedTask(path).predict_with_status(all_texts)
+        assert served == task.predict_with_status(all_texts)
     for name, (fn, specs) in task.serving_signatures().items():
         other = {
             key: tf.constant(value, specs[key].dtype)
             for key, value in spec.signature_inputs.get(name, {}).items()
         }
-        for key, batch in (("texts", spec.texts), ("empty", [])):
+        for key, batch in (("texts", all_texts), ("empty", [])):
             outputs = fn(tf.constant(batch, tf.string, shape=[len(batch)]), **other)
             for output, value in outputs.items():
                 value = value.numpy()

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from keras_attention.demos.output import new_output_dir
 from keras_attention.utils import positive_int
 from pipelines import synthetic
 
@@ -102,25 +103,30 @@ def attention_hit_rate(captioner, images, objects):
 
 
 def run(output_dir="outputs/demo", base_dir="saved_models", num_examples=None, num_test=None,
-        epochs=None, seed=0, verbose=1, **options):  # fmt: skip
+        epochs=None, seed=0, verbose=1, overwrite=False, **options):  # fmt: skip
     """Writes scenes to disk, trains a captioner on them, reports, plots, exports and reloads.
 
     Args:
         output_dir: where the data (`scenes/`), the run (`captioning_run/`)
-            and `caption_attention.png` go. Defaults to `"outputs/demo"`.
+            and `caption_attention.png` go; when it holds an earlier run, a
+            new numbered directory beside it (`outputs/demo-2`, ...).
+            Defaults to `"outputs/demo"`.
         base_dir: the TF Serving base directory of the export (a new version
             of `scene_captioner` each run). Defaults to `"saved_models"`.
         num_examples, num_test, epochs: the training scenes, held-out
             scenes and epochs. Default to `DEFAULTS`.
         seed: int. Defaults to `0`.
         verbose: Keras progress output. Defaults to `1`.
+        overwrite: bool, write into `output_dir` even when it holds an
+            earlier run. Defaults to `False`.
         **options: more `CaptioningConfig` or `FitConfig` fields (`units`,
             `attention`, `decoder`, `batch_size`, `learning_rate`, ...).
 
     Returns:
         A dict: `"exact_match"`, `"bleu_4"`, `"attention_hit_rate"`,
         `"num_words_checked"`, `"samples"`, `"reloaded_match"`, `"png"`,
-        `"export_path"`, `"run_dir"`, `"train_seconds"`, `"total_seconds"`.
+        `"export_path"`, `"run_dir"`, `"output_dir"`, `"train_seconds"`,
+        `"total_seconds"`.
     """
     from keras_attention.export import export_task
     from keras_attention.tasks import CaptioningConfig, ServedTask
@@ -133,8 +139,8 @@ def run(output_dir="outputs/demo", base_dir="saved_models", num_examples=None, n
                             ("epochs", epochs))
     }  # fmt: skip
     num_examples, num_test, epochs = counts.values()
-    for name in counts:
-        settings.pop(name)
+    settings = {name: value for name, value in settings.items() if name not in counts}
+    output_dir = new_output_dir(output_dir, overwrite, "captioning demo")
     start = time.perf_counter()
     scenes = os.path.join(output_dir, "scenes")
     # One caption per scene (the upper or left object first): with both orders allowed, the
@@ -196,6 +202,7 @@ def run(output_dir="outputs/demo", base_dir="saved_models", num_examples=None, n
         "png": png,
         "export_path": export_path,
         "run_dir": run_dir,
+        "output_dir": output_dir,
         "train_seconds": training.train_seconds,
         "total_seconds": total,
     }

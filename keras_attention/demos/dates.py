@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from keras_attention.demos.output import new_output_dir
 from keras_attention.utils import positive_int
 from pipelines import synthetic
 
@@ -136,13 +137,16 @@ def run(
     seed=0,
     verbose=1,
     num_samples=5,
+    overwrite=False,
     **options,
 ):
     """Trains the dates translator, reports on held-out dates, plots, exports and reloads.
 
     Args:
         output_dir: where the training run (`<output_dir>/dates_run`) and
-            `date_alignment.png` go. Defaults to `"outputs/demo"`.
+            `date_alignment.png` go; when it holds an earlier run, a new
+            numbered directory beside it (`outputs/demo-2`, ...). Defaults to
+            `"outputs/demo"`.
         base_dir: the TF Serving base directory of the export (a new version
             of `dates_translator` each run). Defaults to `"saved_models"`.
         num_examples: positive int, training dates. Defaults to `20000`.
@@ -152,6 +156,8 @@ def run(
         seed: int, for the data and the training. Defaults to `0`.
         verbose: Keras progress output, `0`, `1` or `2`. Defaults to `1`.
         num_samples: how many sample translations to print. Defaults to `5`.
+        overwrite: bool, write into `output_dir` even when it holds an
+            earlier run. Defaults to `False`.
         **options: more `train_translation` options (`units`,
             `embedding_dim`, `vocabulary_size`, `batch_size`, `learning_rate`,
             `score`, ...), overriding the demo's `DEFAULTS`.
@@ -163,12 +169,14 @@ def run(
         date), `"samples"` (`(source, translation, reference)` tuples),
         `"reloaded_match"` (bool), `"png"`, `"export_path"`,
         `"translator_dir"` (the run directory, a saved `Translator`),
+        `"output_dir"` (where it wrote),
         `"train_seconds"`, `"total_seconds"`.
     """
     from keras_attention.training import train_translation
 
     for name, value in (("num_examples", num_examples), ("num_test", num_test)):
         positive_int("dates demo", name, value)
+    output_dir = new_output_dir(output_dir, overwrite, "dates demo")
     start = time.perf_counter()
     pairs = synthetic.dates(num_examples + num_test, seed=seed)
     train, drawn = pairs[:num_examples], pairs[num_examples:]
@@ -216,6 +224,7 @@ def run(
         "png": png,
         "export_path": export_path,
         "translator_dir": training.output_dir,
+        "output_dir": output_dir,
         "train_seconds": training.train_seconds,
         "total_seconds": total,
     }

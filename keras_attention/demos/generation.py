@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from keras_attention.demos.output import new_output_dir
 from keras_attention.utils import positive_int
 from pipelines import synthetic
 
@@ -32,23 +33,27 @@ PROMPTS = ["the kind cat", "a farmer does not", "every sad teacher sees", ""]
 
 
 def run(output_dir="outputs/demo", base_dir="saved_models", num_examples=None, num_test=None,
-        epochs=None, seed=0, verbose=1):  # fmt: skip
+        epochs=None, seed=0, verbose=1, overwrite=False):  # fmt: skip
     """Writes a grammar corpus, trains a GPT on it, reports, plots, exports and reloads.
 
     Args:
         output_dir: where the corpus (`grammar/`), the run (`generation_run/`)
-            and the PNG go. Defaults to `"outputs/demo"`.
+            and the PNG go; when it holds an earlier run, a new numbered
+            directory beside it (`outputs/demo-2`, ...). Defaults to
+            `"outputs/demo"`.
         base_dir: the TF Serving base directory of the export (a new version
             of `grammar_gpt` each run). Defaults to `"saved_models"`.
         num_examples, num_test, epochs: training paragraphs, held-out
             paragraphs and epochs. Default to `DEFAULTS`.
         seed: int. Defaults to `0`.
         verbose: Keras progress output. Defaults to `1`.
+        overwrite: bool, write into `output_dir` even when it holds an
+            earlier run. Defaults to `False`.
 
     Returns:
         A dict: `"perplexity"`, `"word_perplexity"`, `"samples"` (prompt ->
         greedy continuation), `"reloaded_match"`, `"png"`, `"export_path"`,
-        `"run_dir"`, `"total_seconds"`.
+        `"run_dir"`, `"output_dir"`, `"total_seconds"`.
     """
     from keras_attention.export import export_task
     from keras_attention.tasks import CausalLMConfig, ServedTask
@@ -59,6 +64,7 @@ def run(output_dir="outputs/demo", base_dir="saved_models", num_examples=None, n
         for name, given in (("num_examples", num_examples), ("num_test", num_test),
                             ("epochs", epochs))
     )  # fmt: skip
+    output_dir = new_output_dir(output_dir, overwrite, "generation demo")
     start = time.perf_counter()
     corpus = os.path.join(output_dir, "grammar")
     os.makedirs(corpus, exist_ok=True)
@@ -98,6 +104,7 @@ def run(output_dir="outputs/demo", base_dir="saved_models", num_examples=None, n
         "png": png,
         "export_path": export_path,
         "run_dir": run_dir,
+        "output_dir": output_dir,
         "total_seconds": total,
     }
 

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from keras_attention import layers
+from keras_attention.demos.output import new_output_dir
 from keras_attention.visualize import plot_attention
 from pipelines import synthetic
 
@@ -138,12 +139,19 @@ def plot_results(results, path, examples=8):
     return path
 
 
-def run(output_dir="outputs/demo", scores=None, num_examples=20000, epochs=4, seed=0, verbose=1):
-    """Trains every score layer, prints a table, writes `attention_maps.png`; returns the metrics."""
+def run(output_dir="outputs/demo", scores=None, num_examples=20000, epochs=4, seed=0, verbose=1,
+        overwrite=False):  # fmt: skip
+    """Trains every score layer, prints a table, writes `attention_maps.png`; returns the metrics.
+
+    `attention_maps.png` goes into `output_dir`, or, when it holds an earlier
+    run and not `overwrite`, into a new numbered directory beside it
+    (`outputs/demo-2`, ...).
+    """
     scores = list(scores or SCORE_LAYERS)
     unknown = sorted(set(scores) - set(SCORE_LAYERS))
     if unknown:
         raise ValueError(f"unknown score layer(s) {unknown}; choose from {sorted(SCORE_LAYERS)}")
+    output_dir = new_output_dir(output_dir, overwrite, "scores demo")
     results = []
     for score in scores:
         print(f"\n== {score} attention ==", flush=True)

@@ -32,12 +32,14 @@ from keras_attention.export.tflite import (
     _interpreter,
     _read,
     _signature_runner,
+    check_output_path,
     convert_tflite,
     run_tflite,
 )
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.models.gpt import GPTCausalLM
 from keras_attention.models.seq2seq_translator import Seq2SeqTranslator
+from keras_attention.tasks.serving_status import sanitize
 from keras_attention.utils import describe, positive_int
 from pipelines.text import END_ID, PAD_ID, START_ID
 
@@ -86,7 +88,10 @@ def decoding_signatures(model, max_length=None, batch_size=None):
         ]
 
     return {
-        "encode": (encode, [tf.TensorSpec((batch_size, *input_shape), input_dtype, name=input_name)]),
+        "encode": (
+            encode,
+            [tf.TensorSpec((batch_size, *input_shape), input_dtype, name=input_name)],
+        ),
         "prefill": (step, step_specs(None)),
         "decode": (step, step_specs(1)),
     }
@@ -130,6 +135,7 @@ def convert_decoding_tflite(
     >>> tokens.shape, sorted(generator.signatures)
     ((1, 5), ['decode', 'encode', 'prefill'])
     """
+    check_output_path(output_path, overwrite, "convert_decoding_tflite")
     if batch_size == "auto":
         batch_size = 1 if isinstance(model, Seq2SeqTranslator) else None
     return convert_tflite(
@@ -302,6 +308,7 @@ def convert_task_tflite(task, output_path=None, quantization=None, overwrite=Fal
     Returns:
         The flatbuffer, `bytes`.
     """
+    check_output_path(output_path, overwrite, "convert_task_tflite")  # before any tracing
     if isinstance(getattr(task, "backbone", None), GPTCausalLM):  # prefill / decode, batch 1
         return convert_causal_lm_tflite(
             task.backbone, max_length=task.max_length, quantization=quantization,
@@ -382,7 +389,9 @@ def _causal_lm_predictor(task, flatbuffer):
             stop_token_ids=(task.preprocessor.end_id,),
             suppress_token_ids=task.never_generated_ids, max_new_tokens=task.max_new_tokens,
         )  # fmt: skip
-        return task.postprocess_from_device(tokens, padding_mask)
+        outputs = task.postprocess_from_device(tokens, padding_mask)
+        _, valid = sanitize(tf.constant(list(prompts), tf.string))  # not UTF-8: "" as served
+        return [output if ok else "" for output, ok in zip(outputs, valid.numpy(), strict=True)]
 
     return predict
 
@@ -393,9 +402,12 @@ def _single_pass_predictor(task, flatbuffer):
     def predict(inputs):
         if not len(inputs):
             return []
-        feed, _ = task.preprocess_for_device(inputs)
-        return task.postprocess_from_device(
+        feed, valid = task.preprocess_for_device(inputs)
+        outputs = task.postprocess_from_device(
             run_tflite(flatbuffer, feed, signature=task.device_signature)
         )
+        if valid is None:
+            return outputs
+        return [output if ok else "" for output, ok in zip(outputs, valid, strict=True)]
 
     return predict

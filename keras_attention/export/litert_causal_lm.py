@@ -21,7 +21,13 @@ interpreter (`ai_edge_litert`): the greedy decisions of
 import numpy as np
 import tensorflow as tf
 
-from keras_attention.export.tflite import _interpreter, _read, _signature_runner, convert_tflite
+from keras_attention.export.tflite import (
+    _interpreter,
+    _read,
+    _signature_runner,
+    check_output_path,
+    convert_tflite,
+)
 from keras_attention.models.gpt import GPTCausalLM
 from keras_attention.utils import describe, positive_int
 
@@ -114,6 +120,7 @@ def convert_causal_lm_tflite(model, max_length=None, quantization=None, output_p
     >>> tokens.shape, tokens[0, :3].tolist(), lm.signatures, lm.cache_length
     ((2, 8), [2, 7, 9], ('decode', 'prefill'), 8)
     """
+    check_output_path(output_path, overwrite, "convert_causal_lm_tflite")
     return convert_tflite(
         model,
         quantization=quantization,
@@ -230,8 +237,11 @@ class TFLiteCausalLM:
             max_new_tokens = positive_int(_CLASS, "max_new_tokens", max_new_tokens)
         tokens = np.full((len(prompts), max_length), self.pad_id, np.int32)
         for row, prompt in enumerate(prompts):
-            end = max_length if max_new_tokens is None else min(max_length,
-                                                                 len(prompt) + max_new_tokens)
+            end = (
+                max_length
+                if max_new_tokens is None
+                else min(max_length, len(prompt) + max_new_tokens)
+            )
             tokens[row, :end] = self._generate_row(prompt, end, stops)
         return tokens
 

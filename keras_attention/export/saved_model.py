@@ -12,6 +12,7 @@ formats through `PredictRequest` protos, and compares the answers with the eager
 """
 
 import base64
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -50,11 +51,13 @@ def export_saved_model(
 ):
     """Exports a Keras model (or layer) as `<base_dir>/<name>/<version>/` for TF Serving.
 
-    The SavedModel is written with `keras.export.ExportArchive` into a temporary sibling
-    directory and renamed into place, so a failed export never leaves a half-written version and an
-    existing version stays intact unless `overwrite=True`. Then `<base_dir>/models.config` gets an
-    entry `name: <name>, base_path: <container_base_path>/<name>` (idempotent; every model exported
-    before stays listed).
+    The target is checked before anything is traced: `base_dir` (and `<base_dir>/<name>`) must be
+    writable folders, and an existing `models.config` must parse. The SavedModel is then written
+    with `keras.export.ExportArchive` into a temporary sibling directory; `<base_dir>/models.config`
+    gets an entry `name: <name>, base_path: <container_base_path>/<name>` (idempotent; every model
+    exported before stays listed), and only then is the version renamed into place (a failed
+    rename restores the previous `models.config`). So a failed export leaves neither a new
+    version nor a half-written one, and an existing version stays intact unless `overwrite=True`.
 
     Args:
         obj: a built `keras.Model` or `keras.layers.Layer`. Its variables are tracked by the export.
@@ -82,6 +85,9 @@ def export_saved_model(
 
     Raises:
         FileExistsError: the version exists and `overwrite=False`.
+        NotADirectoryError: `base_dir` or `<base_dir>/<name>` is a file, or `models.config` is
+            a folder.
+        OSError: `base_dir` is not writable.
         ValueError: an invalid `name`, `version`, `signatures`, `assets` or
             `container_base_path`, an unbuilt `obj`, a non-dense output, or a `models.config`
             that is not a `model_config_list`.
@@ -114,6 +120,7 @@ def export_saved_model(
     container_base_path = _check_container_base_path(container_base_path)
     base_dir = pathlib.Path(base_dir)
     model_dir = base_dir / name
+    _check_target(base_dir, model_dir)  # before any tracing: a bad target fails in milliseconds
     version = _check_version(version, model_dir)
     path = model_dir / str(version)
     if path.exists() and not overwrite:
@@ -123,17 +130,26 @@ def export_saved_model(
             f"Received: version={version}, overwrite=False"
         )
     asset_paths = _check_assets(assets)
-    archive = _build_archive(obj, _check_signatures(signatures), asset_paths)
-
+    signatures = _check_signatures(signatures)
+    created = not model_dir.exists()
     model_dir.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:  # TF Serving ignores non-numeric directories, so the staging area is never served
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    except OSError as error:
+        _remove_if_empty(model_dir, created)
+        raise OSError(
+            error.errno,
+            f"export_saved_model: cannot write into {str(model_dir)!r} ({error.strerror}); "
+            f"`base_dir` must be a writable folder. Received: base_dir={str(base_dir)!r}",
+        ) from None
+    try:
+        archive = _build_archive(obj, signatures, asset_paths)
         staged = staging / "export"
         archive.write_out(str(staged), verbose=False)
-        _move_into_place(staged, path, staging, overwrite)
+        _publish(staged, path, staging, overwrite, base_dir, name, container_base_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    update_models_config(base_dir, name, container_base_path=container_base_path)
+        _remove_if_empty(model_dir, created)
     return str(path)
 
 
@@ -142,7 +158,10 @@ def update_models_config(base_dir, name, container_base_path="/models"):
 
     The file is a TF Serving `ModelServerConfig` text proto with a `model_config_list`; it is
     parsed and written with the protobuf classes, so it always parses. Leading `#` comment lines
-    are kept. Calling it again with the same arguments leaves the file byte-identical.
+    are kept. Calling it again with the same arguments leaves the file byte-identical. It is
+    replaced atomically (a temporary file renamed over it), keeping the old file's permissions;
+    a new file gets `0o666` less the umask (`0o644` with the usual umask `022`), so a TF Serving
+    process running as another user can read it.
 
     Args:
         base_dir: the directory holding `models.config`.
@@ -594,6 +613,50 @@ def _build_archive(obj, signatures, asset_paths):
     return archive
 
 
+def _check_target(base_dir, model_dir):
+    """Refuses, before tracing, a target that cannot take the export."""
+    for what, folder in (("base_dir", base_dir), ("the model folder", model_dir)):
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(
+                f"export_saved_model: {what} {str(folder)!r} is a file, not a folder. "
+                f"Received: base_dir={str(base_dir)!r}"
+            )
+    config_path = base_dir / MODELS_CONFIG
+    if config_path.exists() and not config_path.is_file():
+        raise NotADirectoryError(
+            f"export_saved_model: {str(config_path)!r} must be a file (TF Serving's model "
+            f"config), not a folder. Received: base_dir={str(base_dir)!r}"
+        )
+    read_models_config(base_dir)  # a ValueError now, not after the export is written
+    existing = next((p for p in (model_dir, *model_dir.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"export_saved_model: {str(existing)!r} is not writable; `base_dir` must be a "
+            f"writable folder. Received: base_dir={str(base_dir)!r}"
+        )
+
+
+def _publish(staged, path, staging, overwrite, base_dir, name, container_base_path):
+    """Lists the model in `models.config`, then renames the version into place (or rolls back)."""
+    config_path = pathlib.Path(base_dir) / MODELS_CONFIG
+    previous = config_path.read_text() if config_path.exists() else None
+    update_models_config(base_dir, name, container_base_path=container_base_path)
+    try:
+        _move_into_place(staged, path, staging, overwrite)
+    except BaseException:
+        if previous is None:
+            config_path.unlink(missing_ok=True)
+        elif config_path.read_text() != previous:
+            _atomic_write(config_path, previous)
+        raise
+
+
+def _remove_if_empty(folder, created):
+    if created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: nothing was exported into it
+
+
 def _move_into_place(staged, path, staging, overwrite):
     if path.exists():
         if not overwrite:  # it appeared while we were writing
@@ -619,16 +682,29 @@ def _config_to_text(config):
 
 
 def _atomic_write(path, text):
+    """Writes `text` to `path` through a temporary sibling renamed over it, keeping its mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, mode)  # mkstemp's 0o600 would hide models.config from TF Serving
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def file_mode(path):
+    """The permission bits a rewritten `path` keeps: its own, or `0o666` less the umask if new."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 # -- verification helpers ----------------------------------------------------------------------

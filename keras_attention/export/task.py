@@ -18,15 +18,23 @@ def export_translator(
     translations are the in-memory ones:
 
     - `"serving_default"`: `{"text": tf.string (batch_size,)}` ->
-      `{"translation": tf.string (batch_size,)}`.
+      `{"translation": tf.string (batch_size,), "status": tf.string
+      (batch_size,)}`.
     - `"attention"`: `{"text": tf.string (batch_size,)}` ->
       `{"translation": tf.string (batch_size,)`, `"source_tokens": tf.string
       (batch_size, S)`, `"target_tokens": tf.string (batch_size, T)`,
-      `"attention": float32 (batch_size, T, S)}`: the word pieces of the
-      (truncated) sources and of the generated targets (`"[END]"` included
-      when generated), padded with `""`, and the cross-attention of each
-      target token over the source (see `Translator.translate_with_attention`),
-      padded with `0`.
+      `"attention": float32 (batch_size, T, S)`, `"status"`}: the word pieces
+      of the (truncated) sources and of the generated targets (`"[END]"`
+      included when generated), padded with `""`, and the cross-attention of
+      each target token over the source (see
+      `Translator.translate_with_attention`), padded with `0`.
+
+    `status` says what happened to each input
+    (`keras_attention.tasks.serving_status`): `"ok"`, `"truncated"` (the
+    source had more than `source_sequence_length` tokens; its first ones were
+    translated), `"empty_input"` (`""`, whitespace, NUL: the translation is
+    `""`, no tokens, no attention) or `"invalid_utf8"` (bytes that are not
+    UTF-8: the same empty answer).
 
     Tokenization and detokenization are tensorflow-text ops inside the graph:
     TF Serving needs them linked in (the `tensorflow_text` ops, as in
@@ -90,7 +98,11 @@ def export_task(task, base_dir="saved_models", name=None, version=None, overwrit
     listed in `models.config`, never overwriting a version unless asked)
     holds the task's `serving_signatures()` — the task's own traced
     functions, so what is served is what the task computes in memory — and
-    the files of `task.preprocessor.save_assets` under `assets/`.
+    the files of `task.preprocessor.save_assets` under `assets/`. Every
+    signature that takes text also answers `status`, a `tf.string`
+    `(batch_size,)` output (`keras_attention.tasks.serving_status`: `ok`,
+    `truncated`, `empty_input`, `invalid_utf8`). The target is checked
+    before anything is traced (see `export_saved_model`).
 
     Args:
         task: a `keras_attention.tasks.Task`.

@@ -86,7 +86,10 @@ def convert_tflite(
         allow_custom_ops: bool, let ops without a TFLite builtin become custom
             ops (you then provide their kernels). Set automatically for
             tensorflow-text ops. Defaults to `False`.
-        output_path: optional path; the flatbuffer is also written there.
+        output_path: optional path; the flatbuffer is also written there
+            (through a temporary file renamed into place). The path is checked
+            before conversion (`check_output_path`): not a folder, in a
+            writable folder, not an existing file unless `overwrite=True`.
         overwrite: bool, replace an existing `output_path`. Defaults to
             `False`.
 
@@ -109,11 +112,7 @@ def convert_tflite(
     (2, 3, 4)
     """
     _check_quantization(quantization, representative_data)
-    if output_path is not None and os.path.exists(output_path) and not overwrite:
-        raise FileExistsError(
-            "convert_tflite: `output_path` exists; pass `overwrite=True` to replace it. "
-            f"Received: output_path={output_path!r}"
-        )
+    check_output_path(output_path, overwrite, "convert_tflite")
     with tempfile.TemporaryDirectory(prefix="keras_attention_tflite_") as tmp:
         path, signature_keys = _saved_model_for(obj, signatures, tmp)
         custom_ops = allow_custom_ops or _has_tf_text_ops(path)
@@ -138,9 +137,66 @@ def convert_tflite(
             f"`tf.saved_model.save`. Received: obj={_describe(obj)}"
         )
     if output_path is not None:
-        with open(output_path, "wb") as file:
-            file.write(flatbuffer)
+        write_file(output_path, flatbuffer, overwrite)
     return flatbuffer
+
+
+def check_output_path(output_path, overwrite=False, where="convert_tflite"):
+    """Refuses, before any conversion, an `output_path` the flatbuffer could not be written to.
+
+    The path must not be a folder, its folder must exist and be writable, and an existing file
+    is replaced only with `overwrite=True`.
+
+    Raises:
+        FileExistsError: the file exists and `overwrite=False`.
+        IsADirectoryError: `output_path` is a folder.
+        FileNotFoundError / NotADirectoryError / PermissionError: its folder is missing, a
+            file, or not writable.
+    """
+    if output_path is None:
+        return
+    path = os.fspath(output_path)
+    received = f"Received: output_path={path!r}"
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{where}: `output_path` is a folder, not a file. {received}")
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(
+            f"{where}: `output_path` exists; pass `overwrite=True` to replace it. {received}"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(folder):
+        raise FileNotFoundError(f"{where}: the folder of `output_path` does not exist. {received}")
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"{where}: the folder of `output_path` is a file. {received}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{where}: the folder of `output_path` is not writable. {received}")
+
+
+def write_file(path, data, overwrite=False):
+    """Writes `data` through a temporary sibling renamed into place (never a half-written file).
+
+    An existing file keeps its permissions; a new one gets `0o666` less the umask. With
+    `overwrite=False` a file that appeared meanwhile is not replaced (`FileExistsError`).
+    """
+    from keras_attention.export.saved_model import file_mode
+
+    path = os.fspath(path)
+    mode = file_mode(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or "."
+    )
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.chmod(tmp, mode)
+        if not overwrite and os.path.lexists(path):
+            raise FileExistsError(
+                f"{path!r} appeared during the conversion. Received: overwrite=False"
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def tflite_ops(flatbuffer):

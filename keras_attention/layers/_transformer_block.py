@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.multi_head_attention import MultiHeadAttention
+from keras_attention.ops.masking import as_bool_mask
 from keras_attention.utils.masking import attach_keras_mask
 from keras_attention.utils.validation import positive_int, rate
 
@@ -217,7 +218,7 @@ def zero_padded_positions(x, mask):
     """Zeros `x` at padded positions (`mask == False`) and attaches the mask as its Keras mask."""
     if mask is None:
         return x
-    mask = ops.cast(mask, "bool")
+    mask = as_bool_mask(mask, "padding mask")
     x = ops.where(ops.expand_dims(mask, -1), x, ops.zeros_like(x))
     attach_keras_mask(x, mask)
     return x

@@ -11,6 +11,7 @@ from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.layers.local_attention import LocalAttention
 from keras_attention.layers.monotonic_attention import MonotonicAttention
 from keras_attention.layers.pointer_attention import PointerAttention
+from keras_attention.ops.checks import check_inputs
 from keras_attention.utils import boolean, one_of, positive_int, rate, renamed_argument
 from keras_attention.utils.masking import attach_keras_mask, without_keras_mask
 
@@ -112,6 +113,10 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         return_state: bool, also return the final state (sequence calls; a
             one-step call always returns it). Defaults to `False`.
         training: bool, whether dropout is active.
+
+    Every call checks ranks, the sizes the decoder was built with, and that the
+    batch sizes and lengths of `inputs`, `memory`, `initial_state` and the masks
+    agree; float masks raise `ValueError`. An empty batch gives empty outputs.
 
     Returns:
         `outputs` (`(batch_size, T, units)`, or `(batch_size, units)` for one
@@ -227,6 +232,7 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
     def build(self, inputs_shape, memory_shape):
         inputs_shape, memory_shape = self._check_shapes(inputs_shape, memory_shape)
         input_dim, memory_dim = inputs_shape[-1], memory_shape[-1]
+        self._input_dims = (input_dim, memory_dim)
         if isinstance(self.score, str):
             self._attention_layer = make_score(
                 self.score, units=self.units, dtype=self.dtype_policy, name="attention"
@@ -283,16 +289,25 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
     ):
         # Keras fills `inputs_mask` / `memory_mask` with the implicit masks of `inputs` and
         # `memory` (an argument named `<input>_mask`); the explicit masks win over them.
+        names = (
+            "decoder_padding_mask" if decoder_padding_mask is not None else "inputs_mask",
+            "encoder_padding_mask" if encoder_padding_mask is not None else "memory_mask",
+        )
         if decoder_padding_mask is not None:
             inputs_mask = decoder_padding_mask
         if encoder_padding_mask is not None:
             memory_mask = encoder_padding_mask
         start_index = position_offset(type(self).__name__, "start_index", start_index)
         states = self._initial_states(initial_state, ops.shape(inputs)[0])
+        inputs, memory, states, inputs_mask, memory_mask = self._check_call_inputs(
+            inputs, memory, states, inputs_mask, memory_mask, names
+        )
         if memory_mask is not None:
             memory_mask = ops.cast(memory_mask, "bool")
         if inputs_mask is not None:
             inputs_mask = ops.cast(inputs_mask, "bool")
+        if inputs.shape[0] == 0:  # an empty batch (Keras's recurrent cells fail on one)
+            return self._empty_outputs(inputs, memory, return_attention_scores, return_state)
         if len(inputs.shape) == 2:  # one step
             output, weights, states = self._step(
                 inputs, states, memory, memory_mask, inputs_mask, start_index, training
@@ -459,6 +474,41 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             training=training,
             **kwargs,
         )  # (B, D), (B, S)
+
+    def _empty_outputs(self, inputs, memory, return_attention_scores, return_state):
+        """The outputs of a call on an empty batch: zero-size tensors of the right shapes."""
+        steps = tuple(ops.shape(inputs)[1:-1])  # (T,) or ()
+        outputs = ops.zeros((0, *steps, self.units), self.compute_dtype)
+        weights = ops.zeros((0, *steps, ops.shape(memory)[1]), self.compute_dtype)
+        states = tuple(ops.zeros((0, size), self.compute_dtype) for size in self.state_size)
+        results = (outputs, weights) if return_attention_scores else (outputs,)
+        if not steps:
+            return results + (states,)
+        results += (states,) if return_state else ()
+        return results[0] if len(results) == 1 else results
+
+    def _check_call_inputs(self, inputs, memory, states, inputs_mask, memory_mask, mask_names):
+        """Ranks, built sizes, batch sizes, lengths and mask dtypes at every call (`ops.checks`)."""
+        self._check_shapes(inputs.shape, memory.shape)
+        input_dim, memory_dim = getattr(self, "_input_dims", (None, None))
+        steps = ("T",) if len(inputs.shape) == 3 else ()
+        state_sizes = tuple(self.state_size)
+        checked = check_inputs(
+            type(self).__name__,
+            [
+                ("inputs", inputs, ("batch_size", *steps, input_dim)),
+                ("memory", memory, ("batch_size", "S", memory_dim)),
+                *[
+                    (f"initial_state[{i}]", state, ("batch_size", size))
+                    for i, (state, size) in enumerate(zip(states, state_sizes, strict=True))
+                ],
+            ],
+            masks=[
+                (mask_names[0], inputs_mask, ("batch_size", *steps)),
+                (mask_names[1], memory_mask, ("batch_size", "S")),
+            ],
+        )
+        return checked[0], checked[1], tuple(checked[2:-2]), checked[-2], checked[-1]
 
     def _initial_states(self, initial_state, batch_size):
         name = type(self).__name__

@@ -4,6 +4,7 @@ import keras
 
 from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.ops import attention_pool, context_vector_score, masked_softmax
+from keras_attention.ops.checks import check_inputs
 from keras_attention.utils.validation import positive_int, rate
 
 
@@ -45,6 +46,9 @@ class AttentionPooling(WeightOptionsMixin, keras.layers.Layer):
             positions and are all zero on a fully masked row). Defaults to
             `False`.
         training: bool, whether dropout is active.
+
+    Every call checks `inputs` against the size the layer was built with and
+    `mask` against `inputs`; a float mask raises `ValueError`.
 
     Returns:
         The pooled vector `(batch_size, d)`, and with
@@ -107,6 +111,7 @@ class AttentionPooling(WeightOptionsMixin, keras.layers.Layer):
 
     def build(self, inputs_shape):
         input_dim = self._validate_shape(inputs_shape)
+        self._input_dim = input_dim
         units = self.units or input_dim
         self.kernel = self._add_kernel("kernel", (input_dim, units))
         self.bias = self._add_bias("bias", (units,)) if self.use_bias else None
@@ -117,11 +122,12 @@ class AttentionPooling(WeightOptionsMixin, keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, mask=None, return_attention_scores=False, training=None):
-        if mask is not None and len(mask.shape) != 2:
-            raise ValueError(
-                f"{type(self).__name__}: `mask` must have shape `(batch_size, T)`. "
-                f"Received: mask.shape={tuple(mask.shape)}"
-            )
+        self._validate_shape(inputs.shape)
+        inputs, mask = check_inputs(
+            type(self).__name__,
+            [("inputs", inputs, ("batch_size", "T", getattr(self, "_input_dim", None)))],
+            masks=[("mask", mask, ("batch_size", "T"))],
+        )
         scores = context_vector_score(inputs, self.kernel, self.context_vector, self.bias)  # (B, T)
         weights = masked_softmax(scores, mask)  # (B, T), zero on padding
         pooled = attention_pool(self._dropout_layer(weights, training=training), inputs)  # (B, d)

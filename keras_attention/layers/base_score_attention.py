@@ -11,6 +11,7 @@ from keras_attention.ops import (
     masked_softmax,
     merge_padding_masks,
 )
+from keras_attention.ops.checks import check_inputs
 from keras_attention.utils.masking import attach_keras_mask
 from keras_attention.utils.validation import rate
 
@@ -38,7 +39,8 @@ class BaseScoreAttention(keras.layers.Layer):
         value: the memory `(batch_size, Tv, dv)` that is averaged.
         key: optional `(batch_size, Tv, dk)` that is scored against the query;
             defaults to `value`.
-        query_mask: boolean `(batch_size, Tq)` (`(batch_size,)` for one
+        query_mask: boolean (or integer 0/1; float masks raise `ValueError`)
+            `(batch_size, Tq)` (`(batch_size,)` for one
             step); `False` marks padded queries, whose output and weights are
             zero. Filled from the query's Keras mask when not given.
         value_mask: boolean `(batch_size, Tv)`; `False` positions get exactly
@@ -60,7 +62,17 @@ class BaseScoreAttention(keras.layers.Layer):
     Returns:
         The context `(batch_size[, Tq], dv)`, and with
         `return_attention_scores=True` the weights `(batch_size[, Tq], Tv)`.
-        The output carries the query's mask.
+        The output carries the query's mask. Empty batches or sequences give
+        empty outputs (zeros where `Tv = 0`).
+
+    Every call checks its inputs (not only the first): ranks, the feature
+    sizes the layer was built with, batch sizes and lengths that must agree
+    between the query, value, key and masks, and mask dtypes (boolean or
+    integer; a float mask raises, since a cast would invert an additive mask:
+    pass `mask == 0`). Mismatches raise `ValueError`; sizes unknown while
+    tracing are asserted at run time on TensorFlow (`InvalidArgumentError`
+    naming the argument), except under XLA (`jit_compile=True`), which drops
+    assertions.
     """
 
     def __init__(self, dropout=0.0, seed=None, **kwargs):
@@ -87,6 +99,7 @@ class BaseScoreAttention(keras.layers.Layer):
 
     def build(self, query_shape, value_shape, key_shape=None):
         query_dim, key_dim, value_dim = self._validate_shapes(query_shape, value_shape, key_shape)
+        self._input_dims = (query_dim, key_dim, value_dim)
         self.build_score(query_dim, key_dim)
         self._dropout_layer = keras.layers.Dropout(
             self.dropout, seed=self.seed, dtype=self.dtype_policy, name="attention_dropout"
@@ -166,13 +179,24 @@ class BaseScoreAttention(keras.layers.Layer):
         use_causal_mask,
         allow_single_step_causal=False,
     ):
-        """The shared start of every `call`: masks unpacked, one-step queries made sequences.
+        """The shared start of every `call`: inputs checked, masks unpacked, one-step queries made sequences.
+
+        Every call checks (`keras_attention.ops.checks.check_inputs`) the ranks,
+        the feature depths the layer was built with, that batch sizes agree
+        between the query, value, key and masks, that lengths agree between
+        inputs and masks, and that masks are boolean or integer (float masks are
+        refused). Static mismatches raise `ValueError`; sizes unknown while
+        tracing are asserted at run time on TensorFlow (`InvalidArgumentError`;
+        not under XLA, which drops assertions).
 
         Returns a `PreparedInputs` with `query (B, Tq, dq)`, `key` (defaults to
         `value`), `single_step`, `query_mask (B, Tq)`, `padding_mask (B, Tv)`
         (value and key masks ANDed), `attention_mask (B, Tq, Tv)` and the lengths.
         """
         query_mask, value_mask = _unpack_mask_list(mask, query_mask, value_mask)
+        query, value, key, query_mask, value_mask, key_mask, attention_mask = self._check_inputs(
+            query, value, key, query_mask, value_mask, key_mask, attention_mask
+        )
         single_step = len(query.shape) == 2
         if single_step:
             if use_causal_mask and not allow_single_step_causal:
@@ -194,6 +218,26 @@ class BaseScoreAttention(keras.layers.Layer):
             attention_mask=attention_mask,
             query_length=ops.shape(query)[1],
             value_length=ops.shape(value)[1],
+        )
+
+    def _check_inputs(self, query, value, key, query_mask, value_mask, key_mask, attention_mask):
+        """Checks shapes and mask dtypes at every call; returns the (possibly guarded) tensors."""
+        self._validate_shapes(query.shape, value.shape, None if key is None else key.shape)
+        query_dim, key_dim, value_dim = getattr(self, "_input_dims", (None, None, None))
+        steps = ("Tq",) if len(query.shape) == 3 else ()
+        return check_inputs(
+            type(self).__name__,
+            [
+                ("query", query, ("batch_size", *steps, query_dim)),
+                ("value", value, ("batch_size", "Tv", value_dim)),
+                ("key", key, ("batch_size", "Tv", key_dim)),
+            ],
+            masks=[
+                ("query_mask", query_mask, ("batch_size", *steps)),
+                ("value_mask", value_mask, ("batch_size", "Tv")),
+                ("key_mask", key_mask, ("batch_size", "Tv")),
+                ("attention_mask", attention_mask, ("batch_size", *steps, "Tv")),
+            ],
         )
 
     def _output_specs(self, query, value, key, return_attention_scores, per_query_dtypes=()):

@@ -185,7 +185,7 @@ class HardAttention(BaseScoreAttention):
     # -- Keras API ------------------------------------------------------------------------------
 
     def build(self, query_shape, value_shape, key_shape=None):
-        self._validate_shapes(query_shape, value_shape, key_shape)
+        self._input_dims = self._validate_shapes(query_shape, value_shape, key_shape)
         if not self.score_layer.built:
             self.score_layer.build(query_shape, value_shape, key_shape)
         if self.estimator == "reinforce":

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import clone_initializer
+from keras_attention.ops.checks import check_inputs
 from keras_attention.utils.validation import optional_positive_int, positive_number
 
 
@@ -42,6 +43,9 @@ class MaskedLMHead(keras.layers.Layer):
         inputs: `(batch_size, seq_len, hidden_dim)`, the encoder outputs.
         mask_positions: int `(batch_size, num_positions)`, positions in
             `[0, seq_len)` to predict.
+
+    Every call checks that `inputs` has the hidden size the layer was built
+    with and that `mask_positions` has the batch size of `inputs`.
 
     Returns:
         `(batch_size, num_positions, vocabulary_size)` in the compute dtype.
@@ -112,6 +116,7 @@ class MaskedLMHead(keras.layers.Layer):
                 f"Received: inputs.shape={inputs_shape}"
             )
         hidden_dim = inputs_shape[-1]
+        self._hidden_dim = hidden_dim
         if self.token_embedding is not None:
             if self.token_embedding.output_dim != hidden_dim:
                 raise ValueError(
@@ -150,6 +155,13 @@ class MaskedLMHead(keras.layers.Layer):
         )
 
     def call(self, inputs, mask_positions):
+        inputs, mask_positions = check_inputs(
+            type(self).__name__,
+            [
+                ("inputs", inputs, ("batch_size", "T", getattr(self, "_hidden_dim", None))),
+                ("mask_positions", mask_positions, ("batch_size", "P")),
+            ],
+        )
         # A one-hot product rather than a gather: exact, empty batches work, and a position
         # outside the sequence gives zeros instead of another row's encoding.
         select = ops.one_hot(ops.cast(mask_positions, "int32"), ops.shape(inputs)[1],

@@ -10,6 +10,7 @@ from keras import ops
 from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.rotary_embedding import RotaryEmbedding
 from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
+from keras_attention.ops.checks import check_index_range, check_inputs
 from keras_attention.ops.chunked_attention import DEFAULT_CHUNK_SIZE, chunked_attention
 from keras_attention.utils.masking import attach_keras_mask, without_keras_mask
 from keras_attention.utils.validation import positive_int, positive_number, rate
@@ -97,7 +98,16 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             `attention_mask` cover the `max_length` cache positions (e.g. the
             left padding of prompts).
         cache_update_index: int or scalar int tensor, where this call's keys
-            and values go in the cache (required with `cache`).
+            and values go in the cache (required with `cache`). It must
+            satisfy `0 <= cache_update_index <= max_length - Tv` (`Tv` the
+            length of this call's keys). A value known at the call (an int, an
+            eager tensor) outside that range raises `ValueError`. A traced
+            value is asserted at run time on TensorFlow (`InvalidArgumentError`
+            naming `cache_update_index`); under XLA (`jit_compile=True`) and in
+            TFLite, which drop assertions, an out-of-range write is clamped
+            into the cache (the semantics of `dynamic_update_slice`), so a
+            compiled decoding loop must bound its index itself (as
+            `keras_attention.generation` does with `max_length`).
         projected_key_value: optional `(key_heads, value_heads)` from
             `project_key_value(value, key)`, used instead of projecting
             `value` and `key` again: the cross-attention cache of a decoder,
@@ -105,6 +115,14 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             not read (pass `None`), so their Keras masks are not either: pass
             `value_mask`.
         training: bool, whether dropout is active.
+
+    Every call checks its inputs: ranks, the feature sizes the layer was
+    built with, batch sizes and lengths that must agree between the query,
+    value, key, masks, cache and `projected_key_value`, and mask dtypes
+    (boolean or integer; float masks raise `ValueError`: convert an additive
+    mask with `mask == 0`). Sizes unknown while tracing are asserted at run
+    time on TensorFlow (dropped under XLA). Empty batches and sequences give
+    empty outputs.
 
     Returns:
         `(batch_size, Tq, output_dim)`, then the weights
@@ -237,6 +255,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                 "MultiHeadAttention: `key` and `value` must have the same length. "
                 f"Received: key.shape={key_shape}, value.shape={value_shape}"
             )
+        self._input_dims = (query_shape[-1], value_shape[-1], key_shape[-1])
         bias = "de" if self.use_bias else None
         self._query_dense = self._projection("query", (self.num_heads, self.key_dim), bias)
         self._query_dense.build(query_shape)
@@ -286,6 +305,22 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         if cache is not None and cache_update_index is None:
             raise ValueError(
                 "MultiHeadAttention: `cache` needs `cache_update_index`. Received: cache_update_index=None"
+            )
+        query, value, key, cache, projected_key_value, masks = self._check_call_inputs(
+            query, value, key, cache, projected_key_value,
+            (query_mask, value_mask, key_mask, attention_mask),
+        )  # fmt: skip
+        if attention_bias is not None:
+            self._check_attention_bias(attention_bias, query, value, key, cache)
+        query_mask, value_mask, key_mask, attention_mask = masks
+        if cache is not None:
+            cache_update_index = check_index_range(
+                "MultiHeadAttention",
+                "cache_update_index",
+                cache_update_index,
+                ops.shape(value if key is None else key)[1] if value is not None else 0,
+                ops.shape(cache[0])[2 if id(self) in _decoding_state().heads_first else 1],
+                "max_length",
             )
         # The masks were taken as arguments; the projections get mask-free inputs (a copy, so
         # the caller's tensors keep their masks).
@@ -372,11 +407,80 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             results += (cache,)
         return results[0] if len(results) == 1 else results
 
+    def _check_call_inputs(self, query, value, key, cache, projected_key_value, masks):
+        """Checks ranks, built feature sizes, batch sizes, lengths and mask dtypes at every call.
+
+        Returns `(query, value, key, cache, projected_key_value, masks)`, guarded by run-time
+        assertions where sizes are unknown while tracing (see `keras_attention.ops.checks`).
+        """
+        query_dim, value_dim, key_dim = getattr(self, "_input_dims", (None, None, None))
+        heads = self.num_key_value_heads
+        inputs = [("query", query, ("batch_size", "Tq", query_dim))]
+        memory = "Tv"
+        if projected_key_value is None and value is not None:
+            inputs += [
+                ("value", value, ("batch_size", "Tv", value_dim)),
+                ("key", key, ("batch_size", "Tv", key_dim)),
+            ]
+        if cache is not None and id(self) not in _decoding_state().heads_first:
+            self._validate_cache(cache)
+            memory = "max_length"
+            inputs += [
+                ("cache[0]", cache[0], ("batch_size", memory, heads, self.key_dim)),
+                ("cache[1]", cache[1], ("batch_size", memory, heads, self.value_dim)),
+            ]
+        if projected_key_value is not None and isinstance(projected_key_value, list | tuple):
+            self._validate_key_value(projected_key_value)
+            inputs += [
+                ("projected_key_value[0]", projected_key_value[0],
+                 ("batch_size", "Tv", heads, self.key_dim)),
+                ("projected_key_value[1]", projected_key_value[1],
+                 ("batch_size", "Tv", heads, self.value_dim)),
+            ]  # fmt: skip
+        if cache is not None and id(self) in _decoding_state().heads_first:
+            memory = None  # the heads-first cache is checked by `_validate_cache`
+        names = ("query_mask", "value_mask", "key_mask", "attention_mask")
+        templates = (("batch_size", "Tq"), ("batch_size", memory), ("batch_size", memory),
+                     ("batch_size", "Tq", memory))  # fmt: skip
+        checked = check_inputs(
+            "MultiHeadAttention",
+            inputs,
+            masks=list(zip(names, masks, templates, strict=True)),
+        )
+        query, rest = checked[0], checked[1:]
+        if projected_key_value is None and value is not None:
+            value, key, rest = rest[0], rest[1], rest[2:]
+        if cache is not None and memory == "max_length":
+            cache, rest = (rest[0], rest[1]), rest[2:]
+        if projected_key_value is not None and isinstance(projected_key_value, list | tuple):
+            projected_key_value, rest = (rest[0], rest[1]), rest[2:]
+        return query, value, key, cache, projected_key_value, tuple(rest)
+
+    def _check_attention_bias(self, bias, query, value, key, cache):
+        """`attention_bias` must have rank 4 and sizes 1 or `(batch_size, num_heads, Tq, Tv)`."""
+        if cache is not None:
+            heads_first = id(self) in _decoding_state().heads_first
+            memory = cache[0].shape[2 if heads_first else 1]
+        else:
+            memory = None if value is None else (value if key is None else key).shape[1]
+        wanted = (query.shape[0], self.num_heads, query.shape[1], memory)
+        shape = tuple(bias.shape)
+        ok = len(shape) == 4 and all(
+            b is None or w is None or b in (1, w) for b, w in zip(shape, wanted, strict=True)
+        )
+        if not ok:
+            raise ValueError(
+                "MultiHeadAttention: `attention_bias` must have rank 4 and be broadcastable to "
+                f"`(batch_size, num_heads, Tq, Tv)` = {wanted}. Received: attention_bias.shape={shape}"
+            )
+
     def _chunk_size_for(self, query_heads, key_heads, return_attention_scores):
         """`None` (full path), an int (chunked path) or a boolean tensor (decided at run time)."""
         if self.chunk_size is None or return_attention_scores:
             return None
         query_length, key_length = query_heads.shape[1], key_heads.shape[1]
+        if 0 in (query_heads.shape[0], query_length, key_length):
+            return None  # nothing to chunk: the full path gives the empty output
         if self.chunk_size != "auto":
             if key_length is not None and key_length <= self.chunk_size:
                 return None  # one chunk: the full path computes the same, faster
@@ -644,7 +748,10 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         """
         flat = _decoding_state().kernels.get(id(self), {}).get(layer.name)
         if flat is None:
-            return layer(without_keras_mask(inputs))
+            outputs = layer(without_keras_mask(inputs))
+            if 0 in inputs.shape[:2]:  # TF's einsum gives (1, 0, ...) for a (0, 0, ...) input
+                outputs = ops.reshape(outputs, tuple(inputs.shape[:2]) + tuple(outputs.shape[2:]))
+            return outputs
         kernel, bias, outer = flat
         inputs = ops.cast(without_keras_mask(inputs), kernel.dtype)
         leading = ops.shape(inputs)[:2]  # (batch_size, length)

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import check_positions, clone_initializer, position_offset
+from keras_attention.ops.checks import check_inputs
 from keras_attention.utils.validation import positive_int
 
 
@@ -35,6 +36,9 @@ class PositionEmbedding(keras.layers.Layer):
         start_index: int or scalar int tensor, the position of the first
             element (a decoding step at position `t` passes `t`). Defaults to
             `0`.
+
+    Every call checks that `inputs` has rank 3 and the size the layer was built
+    with.
 
     Returns:
         Rows `start_index, ..., start_index + seq_len - 1` of the table,
@@ -79,6 +83,9 @@ class PositionEmbedding(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, start_index=0):
+        (inputs,) = check_inputs(
+            "PositionEmbedding", [("inputs", inputs, ("batch_size", "T", self.embeddings.shape[-1]))]
+        )
         start_index = position_offset("PositionEmbedding", "start_index", start_index)
         check_positions("PositionEmbedding", inputs.shape[1], start_index, self.sequence_length)
         shape = ops.shape(inputs)

@@ -106,12 +106,7 @@ class RelativePositionBias(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, query_shape, key_shape=None):
-        for arg, shape in (("query", query_shape), ("key", key_shape)):
-            if shape is not None and len(shape) < 2:
-                raise ValueError(
-                    f"RelativePositionBias: `{arg}` must have rank 2 or more "
-                    f"`(batch_size, length, ...)`. Received: {arg}.shape={tuple(shape)}"
-                )
+        _check_ranks(query_shape, key_shape)
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.num_buckets, self.num_heads),
@@ -120,6 +115,7 @@ class RelativePositionBias(keras.layers.Layer):
         self.built = True
 
     def call(self, query, key=None, query_offset=0):
+        _check_ranks(query.shape, None if key is None else key.shape)  # at every call
         query_offset = position_offset("RelativePositionBias", "query_offset", query_offset)
         key = query if key is None else key
         query_positions = ops.arange(ops.shape(query)[1], dtype="int32") + ops.cast(
@@ -150,6 +146,15 @@ class RelativePositionBias(keras.layers.Layer):
             "bidirectional": self.bidirectional,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         }
+
+
+def _check_ranks(query_shape, key_shape):
+    for arg, shape in (("query", query_shape), ("key", key_shape)):
+        if shape is not None and len(shape) < 2:
+            raise ValueError(
+                f"RelativePositionBias: `{arg}` must have rank 2 or more "
+                f"`(batch_size, length, ...)`. Received: {arg}.shape={tuple(shape)}"
+            )
 
 
 def _exact_buckets(num_buckets, bidirectional):

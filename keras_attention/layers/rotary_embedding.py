@@ -90,10 +90,17 @@ class RotaryEmbedding(keras.layers.Layer):
 
     def build(self, input_shape):
         self._axes(input_shape)  # checked here too: symbolic calls do not run `call`
+        self._input_rank = len(input_shape)
         self.built = True
 
     def call(self, inputs, start_index=0):
         start_index = position_offset("RotaryEmbedding", "start_index", start_index)
+        rank = getattr(self, "_input_rank", len(inputs.shape))
+        if len(inputs.shape) != rank:  # the axes were chosen for the rank the layer was built for
+            raise ValueError(
+                f"RotaryEmbedding: `inputs` must have rank {rank}, the rank the layer was built "
+                f"for. Received: inputs.shape={tuple(inputs.shape)}"
+            )
         sequence_axis, feature_axis = self._axes(inputs.shape)
         dim = inputs.shape[feature_axis]
         length = ops.shape(inputs)[sequence_axis]

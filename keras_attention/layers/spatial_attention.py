@@ -195,6 +195,7 @@ class SpatialAttention(WeightOptionsMixin, BaseScoreAttention):
                 f"query.shape={tuple(query.shape)}, training=True, "
                 f"doubly_stochastic_regularization={self.doubly_stochastic_regularization}"
             )
+        self._validate_shapes(query.shape, value.shape, None if key is None else key.shape)
         num_axes = len(value.shape) - 2  # 2 for a grid (H, W), 1 for flat locations (L,)
         grid_shape = tuple(ops.shape(value)[1:-1])
         flat_value = _flatten_locations(value, num_axes, features=True)  # (B, L, C)

@@ -9,6 +9,7 @@ from keras_attention.layers.position_embedding import PositionEmbedding
 from keras_attention.layers.sinusoidal_position_encoding import (
     SinusoidalPositionEncoding,
 )
+from keras_attention.ops.checks import check_inputs
 from keras_attention.utils.validation import positive_int
 
 POSITIONS = ("learned", "sinusoidal")
@@ -55,6 +56,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         start_index: int or scalar int tensor, the position of the first
             token (a decoding step at position `t` passes `t`). Defaults to
             `0`.
+
+    Every call checks that `inputs` has rank 2 `(batch_size, seq_len)`.
 
     Returns:
         `(batch_size, seq_len, embedding_dim)` in the compute dtype, with the
@@ -143,6 +146,9 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, start_index=0):
+        (inputs,) = check_inputs(
+            "TokenAndPositionEmbedding", [("inputs", inputs, ("batch_size", "T"))]
+        )
         start_index = position_offset("TokenAndPositionEmbedding", "start_index", start_index)
         check_positions(
             "TokenAndPositionEmbedding", inputs.shape[1], start_index, self.sequence_length

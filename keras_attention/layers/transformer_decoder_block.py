@@ -4,6 +4,8 @@ import keras
 from keras import ops
 
 from keras_attention.layers._transformer_block import TransformerBlock, zero_padded_positions
+from keras_attention.layers.multi_head_attention import _decoding_state
+from keras_attention.ops.checks import check_index_range, check_inputs
 from keras_attention.utils.masking import keras_mask
 
 
@@ -113,6 +115,11 @@ class TransformerDecoderBlock(TransformerBlock):
             attention. Defaults to `False`.
         training: bool, whether dropout is active.
 
+    Every call checks ranks, the sizes the block was built with, batch sizes and
+    lengths of the sequences, masks and caches, mask dtypes (float masks raise
+    `ValueError`) and `self_attention_cache_update_index` (see
+    `MultiHeadAttention`'s `cache_update_index` for what happens when traced).
+
     Returns:
         `output` of shape `(batch_size, Tq, hidden_dim)`, followed, in this
         order and only when asked for, by:
@@ -194,6 +201,19 @@ class TransformerDecoderBlock(TransformerBlock):
             cross_attention_cache,
         )
         cached = self_attention_cache is not None
+        checked = self._check_call_inputs(
+            decoder_sequence,
+            encoder_sequence,
+            decoder_padding_mask,
+            encoder_padding_mask,
+            self_attention_mask,
+            cross_attention_mask,
+            self_attention_cache,
+            self_attention_cache_update_index,
+            cross_attention_cache,
+        )
+        (decoder_sequence, encoder_sequence, decoder_padding_mask, encoder_padding_mask,
+         self_attention_mask, cross_attention_mask, self_attention_cache_update_index) = checked
         if cached:
             # The mask covers the cache positions; this call's queries are those at the index.
             cache_mask = decoder_padding_mask  # (B, max_length)
@@ -342,6 +362,56 @@ class TransformerDecoderBlock(TransformerBlock):
                 "TransformerDecoderBlock: `self_attention_cache_update_index` needs "
                 "`self_attention_cache`. Received: self_attention_cache=None"
             )
+
+    def _check_call_inputs(
+        self,
+        decoder_sequence,
+        encoder_sequence,
+        decoder_padding_mask,
+        encoder_padding_mask,
+        self_attention_mask,
+        cross_attention_mask,
+        cache,
+        cache_index,
+        cross_attention_cache,
+    ):
+        """Shapes, batch sizes, mask dtypes and the cache index, at every call (`ops.checks`)."""
+        owner = "TransformerDecoderBlock"
+        hidden_dim = self._self_attention._input_dims[0]
+        memory = "Tq"
+        if cache is not None:
+            memory = "max_length"
+            heads_first = id(self._self_attention) in _decoding_state().heads_first
+            cache_index = check_index_range(
+                owner,
+                "self_attention_cache_update_index",
+                cache_index,
+                ops.shape(decoder_sequence)[1],
+                ops.shape(cache[0])[2 if heads_first else 1],
+                "max_length",
+            )
+            if heads_first:
+                memory = None  # checked by the attention's `_validate_cache`
+        encoder = [("encoder_sequence", encoder_sequence, ("batch_size", "S", None))]
+        if self._cross_attention is not None and encoder_sequence is not None:
+            encoder_dim = self._cross_attention._input_dims[1]
+            encoder = [("encoder_sequence", encoder_sequence, ("batch_size", "S", encoder_dim))]
+        if cross_attention_cache is not None:
+            encoder = [("cross_attention_cache[0]", cross_attention_cache[0],
+                        ("batch_size", "S", None, None))]  # fmt: skip
+        checked = check_inputs(
+            owner,
+            [("decoder_sequence", decoder_sequence, ("batch_size", "Tq", hidden_dim)), *encoder],
+            masks=[
+                ("decoder_padding_mask", decoder_padding_mask, ("batch_size", memory)),
+                ("encoder_padding_mask", encoder_padding_mask, ("batch_size", "S")),
+                ("self_attention_mask", self_attention_mask, ("batch_size", "Tq", memory)),
+                ("cross_attention_mask", cross_attention_mask, ("batch_size", "Tq", "S")),
+            ],
+        )
+        if cross_attention_cache is not None:
+            checked[1] = encoder_sequence
+        return (*checked, cache_index)
 
     def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
         return tuple(decoder_sequence_shape)

@@ -3,6 +3,7 @@
 import keras
 
 from keras_attention.layers._transformer_block import TransformerBlock, zero_padded_positions
+from keras_attention.ops.checks import check_inputs
 from keras_attention.utils.masking import keras_mask
 
 
@@ -82,6 +83,11 @@ class TransformerEncoderBlock(TransformerBlock):
             a `RelativePositionBias`.
         training: bool, whether dropout is active.
 
+    Every call checks `inputs` (rank 3, the hidden size it was built with) and
+    that `padding_mask` `(batch_size, T)` and `attention_mask` `(batch_size, T, T)`
+    match it; float masks raise `ValueError` (pass `mask == 0` for an additive
+    mask). Sizes unknown while tracing are asserted at run time (not under XLA).
+
     Returns:
         `(batch_size, seq_len, hidden_dim)`, or with
         `return_attention_scores=True` the tuple `(output, scores)` with the
@@ -127,6 +133,14 @@ class TransformerEncoderBlock(TransformerBlock):
     ):
         if padding_mask is None:
             padding_mask = keras_mask(inputs)
+        inputs, padding_mask, attention_mask = check_inputs(
+            "TransformerEncoderBlock",
+            [("inputs", inputs, ("batch_size", "T", self._self_attention._input_dims[0]))],
+            masks=[
+                ("padding_mask", padding_mask, ("batch_size", "T")),
+                ("attention_mask", attention_mask, ("batch_size", "T", "T")),
+            ],
+        )
         residual = inputs
         x = self._pre_norm(self._self_attention_layer_norm, inputs)
         x = self._self_attention(

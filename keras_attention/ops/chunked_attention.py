@@ -21,7 +21,7 @@ decisions and the result does not depend on `chunk_size`.
 import keras
 from keras import ops
 
-from keras_attention.ops.masking import large_negative
+from keras_attention.ops.masking import as_bool_mask, large_negative
 
 DEFAULT_CHUNK_SIZE = 512
 _MAX_UNROLLED_QUERY_CHUNKS = 16
@@ -110,9 +110,9 @@ def chunked_attention(
     if bias is not None:
         tensors["bias"] = ops.cast(bias, work)
     if value_mask is not None:
-        tensors["value_mask"] = ops.cast(value_mask, "bool")
+        tensors["value_mask"] = as_bool_mask(value_mask, "value_mask")
     if attention_mask is not None:
-        attention_mask = ops.cast(attention_mask, "bool")
+        attention_mask = as_bool_mask(attention_mask, "attention_mask")
         if len(attention_mask.shape) != 3:
             raise ValueError(
                 "chunked_attention: `attention_mask` must have rank 3 `(batch_size, Tq, Tv)`. "
@@ -314,7 +314,7 @@ class _Kernel:
             lse = ops.where(seen, lse, 0.0)  # (B, H, cq, 1); rows with no key: output 0
             outputs = ops.slice_update(outputs, (i, 0, 0, 0, 0), ops.expand_dims(output, 0))
             log_sum_exps = ops.slice_update(log_sum_exps, (i, 0, 0, 0, 0), ops.expand_dims(lse, 0))
-            return outputs, log_sum_exps, ops.min(lse)
+            return outputs, log_sum_exps, ops.min(lse, initial=0.0)
 
         state = (
             ops.zeros((self.nq, batch, heads, self.cq, value_dim), self.dtype),
@@ -426,7 +426,7 @@ class _Kernel:
             d_key, d_value = (ops.swapaxes(x, -1, -2) for x in inner[1:3])  # (B, H, ck, d)
             d_keys = ops.slice_update(d_keys, (j, 0, 0, 0, 0), ops.expand_dims(d_key, 0))
             d_values = ops.slice_update(d_values, (j, 0, 0, 0, 0), ops.expand_dims(d_value, 0))
-            return [inner[0], d_keys, d_values] + list(inner[3:]) + [ops.min(inner[1])]
+            return [inner[0], d_keys, d_values] + list(inner[3:]) + [ops.min(inner[1], initial=0.0)]
 
         state = ops.fori_loop(0, self.nk, key_step, state)
         d_queries = ops.stack(state[0], axis=0) if unrolled else state[0]
@@ -490,7 +490,8 @@ def _after(index, state):
     scores and memory would grow back to quadratic. Tying the chunk index to
     the previous iteration's result keeps at most two chunks alive.
     """
-    never = ops.less(ops.min(state), float("-inf"))  # False, but only known at run time
+    # False, but only known at run time (`initial`: an empty batch has no minimum).
+    never = ops.less(ops.min(state, initial=0.0), float("-inf"))
     return index + ops.cast(never, "int32")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from keras import ops
 from keras import random as keras_random
 
-from keras_attention.ops.masking import large_negative
+from keras_attention.ops.masking import as_bool_mask, large_negative
 from keras_attention.ops.softmax import masked_softmax
 
 _TINY = float(np.finfo("float32").tiny)
@@ -65,9 +65,11 @@ def masked_argmax(scores, mask=None):
     if mask is None:
         valid = ops.ones(ops.shape(scores)[:-1], "bool")
     else:
-        mask = ops.broadcast_to(ops.cast(mask, "bool"), ops.shape(scores))
+        mask = ops.broadcast_to(as_bool_mask(mask), ops.shape(scores))
         scores = ops.where(mask, scores, ops.cast(large_negative("float32"), "float32"))
         valid = ops.any(mask, axis=-1)
+    if scores.shape[-1] == 0:  # no position to choose
+        valid = ops.zeros_like(valid)
     return _first_argmax(scores), valid
 
 
@@ -111,6 +113,8 @@ def gather_positions(value, index, valid=None):
     """
     batch_size, value_length = ops.shape(value)[0], ops.shape(value)[1]
     query_length, value_dim = ops.shape(index)[1], value.shape[-1]
+    if value.shape[1] == 0:  # an empty memory: nothing to gather (a traced one must not be empty)
+        return ops.zeros((batch_size, query_length, value_dim), value.dtype)
     offsets = ops.expand_dims(ops.arange(batch_size, dtype="int32") * value_length, 1)  # (B, 1)
     flat_index = ops.reshape(ops.cast(index, "int32") + offsets, (-1,))  # (B * Tq,)
     rows = ops.take(ops.reshape(value, (-1, value_dim)), flat_index, axis=0)  # (B * Tq, dv)
@@ -149,7 +153,7 @@ def sample_log_prob(scores, weights, mask=None):
     """
     scores = ops.cast(scores, "float32")
     if mask is not None:
-        mask = ops.broadcast_to(ops.cast(mask, "bool"), ops.shape(scores))
+        mask = ops.broadcast_to(as_bool_mask(mask), ops.shape(scores))
         scores = ops.where(mask, scores, ops.cast(large_negative("float32"), "float32"))
     log_probs = ops.log_softmax(scores, axis=-1)
     chosen = ops.greater(ops.cast(weights, "float32"), 0.0)
@@ -201,6 +205,10 @@ def _first_argmax(x):
     """
     length = ops.shape(x)[-1]
     positions = ops.arange(length, dtype="int32")  # (Tv,)
-    is_max = ops.equal(x, ops.max(x, axis=-1, keepdims=True))
-    first = ops.min(ops.where(is_max, positions, ops.cast(length, "int32")), axis=-1)
-    return ops.minimum(first, ops.cast(length - 1, "int32"))  # in range even for NaN rows
+    # `initial`: an empty batch or an empty `Tv` has no maximum (position 0 is then returned).
+    top = ops.max(x, axis=-1, keepdims=True, initial=float("-inf"))
+    is_max = ops.equal(x, top)
+    first = ops.min(ops.where(is_max, positions, ops.cast(length, "int32")), axis=-1,
+                    initial=ops.cast(length, "int32"))  # fmt: skip
+    # In range even for NaN rows; 0 for an empty `Tv`.
+    return ops.maximum(ops.minimum(first, ops.cast(length - 1, "int32")), 0)

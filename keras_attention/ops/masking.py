@@ -1,8 +1,11 @@
 """Boolean attention masks: the one helper every layer uses to combine masks.
 
 Masks here are boolean: `True` marks a position that may be attended to (or a
-query position that is real), `False` a padded or forbidden one. Padding,
-explicit and causal masks are combined with logical AND in
+query position that is real), `False` a padded or forbidden one. Integer
+`0`/`1` masks are accepted too (keras_hub padding masks). Float masks are
+refused with a `ValueError`: casting an additive mask (`0` = keep, `-1e9` =
+drop) to bool would silently invert it; convert it with `mask == 0` first.
+Padding, explicit and causal masks are combined with logical AND in
 `compute_attention_mask`, so every layer treats masks the same way.
 """
 
@@ -10,6 +13,8 @@ import keras
 import ml_dtypes
 import numpy as np
 from keras import ops
+
+from keras_attention.ops.checks import check_mask_dtype
 
 
 def causal_mask(query_length, value_length, offset=0):
@@ -68,6 +73,9 @@ def compute_attention_mask(
         `None` if no mask applies, otherwise a boolean tensor broadcastable to
         `(batch_size, Tq, Tv)`.
 
+    Raises:
+        ValueError: if a mask is a float tensor (see the module docstring).
+
     Example:
 
     >>> import numpy as np
@@ -80,11 +88,11 @@ def compute_attention_mask(
     """
     masks = []
     if query_mask is not None:
-        masks.append(ops.expand_dims(ops.cast(query_mask, "bool"), -1))  # (B, Tq, 1)
+        masks.append(ops.expand_dims(as_bool_mask(query_mask, "query_mask"), -1))  # (B, Tq, 1)
     if value_mask is not None:
-        masks.append(ops.expand_dims(ops.cast(value_mask, "bool"), -2))  # (B, 1, Tv)
+        masks.append(ops.expand_dims(as_bool_mask(value_mask, "value_mask"), -2))  # (B, 1, Tv)
     if attention_mask is not None:
-        masks.append(ops.cast(attention_mask, "bool"))  # (B, Tq, Tv)
+        masks.append(as_bool_mask(attention_mask, "attention_mask"))  # (B, Tq, Tv)
     if use_causal_mask:
         if query_length is None or value_length is None:
             raise ValueError(
@@ -101,14 +109,32 @@ def compute_attention_mask(
 
 
 def merge_padding_masks(*masks):
-    """ANDs the given padding masks, skipping `None`; returns `None` if all are `None`."""
-    present = [ops.cast(m, "bool") for m in masks if m is not None]
+    """ANDs the given padding masks, skipping `None`; returns `None` if all are `None`.
+
+    Raises `ValueError` for a float mask (see the module docstring).
+    """
+    present = [as_bool_mask(m, "padding mask") for m in masks if m is not None]
     if not present:
         return None
     merged = present[0]
     for m in present[1:]:
         merged = ops.logical_and(merged, m)
     return merged
+
+
+def as_bool_mask(mask, name="mask"):
+    """A boolean or integer 0/1 `mask` as bool; raises `ValueError` for a float mask.
+
+    Example:
+
+    >>> import numpy as np
+    >>> np.asarray(as_bool_mask(np.array([1, 0]))).tolist()
+    [True, False]
+    """
+    if not hasattr(mask, "dtype"):
+        mask = ops.convert_to_tensor(mask)
+    check_mask_dtype(None, name, mask)
+    return ops.cast(mask, "bool")
 
 
 def large_negative(dtype):

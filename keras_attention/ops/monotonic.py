@@ -9,6 +9,8 @@ weight. All math is float32.
 
 from keras import ops
 
+from keras_attention.ops.masking import as_bool_mask
+
 
 def expected_monotonic_alignment(energies, previous_alignment, mask=None):
     """The expected (soft) monotonic alignment of one step.
@@ -41,7 +43,7 @@ def expected_monotonic_alignment(energies, previous_alignment, mask=None):
     p = ops.sigmoid(energies)  # (B, Tv)
     log_not_p = -ops.softplus(energies)  # log(1 - p), exact for large energies
     if mask is not None:
-        mask = ops.cast(mask, "bool")
+        mask = as_bool_mask(mask)
         p = ops.where(mask, p, 0.0)
         log_not_p = ops.where(mask, log_not_p, 0.0)
     exclusive = ops.cumsum(log_not_p, axis=-1) - log_not_p  # S_j = Σ_{l<j} log(1 - p_l)
@@ -80,7 +82,7 @@ def hard_monotonic_alignment(energies, previous_alignment, mask=None):
     """
     choose = ops.greater_equal(ops.cast(energies, "float32"), 0.0)
     if mask is not None:
-        choose = ops.logical_and(choose, ops.cast(mask, "bool"))
+        choose = ops.logical_and(choose, as_bool_mask(mask))
     # Only positions at or after the previous one: cumsum of a one-hot is a step.
     started = ops.cumsum(ops.cast(previous_alignment, "float32"), axis=-1) > 0.5
     candidates = ops.cast(ops.logical_and(choose, started), "float32")  # (B, Tv)

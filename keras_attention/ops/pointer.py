@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_attention.ops.masking import large_negative
+from keras_attention.ops.masking import as_bool_mask, large_negative
 
 
 def masked_logits(scores, mask=None):
@@ -33,7 +33,7 @@ def masked_logits(scores, mask=None):
     """
     if mask is None:
         return scores
-    mask = ops.logical_and(ops.cast(mask, "bool"), ops.ones_like(scores, dtype="bool"))
+    mask = ops.logical_and(as_bool_mask(mask), ops.ones_like(scores, dtype="bool"))
     fill = ops.full_like(scores, large_negative(keras.backend.standardize_dtype(scores.dtype)))
     logits = ops.where(mask, scores, fill)
     any_valid = ops.any(mask, axis=-1, keepdims=True)

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_attention.ops.masking import large_negative
+from keras_attention.ops.masking import as_bool_mask, large_negative
 
 _HALF_DTYPES = ("float16", "bfloat16")
 
@@ -20,8 +20,8 @@ def masked_softmax(scores, mask=None, axis=-1):
 
     Args:
         scores: float tensor, e.g. `(batch_size, Tq, Tv)`.
-        mask: optional boolean tensor broadcastable to `scores`; `True` keeps
-            a position.
+        mask: optional boolean (or integer 0/1) tensor broadcastable to
+            `scores`; `True` keeps a position. A float mask raises `ValueError`.
         axis: the axis to normalise over. Defaults to `-1`.
 
     Returns:
@@ -38,14 +38,15 @@ def masked_softmax(scores, mask=None, axis=-1):
     """
     dtype = keras.backend.standardize_dtype(scores.dtype)
     x = ops.cast(scores, "float32") if dtype in _HALF_DTYPES else scores
+    if mask is not None:
+        mask = as_bool_mask(mask)
     if x.shape[axis] == 1:  # one position: weight 1 (Keras's softmax warns on a size-1 axis)
         weights = ops.ones_like(x)
     elif mask is None:
         weights = ops.softmax(x, axis=axis)
     else:
-        mask = ops.cast(mask, "bool")
         fill = ops.cast(large_negative(keras.backend.standardize_dtype(x.dtype)), x.dtype)
         weights = ops.softmax(ops.where(mask, x, fill), axis=axis)
     if mask is not None:
-        weights = ops.where(ops.cast(mask, "bool"), weights, ops.zeros_like(weights))
+        weights = ops.where(mask, weights, ops.zeros_like(weights))
     return ops.cast(weights, dtype) if dtype in _HALF_DTYPES else weights

@@ -17,6 +17,12 @@ from keras_attention.tasks.causal_lm_stream import new_seed, stream_tokens
 from keras_attention.tasks.losses import MaskedTokenAccuracy, masked_loss
 from keras_attention.tasks.masked_lm import MaskedLM, text_batch
 from keras_attention.tasks.registry import register_task
+from keras_attention.tasks.serving_status import (
+    INVALID_UTF8,
+    decode_statuses,
+    input_status,
+    sanitize,
+)
 from keras_attention.tasks.task import Task
 from keras_attention.utils import describe, number, one_of, positive_int
 from pipelines import causal_lm as pipeline
@@ -38,8 +44,11 @@ class CausalLM(Task):
     new tokens (`max_length - max_new_tokens` tokens kept, `[START]` first;
     `truncated` says so), continued by `keras_attention.generation.generate`
     (stop at `[END]`; `[PAD]`, `[START]` and `[MASK]` never generated) and
-    the new tokens detokenized. An empty prompt is continued from `[START]`
-    alone.
+    the new tokens detokenized. An empty prompt (`""`, whitespace, NUL and
+    other control characters: no token) is continued from `[START]` alone,
+    an unconditional sample, with status `empty_input`; a prompt that is
+    not UTF-8 gets the completion `""` and status `invalid_utf8` (see
+    `keras_attention.tasks.serving_status`; `predict_with_status`).
 
     Args:
         backbone: a `keras_attention.models.GPTCausalLM`.
@@ -81,10 +90,12 @@ class CausalLM(Task):
     config_class = CausalLMConfig
     data_class = TextData
     serving_outputs = {
-        "serving_default": ("completion", "truncated"),
-        "generate": ("completion", "truncated"),
-        "score": ("log_likelihood", "num_tokens", "perplexity", "token_log_probs", "tokens"),
-    }
+        "serving_default": ("completion", "status", "truncated"),
+        "generate": ("completion", "status", "truncated"),
+        "score": (
+            "log_likelihood", "num_tokens", "perplexity", "status", "token_log_probs", "tokens",
+        ),
+    }  # fmt: skip
     prediction_output = "completion"
 
     def __init__(self, backbone, preprocessor, max_length=None, max_new_tokens=None,
@@ -217,6 +228,26 @@ class CausalLM(Task):
         """The completions of `generate` with the task's options."""
         return self.generate(prompts)
 
+    def predict_with_status(self, prompts, seed=None):
+        """`predict` with each prompt's `status` (`keras_attention.tasks.serving_status`).
+
+        Returns `{"outputs": [str], "status": [str]}`: `"ok"`, `"truncated"` (the
+        prompt lost tokens), `"empty_input"` (continued from `[START]`) or
+        `"invalid_utf8"` (completion `""`), as the `status` of the exported signatures.
+        """
+        prompts = text_batch(prompts, owner=f"{_NAME}.predict_with_status")
+        if not prompts:
+            return {"outputs": [], "status": []}
+        options = self._generation_options(seed=seed)
+        if options["sampler"] == "beam":
+            outputs = self._beam_function(4, 0.6)(tf.constant(prompts), options["max_new_tokens"])
+        else:
+            outputs = self.serve_generate(tf.constant(prompts), *_signature_arguments(options))
+        return {
+            "outputs": [c.decode("utf-8") for c in outputs["completion"].numpy()],
+            "status": decode_statuses(outputs["status"]),
+        }
+
     def __call__(self, prompts, **kwargs):
         return self.generate(prompts, **kwargs)
 
@@ -239,7 +270,10 @@ class CausalLM(Task):
         """`serving_default` (prompts, the task's options), `generate` (every option), `score`.
 
         - `serving_default`: `prompt` `tf.string (B,)` -> `completion`
-          `tf.string (B,)`, `truncated` `bool (B,)` (the prompt was cut).
+          `tf.string (B,)`, `truncated` `bool (B,)` (the prompt was cut),
+          `status` `tf.string (B,)` (`keras_attention.tasks.serving_status`:
+          `ok`, `truncated`, `empty_input`: continued from `[START]`,
+          `invalid_utf8`: completion `""`).
         - `generate`: `prompt` plus scalars `max_new_tokens` int32,
           `temperature` float32 (`0`: greedy), `top_k` int32 (`0`: all),
           `top_p` float32 (`1`: all), `seed` int32 -> the same outputs.
@@ -252,7 +286,9 @@ class CausalLM(Task):
         - `score`: `text` `tf.string (B,)` -> `token_log_probs` float32
           `(B, T)` and `tokens` `tf.string (B, T)` (`0` / `""` past a row's
           tokens), `num_tokens` int32, `log_likelihood` and `perplexity`
-          float32 `(B,)`.
+          float32 `(B,)`, `status` `tf.string (B,)` (`truncated`: the text
+          was cut; `invalid_utf8`: no tokens, `0` scores, perplexity `1`;
+          `empty_input`: `[END]` alone is scored).
         """
         prompt = tf.TensorSpec([None], tf.string)
         return {
@@ -369,22 +405,34 @@ class CausalLM(Task):
 
     def _serve_generate(self, prompt, max_new_tokens, temperature, top_k, top_p, seed):
         max_new_tokens = tf.clip_by_value(max_new_tokens, 1, self.max_length - 1)
-        token_ids, padding_mask, truncated = self._prompts(prompt, max_new_tokens)
+        token_ids, padding_mask, truncated, status = self._prompts(prompt, max_new_tokens)
         tokens = generate_ids(
             self.backbone, token_ids, padding_mask, self.max_length, "sample",
             max_new_tokens=max_new_tokens, stop_token_ids=(self.preprocessor.end_id,),
             suppress_token_ids=self.never_generated_ids, pad_id=self.preprocessor.pad_id,
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
         )  # fmt: skip
-        return {"completion": self._completion(tokens, padding_mask), "truncated": truncated}
+        return self._answer(tokens, padding_mask, truncated, status)
+
+    def _answer(self, tokens, padding_mask, truncated, status):
+        """The outputs of `generate`: the completion (`""` for undecodable prompts) and status."""
+        completion = self._completion(tokens, padding_mask)
+        completion = tf.where(tf.equal(status, INVALID_UTF8), "", completion)
+        return {"completion": completion, "truncated": truncated, "status": status}
 
     def _prompts(self, prompt, max_new_tokens):
-        """Prompts -> left-aligned ids and mask keeping room for `max_new_tokens`, and `truncated`."""
+        """Prompts -> left-aligned ids and mask keeping room for `max_new_tokens`, `truncated`, status.
+
+        An undecodable prompt is framed as `""` (never tokenized).
+        """
+        prompt, valid = sanitize(prompt)
         inputs = self.preprocessor.preprocess_prompts(prompt, self.max_length - 1)
         budget = self.max_length - max_new_tokens  # >= 1: [START] at least
         token_ids, padding_mask, cut = keep_last(inputs["token_ids"], inputs["padding_mask"],
                                                  budget)  # fmt: skip
-        return token_ids, padding_mask, tf.logical_or(inputs["truncated"], cut)
+        truncated = tf.logical_or(inputs["truncated"], cut)
+        counts = self.preprocessor.tokenizer.tokenize(prompt).row_lengths()
+        return token_ids, padding_mask, truncated, input_status(valid, counts, truncated=truncated)
 
     def _completion(self, tokens, padding_mask):
         """Generated ids `(B, L)` -> the text after each prompt."""
@@ -393,6 +441,9 @@ class CausalLM(Task):
         return self.preprocessor.detokenize(tf.where(new, tokens, self.preprocessor.pad_id))
 
     def _serve_score(self, text):
+        text, valid_text = sanitize(text)
+        counts = self.preprocessor.tokenizer.tokenize(text).row_lengths()
+        status = input_status(valid_text, counts, self.preprocessor.sequence_length - 1)
         inputs = self.preprocessor.preprocess_texts(text)
         token_ids, mask = inputs["token_ids"], inputs["padding_mask"]
         width = tf.maximum(tf.reduce_max(tf.concat(
@@ -402,7 +453,7 @@ class CausalLM(Task):
             {"token_ids": token_ids[:, :-1], "padding_mask": tf.cast(mask[:, :-1], tf.int32)},
             training=False,
         )
-        targets, valid = token_ids[:, 1:], mask[:, 1:]
+        targets, valid = token_ids[:, 1:], mask[:, 1:] & valid_text[:, None]
         picked = tf.gather(tf.nn.log_softmax(logits), targets, batch_dims=2)
         token_log_probs = tf.where(valid, picked, 0.0)
         num_tokens = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
@@ -414,6 +465,7 @@ class CausalLM(Task):
             "num_tokens": num_tokens,
             "log_likelihood": log_likelihood,
             "perplexity": tf.exp(mean),
+            "status": status,
         }
 
     def _beam_function(self, beam_width, length_penalty):
@@ -424,15 +476,14 @@ class CausalLM(Task):
 
             def run(prompt, max_new_tokens):
                 max_new_tokens = tf.clip_by_value(max_new_tokens, 1, self.max_length - 1)
-                token_ids, padding_mask, truncated = self._prompts(prompt, max_new_tokens)
+                token_ids, padding_mask, truncated, status = self._prompts(prompt, max_new_tokens)
                 tokens = generate_ids(
                     self.backbone, token_ids, padding_mask, self.max_length, "beam",
                     max_new_tokens=max_new_tokens, stop_token_ids=(self.preprocessor.end_id,),
                     suppress_token_ids=self.never_generated_ids,
                     pad_id=self.preprocessor.pad_id, beam_width=key[0], length_penalty=key[1],
                 )  # fmt: skip
-                return {"completion": self._completion(tokens, padding_mask),
-                        "truncated": truncated}  # fmt: skip
+                return self._answer(tokens, padding_mask, truncated, status)
 
             self._beam_functions[key] = tf.function(run, input_signature=[
                 tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32)])  # fmt: skip
@@ -468,7 +519,7 @@ class CausalLM(Task):
 
     def preprocess_for_device(self, prompts):
         """Prompts -> `(token_ids, padding_mask)` NumPy arrays (the host side of the LiteRT loop)."""
-        token_ids, padding_mask, _ = self._prompts(
+        token_ids, padding_mask, _, _ = self._prompts(
             tf.constant(list(prompts), tf.string), tf.constant(self.max_new_tokens)
         )
         return token_ids.numpy(), padding_mask.numpy()

@@ -23,9 +23,11 @@ def stream_tokens(task, prompt, options):
         options: the task's checked generation options (`_generation_options`).
     """
     model = task.backbone
-    token_ids, padding_mask, _ = task._prompts(
+    token_ids, padding_mask, _, status = task._prompts(
         tf.constant([prompt]), tf.constant(options["max_new_tokens"])
     )
+    if status.numpy()[0] == b"invalid_utf8":  # `generate` answers "" too
+        return
     length = int(np.sum(padding_mask.numpy()))
     token_ids = token_ids[:, :length]
     step = _step_function(task)

@@ -56,7 +56,7 @@ class MaskedCrossEntropy(keras.losses.Loss):
         if sample_weight is not None:
             weights = weights * ops.cast(sample_weight, "float32")
         losses = self.call(y_true, y_pred) * weights
-        return ops.divide_no_nan(ops.sum(losses), ops.sum(weights))
+        return ops.divide_no_nan(ops.sum(losses), _all_replicas_sum(ops.sum(weights)))
 
     def get_config(self):
         return {
@@ -151,3 +151,20 @@ class TargetTokens(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "pad_id": self.pad_id}
+
+
+def _all_replicas_sum(value):
+    """`value` summed over the replicas of a `tf.distribute` step (itself off a strategy).
+
+    Each replica's loss is its tokens' loss over the tokens of *all* replicas,
+    so the replicas' gradients, which the strategy sums, are those of the
+    global batch's token mean, as on one device.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

@@ -10,6 +10,7 @@ from keras_attention.models.bert import BertMaskedLM, bert_masked_lm
 from keras_attention.tasks.bert_config import MaskedLMConfig, TextData
 from keras_attention.tasks.losses import MaskedTokenAccuracy, masked_loss
 from keras_attention.tasks.registry import register_task
+from keras_attention.tasks.serving_status import decode_statuses, framed_status, sanitize
 from keras_attention.tasks.task import Task
 from keras_attention.utils import describe, positive_int
 from pipelines import masked_lm as pipeline
@@ -93,7 +94,7 @@ class MaskedLM(Task):
     preprocessor_class = pipeline.MaskedLMPreprocessor
     config_class = MaskedLMConfig
     data_class = TextData
-    serving_outputs = {"serving_default": ("probabilities", "sequence", "tokens")}
+    serving_outputs = {"serving_default": ("probabilities", "sequence", "status", "tokens")}
     prediction_output = "sequence"
 
     def __init__(self, backbone, preprocessor, top_k=5):
@@ -168,6 +169,10 @@ class MaskedLM(Task):
         """The texts with their masks filled (`fill_mask`'s `"sequence"`), one string each."""
         return [result["sequence"] for result in self.fill_mask(texts)]
 
+    def predict_with_status(self, texts):
+        """`{"outputs": predict(texts), "status": [str]}` (`keras_attention.tasks.serving_status`)."""
+        return serve_with_status(self, texts, "sequence")
+
     def __call__(self, texts):
         return self.fill_mask(texts)
 
@@ -184,7 +189,10 @@ class MaskedLM(Task):
 
         Outputs: `"sequence"` `(B,)` (the filled text), `"tokens"` `(B, M,
         top_k)` strings and `"probabilities"` `(B, M, top_k)` float32, `M` the
-        most `[MASK]`s of a row (rows with fewer are padded with `""` and `0`).
+        most `[MASK]`s of a row (rows with fewer are padded with `""` and `0`),
+        and `"status"` `(B,)` strings (`keras_attention.tasks.serving_status`):
+        an `empty_input` or `invalid_utf8` text (never tokenized) gives the
+        sequence `""` and no mask predictions; `truncated`: tokens were cut.
         """
         return {"serving_default": (self.serve, {"text": tf.TensorSpec([None], tf.string)})}
 
@@ -306,7 +314,9 @@ class MaskedLM(Task):
     # -- the traced path ------------------------------------------------------------------------
 
     def _serve(self, text):
+        text, valid_text = sanitize(text)
         inputs = self.preprocessor.preprocess(text, parse_mask=True)
+        status = framed_status(valid_text, inputs)
         token_ids = inputs["token_ids"]
         is_mask = tf.equal(token_ids, self.preprocessor.mask_id)
         positions = tf.ragged.boolean_mask(
@@ -327,6 +337,7 @@ class MaskedLM(Task):
             "sequence": content_text(self.preprocessor, filled),
             "tokens": tokens,
             "probabilities": probabilities,
+            "status": status,
         }
 
 
@@ -337,8 +348,24 @@ def content_text(preprocessor, token_ids):
     return preprocessor.tokenizer.detokenize(tf.where(frame, preprocessor.pad_id, token_ids))
 
 
+def serve_with_status(task, texts, output):
+    """`{"outputs", "status"}` lists from `task.serve` (the `serving_default` function)."""
+    texts = text_batch(texts, type(task).__name__)
+    if not texts:
+        return {"outputs": [], "status": []}
+    outputs = task.serve(tf.constant(texts, tf.string, shape=[len(texts)]))
+    return {
+        "outputs": [value.decode("utf-8") for value in outputs[output].numpy()],
+        "status": decode_statuses(outputs["status"]),
+    }
+
+
 def text_batch(texts, owner=_NAME):
-    """`texts` (a list of strings or bytes, or a `tf.string` vector) as a list of `str`."""
+    """`texts` (a list of strings or bytes, or a `tf.string` vector) as a list of `str`.
+
+    Bytes that are not UTF-8 stay `bytes`: the traced functions answer them with status
+    `invalid_utf8` (`keras_attention.tasks.serving_status`) instead of failing here.
+    """
     if isinstance(texts, str | bytes):
         raise ValueError(
             f"{owner}: `texts` must be a batch (wrap one text in a list). Received: texts={texts!r:.80}"
@@ -355,4 +382,13 @@ def text_batch(texts, owner=_NAME):
             raise ValueError(
                 f"{owner}: `texts` must hold strings. Received: texts[{i}]={text!r:.80}"
             )
-    return [t.decode("utf-8") if isinstance(t, bytes) else t for t in texts]
+    return [_as_text(t) for t in texts]
+
+
+def _as_text(text):
+    if isinstance(text, bytes):
+        try:
+            return text.decode("utf-8")
+        except UnicodeDecodeError:
+            return text
+    return text

@@ -5,6 +5,7 @@ import os
 import tensorflow as tf
 
 from keras_attention.tasks.registry import get_task, task_names
+from keras_attention.tasks.serving_status import decode_statuses
 
 
 class ServedTask:
@@ -36,9 +37,26 @@ class ServedTask:
         """Inputs in (strings; image paths or bytes for a captioner), strings out (`serving_default`)."""
         output = getattr(self.task_class, "prediction_output", None)
         if output is None:
-            (output,) = self.task_class.serving_outputs["serving_default"]
+            (output,) = set(self.task_class.serving_outputs["serving_default"]) - {"status"}
         result = self._call("serving_default", inputs)[output]
         return [value.decode("utf-8") for value in result.numpy()]
+
+    def predict_with_status(self, inputs):
+        """`predict` with the `status` of each input (`keras_attention.tasks.serving_status`).
+
+        Returns `{"outputs": [str], "status": [str]}`; an export written before the
+        `status` output existed answers `"ok"` for every input.
+        """
+        output = getattr(self.task_class, "prediction_output", None)
+        if output is None:
+            output = next(o for o in self.task_class.serving_outputs["serving_default"]
+                          if o != "status")  # fmt: skip
+        result = self._call("serving_default", inputs)
+        status = result.get("status")
+        return {
+            "outputs": [value.decode("utf-8") for value in result[output].numpy()],
+            "status": ["ok"] * len(inputs) if status is None else decode_statuses(status),
+        }
 
     def predict_with_attention(self, inputs):
         """The `attention` signature's outputs, as the task's `predict_with_attention` gives them."""
@@ -87,8 +105,10 @@ def _task_class(path, signatures):
     for name in task_names():
         task_cls = get_task(name)
         expected = getattr(task_cls, "serving_outputs", {})
+        # `status` is optional: exports written before it existed are still recognised.
         if expected and all(
-            key in signatures and set(outputs) == set(signatures[key].structured_outputs)
+            key in signatures
+            and set(outputs) - {"status"} == set(signatures[key].structured_outputs) - {"status"}
             for key, outputs in expected.items()
         ):
             return task_cls

@@ -17,10 +17,17 @@ from keras_attention.tasks.losses import MaskedCrossEntropy, MaskedTokenAccuracy
 from keras_attention.tasks.masked_lm import (
     VOCABULARY,
     check_bert_preprocessor,
+    serve_with_status,
     text_batch,
     trimmed,
 )
 from keras_attention.tasks.registry import register_task
+from keras_attention.tasks.serving_status import (
+    answered,
+    decode_statuses,
+    framed_status,
+    sanitize,
+)
 from keras_attention.tasks.task import ASSETS_DIR, Task, read_task_file
 from keras_attention.utils import describe, positive_int
 from keras_attention.utils.files import read_json, write_json
@@ -144,7 +151,8 @@ class _BertClassification(Task):
     @staticmethod
     def serving_input(inputs):
         """What the exported signature takes: a `tf.string` batch of texts."""
-        return tf.constant([str(t) for t in inputs], tf.string, shape=[len(inputs)])
+        texts = [t if isinstance(t, bytes) else str(t) for t in inputs]  # bytes as they are
+        return tf.constant(texts, tf.string, shape=[len(inputs)])
 
     def serving_signatures(self):
         """`serving_default`: `text: tf.string (batch_size,)` -> the outputs of `serving_outputs`."""
@@ -167,7 +175,10 @@ class TextClassifier(_BertClassification):
     the SavedModel serves, tokenizes (`[CLS] text [SEP]`, truncated to the
     preprocessor's `sequence_length`), runs the classifier and returns the
     label probabilities and the most likely label (`serving_default`: `text`
-    `(B,)` -> `label` `(B,)`, `probabilities` `(B, num_labels)`). The `.tflite` export
+    `(B,)` -> `label` `(B,)`, `probabilities` `(B, num_labels)`, `status`
+    `(B,)`: see `keras_attention.tasks.serving_status`; an `empty_input` or
+    `invalid_utf8` text gets the label `""` and the neutral probabilities
+    `1 / num_labels`, never a confident label of nothing). The `.tflite` export
     (`tflite_signatures`) holds the model from ids to probabilities (the
     tokenizer stays on the host: `export.tflite_predictor`).
 
@@ -186,7 +197,7 @@ class TextClassifier(_BertClassification):
         "or from a pre-trained masked-lm run (--init-from)."
     )
     _model_class = BertClassifier
-    serving_outputs = {"serving_default": ("label", "probabilities")}
+    serving_outputs = {"serving_default": ("label", "probabilities", "status")}
     prediction_output = "label"
 
     def predict_proba(self, texts):
@@ -197,19 +208,36 @@ class TextClassifier(_BertClassification):
         return self.serve(batch)["probabilities"].numpy()
 
     def classify(self, texts):
-        """A list of dicts: `"label"`, its `"probability"`, and every label's `"probabilities"`."""
-        return [
-            {
-                "label": self.labels[int(np.argmax(row))],
-                "probability": float(np.max(row)),
+        """A list of dicts: `"label"`, its `"probability"`, every label's `"probabilities"`.
+
+        A text without tokens or not UTF-8 gets the label `""`, probability `0.0` and the
+        neutral probabilities (`"status"` says why: `keras_attention.tasks.serving_status`).
+        """
+        texts, batch = self._inputs(texts)
+        if not texts:
+            return []
+        outputs = {key: value.numpy() for key, value in self.serve(batch).items()}
+        results = []
+        for label, row, status in zip(
+            outputs["label"], outputs["probabilities"], decode_statuses(outputs["status"]),
+            strict=True,
+        ):  # fmt: skip
+            label = label.decode("utf-8")
+            results.append({
+                "label": label,
+                "probability": float(np.max(row)) if label else 0.0,
                 "probabilities": dict(zip(self.labels, map(float, row), strict=True)),
-            }
-            for row in self.predict_proba(texts)
-        ]
+                "status": status,
+            })  # fmt: skip
+        return results
 
     def predict(self, texts):
-        """The most likely label of each text (a list of `str`)."""
+        """The most likely label of each text (a list of `str`; `""` for an empty text)."""
         return [result["label"] for result in self.classify(texts)]
+
+    def predict_with_status(self, texts):
+        """`{"outputs": predict(texts), "status": [str]}` (`keras_attention.tasks.serving_status`)."""
+        return serve_with_status(self, texts, "label")
 
     def __call__(self, texts):
         return self.classify(texts)
@@ -253,10 +281,16 @@ class TextClassifier(_BertClassification):
         return {self.device_signature: (classify, specs)}
 
     def preprocess_for_device(self, texts):
-        """`(feed, None)`: the `classify` signature's int32 inputs for `texts` (tokenized here)."""
+        """`(feed, answered)`: the `classify` signature's int32 inputs (tokenized here), bool `(B,)`.
+
+        `answered` is `False` for an `empty_input` or `invalid_utf8` text (label `""`).
+        """
         _, batch = self._inputs(texts)
-        feed = trimmed(self.preprocessor.preprocess(batch))
-        return {key: value.numpy() for key, value in feed.items()}, None
+        batch, valid = sanitize(batch)
+        inputs = self.preprocessor.preprocess(batch)
+        status = framed_status(valid, inputs)
+        feed = {key: value.numpy() for key, value in trimmed(inputs).items()}
+        return feed, answered(status).numpy()
 
     def postprocess_from_device(self, outputs):
         """The `classify` signature's outputs -> the most likely label of each row."""
@@ -291,11 +325,17 @@ class TextClassifier(_BertClassification):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
     def _serve(self, text):
-        logits = self.backbone(trimmed(self.preprocessor.preprocess(text)), training=False)
+        text, valid = sanitize(text)
+        inputs = self.preprocessor.preprocess(text)
+        status = framed_status(valid, inputs)
+        keep = answered(status)
+        logits = self.backbone(trimmed(inputs), training=False)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32))
+        neutral = tf.fill(tf.shape(probabilities), 1.0 / len(self.labels))
         return {
-            "label": tf.gather(self._labels, tf.argmax(probabilities, -1)),
-            "probabilities": probabilities,
+            "label": tf.where(keep, tf.gather(self._labels, tf.argmax(probabilities, -1)), ""),
+            "probabilities": tf.where(keep[:, None], probabilities, neutral),
+            "status": status,
         }
 
 
@@ -307,8 +347,11 @@ class TokenClassifier(_BertClassification):
     word is tokenized into word pieces, and the label of a word is the one
     predicted at its first piece. Words past the preprocessor's
     `sequence_length` are not tagged (their tag is `""`). `serving_default`:
-    `text` `(B,)` -> `words` and `tags` `(B, W)` (padded with `""`) and
-    `tagged` `(B,)` (`word/TAG word/TAG ...`).
+    `text` `(B,)` -> `words` and `tags` `(B, W)` (padded with `""`),
+    `tagged` `(B,)` (`word/TAG word/TAG ...`) and `status` `(B,)`
+    (`keras_attention.tasks.serving_status`: an `empty_input` or
+    `invalid_utf8` text has no words, `tagged` `""`; `truncated`: words
+    were left untagged).
 
     Args:
         backbone: a `keras_attention.models.BertTokenClassifier`.
@@ -321,7 +364,7 @@ class TokenClassifier(_BertClassification):
         "blank line between sentences, from scratch or from a masked-lm run (--init-from)."
     )
     _model_class = BertTokenClassifier
-    serving_outputs = {"serving_default": ("tagged", "tags", "words")}
+    serving_outputs = {"serving_default": ("status", "tagged", "tags", "words")}
     prediction_output = "tagged"
 
     def training_network(self):
@@ -349,8 +392,12 @@ class TokenClassifier(_BertClassification):
         return result
 
     def predict(self, texts):
-        """`word/TAG word/TAG ...` for each text."""
-        return [" ".join(f"{w}/{t}" for w, t in row) for row in self.tag(texts)]
+        """`word/TAG word/TAG ...` for each text (untagged words left out, as the export's `tagged`)."""
+        return [" ".join(f"{w}/{t}" for w, t in row if t) for row in self.tag(texts)]
+
+    def predict_with_status(self, texts):
+        """`{"outputs": [tagged str], "status": [str]}` (`keras_attention.tasks.serving_status`)."""
+        return serve_with_status(self, texts, "tagged")
 
     def __call__(self, texts):
         return self.tag(texts)
@@ -396,8 +443,10 @@ class TokenClassifier(_BertClassification):
         return [MaskedTokenAccuracy(pad_id=-1)]
 
     def _serve(self, text):
+        text, valid = sanitize(text)
         words = tf.strings.split(text)  # (B, None) on whitespace
         inputs = self.preprocessor.preprocess_words(words)
+        status = framed_status(valid, inputs)
         logits = self.backbone(trimmed(inputs), training=False)  # (B, L', C)
         length = tf.shape(logits)[1]
         word_ids = inputs["word_ids"][:, :length]
@@ -406,15 +455,21 @@ class TokenClassifier(_BertClassification):
         # The tag of each word: scattered from its first piece into (B, W).
         where = tf.where(first)
         at = tf.stack([where[:, 0], tf.cast(tf.gather_nd(word_ids, where), tf.int64)], 1)
-        dense_words = words.to_tensor("")
+        dense_words = tf.where(answered(status)[:, None], words.to_tensor(""), "")
         tags = tf.tensor_scatter_nd_update(
             tf.fill(tf.shape(dense_words), ""), at, tf.gather_nd(predicted, where)
         )
+        tags = tf.where(tf.equal(dense_words, ""), "", tags)
         tagged = tf.strings.reduce_join(
             tf.where(tf.equal(tags, ""), "", tf.strings.join([dense_words, "/", tags])), axis=1,
             separator=" ",
         )  # fmt: skip
-        return {"words": dense_words, "tags": tags, "tagged": tf.strings.strip(tagged)}
+        return {
+            "words": dense_words,
+            "tags": tags,
+            "tagged": tf.strings.strip(tagged),
+            "status": status,
+        }
 
 
 def label_scores(predicted, gold, labels):

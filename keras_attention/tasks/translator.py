@@ -11,6 +11,7 @@ from keras_attention.models.translator_decoding import TranslatorDecoding
 from keras_attention.tasks.decoding import decode, never_generated_ids, never_generated_mask
 from keras_attention.tasks.losses import MaskedTokenAccuracy, masked_loss
 from keras_attention.tasks.registry import register_task
+from keras_attention.tasks.serving_status import answered, decode_statuses, input_status, sanitize
 from keras_attention.tasks.task import Task
 from keras_attention.tasks.translation_config import TranslationConfig, TranslationData
 from keras_attention.utils import describe, number, positive_int, renamed_argument
@@ -39,9 +40,12 @@ class Translator(Task):
     1. tokenize, truncate and pad with the `TranslationPreprocessor` (no
        `[START]`/`[END]`, as `pipelines.translation.make_dataset` frames
        sources for training; a source longer than `source_sequence_length`
-       tokens keeps its first `source_sequence_length` tokens; the empty
-       string is an all-padding source, which the model decodes
-       deterministically like any other input);
+       tokens keeps its first `source_sequence_length` tokens, status
+       `truncated`); an input without tokens (`""`, whitespace, NUL and
+       other control characters: status `empty_input`) or with bytes that
+       are not UTF-8 (status `invalid_utf8`, never tokenized) is translated
+       as `""`, never as a made-up sentence (see
+       `keras_attention.tasks.serving_status`);
     2. encode, then generate at most `max_length` tokens from `[START]` until
        `[END]`: `greedy_search` when `beam_width == 1`, else `beam_search`
        with GNMT's `length_penalty` (`[PAD]` and `[START]` are never
@@ -105,8 +109,8 @@ class Translator(Task):
     data_class = TranslationData
     # The outputs of the exported signatures (how `ServedTask` recognises a translator export).
     serving_outputs = {
-        "serving_default": ("translation",),
-        "attention": ("attention", "source_tokens", "target_tokens", "translation"),
+        "serving_default": ("status", "translation"),
+        "attention": ("attention", "source_tokens", "status", "target_tokens", "translation"),
     }
 
     def __init__(
@@ -243,9 +247,31 @@ class Translator(Task):
         outputs = {key: value.numpy() for key, value in self.serve_attention(texts).items()}
         return unpack_attention(outputs, texts.shape[0])
 
+    def translate_with_status(self, texts):
+        """`translate`, with the `status` of each input (`keras_attention.tasks.serving_status`).
+
+        Returns:
+            A dict with `"outputs"` (list of `str`, the translations; `""` for an
+            `empty_input` or `invalid_utf8` input) and `"status"` (list of `str`: `"ok"`,
+            `"truncated"`, `"empty_input"` or `"invalid_utf8"`), what the exported
+            signatures answer as `translation` and `status`.
+        """
+        texts = _check_texts(texts)
+        if texts.shape[0] == 0:
+            return {"outputs": [], "status": []}
+        outputs = self.serve(texts)
+        return {
+            "outputs": [_decode(t) for t in outputs["translation"].numpy()],
+            "status": decode_statuses(outputs["status"]),
+        }
+
     def predict(self, texts):
         """`translate` (the name every task answers to)."""
         return self.translate(texts)
+
+    def predict_with_status(self, texts):
+        """`translate_with_status` (the name every task answers to)."""
+        return self.translate_with_status(texts)
 
     def predict_with_attention(self, texts):
         """`translate_with_attention`, with the outputs under `"outputs"` as for every task."""
@@ -334,9 +360,14 @@ class Translator(Task):
         return path
 
     def preprocess_for_device(self, texts):
-        """`(source ids (B, S), None)`: the `encode` input of the `.tflite` file (every row valid)."""
-        _, source_ids = self.preprocessor.generate_preprocess(self.serving_input(texts))
-        return source_ids.numpy(), None
+        """`(source ids (B, S), answered (B,))`: the `.tflite` file's `encode` input.
+
+        Rows that are not `answered` (`empty_input`, `invalid_utf8`) get the translation `""`,
+        as the SavedModel answers.
+        """
+        text, status = self._source_status(self.serving_input(texts))
+        _, source_ids = self.preprocessor.generate_preprocess(text)
+        return source_ids.numpy(), answered(status).numpy()
 
     def postprocess_from_device(self, token_ids):
         """Generated ids `(B, L)` -> translations."""
@@ -433,13 +464,13 @@ class Translator(Task):
     # -- the traced path ------------------------------------------------------------------------
 
     def _serve(self, text):
-        """`text` `(B,)` -> `{"translation": (B,)}` (the `serving_default` signature)."""
-        _, _, tokens, _ = self._generate(text)
-        return {"translation": self.preprocessor.generate_postprocess(tokens)}
+        """`text` `(B,)` -> `{"translation": (B,), "status": (B,)}` (`serving_default`)."""
+        _, _, tokens, _, status = self._generate(text)
+        return {"translation": self.preprocessor.generate_postprocess(tokens), "status": status}
 
     def _serve_attention(self, text):
         """`text` `(B,)` -> translation, padded token strings and attention (the `attention` one)."""
-        source, source_ids, tokens, lengths = self._generate(text)
+        source, source_ids, tokens, lengths, status = self._generate(text)
         batch_size = tf.shape(tokens)[0]
         max_target = tf.reduce_max(tf.concat([lengths, [0]], 0))
         tokens = tokens[:, :max_target]  # (B, T)
@@ -460,15 +491,18 @@ class Translator(Task):
             "source_tokens": source_tokens,
             "target_tokens": target_tokens,
             "attention": weights,
+            "status": status,
         }
 
     def _generate(self, text):
         """Tokenize, truncate, encode, generate.
 
-        Returns `(source, source_ids, tokens, lengths)`: the truncated source
-        ids (ragged), the same padded `(B, S)`, the generated tokens `(B, L)`
-        and their lengths `(B,)` (`[END]` included).
+        Returns `(source, source_ids, tokens, lengths, status)`: the truncated
+        source ids (ragged), the same padded `(B, S)`, the generated tokens
+        `(B, L)` and their lengths `(B,)` (`[END]` included; all `[PAD]` and
+        `0` for an input that gets no answer), and the `status` `(B,)`.
         """
+        text, status = self._source_status(text)
         source, source_ids = self.preprocessor.generate_preprocess(text)
         state = self.backbone.encode(source_ids, max_length=self._cache_length)
         tokens, lengths = decode(
@@ -480,7 +514,16 @@ class Translator(Task):
             self.length_penalty,
             self._never_generated,
         )
-        return source, source_ids, tokens, lengths
+        keep = answered(status)
+        tokens = tf.where(keep[:, None], tokens, tf.zeros_like(tokens))  # [PAD]: detokenized ""
+        lengths = tf.where(keep, lengths, tf.zeros_like(lengths))
+        return source, source_ids, tokens, lengths, status
+
+    def _source_status(self, text):
+        """`(text, status)`: the sources as the tokenizer gets them, and their `status` `(B,)`."""
+        text, valid = sanitize(text)
+        counts = self.source_tokenizer.tokenize(text).row_lengths()
+        return text, input_status(valid, counts, self.source_sequence_length)
 
     # -- checks ---------------------------------------------------------------------------------
 

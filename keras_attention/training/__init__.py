@@ -8,6 +8,9 @@
   preprocessor and model from its config, fits it and saves the task there.
   `keras-attention train <task>` runs it; `train_translation(...)` is the
   translation task with keyword options.
+- `FitConfig(strategy="mirrored" | "multi-worker")` trains under a
+  `tf.distribute` strategy (`get_strategy`); see
+  `keras_attention.training.distribute`.
 """
 
 from keras_attention.layers import SCORES
@@ -25,7 +28,8 @@ from keras_attention.training.callbacks import (
     ThroughputMeter,
     WallClockBudget,
 )
-from keras_attention.training.config import FitConfig
+from keras_attention.training.config import STRATEGIES, FitConfig
+from keras_attention.training.distribute import get_strategy, is_chief
 from keras_attention.training.fit import BACKUP_DIR, CHECKPOINT, LOG_DIR, FitResult, fit
 from keras_attention.training.run import RUN_FILE, TrainingRun, read_run_file, train
 from keras_attention.training.translation import build_translator_model, train_translation
@@ -43,6 +47,7 @@ __all__ = [
     "MaskedTokenAccuracy",
     "RUN_FILE",
     "SCORES",
+    "STRATEGIES",
     "TargetTokens",
     "ThroughputMeter",
     "TrainingRun",
@@ -50,6 +55,8 @@ __all__ = [
     "build_translator_model",
     "exact_match",
     "fit",
+    "get_strategy",
+    "is_chief",
     "masked_loss",
     "read_run_file",
     "train",

@@ -1,11 +1,15 @@
 """Keras callbacks of the generic fit: time budget, learning-rate schedule, throughput, best value."""
 
+import contextlib
+import contextvars
 import json
 import math
 import os
+import shutil
 import time
 
 import keras
+import numpy as np
 
 
 class WallClockBudget(keras.callbacks.Callback):
@@ -199,3 +203,125 @@ class BestValue(keras.callbacks.Callback):
         with open(path, encoding="utf-8") as f:
             best = json.load(f)
         return best if best.get("monitor") == monitor else None
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` that a kill at any moment or a NaN cannot spoil.
+
+    Differences from Keras's callback (which it otherwise is: the backup after
+    every epoch, restored by the next `fit` on the same directory):
+
+    - the backup is written into `<backup_dir>.staged` and swapped in by
+      renames, so a process killed while writing leaves the previous backup
+      (`recover_backup` finishes or undoes a half-done swap);
+    - it also keeps the state of the model's random seed generators
+      (dropout), which `save_weights` leaves out, so a resumed run draws the
+      same dropout masks as an uninterrupted one;
+    - an epoch whose loss is not finite is not backed up, and the backup of the
+      last finite epoch is kept at the end (`stopped_on_nan`);
+    - inside `keep_backup_until_saved()` the backup outlives training: the
+      caller removes it once the result is saved (`train` does), so a process
+      killed while saving resumes with nothing left to train instead of
+      starting over.
+
+    Args:
+        backup_dir: the backup directory.
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__(os.fspath(backup_dir))
+        self.stopped_on_nan = False
+
+    def on_train_begin(self, logs=None):
+        recover_backup(self.backup_dir)
+        super().on_train_begin(logs)
+        path = os.path.join(self.backup_dir, _SEED_STATES)
+        if os.path.isfile(path):
+            with np.load(path) as saved:
+                states = [saved[f"state_{i}"] for i in range(len(saved.files))]
+            variables = _seed_states(self.model)
+            if len(states) == len(variables):
+                for variable, value in zip(variables, states, strict=True):
+                    variable.assign(value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.stopped_on_nan = True
+            return
+        super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        if not self.stopped_on_nan and not _KEEP_BACKUP.get():
+            super().on_train_end(logs)
+
+    def _save_model(self):
+        staged = self.backup_dir + _STAGED
+        shutil.rmtree(staged, ignore_errors=True)
+        os.makedirs(staged)
+        self.model.save_weights(os.path.join(staged, os.path.basename(self._weights_path)))
+        states = {
+            f"state_{i}": keras.ops.convert_to_numpy(v)
+            for i, v in enumerate(_seed_states(self.model))
+        }
+        np.savez(os.path.join(staged, _SEED_STATES), **states)
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        with open(os.path.join(staged, os.path.basename(self._training_metadata_path)), "w") as f:
+            json.dump(metadata, f)
+        old = self.backup_dir + _OLD
+        if os.path.isdir(self.backup_dir):
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(self.backup_dir, old)
+        os.rename(staged, self.backup_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class FiniteModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`keras.callbacks.ModelCheckpoint` that never saves an epoch whose monitored value is NaN/inf.
+
+    Keras's callback saves the first epoch whatever its value (its best starts
+    as `None`), so a run whose loss is NaN from the start would leave a NaN
+    model as its "best" checkpoint.
+    """
+
+    def _should_save_model(self, epoch, batch, logs, filepath):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and not math.isfinite(float(value)):
+            return False
+        return super()._should_save_model(epoch, batch, logs, filepath)
+
+
+@contextlib.contextmanager
+def keep_backup_until_saved():
+    """Inside: `SafeBackupAndRestore` leaves its backup at the end of training for the caller."""
+    token = _KEEP_BACKUP.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_BACKUP.reset(token)
+
+
+def recover_backup(backup_dir):
+    """Finishes or undoes a backup swap that a killed process left half done.
+
+    `SafeBackupAndRestore` renames `backup` to `backup.old`, then
+    `backup.staged` to `backup`: when `backup` is missing the old one is put
+    back; a staged copy that was never swapped in is removed.
+    """
+    backup_dir = os.fspath(backup_dir)
+    old = backup_dir + _OLD
+    if not os.path.isdir(backup_dir) and os.path.isdir(old):
+        os.rename(old, backup_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(backup_dir + _STAGED, ignore_errors=True)
+
+
+_STAGED, _OLD = ".staged", ".old"
+_KEEP_BACKUP = contextvars.ContextVar("keep_backup", default=False)
+_SEED_STATES = "seed_states.npz"
+
+
+def _seed_states(model):
+    """The model's seed-generator state variables (in `variables`, not in `weights`)."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights and "seed_generator" in v.path]

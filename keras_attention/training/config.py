@@ -7,6 +7,7 @@ from keras_attention.utils.options import option, positive_float_argument, posit
 
 SCHEDULES = ("constant", "cosine")
 JIT_COMPILE = ("auto", "on", "off")
+STRATEGIES = ("default", "mirrored", "multi-worker")  # keras_attention.training.distribute
 _OWNER = "FitConfig"
 
 
@@ -55,6 +56,19 @@ class FitConfig:
     jit_compile: str = option(
         "auto", "XLA-compile the train step (auto: Keras's choice)", choices=JIT_COMPILE
     )
+    strategy: str = option(
+        "default",
+        "tf.distribute strategy: default (one device), mirrored (all local GPUs, or "
+        "--cpu-replicas logical CPU devices), multi-worker (the cluster in TF_CONFIG; run the "
+        "same command on every worker); --batch-size is the global batch",
+        choices=STRATEGIES,
+    )
+    cpu_replicas: int = option(
+        None,
+        "with --strategy mirrored on a machine without GPUs: split the CPU into this many "
+        "logical devices, one replica each (mainly for testing)",
+        type=positive_int_argument,
+    )
     seed: int = option(0, "seeds the weights, the shuffling and dropout", type=int)
     verbose: int = option(1, "Keras progress output: 0 silent, 1 a bar, 2 a line per epoch",
                           type=int, choices=(0, 1, 2))  # fmt: skip
@@ -79,6 +93,14 @@ class FitConfig:
                 f"Received: restore_best_weights={self.restore_best_weights!r}"
             )
         one_of(_OWNER, "jit_compile", self.jit_compile, JIT_COMPILE)
+        one_of(_OWNER, "strategy", self.strategy, STRATEGIES)
+        optional_positive_int(_OWNER, "cpu_replicas", self.cpu_replicas)
+        if self.strategy == "multi-worker" and self.budget_minutes is not None:
+            raise ValueError(
+                f"{_OWNER}: `budget_minutes` cannot be used with strategy='multi-worker' (each "
+                "worker's clock would stop it after a different step). "
+                f"Received: budget_minutes={self.budget_minutes}, strategy='multi-worker'"
+            )
         positive_int(_OWNER, "seed", self.seed, minimum=-(2**31))
         one_of(_OWNER, "verbose", self.verbose, (0, 1, 2))
 

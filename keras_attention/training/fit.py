@@ -10,9 +10,12 @@ import time
 import keras
 
 from keras_attention.tasks import Task
+from keras_attention.training import distribute
 from keras_attention.training.callbacks import (
     BestValue,
+    FiniteModelCheckpoint,
     LearningRateSchedule,
+    SafeBackupAndRestore,
     WallClockBudget,
 )
 from keras_attention.training.config import FitConfig
@@ -72,8 +75,8 @@ def fit(
 
     | callback | writes |
     |---|---|
-    | `keras.callbacks.BackupAndRestore` | `backup/`: the state after each epoch; a run started again with `resume=True` continues after the last finished epoch (deleted when the run ends) |
-    | `keras.callbacks.ModelCheckpoint` | `checkpoints/best.keras`: the model of the best epoch by `val_loss` (`loss` without validation data); `checkpoints/best.json` remembers its value across resumes |
+    | `SafeBackupAndRestore` (Keras's `BackupAndRestore`, kill- and NaN-safe) | `backup/`: the state after each epoch; a run started again with `resume=True` continues after the last finished epoch (deleted when the run ends) |
+    | `FiniteModelCheckpoint` (Keras's `ModelCheckpoint`, never a NaN epoch) | `checkpoints/best.keras`: the model of the best epoch by `val_loss` (`loss` without validation data); `checkpoints/best.json` remembers its value across resumes |
     | `keras.callbacks.TensorBoard` | `logs/`: `tensorboard --logdir <output_dir>/logs` |
     | `keras.callbacks.TerminateOnNaN` | stops when the loss is not finite (`stop_reason="nan"`) |
     | `LearningRateSchedule` | warmup, then constant or cosine (`config.schedule`) |
@@ -82,6 +85,14 @@ def fit(
 
     then `callbacks`. At the end the weights of the best epoch are restored
     (`config.restore_best_weights`, unless the loss became NaN).
+
+    With `config.strategy` `"mirrored"` or `"multi-worker"` it trains under
+    that `tf.distribute` strategy (`keras_attention.training.distribute`):
+    the model must have been created under `get_strategy(...).scope()`
+    (`train` does it), the batches are global batches, sharded by data
+    between workers, and only the chief writes `output_dir`; another worker
+    writes `<output_dir>/worker-<index>/` (its backup, to resume) and deletes
+    it when the fit ends.
 
     Args:
         model: a `keras.Model`, or a `keras_attention.tasks.Task` (its
@@ -115,57 +126,54 @@ def fit(
     config = FitConfig() if config is None else config
     if not isinstance(config, FitConfig):
         raise ValueError(f"fit: `config` must be a FitConfig. Received: config={config!r}")
-    network, loss, metrics = _network_loss_metrics(model, loss, metrics)
+    strategy = distribute.get_strategy(config.strategy, config.cpu_replicas)
+    with strategy.scope():  # a task may make its training network now (a captioner's)
+        network, loss, metrics = _network_loss_metrics(model, loss, metrics)
+    distribute.check_built_under(network, strategy, config.strategy)
     if isinstance(train_dataset, tuple):  # (x, y) arrays
         train_dataset = _array_dataset(train_dataset, config)
-    output_dir = os.fspath(output_dir)
+    if config.strategy != "default":
+        train_dataset = distribute.shard_by_data(train_dataset)
+        validation_data = distribute.shard_by_data(validation_data)
+    given_dir = os.fspath(output_dir)
+    output_dir = distribute.worker_dir(given_dir, strategy)  # only the chief writes given_dir
     os.makedirs(os.path.join(output_dir, os.path.dirname(CHECKPOINT)), exist_ok=True)
     backup = os.path.join(output_dir, BACKUP_DIR)
     if not resume:
         shutil.rmtree(backup, ignore_errors=True)
     resumed_from = finished_epochs(output_dir)
+    distribute.check_same_start(strategy, resumed_from)
     monitor = "loss" if validation_data is None else "val_loss"
     best = BestValue.read(os.path.join(output_dir, BEST_FILE), monitor) if resumed_from else None
-    network.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
-        loss=loss,
-        metrics=metrics or None,
-        jit_compile=config.keras_jit_compile,
-    )
+    with strategy.scope():
+        network.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
+            loss=loss,
+            metrics=metrics or None,
+            jit_compile=config.keras_jit_compile,
+        )
     start = time.perf_counter()
     built_in = _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_from)
-    history = network.fit(
-        train_dataset,
-        validation_data=validation_data,
-        epochs=config.epochs,
-        callbacks=[*built_in.values(), *(callbacks or ())],
-        verbose=config.verbose,
-        shuffle=False,  # datasets shuffle themselves
-    )
+    with distribute.strategy_fit(network, strategy, train_dataset):
+        history = network.fit(
+            train_dataset,
+            validation_data=validation_data,
+            epochs=config.epochs,
+            callbacks=[*built_in.values(), *(callbacks or ())],
+            verbose=config.verbose,
+            shuffle=False,  # datasets shuffle themselves
+        )
     seconds = time.perf_counter() - start
-    losses = history.history.get("loss", [])
-    budget, stopping = built_in.get("budget"), built_in.get("early_stopping")
-    if any(not math.isfinite(float(v)) for v in losses):
-        stop_reason = "nan"
-    elif budget is not None and budget.stopped:
-        stop_reason = "budget"
-    elif stopping is not None and stopping.stopped_epoch > 0:
-        stop_reason = "early_stopping"
-    else:
-        stop_reason = "epochs"
+    stop_reason = _stop_reason(history, built_in)
     best = built_in["best"].best
-    restored = False
-    checkpoint = os.path.join(output_dir, CHECKPOINT)
-    last_epoch = resumed_from + len(history.epoch)
-    if (
+    restored = (
         config.restore_best_weights
         and stop_reason != "nan"
-        and best is not None
-        and best["epoch"] != last_epoch
-        and os.path.isfile(checkpoint)
-    ):
-        network.load_weights(checkpoint)
-        restored = True
+        and _restore_best(network, output_dir, best, resumed_from + len(history.epoch))
+    )
+    if output_dir != given_dir:  # a non-chief worker called directly: nothing of it stays
+        shutil.rmtree(output_dir, ignore_errors=True)
+    budget = built_in.get("budget")
     return FitResult(
         history={key: [float(v) for v in values] for key, values in history.history.items()},
         epochs=list(history.epoch),
@@ -185,6 +193,26 @@ def finished_epochs(output_dir):
         return 0
     with open(path, encoding="utf-8") as f:
         return int(json.load(f).get("epoch", 0))
+
+
+def _stop_reason(history, built_in):
+    budget, stopping = built_in.get("budget"), built_in.get("early_stopping")
+    if any(not math.isfinite(float(v)) for v in history.history.get("loss", [])):
+        return "nan"
+    if budget is not None and budget.stopped:
+        return "budget"
+    if stopping is not None and stopping.stopped_epoch > 0:
+        return "early_stopping"
+    return "epochs"
+
+
+def _restore_best(network, output_dir, best, last_epoch):
+    """Loads the best checkpoint unless the last epoch is the best; returns whether it did."""
+    checkpoint = os.path.join(output_dir, CHECKPOINT)
+    if best is None or best["epoch"] == last_epoch or not os.path.isfile(checkpoint):
+        return False
+    network.load_weights(checkpoint)
+    return True
 
 
 def _network_loss_metrics(model, loss, metrics):
@@ -213,8 +241,8 @@ def _array_dataset(arrays, config):
 def _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_from):
     """The built-in callbacks, by role, in the order they run."""
     callbacks = {
-        "backup": keras.callbacks.BackupAndRestore(os.path.join(output_dir, BACKUP_DIR)),
-        "checkpoint": keras.callbacks.ModelCheckpoint(
+        "backup": SafeBackupAndRestore(os.path.join(output_dir, BACKUP_DIR)),
+        "checkpoint": FiniteModelCheckpoint(
             os.path.join(output_dir, CHECKPOINT),
             monitor=monitor,
             save_best_only=True,

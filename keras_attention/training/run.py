@@ -1,20 +1,23 @@
 """`train`: a task trained from data into a run directory that is also its saved task."""
 
 import dataclasses
-import hashlib
-import json
+import math
 import os
 import shutil
 
 import keras
+import numpy as np
 
 import keras_attention
 from keras_attention.tasks import Task, get_task, is_saved_task
 from keras_attention.tasks.task import ASSETS_DIR, TASK_FILE, WEIGHTS_FILE
+from keras_attention.training import distribute, fingerprint
+from keras_attention.training.callbacks import keep_backup_until_saved, recover_backup
 from keras_attention.training.config import FitConfig
 from keras_attention.training.fit import BACKUP_DIR, CHECKPOINT, LOG_DIR, finished_epochs, fit
+from keras_attention.training.lock import run_lock
 from keras_attention.utils.files import read_json, write_json
-from keras_attention.utils.options import resume_mismatches, to_dict
+from keras_attention.utils.options import to_dict
 
 RUN_FILE = "run.json"
 CACHE_DIR = "cache"  # the task's work files (`Task.work_dir`), e.g. cached image features
@@ -71,9 +74,12 @@ def train(
     """Trains a registered task on data and saves it; the run directory is its saved task.
 
     In order: the data is read and checked (bad files fail before anything is
-    written); the run directory is prepared (a finished run is kept unless
-    `overwrite`; an interrupted one is resumed if its options and data are
-    the same); the preprocessor is built from the training data into
+    written); the run directory is locked (a second process training into it
+    is refused, naming the PID that holds it) and prepared (a finished run is
+    kept unless `overwrite`; an interrupted one is resumed if its options and
+    data are the same: every option but `epochs`, `budget_minutes` and
+    `verbose`, and the data, by content; otherwise the error names what
+    differs); the preprocessor is built from the training data into
     `<output_dir>/assets` (or reloaded when resuming); the task is built from
     `config`; `fit` trains it; the task is saved into `output_dir`.
 
@@ -84,8 +90,9 @@ def train(
     | `run.json` | the task, its options, the fit options, a fingerprint of the data, how the run ended |
     | `assets/` | the preprocessor's files (vocabularies) |
     | `checkpoints/best.keras`, `checkpoints/best.json` | the best epoch's model and value |
-    | `backup/` | `BackupAndRestore` state while a run is unfinished |
+    | `backup/` | `BackupAndRestore` state while a run is unfinished (the last epoch with a finite loss; swapped in atomically, with the dropout seed state) |
     | `logs/` | TensorBoard logs |
+    | `run.lock` | locked (`fcntl.flock`, with the PID) while a process trains into the directory |
     | `cache/` | the task's work files while training (a captioner's cached image features and frozen encoder); removed when a run starts over |
     | `task.json`, `model.weights.h5` | the trained task (with `assets/`): `Task.load(output_dir)` |
 
@@ -110,8 +117,11 @@ def train(
     Raises:
         FileExistsError: `output_dir` holds a finished run and not `overwrite`.
         ValueError: bad options or data; an interrupted run started with other
-            options or data; a loss that became NaN (nothing is saved as the
-            task then; the best checkpoint stays).
+            options or data (the message names them); a loss or weights that
+            became NaN or inf (nothing is saved as the task then; the best
+            checkpoint and the backup of the last finite epoch stay).
+        keras_attention.training.lock.RunLockedError: another process is
+            training into `output_dir` (an `OSError`).
 
     Example:
 
@@ -134,12 +144,24 @@ def train(
             f"train: `config` must be a {task_cls.config_class.__name__}. "
             f"Received: config={type(config).__name__}"
         )
+    # The strategy first: logical devices and collectives must be set before TensorFlow starts.
+    strategy = distribute.get_strategy(fit_config.strategy, fit_config.cpu_replicas)
     # Reading the data first: missing or misaligned files fail before anything is written.
+    given = (train_data, valid_data)
     train_data = task_cls.read_data(train_data)
     valid_data = None if valid_data is None else task_cls.read_data(valid_data)
-    output_dir = os.fspath(output_dir)
-    description = _description(task_cls, config, fit_config, train_data, valid_data)
-    resumed = _prepare_run_dir(output_dir, description, config, resume, overwrite)
+    output_dir = distribute.worker_dir(os.fspath(output_dir), strategy)  # chief: output_dir
+    description = _description(task_cls, config, fit_config, train_data, valid_data, given)
+    with run_lock(output_dir):  # one process per run directory, released however it ends
+        resumed = _prepare_run_dir(output_dir, description, config, resume, overwrite)
+        return _train_locked(task_cls, config, fit_config, (train_data, valid_data), output_dir,
+                             description, strategy, resumed, resume, callbacks)  # fmt: skip
+
+
+def _train_locked(task_cls, config, fit_config, data, output_dir, description, strategy,
+                  resumed, resume, callbacks):  # fmt: skip
+    """`train` once the run directory is locked and prepared."""
+    train_data, valid_data = data
     keras.utils.set_random_seed(fit_config.seed)
     assets_dir = os.path.join(output_dir, ASSETS_DIR)
     if not resumed:  # the work files of an earlier run (e.g. a frozen encoder's weights) go
@@ -149,30 +171,36 @@ def train(
     else:
         os.makedirs(assets_dir, exist_ok=True)
         preprocessor = task_cls.build_preprocessor(config, train_data, assets_dir)
-    model = task_cls.build(config, preprocessor)
+    with strategy.scope():  # the strategy places the model's variables
+        model = task_cls.build(config, preprocessor)
     model.work_dir = output_dir
     datasets = [
         None if data is None else model.make_dataset(data, fit_config.batch_size, shuffle, seed)
         for data, shuffle, seed in ((train_data, True, fit_config.seed), (valid_data, False, None))
     ]
+    if resumed:
+        _skip_shuffles(datasets[0], finished_epochs(output_dir))
     if resumed and fit_config.verbose:
         print(
             f"resuming the interrupted run in {output_dir}: {finished_epochs(output_dir)} of "
             f"{fit_config.epochs} epochs done",
             flush=True,
         )
-    result = fit(
-        model,
-        datasets[0],
-        output_dir,
-        validation_data=datasets[1],
-        config=fit_config,
-        loss=model.loss(config),
-        metrics=model.metrics(config),
-        callbacks=callbacks,
-        resume=resume,
-    )
+    with keep_backup_until_saved():  # removed by `_finish` once the task is saved
+        result = fit(
+            model,
+            datasets[0],
+            output_dir,
+            validation_data=datasets[1],
+            config=fit_config,
+            loss=model.loss(config),
+            metrics=model.metrics(config),
+            callbacks=callbacks,
+            resume=resume,
+        )
     _finish(output_dir, model, description, result)
+    if not distribute.is_chief(strategy):  # a non-chief worker keeps nothing
+        shutil.rmtree(output_dir, ignore_errors=True)
     return TrainingRun(
         task=model,
         history=result.history,
@@ -187,12 +215,12 @@ def train(
 
 def _finish(output_dir, model, description, result):
     """Saves the task into the run directory and records how the run ended (not after a NaN)."""
-    if result.stop_reason == "nan":
+    problem, epoch = _not_finite(result, model), result.resumed_from + len(result.epochs)
+    if problem:
         raise ValueError(
-            f"the training loss stopped being finite (NaN or inf) in epoch "
-            f"{result.resumed_from + len(result.epochs)}; the model was not saved as a task. The "
-            f"best checkpoint so far is {os.path.join(output_dir, CHECKPOINT)}; lower "
-            f"--learning-rate or set --clipnorm. Received: loss={result.history['loss'][-1]}"
+            f"training stopped because a value stopped being finite: {problem} in epoch {epoch}; "
+            f"nothing was saved as a task in {output_dir!r}. {_kept(output_dir)} Lower "
+            f"--learning-rate or set --clipnorm, and start over with --no-resume."
         )
     model.save(output_dir)
     description["result"] = {
@@ -203,6 +231,8 @@ def _finish(output_dir, model, description, result):
         "train_seconds": round(result.train_seconds, 1),
     }
     _write_run_file(output_dir, description)
+    # Only now: a process killed while saving resumes from the backup with nothing left to train.
+    shutil.rmtree(os.path.join(output_dir, BACKUP_DIR), ignore_errors=True)
 
 
 def read_run_file(output_dir):
@@ -213,7 +243,38 @@ def read_run_file(output_dir):
     return read_json(path, _FORMAT, "a keras-attention run file")
 
 
-def _description(task_cls, config, fit_config, train_data, valid_data):
+def _not_finite(result, model):
+    """What is not finite at the end of training (`"the training loss became nan"`), or `None`."""
+    for key in ("loss", "val_loss"):
+        for value in result.history.get(key, ()):
+            if not math.isfinite(value):
+                return f"the {'training' if key == 'loss' else 'validation'} loss became {value}"
+    if result.stop_reason == "nan":
+        return "the training loss became NaN or inf"
+    if any(
+        not np.isfinite(keras.ops.convert_to_numpy(w)).all()
+        for w in model.training_network().weights
+    ):
+        return "the weights became NaN or inf"
+    return None
+
+
+def _kept(output_dir):
+    """What a run that stopped on a NaN keeps: the best checkpoint, the last good backup."""
+    kept = [
+        f"{what} {path}"
+        for what, path in (
+            ("the best checkpoint", os.path.join(output_dir, CHECKPOINT)),
+            ("the backup of the last good epoch", os.path.join(output_dir, BACKUP_DIR)),
+        )
+        if os.path.exists(path)
+    ]
+    return f"Kept: {' and '.join(kept)}." if kept else "No epoch finished with a finite loss."
+
+
+def _description(task_cls, config, fit_config, train_data, valid_data, given=(None, None)):
+    """What `run.json` records: the task, its options, and fingerprints of the data."""
+    splits = {"train": (given[0], train_data), "valid": (given[1], valid_data)}
     return {
         "format": _FORMAT,
         "version": 1,
@@ -221,7 +282,10 @@ def _description(task_cls, config, fit_config, train_data, valid_data):
         "task": task_cls.task_name,
         "config": to_dict(config),
         "fit": to_dict(fit_config),
-        "data": {"train": _fingerprint(train_data), "valid": _fingerprint(valid_data)},
+        "data": {split: _fingerprint(read) for split, (_, read) in splits.items()},
+        "data_files": {
+            split: fingerprint.data_record(raw, read) for split, (raw, read) in splits.items()
+        },
     }
 
 
@@ -232,6 +296,7 @@ def _prepare_run_dir(output_dir, description, config, resume, overwrite):
             f"`output_dir` must be a directory. Received: output_dir={output_dir!r} (a file)"
         )
     backup = os.path.join(output_dir, BACKUP_DIR)
+    recover_backup(backup)  # a process killed while it replaced the backup
     if os.path.isdir(backup) and not resume:
         shutil.rmtree(backup)
     if os.path.isdir(backup):
@@ -255,6 +320,7 @@ def _prepare_run_dir(output_dir, description, config, resume, overwrite):
 
 
 def _check_resumable(output_dir, description, config):
+    """Raises a `ValueError` naming what differs when the run was started otherwise."""
     hint = "resume it with the same options or start over with resume=False (command line: --no-resume)"
     saved = read_run_file(output_dir)
     if saved is None or not os.path.isdir(os.path.join(output_dir, ASSETS_DIR)):
@@ -267,25 +333,45 @@ def _check_resumable(output_dir, description, config):
             f"the interrupted run in {output_dir!r} trains the task {saved['task']!r}; {hint}. "
             f"Received: task={description['task']!r}"
         )
-    for name, was, now in resume_mismatches(saved["config"], config):
+    defaults = {"config": to_dict(type(config)()), "fit": to_dict(FitConfig())}
+    options = fingerprint.option_differences(saved, description, defaults)
+    if options:
         raise ValueError(
-            f"the interrupted run in {output_dir!r} was started with {name}={was!r}; {hint}. "
-            f"Received: {name}={now!r}"
+            f"the interrupted run in {output_dir!r} was started with "
+            f"{', '.join(f'{name}={was!r}' for name, was, _ in options)}; {hint}. "
+            f"Received: {', '.join(f'{name}={now!r}' for name, _, now in options)}"
         )
-    for split, fingerprint in description["data"].items():
-        if saved["data"].get(split) != fingerprint:
-            raise ValueError(
-                f"the interrupted run in {output_dir!r} was started on other {split} data "
-                f"(a different fingerprint); {hint}. Received: {split} data fingerprint "
-                f"{fingerprint}, the run's {saved['data'].get(split)}"
-            )
+    for split, what in fingerprint.data_differences(saved, description):
+        raise ValueError(
+            f"the interrupted run in {output_dir!r} was started on other {split} data: {what}; "
+            f"{hint}"
+        )
 
 
 def _fingerprint(data):
     """A SHA-256 of the data as read (lists of strings): a resumed run checks it is the same."""
-    if data is None:
-        return None
-    return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return fingerprint.data_hash(data)
+
+
+def _skip_shuffles(dataset, epochs):
+    """Advances a resumed run's reshuffling dataset to the order of the epoch it resumes at.
+
+    A `shuffle(..., reshuffle_each_iteration=True)` draws each order from a
+    seed generator that moves on with every iterator made of the dataset; a
+    fresh process starts it over, so without this a run resumed after epoch
+    `k` would see another order than an uninterrupted run in epoch `k`.
+    Keras's `EpochIterator` makes two iterators per epoch when the number of
+    batches is known (one at the start of the epoch, one when it ends, which
+    the next epoch replaces) and one in the first epoch when it is not: epoch
+    `k` uses iterator `2k` (`2k - 1`); making and dropping as many first gives
+    the same orders as an uninterrupted run with the same seed (checked by
+    the SIGKILL test, `tests/training/test_kill_resume.py`).
+    """
+    if not epochs or not hasattr(dataset, "cardinality"):
+        return
+    known = int(dataset.cardinality()) > 0
+    for _ in range(2 * epochs if known else 2 * epochs - 1):
+        iter(dataset)
 
 
 def _write_run_file(output_dir, description):

@@ -62,3 +62,69 @@ def test_int8_needs_representative_data(tmp_path, capsys):
     argv = ["export", model, "--no-saved-model", "--tflite", str(tmp_path / "m.tflite")]
     assert main(argv + ["--quantization", "int8"]) == 2
     assert "--representative-data" in capsys.readouterr().err
+
+
+def test_out_of_range_ids_in_verify_are_an_error_not_a_traceback(tmp_path, capsys):
+    model, _ = _save_model(tmp_path)
+    base = tmp_path / "saved_models"
+    assert main(["export", model, "--base-dir", str(base)]) == 0
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, ids=np.array([[500, 17]], "int32"))  # the vocabulary has 50 ids
+    capsys.readouterr()
+    version = str(base / "encoder" / "1")
+    assert main(["verify", version, "--examples", str(bad), "--model", model]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-attention verify: error: ")
+    assert "500 is not in [0, 50)" in err and "Traceback" not in err and "function_node" not in err
+
+
+def _raising(error):
+    def handler(args, extra=()):
+        raise error
+
+    return handler
+
+
+def _tf_errors():
+    import tensorflow as tf
+
+    return [
+        tf.errors.InvalidArgumentError(None, None, "indices[0] = 9 is not in [0, 5)"),
+        tf.errors.DataLossError(None, None, "corrupted record"),
+        tf.errors.UnknownError(None, None, "EOFError: Compressed file ended early"),
+        IsADirectoryError(21, "Is a directory", "out.json"),
+        EOFError("Compressed file ended before the end-of-stream marker was reached"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_user_errors_print_one_line_and_exit_2(index, monkeypatch, capsys, tmp_path):
+    from keras_attention import cli
+
+    error = _tf_errors()[index]
+    monkeypatch.setattr(cli, "_verify", _raising(error))
+    assert main(["verify", str(tmp_path), "--examples", "e.npz"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-attention verify: error: ") and err.count("\n") == 1
+
+
+def test_bugs_keep_their_traceback(monkeypatch, tmp_path):
+    import tensorflow as tf
+
+    from keras_attention import cli
+
+    monkeypatch.setattr(cli, "_verify", _raising(tf.errors.InternalError(None, None, "bug")))
+    with pytest.raises(tf.errors.InternalError):
+        main(["verify", str(tmp_path), "--examples", "e.npz"])
+    monkeypatch.setattr(cli, "_verify", _raising(KeyError("bug")))
+    with pytest.raises(KeyError):
+        main(["verify", str(tmp_path), "--examples", "e.npz"])
+
+
+def test_a_bad_tflite_path_fails_before_the_saved_model_is_written(tmp_path, capsys):
+    model, _ = _save_model(tmp_path)
+    base = tmp_path / "saved_models"
+    argv = ["export", model, "--base-dir", str(base), "--tflite", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--tflite: `output_path` is a folder" in capsys.readouterr().err
+    assert not base.exists()

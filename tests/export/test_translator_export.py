@@ -14,7 +14,7 @@ from pipelines import synthetic, text, translation
 LONG = "the 13th of october 1980, " * 8  # far more than max_source_length tokens
 TEXTS = ["", "3. März 2021 über…", LONG, "wed 24 jan 2035", "february 11, 2001"]
 MAX_SOURCE, MAX_OUTPUT = 12, 16
-ATTENTION_OUTPUTS = ["attention", "source_tokens", "target_tokens", "translation"]
+ATTENTION_OUTPUTS = ["attention", "source_tokens", "status", "target_tokens", "translation"]
 
 
 def _strings(values):
@@ -110,8 +110,10 @@ def test_export_signatures_and_assets(untrained, tmp_path):
     loaded = tf.saved_model.load(path)
     assert sorted(loaded.signatures) == ["attention", "serving_default"]
     served = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
-    assert sorted(served) == ["translation"]
+    assert sorted(served) == ["status", "translation"]
     assert [t.decode() for t in served["translation"].numpy()] == untrained.translate(TEXTS)
+    status = [s.decode() for s in served["status"].numpy()]
+    assert status == untrained.translate_with_status(TEXTS)["status"]
     _check_attention_outputs(untrained, loaded.signatures["attention"](text=tf.constant(TEXTS)))
     config = read_models_config(tmp_path)
     assert [c.name for c in config.model_config_list.config] == ["translator"]
@@ -184,9 +186,9 @@ def test_fresh_process_serves_the_in_memory_translations(trained, kind, beam_wid
     examples = {"text": np.array(TEXTS, dtype=object)}
     # TF Serving's loader in a fresh process, REST bodies in both formats: exactly the
     # translations of `translate`.
-    report = verify_export(
-        path, examples, model=lambda inputs: {"translation": _strings(translator.translate(TEXTS))}
-    )
+    result = translator.translate_with_status(TEXTS)
+    expected = {"translation": _strings(result["outputs"]), "status": _strings(result["status"])}
+    report = verify_export(path, examples, model=lambda inputs: expected)
     assert report.ok, str(report)
     assert report.signatures["serving_default"]["inputs"]["text"] == {
         "dtype": "string",
@@ -206,6 +208,7 @@ def test_fresh_process_serves_the_in_memory_translations(trained, kind, beam_wid
         "source_tokens": ("string", [None, None]),
         "target_tokens": ("string", [None, None]),
         "translation": ("string", [None]),
+        "status": ("string", [None]),
     }
     loaded = tf.saved_model.load(path)
     _check_attention_outputs(translator, loaded.signatures["attention"](text=tf.constant(TEXTS)))

@@ -15,6 +15,7 @@ def score_attention_spec(layer_cls, query_dim=8, value_dim=8, **init_kwargs):
         query_mask="query_mask",
         causal=True,
         dropout_kwargs={"dropout": 0.5},
+        lower_rank_ok=("query",),  # a one-step query `(batch_size, dq)`
     )
 
 

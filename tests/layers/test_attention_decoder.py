@@ -27,6 +27,7 @@ def _spec(**init_kwargs):
         # The RNN still runs over an empty memory (zero context): that row's output is not zero,
         # but finite, and its weights are zero.
         masked_memory_gives_zeros=False,
+        lower_rank_ok=("inputs",),  # one step `(batch_size, E)`
         # Not `causal`: the weights run over the memory, not over the decoder's own steps (the
         # decoder is causal by construction; tested below).
     )

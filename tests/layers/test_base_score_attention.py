@@ -238,3 +238,109 @@ def test_one_step_decoder_query_converts_to_tflite(factory, tmp_path):
         for name in ("context", "weights"):
             np.testing.assert_allclose(actual[name], np.asarray(expected[name]), rtol=0, atol=1e-5)
         np.testing.assert_array_equal(actual["context"][2], 0.0)
+
+
+# -- checks at every call, not only at build (issue 16) ---------------------------------------
+
+
+def _built(factory):
+    layer = factory()
+    layer(_rand(2, 3, DIM), _rand(2, 5, DIM))
+    return layer
+
+
+def test_rank_2_value_after_build_raises(factory):
+    layer = _built(factory)
+    with pytest.raises(
+        ValueError, match=r"`value` must have rank 3 .* Received: value.shape=\(2, 6\)"
+    ):
+        layer(_rand(2, 3, DIM), _rand(2, 5, DIM)[:, 0])
+
+
+def test_batch_mismatch_after_build_raises(factory):
+    layer = _built(factory)
+    with pytest.raises(
+        ValueError, match=r"`value` must have shape `\(batch_size, Tv, 6\)` with `batch_size` = 2"
+    ):
+        layer(_rand(2, 3, DIM), _rand(1, 5, DIM))
+
+
+def test_wrong_depth_after_build_raises(factory):
+    layer = _built(factory)
+    with pytest.raises(ValueError, match=r"query.*Received: query(.shape=\(2, 3, 5\)|_dim=5)"):
+        layer(_rand(2, 3, DIM - 1), _rand(2, 5, DIM))
+
+
+@pytest.mark.parametrize(
+    "kwargs, arg",
+    [
+        ({"value_mask": np.ones((2, 4), bool)}, "value_mask"),
+        ({"value_mask": np.ones((1, 5), bool)}, "value_mask"),
+        ({"key_mask": np.ones((2, 6), bool)}, "key_mask"),
+        ({"query_mask": np.ones((2, 4), bool)}, "query_mask"),
+        ({"attention_mask": np.ones((2, 3, 4), bool)}, "attention_mask"),
+        ({"attention_mask": np.ones((2, 5), bool)}, "attention_mask"),
+    ],
+)
+def test_wrong_mask_shape_raises_naming_the_mask(factory, kwargs, arg):
+    layer = _built(factory)
+    with pytest.raises(ValueError, match=rf"`{arg}` must have .* Received: {arg}.shape="):
+        layer(_rand(2, 3, DIM), _rand(2, 5, DIM), **kwargs)
+
+
+def test_wrong_mask_shape_in_a_traced_call_names_the_mask(factory):
+    layer = _built(factory)
+    signature = [
+        tf.TensorSpec((None, None, DIM)),
+        tf.TensorSpec((None, None, DIM)),
+        tf.TensorSpec((None, None), tf.bool),
+    ]
+    traced = tf.function(lambda q, v, m: layer(q, v, value_mask=m), input_signature=signature)
+    traced(_rand(2, 3, DIM), _rand(2, 5, DIM), np.ones((2, 5), bool))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`value_mask` must have shape"):
+        traced(_rand(2, 3, DIM), _rand(2, 5, DIM), np.ones((2, 4), bool))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`value_mask` must have shape"):
+        traced(_rand(2, 3, DIM), _rand(2, 5, DIM), np.ones((1, 5), bool))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_float_masks_are_refused(factory, dtype):
+    """An additive mask cast to bool would be inverted: refused, naming how to convert it."""
+    layer = _built(factory)
+    additive = np.zeros((2, 5), dtype)
+    additive[:, 3:] = -1e4
+    with pytest.raises(ValueError, match=r"`value_mask` must be a boolean mask .*`mask == 0`"):
+        layer(_rand(2, 3, DIM), _rand(2, 5, DIM), value_mask=additive)
+    # Converted as the message says, the mask drops the positions it marks.
+    _, weights = layer(
+        _rand(2, 3, DIM), _rand(2, 5, DIM), value_mask=additive == 0, return_attention_scores=True
+    )
+    np.testing.assert_array_equal(np.asarray(weights)[..., 3:], 0.0)
+
+
+def test_integer_and_bool_masks_agree(factory):
+    layer = _built(factory)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    q, v = _rand(2, 3, DIM), _rand(2, 5, DIM)
+    as_int = layer(q, v, value_mask=mask.astype("int32"))
+    as_bool = layer(q, v, value_mask=mask.astype(bool))
+    np.testing.assert_array_equal(np.asarray(as_int), np.asarray(as_bool))
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((0, 3, DIM), (0, 5, DIM)),
+        ((2, 0, DIM), (2, 5, DIM)),
+        ((2, 3, DIM), (2, 0, DIM)),
+        ((0, DIM), (0, 5, DIM)),
+    ],
+)
+def test_empty_batch_or_sequence_gives_empty_output(factory, shapes):
+    layer = _built(factory)
+    context, weights = layer(_rand(*shapes[0]), _rand(*shapes[1]), return_attention_scores=True)
+    assert tuple(context.shape) == shapes[0][:-1] + (DIM,)
+    assert tuple(weights.shape) == shapes[0][:-1] + (shapes[1][1],)
+    assert np.all(np.isfinite(np.asarray(context)))
+    if shapes[1][1] == 0:  # an empty memory: a zero context
+        np.testing.assert_array_equal(np.asarray(context), 0.0)

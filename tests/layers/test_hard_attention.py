@@ -522,3 +522,23 @@ def test_reinforce_learns_associative_recall(seed):
     assert accuracy >= 0.95, (accuracy, on_target)
     assert on_target >= 0.95, (accuracy, on_target)
     assert float(attention.reward_baseline) > -0.5  # the baseline tracks the rising reward
+
+
+@pytest.mark.parametrize(
+    "query_shape, value_shape",
+    [((0, 3, 6), (0, 5, 6)), ((2, 0, 6), (2, 5, 6)), ((2, 3, 6), (2, 0, 6)), ((0, 6), (0, 5, 6))],
+)
+@pytest.mark.parametrize("training", [False, True])
+def test_empty_batch_or_sequence_gives_empty_outputs(query_shape, value_shape, training):
+    """Used to fail with "Cannot compute the max of an empty tensor"."""
+    layer = HardAttention(score="dot", seed=1)
+    layer(rand(2, 3, 6), rand(2, 5, 6))
+    context, weights = layer(
+        np.zeros(query_shape, "float32"),
+        np.zeros(value_shape, "float32"),
+        return_attention_scores=True,
+        training=training,
+    )
+    assert tuple(context.shape) == query_shape
+    assert tuple(weights.shape) == query_shape[:-1] + (value_shape[1],)
+    np.testing.assert_array_equal(np.asarray(context), 0.0)

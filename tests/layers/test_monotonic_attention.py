@@ -18,6 +18,7 @@ def _spec(**init_kwargs):
         causal=False,  # a monotonic alignment has no causal mode
         dropout_kwargs=None,
         weights_normalized=False,  # expected alignments may run off the end; hard ones may be zero
+        lower_rank_ok=("query",),  # a one-step query
     )
 
 

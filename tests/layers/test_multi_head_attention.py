@@ -568,3 +568,80 @@ def test_fast_decoding_gives_the_layer_outputs(policy):
         assert actual.dtype == expected.dtype
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+# -- cache indices outside the cache (issue 16) -----------------------------------------------
+
+
+@pytest.mark.parametrize("index, length", [(10, 1), (4, 1), (3, 2), (-1, 1)])
+def test_cache_index_outside_the_cache_raises(index, length):
+    """A 4-slot cache: a write that does not fit raises instead of being clamped into slot 3."""
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    x = rand(2, length, 8)
+    cache = layer.init_cache(2, 4)
+    cache = layer(x, x, cache=cache, cache_update_index=0)[-1]
+    before = [np.asarray(c).copy() for c in cache]
+    with pytest.raises(ValueError, match=r"`cache_update_index` must be in .*Received: "
+                                         rf"cache_update_index={index}"):  # fmt: skip
+        layer(x, x, cache=cache, cache_update_index=index)
+    import tensorflow as tf
+
+    with pytest.raises(ValueError, match=r"`cache_update_index`"):  # an eager tensor index
+        layer(x, x, cache=cache, cache_update_index=tf.constant(index))
+    for b, c in zip(before, cache, strict=True):
+        np.testing.assert_array_equal(np.asarray(c), b)  # nothing written
+
+
+def test_cache_index_outside_the_cache_traced():
+    """Traced: a run-time assertion (not XLA); under XLA the write is clamped, as documented."""
+    import tensorflow as tf
+
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    x = rand(2, 1, 8)
+    cache = layer.init_cache(2, 4)
+    layer(x, x, cache=cache, cache_update_index=0)
+
+    def step(token, cache, index):
+        return layer(token, token, cache=cache, cache_update_index=index)[-1]
+
+    traced = tf.function(step)
+    traced(x, cache, tf.constant(3))  # in range
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`cache_update_index` must be in"):
+        traced(x, cache, tf.constant(10))
+    key_cache, _ = tf.function(step, jit_compile=True)(x, cache, tf.constant(10))
+    written = np.abs(np.asarray(key_cache)).sum(axis=(0, 2, 3))
+    assert written[3] > 0 and np.all(written[:3] == 0)  # clamped into the last slot
+
+
+def test_mask_and_batch_checks_at_every_call():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    q, v = rand(2, 3, 8), rand(2, 5, 6)
+    layer(q, v)
+    with pytest.raises(ValueError, match=r"`value` must have shape .*`batch_size` = 2"):
+        layer(q, v[:1])
+    with pytest.raises(ValueError, match=r"`value` must have rank 3"):
+        layer(q, v[:, 0])
+    with pytest.raises(ValueError, match=r"`value_mask` must have shape .*value_mask.shape=\(2, 4\)"):
+        layer(q, v, value_mask=np.ones((2, 4), bool))
+    with pytest.raises(ValueError, match=r"`attention_mask` must be a boolean mask"):
+        layer(q, v, attention_mask=np.zeros((2, 3, 5), "float32"))
+    with pytest.raises(ValueError, match=r"`query` must have shape .*axis 2 must be 8"):
+        layer(rand(2, 3, 7), v)
+
+
+def test_empty_inputs_give_empty_outputs():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=2)
+    layer(rand(2, 3, 8), rand(2, 5, 8))
+    for q, v in (((0, 3, 8), (0, 5, 8)), ((2, 0, 8), (2, 5, 8)), ((2, 3, 8), (2, 0, 8))):
+        out = layer(np.zeros(q, "float32"), np.zeros(v, "float32"))
+        assert tuple(out.shape) == q
+        assert np.all(np.asarray(out) == np.asarray(out))  # no NaN
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (1, 3, 3, 5), (1, 2, 3, 4), (3, 1, 3, 5)])
+def test_attention_bias_of_a_wrong_shape_raises(shape):
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    q, v = rand(2, 3, 8), rand(2, 5, 6)
+    layer(q, v, attention_bias=np.zeros((1, 2, 3, 5), "float32"))  # broadcast over the batch
+    with pytest.raises(ValueError, match=r"`attention_bias` must have rank 4 and be broadcastable"):
+        layer(q, v, attention_bias=np.zeros(shape, "float32"))

@@ -19,6 +19,7 @@ def _spec(**init_kwargs):
         causal=True,
         dropout_kwargs=None,  # no dropout: the output is the distribution itself
         output_over_values=True,  # the output is (B, Tq, Tv)
+        lower_rank_ok=("query",),  # a one-step query
     )
 
 

@@ -17,6 +17,7 @@ SPEC = ContractSpec(
     init_kwargs={"sequence_length": 12},
     inputs={"input": ("T", 6)},
     returns_scores=False,
+    arg_names={"input": "inputs"},
     call_kwargs={"start_index": 2},
 )
 

@@ -19,6 +19,8 @@ SPECS = {
         init_kwargs={"num_heads": 3, "num_buckets": 8, "max_distance": 6},
         inputs={"query": ("Tq", 4), "key": ("Tv", 4)},
         returns_scores=False,
+        rank_free=("query", "key"),  # any `(batch_size, length, ...)`
+        batch_free=True,  # the bias has no batch axis
         call_kwargs={"query_offset": 2},
     ),
     "causal": ContractSpec(
@@ -26,6 +28,8 @@ SPECS = {
         init_kwargs={"num_heads": 2, "num_buckets": 6, "max_distance": 7, "bidirectional": False},
         inputs={"query": ("Tq", 4), "key": ("Tv", 4)},
         returns_scores=False,
+        rank_free=("query", "key"),  # any `(batch_size, length, ...)`
+        batch_free=True,  # the bias has no batch axis
     ),
 }
 

@@ -18,6 +18,7 @@ SPECS = {
         RotaryEmbedding,
         inputs={"input": ("T", 3, 8)},
         returns_scores=False,
+        arg_names={"input": "inputs"},
         call_kwargs={"start_index": 2},
     ),
     "heads_first": ContractSpec(
@@ -25,6 +26,7 @@ SPECS = {
         init_kwargs={"max_wavelength": 500, "scaling_factor": 2.0, "sequence_axis": 2},
         inputs={"input": (3, "T", 8)},
         returns_scores=False,
+        arg_names={"input": "inputs"},
     ),
 }
 

@@ -15,13 +15,17 @@ from tests.numpy_reference import sinusoidal_encoding
 
 SPECS = {
     "even_dim": ContractSpec(
-        SinusoidalPositionEncoding, inputs={"input": ("T", 8)}, returns_scores=False
+        SinusoidalPositionEncoding,
+        inputs={"input": ("T", 8)},
+        returns_scores=False,
+        arg_names={"input": "inputs"},
     ),
     "odd_dim_offset": ContractSpec(
         SinusoidalPositionEncoding,
         init_kwargs={"max_wavelength": 500},
         inputs={"input": ("T", 7)},
         returns_scores=False,
+        arg_names={"input": "inputs"},
         call_kwargs={"start_index": 3},
     ),
 }

@@ -28,6 +28,7 @@ SPECS = {
         query_mask="query_mask",
         dropout_kwargs={"dropout": 0.5},
         lengths=({"Tq": 5, "L": 7}, {"Tq": 3, "L": 9}),
+        lower_rank_ok=("query",),  # a one-step query
     )
 }
 SPECS["grid"] = ContractSpec(
@@ -38,6 +39,7 @@ SPECS["grid"] = ContractSpec(
     returns_scores=False,
     dropout_kwargs={"dropout": 0.5},
     lengths=({"Tq": 5, "H": 3, "W": 4}, {"Tq": 3, "H": 2, "W": 5}),
+    lower_rank_ok=("query", "value"),  # a one-step query; flat locations `(batch_size, L, C)`
 )
 
 

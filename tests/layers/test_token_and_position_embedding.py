@@ -24,6 +24,7 @@ SPECS = {
         inputs={"input": ("T",)},
         int_inputs={"input": 20},
         returns_scores=False,
+        arg_names={"input": "inputs"},
         call_kwargs={"start_index": 1},
     ),
     "sinusoidal": ContractSpec(
@@ -37,6 +38,7 @@ SPECS = {
         inputs={"input": ("T",)},
         int_inputs={"input": 20},
         returns_scores=False,
+        arg_names={"input": "inputs"},
     ),
 }
 

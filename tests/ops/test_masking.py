@@ -58,3 +58,28 @@ def test_large_negative_bfloat16_is_finite():
     value = large_negative("bfloat16")
     assert np.isfinite(np.array(value, ml_dtypes.bfloat16).astype("float32"))
     assert value < -1e38
+
+
+@pytest.mark.parametrize("argument", ["query_mask", "value_mask", "attention_mask"])
+def test_float_masks_are_refused_not_inverted(argument):
+    """An additive mask (0 = keep, -1e9 = drop) cast to bool would be inverted: refused."""
+    shape = (1, 3, 3) if argument == "attention_mask" else (1, 3)
+    additive = np.zeros(shape, "float32")
+    additive[..., -1] = -1e9
+    with pytest.raises(ValueError, match=rf"`{argument}` must be a boolean mask.*`mask == 0`"):
+        compute_attention_mask(**{argument: additive})
+    converted = np.squeeze(np.asarray(compute_attention_mask(**{argument: additive == 0})))
+    assert not converted[..., -1].any() and converted[..., 0].all()
+
+
+def test_integer_masks_are_accepted_everywhere():
+    from keras_attention.ops import masked_softmax
+
+    merged = merge_padding_masks(np.array([[1, 1, 0]], "int32"), np.array([[True, False, True]]))
+    assert np.asarray(merged).tolist() == [[True, False, False]]
+    weights = masked_softmax(np.zeros((1, 3), "float32"), np.array([[1, 0, 1]], "int32"))
+    np.testing.assert_allclose(np.asarray(weights), [[0.5, 0.0, 0.5]])
+    with pytest.raises(ValueError, match=r"float masks are refused"):
+        masked_softmax(np.zeros((1, 3), "float32"), np.array([[1.0, 0.0, 1.0]], "float32"))
+    with pytest.raises(ValueError, match=r"float masks are refused"):
+        merge_padding_masks(np.ones((1, 3), "float16"))

@@ -114,11 +114,16 @@ def test_classifier_probabilities_are_the_softmax_of_the_logits(classifier):
     logits = classifier.backbone(
         {k: inputs[k].numpy() for k in ("token_ids", "padding_mask", "segment_ids")}
     )
-    np.testing.assert_allclose(probabilities, _softmax(np.asarray(logits)), atol=1e-5)
+    expected = _softmax(np.asarray(logits))
+    expected[2] = 1 / len(LABELS)  # "" has no token: the neutral probabilities, label ""
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-6)
     results = classifier.classify(texts)
     assert [r["label"] for r in results] == classifier.predict(texts)
-    assert [r["label"] for r in results] == [LABELS[i] for i in probabilities.argmax(-1)]
+    labels = [LABELS[i] for i in probabilities.argmax(-1)]
+    assert [r["label"] for r in results] == [*labels[:2], "", labels[3]]
+    assert [r["status"] for r in results] == ["ok", "ok", "empty_input", "truncated"]
+    assert results[2]["probability"] == 0.0
     assert classifier.predict_proba([]).shape == (0, 2)
 
 
@@ -131,7 +136,12 @@ def test_classifier_tflite_matches_keras(classifier, tmp_path):
     assert not any(op.startswith("FLEX") for op in tflite_ops(flatbuffer))
     feed, _ = classifier.preprocess_for_device(texts)
     probabilities = run_tflite(flatbuffer, feed, signature="classify")["probabilities"]
-    np.testing.assert_allclose(probabilities, classifier.predict_proba(texts), atol=1e-4)
+    # The raw signature answers every row; the empty text's neutral answer is the predictor's.
+    answered = [i for i, text in enumerate(texts) if text.strip()]
+    np.testing.assert_allclose(
+        probabilities[answered], classifier.predict_proba(texts)[answered], atol=1e-4
+    )
+    np.testing.assert_allclose(classifier.predict_proba(texts)[2], [0.5, 0.5])
     assert tflite_predictor(classifier, flatbuffer)(texts) == classifier.predict(texts)
 
 

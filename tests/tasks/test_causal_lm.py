@@ -45,7 +45,8 @@ def test_generate_keeps_room_and_flags_truncated_prompts(task):
     assert outputs["truncated"].numpy().tolist() == [True, False, False]
     for completion in outputs["completion"].numpy():
         assert len(completion.split()) <= 5
-    ids, mask, _ = task._prompts(tf.constant(["the cat " * 20]), tf.constant(5))
+    assert [s.decode() for s in outputs["status"].numpy()] == ["truncated", "ok", "empty_input"]
+    ids, mask, _, _ = task._prompts(tf.constant(["the cat " * 20]), tf.constant(5))
     assert int(mask.numpy().sum()) == 16 - 5 and ids.numpy()[0, 0] == 2  # [START] kept first
     assert task.generate([]) == []
 

@@ -49,6 +49,7 @@ SPECS = [
         # Sampling with a fixed seed in the fresh process: the same tokens as in memory.
         signature_inputs={"generate": {"max_new_tokens": 5, "temperature": 0.8, "top_k": 6,
                                        "top_p": 0.9, "seed": 7}},  # fmt: skip
+        empty_answer=False,  # an empty prompt is continued from [START] (status empty_input)
     ),
     ModelSpec(
         "causal_lm_rotary_gqa",

@@ -73,14 +73,15 @@ def test_translate_with_attention(translator):
         source, target = result["source_tokens"][row], result["target_tokens"][row]
         weights = result["attention"][row]
         assert weights.dtype == np.float32 and weights.shape == (len(target), len(source))
+        if not source:  # an empty input is not translated (status empty_input)
+            assert target == [] and result["translations"][row] == ""
+            continue
         # Generation stops at [END] or after max_output_length tokens.
         assert 1 <= len(target) <= MAX_OUTPUT and END not in target[:-1]
         assert target[-1] == END or len(target) == MAX_OUTPUT
         assert "[PAD]" not in target and "[START]" not in target
         target_ids = [VOCABULARY.index(t) for t in target]
         assert tokenizer.detokenize(target_ids).numpy().decode() == result["translations"][row]
-        if not source:
-            continue
         np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
         # The weights of the decoded target, teacher-forced through the model alone.
         source_ids = np.array([[VOCABULARY.index(t) for t in source]], "int32")
@@ -224,3 +225,17 @@ def test_a_preprocessor_without_limits_gets_the_models_positions():
     assert len(translator.translate([LONG])) == 1  # truncated to the model's 8 positions
     with pytest.raises(ValueError, match="give the tokenizers or a `preprocessor`, not both"):
         Translator(_transformer(), tokenizer, preprocessor=TranslationPreprocessor(tokenizer))
+
+
+def test_degenerate_inputs_get_an_empty_translation_and_a_status(translator):
+    texts = ["", "   \t\n", "\x00", b"\xff\xfe march", "wed 24 jan 2035", LONG]
+    result = translator.translate_with_status(texts)
+    assert result["status"] == [
+        "empty_input", "empty_input", "empty_input", "invalid_utf8", "ok", "truncated",
+    ]  # fmt: skip
+    assert result["outputs"][:4] == ["", "", "", ""]  # never a made-up translation of nothing
+    assert result["outputs"] == translator.translate(texts)
+    assert all(result["outputs"][4:])
+    outputs = translator.serve_attention(tf.constant(texts[:4]))
+    assert outputs["target_tokens"].shape[1] == 0 and not outputs["attention"].numpy().any()
+    assert [s.decode() for s in outputs["status"].numpy()] == result["status"][:4]

@@ -1,0 +1,143 @@
+"""Exports leave nothing half-done: targets checked before tracing, `models.config` atomic."""
+
+import os
+import stat
+
+import keras
+import numpy as np
+import pytest
+
+from keras_attention.export import saved_model, tflite
+from keras_attention.export.saved_model import export_saved_model, update_models_config
+
+_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@pytest.fixture(scope="module")
+def model():
+    inputs = keras.Input((3,), name="x")
+    return keras.Model(inputs, {"y": keras.layers.Dense(2, name="dense")(inputs)}, name="dense")
+
+
+@pytest.fixture
+def no_tracing(monkeypatch):
+    """Fails the test if the export gets as far as tracing or converting."""
+
+    def traced(*args, **kwargs):
+        raise AssertionError("traced before the target was checked")
+
+    monkeypatch.setattr(saved_model, "_build_archive", traced)
+    monkeypatch.setattr(tflite, "_saved_model_for", traced)
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_failed_models_config_update_leaves_no_new_version(model, tmp_path, monkeypatch):
+    export_saved_model(model, tmp_path, name="m")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(saved_model, "update_models_config", fail)
+    for _ in range(2):  # each retry used to add a version
+        with pytest.raises(OSError, match="disk full"):
+            export_saved_model(model, tmp_path, name="m")
+    assert sorted(os.listdir(tmp_path / "m")) == ["1"]
+    with pytest.raises(OSError, match="disk full"):
+        export_saved_model(model, tmp_path, name="new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_rename_restores_models_config(model, tmp_path, monkeypatch):
+    export_saved_model(model, tmp_path, name="m")
+    before = (tmp_path / "models.config").read_text()
+
+    def fail(*args, **kwargs):
+        raise OSError("rename failed")
+
+    monkeypatch.setattr(saved_model, "_move_into_place", fail)
+    with pytest.raises(OSError, match="rename failed"):
+        export_saved_model(model, tmp_path, name="other")
+    assert (tmp_path / "models.config").read_text() == before
+    assert not (tmp_path / "other").exists()
+
+
+def test_models_config_keeps_its_mode_and_a_new_one_is_world_readable(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        update_models_config(tmp_path, "a")
+        assert _mode(tmp_path / "models.config") == 0o644
+        os.chmod(tmp_path / "models.config", 0o664)
+        update_models_config(tmp_path, "b")
+        assert _mode(tmp_path / "models.config") == 0o664
+        assert 'name: "b"' in (tmp_path / "models.config").read_text()
+    finally:
+        os.umask(old_umask)
+    assert [p for p in os.listdir(tmp_path) if p != "models.config"] == []  # no temp files
+
+
+def test_a_file_as_base_dir_is_refused_before_tracing(model, tmp_path, no_tracing):
+    base = tmp_path / "saved_models"
+    base.write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        export_saved_model(model, base, name="m")
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "m").write_text("a file where the model folder goes")
+    with pytest.raises(NotADirectoryError, match="model folder"):
+        export_saved_model(model, tmp_path / "ok", name="m")
+
+
+def test_a_bad_models_config_is_refused_before_tracing(model, tmp_path, no_tracing):
+    (tmp_path / "models.config").write_text("this is { not a proto")
+    with pytest.raises(ValueError, match="ModelServerConfig"):
+        export_saved_model(model, tmp_path, name="m")
+    assert sorted(os.listdir(tmp_path)) == ["models.config"]
+    os.remove(tmp_path / "models.config")
+    (tmp_path / "models.config").mkdir()
+    with pytest.raises(NotADirectoryError, match="must be a file"):
+        export_saved_model(model, tmp_path, name="m")
+    assert sorted(os.listdir(tmp_path)) == ["models.config"]
+
+
+@pytest.mark.skipif(_ROOT, reason="root writes into read-only folders")
+def test_a_read_only_base_dir_is_refused_before_tracing(model, tmp_path, no_tracing):
+    os.chmod(tmp_path, 0o555)
+    try:
+        with pytest.raises(PermissionError, match="not writable"):
+            export_saved_model(model, tmp_path, name="m")
+    finally:
+        os.chmod(tmp_path, 0o755)
+
+
+def test_tflite_output_path_is_checked_before_conversion(model, tmp_path, no_tracing):
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        tflite.convert_tflite(model, output_path=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        tflite.convert_tflite(model, output_path=str(tmp_path / "missing" / "m.tflite"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        tflite.convert_tflite(model, output_path=str(tmp_path / "file" / "m.tflite"))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        tflite.convert_tflite(model, output_path=str(tmp_path / "file"))
+
+
+def test_task_tflite_output_path_is_checked_before_tracing(tmp_path, no_tracing):
+    from keras_attention.export import convert_task_tflite
+
+    with pytest.raises(IsADirectoryError, match="convert_task_tflite"):
+        convert_task_tflite(object(), output_path=str(tmp_path))
+
+
+def test_tflite_file_is_written_whole_with_a_readable_mode(model, tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        path = tmp_path / "m.tflite"
+        flatbuffer = tflite.convert_tflite(model, output_path=str(path))
+    finally:
+        os.umask(old_umask)
+    assert path.read_bytes() == flatbuffer and _mode(path) == 0o644
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
+    out = tflite.run_tflite(str(path), {"x": np.ones((1, 3), "float32")})
+    assert out["y"].shape == (1, 2)
