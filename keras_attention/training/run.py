@@ -77,8 +77,9 @@ def train(
     written); the run directory is locked (a second process training into it
     is refused, naming the PID that holds it) and prepared (a finished run is
     kept unless `overwrite`; an interrupted one is resumed if its options and
-    data are the same: every option but `epochs`, `budget_minutes` and
-    `verbose`, and the data, by content; otherwise the error names what
+    data are the same: every option but `epochs`, `budget_minutes`,
+    `verbose`, `strategy` and `cpu_replicas`, and the data, by content;
+    otherwise the error names what
     differs); the preprocessor is built from the training data into
     `<output_dir>/assets` (or reloaded when resuming); the task is built from
     `config`; `fit` trains it; the task is saved into `output_dir`.

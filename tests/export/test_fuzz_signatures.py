@@ -131,7 +131,7 @@ def _check(task, calls, empty_answer, batch):
 
 _FAST = settings(max_examples=12, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
-_SLOW = settings(max_examples=60, deadline=None,
+_SLOW = settings(max_examples=30, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
 
 

@@ -107,13 +107,13 @@ def test_every_train_command_takes_the_strategy():
         assert (fit_config.strategy, fit_config.cpu_replicas) == ("mirrored", 2)
 
 
-# Every task, one epoch on one device and on two replicas (the same global batch), in one process.
+# Every other task, one epoch on one device and on two replicas (the same global batch), in one process.
 _EVERY_TASK_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, tempfile
     from pipelines import synthetic
     from keras_attention.tasks import (CaptioningConfig, CausalLMConfig, ClassifierConfig,
-                                       MaskedLMConfig, TranslationConfig)
+                                       MaskedLMConfig)
     from keras_attention.training import FitConfig, get_strategy, train
 
     get_strategy("mirrored", cpu_replicas=2)  # first: before TensorFlow starts
@@ -123,9 +123,7 @@ _EVERY_TASK_SCRIPT = textwrap.dedent(
     scenes = synthetic.write_shape_scenes(os.path.join(tmp, "scenes"), 40, 32, seed=0)
     bert = dict(vocabulary_size=200, sequence_length=32, num_layers=1, hidden_dim=32,
                 num_heads=2, intermediate_dim=64, dropout=0.0)
-    cases = {
-        "translation": (synthetic.dates(64, seed=1),
-                        TranslationConfig(embedding_dim=8, units=8, vocabulary_size=100)),
+    cases = {  # the translator: the default run's test, over 3 epochs
         "masked-lm": (corpus, MaskedLMConfig(**bert)),
         "causal-lm": (corpus, CausalLMConfig(**bert)),
         "classifier": (([t for t, _ in sentiment], [label for _, label in sentiment]),
@@ -162,7 +160,7 @@ def test_every_task_trains_under_mirrored_like_on_one_device():
     out = json.loads(done.stdout.strip().splitlines()[-1])
     from keras_attention.tasks import task_names
 
-    assert sorted(out) == sorted(task_names())
+    assert sorted(out) == sorted(set(task_names()) - {"translation"})
     for task, (default, mirrored) in out.items():
         # Open question: the token classifier's first update differs by ~0.5% under the
         # strategy (its initial loss is identical); every other task agrees within 2e-4.

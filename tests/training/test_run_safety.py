@@ -92,6 +92,12 @@ def test_how_long_and_how_loud_may_change_on_resume():
     saved = description()
     now = description(epochs=20, verbose=0, budget_minutes=5.0)
     assert fingerprint.option_differences(saved, now, defaults) == []
+    # The devices: the global batch, hence every step, is the same under each strategy.
+    now = description(strategy="mirrored", cpu_replicas=2)
+    assert fingerprint.option_differences(saved, now, defaults) == []
+    assert fingerprint.option_differences(saved, description(seed=7), defaults) == [
+        ("seed", training.FitConfig().seed, 7)
+    ]
     # With the cosine schedule the epochs set the decay: a change is refused.
     saved, now = description(schedule="cosine"), description(schedule="cosine", epochs=20)
     assert fingerprint.option_differences(saved, now, defaults) == [("epochs", 10, 20)]
