@@ -111,6 +111,20 @@ def test_a_read_only_base_dir_is_refused_before_tracing(model, tmp_path, no_trac
         os.chmod(tmp_path, 0o755)
 
 
+def test_a_read_only_file_system_is_refused_before_tracing(model, tmp_path, no_tracing, monkeypatch):
+    """As on a read-only mount, where `access(2)` says EROFS even to root (CI may run as root)."""
+    real_access = os.access
+
+    def access(path, mode, **kwargs):
+        inside = os.path.abspath(path).startswith(str(tmp_path))
+        return False if inside and mode & os.W_OK else real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    with pytest.raises(PermissionError, match="not writable"):
+        export_saved_model(model, tmp_path, name="m")
+    assert os.listdir(tmp_path) == []
+
+
 def test_tflite_output_path_is_checked_before_conversion(model, tmp_path, no_tracing):
     with pytest.raises(IsADirectoryError, match="is a folder"):
         tflite.convert_tflite(model, output_path=str(tmp_path))
