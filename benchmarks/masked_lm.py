@@ -184,7 +184,9 @@ def main(argv=None):
         write_results(args, results)  # after each model, in case a later step fails
     if len(args.models) == 2:
         ours, hub = (results["pretraining"][kind] for kind in MODELS)
-        results["tokens_per_second_ratio"] = ours["tokens_per_second"] / hub["tokens_per_second"]
+        # None when the budget ended before a timed step (a very small budget on a busy machine).
+        ratio = ours["tokens_per_second"] / hub["tokens_per_second"] if hub["tokens_per_second"] else None
+        results["tokens_per_second_ratio"] = ratio
     if not args.skip_finetune:
         results["sst2"] = finetune_sst2(args, vocab_path, results["pretraining"]["ours"]["task_dir"])
     table = results_table(results)

@@ -27,6 +27,14 @@ Points of the contract and the checks that show them:
    (`check_call_time_validation`; `check_traced_validation` for sizes unknown while tracing,
    and XLA with such a trace); an empty batch or sequence gives an empty output of the shape
    `compute_output_shape` says (`check_empty_inputs`).
+
+The checks run on the current Keras backend (TensorFlow, JAX or PyTorch): gradients and
+compiled calls go through `tests.autodiff` (GradientTape / `jax.grad` / torch autograd;
+XLA / `jax.jit` / `torch.compile`). TensorFlow is imported only by the checks that need it:
+`check_saved_model` and `check_tflite` skip on other backends, and `check_traced_validation`
+traces with `jax.jit` on JAX (sizes are static there, so errors are raised while tracing) and
+skips on PyTorch, which has no trace with unknown sizes (`check_call_time_validation` covers
+its eager calls).
 """
 
 import dataclasses
@@ -35,10 +43,8 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from keras_attention.export.tflite import convert_tflite
-from keras_attention.export.tflite import run_tflite as export_run_tflite
+from tests import autodiff
 
 BATCH = 4
 
@@ -389,16 +395,28 @@ def check_weights_sum_to_one(spec, tmp_path):
 
 
 def _gradients(spec, layer, arrays, masks):
-    tensors = {k: tf.constant(v) for k, v in arrays.items()}
-    with tf.GradientTape() as tape:
-        floats = [v for k, v in tensors.items() if k not in spec.int_inputs]
-        tape.watch(floats)
-        output, _ = call_layer(spec, layer, tensors, masks)
-        weight = tf.constant(np.random.default_rng(5).standard_normal(output.shape), output.dtype)
-        loss = tf.reduce_sum(tf.cast(output * weight, "float32"))
-    variables = layer.trainable_variables
-    grads = tape.gradient(loss, [v.value for v in variables] + floats)
-    return variables, grads
+    """Gradients of a random projection of the output, and the output of that pass.
+
+    Returns `(variables, grads, (output, weights, output_dtype))`: `grads` holds one entry per
+    trainable variable, then one per float input (`None` where the backend reports no
+    gradient); the outputs are NumPy, `output_dtype` the output tensor's dtype.
+    """
+    floats = [k for k in arrays if k not in spec.int_inputs]
+    seen = {}
+
+    def loss_fn(tensors):
+        output, weights = call_layer(spec, layer, tensors, masks)
+        if "w" not in seen:
+            seen["w"] = np.random.default_rng(5).standard_normal(tuple(output.shape))
+        seen["dtype"] = keras.backend.standardize_dtype(output.dtype)
+        w = keras.ops.convert_to_tensor(seen["w"], output.dtype)
+        return keras.ops.sum(keras.ops.cast(output * w, "float32")), (output, weights)
+
+    _, var_grads, input_grads, (output, weights) = autodiff.value_and_gradients(
+        layer, loss_fn, arrays, floats, has_aux=True
+    )
+    grads = var_grads + [input_grads[k] for k in floats]
+    return layer.trainable_variables, grads, (output, weights, seen["dtype"])
 
 
 def check_gradients(spec, tmp_path):
@@ -406,7 +424,7 @@ def check_gradients(spec, tmp_path):
     lengths = spec.lengths[0]
     arrays = make_inputs(spec, lengths)
     call_layer(spec, layer, arrays)  # build
-    variables, grads = _gradients(spec, layer, arrays, make_value_masks(spec, lengths))
+    variables, grads, _ = _gradients(spec, layer, arrays, make_value_masks(spec, lengths))
     for var, grad in zip(variables, grads, strict=False):
         assert grad is not None, f"no gradient for {var.path}"
         assert np.all(np.isfinite(_np(grad))), f"non-finite gradient for {var.path}"
@@ -448,13 +466,13 @@ def check_mixed_precision(spec, tmp_path):
         ("mixed_bfloat16", "bfloat16", 2e-1),
     ):
         layer = spec.make_layer(dtype=policy)
-        call_layer(spec, layer, arrays, masks)
+        _build(spec, layer, arrays, masks)
         layer.set_weights(reference.get_weights())
-        output, weights = call_layer(spec, layer, arrays, masks)
-        assert keras.backend.standardize_dtype(output.dtype) == compute_dtype, (
-            policy,
-            output.dtype,
-        )
+        # The outputs checked are those of the gradient pass (the same call, under a tape on
+        # TensorFlow; compiled with its backward pass on JAX, where eager half-precision calls
+        # would compile every operation once more per dtype).
+        variables, grads, (output, weights, output_dtype) = _gradients(spec, layer, arrays, masks)
+        assert output_dtype == compute_dtype, (policy, output_dtype)
         for var in layer.weights:
             assert var.dtype == "float32", f"{policy}: weight {var.path} is {var.dtype}"
         out = _np(output).astype("float32")
@@ -469,27 +487,33 @@ def check_mixed_precision(spec, tmp_path):
         np.testing.assert_allclose(
             out, _np(expected), rtol=0, atol=atol * max(1.0, np.abs(_np(expected)).max())
         )
-        variables, grads = _gradients(spec, layer, arrays, masks)
         for var, grad in zip(variables, grads, strict=False):
             assert grad is not None and np.all(np.isfinite(_np(grad))), (
                 f"{policy}: gradient of {var.path}"
             )
 
 
+def _build(spec, layer, arrays, masks):
+    """Builds `layer` with a call: eager, or symbolic on JAX (no eager operation to compile)."""
+    if keras.backend.backend() == "jax":
+        build_functional_model(spec, layer, with_masks=bool(masks))
+    else:
+        call_layer(spec, layer, arrays, masks)
+
+
 # -- 7. XLA -----------------------------------------------------------------------------------
 
 
 def check_jit_compile(spec, tmp_path):
+    """The compiled call matches eager: XLA on TensorFlow, `jax.jit`, `torch.compile`."""
     layer = spec.make_layer()
     lengths = spec.lengths[0]
     arrays = make_inputs(spec, lengths)
     masks = make_value_masks(spec, lengths)
     eager = call_layer(spec, layer, arrays, masks)
-
-    @tf.function(jit_compile=True)
-    def compiled(arrays, masks):
-        return call_layer(spec, layer, arrays, masks)
-
+    compiled = autodiff.jit_function(
+        layer, lambda arrays, masks: call_layer(spec, layer, arrays, masks)
+    )
     jitted = compiled(arrays, masks)
     for a, e in zip(jitted, eager, strict=True):
         if e is not None:
@@ -499,7 +523,16 @@ def check_jit_compile(spec, tmp_path):
 # -- 8. export --------------------------------------------------------------------------------
 
 
+def _require_tensorflow(what):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip(f"{what} exports from the TensorFlow backend only")
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow only on its own backend)
+
+    return tf
+
+
 def check_saved_model(spec, tmp_path):
+    tf = _require_tensorflow("a SavedModel")
     layer = spec.make_layer()
     model = build_functional_model(spec, layer)
     path = str(tmp_path / "saved_model")
@@ -517,6 +550,8 @@ def check_saved_model(spec, tmp_path):
 
 def convert_builtins_only(model, tmp_path):
     """Model -> TFLite with `TFLITE_BUILTINS` only (fails naming the op if Flex would be needed)."""
+    from keras_attention.export.tflite import convert_tflite  # noqa: PLC0415 (TensorFlow)
+
     return convert_tflite(model)
 
 
@@ -526,15 +561,20 @@ def convert_endpoint_builtins_only(layer, fn, input_signature, tmp_path):
     Scalar inputs such as a decoding position need an explicit signature, which a functional
     model cannot give; `fn` should return a dict, whose keys name the TFLite outputs.
     """
+    from keras_attention.export.tflite import convert_tflite  # noqa: PLC0415 (TensorFlow)
+
     return convert_tflite(layer, signatures={"serving_default": (fn, input_signature)})
 
 
 def run_tflite(flatbuffer, feed):
     """Runs the `serving_default` signature in the LiteRT interpreter, resizing inputs to `feed`."""
+    from keras_attention.export.tflite import run_tflite as export_run_tflite  # noqa: PLC0415
+
     return export_run_tflite(flatbuffer, feed)
 
 
 def check_tflite(spec, tmp_path):
+    _require_tensorflow("TFLite")
     layer = spec.make_layer()
     model = build_functional_model(spec, layer)
     flatbuffer = convert_builtins_only(model, tmp_path)
@@ -553,12 +593,19 @@ def check_tflite(spec, tmp_path):
 # -- 9. call-time checks ----------------------------------------------------------------------
 
 
-_CALL_ERRORS = (ValueError, tf.errors.InvalidArgumentError)
+def call_errors():
+    """The errors a refused call may raise: `ValueError`, and on TensorFlow the run-time
+    assertion of a traced size (`InvalidArgumentError`)."""
+    if keras.backend.backend() != "tensorflow":
+        return (ValueError,)
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow only on its own backend)
+
+    return (ValueError, tf.errors.InvalidArgumentError)
 
 
 def _expect_error(spec, layer, arrays, masks, arg, what):
     """Calls the layer and asserts an error whose message names `arg` (in backticks)."""
-    with pytest.raises(_CALL_ERRORS) as info:
+    with pytest.raises(call_errors()) as info:
         call_layer(spec, layer, arrays, masks)
     message = str(info.value)
     assert f"`{arg}`" in message, f"{what}: the error does not name `{arg}`: {message[:500]}"
@@ -619,6 +666,8 @@ def check_call_time_validation(spec, tmp_path):
 
 
 def _signature(spec, arrays, masks):
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow only on its own backend)
+
     def spec_of(name, array):
         shape = (None,) + tuple(None if isinstance(d, str) else d for d in spec.inputs[name])
         return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
@@ -629,7 +678,63 @@ def _signature(spec, arrays, masks):
 
 
 def check_traced_validation(spec, tmp_path):
-    """Sizes unknown while tracing: checked at run time; XLA compiles such a trace and runs it."""
+    """Sizes unknown while tracing: checked at run time; XLA compiles such a trace and runs it.
+
+    On JAX every size is static in a `jax.jit` trace: the compiled call matches eager and a
+    wrong batch size or mask shape is refused while tracing, naming the argument. PyTorch has
+    no such trace (`torch.compile` specializes on the shapes it sees; its calls are eager
+    calls, covered by `check_call_time_validation`).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        _check_traced_validation_tf(spec)
+    elif backend == "jax":
+        _check_traced_validation_jax(spec)
+    else:
+        pytest.skip(
+            f"the {backend} backend traces no call with sizes unknown while tracing; its eager "
+            "calls are checked by check_call_time_validation"
+        )
+
+
+def _check_traced_refusals(spec, traced, arrays, masks, errors):
+    """A traced call with a mask or a second input of the wrong batch size names that argument."""
+    for name in masks:
+        bad = {**masks, name: masks[name][:-1]}
+        with pytest.raises(errors) as info:
+            traced(arrays, bad)
+        assert f"`{name}`" in str(info.value), str(info.value)[:800]
+    others = list(arrays)[1:]
+    if others:
+        name = others[0]
+        bad = {**arrays, name: arrays[name][:-1]}
+        with pytest.raises(errors) as info:
+            traced(bad, masks)
+        assert f"`{spec.arg_names.get(name, name)}`" in str(info.value), str(info.value)[:800]
+
+
+def _check_traced_validation_jax(spec):
+    layer = spec.make_layer()
+    lengths = spec.lengths[0]
+    arrays = make_inputs(spec, lengths)
+    masks = _all_masks(spec, lengths)
+    expected = call_layer(spec, layer, arrays, masks)
+    traced = autodiff.jit_function(layer, lambda a, m: call_layer(spec, layer, a, m))
+    actual = traced(arrays, masks)
+    np.testing.assert_allclose(_np(actual[0]), _np(expected[0]), rtol=1e-5, atol=1e-5)
+    if spec.batch_free:
+        return
+    _check_traced_refusals(spec, traced, arrays, masks, ValueError)
+    # The refused traces left the layer working.
+    np.testing.assert_allclose(
+        _np(traced(arrays, masks)[0]), _np(expected[0]), rtol=1e-5, atol=1e-5
+    )
+
+
+def _check_traced_validation_tf(spec):
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow only on its own backend)
+
+    errors = call_errors()
     layer = spec.make_layer()
     lengths = spec.lengths[0]
     arrays = make_inputs(spec, lengths)
@@ -644,20 +749,8 @@ def check_traced_validation(spec, tmp_path):
         lambda a, m: call_layer(spec, layer, a, m), input_signature=signature, jit_compile=True
     )
     np.testing.assert_allclose(_np(jitted(arrays, masks)[0]), _np(expected[0]), atol=1e-5)
-    if spec.batch_free:
-        return
-    for name in masks:
-        bad = {**masks, name: masks[name][:-1]}
-        with pytest.raises(_CALL_ERRORS) as info:
-            traced(arrays, bad)
-        assert f"`{name}`" in str(info.value), str(info.value)[:800]
-    others = list(arrays)[1:]
-    if others:
-        name = others[0]
-        bad = {**arrays, name: arrays[name][:-1]}
-        with pytest.raises(_CALL_ERRORS) as info:
-            traced(bad, masks)
-        assert f"`{spec.arg_names.get(name, name)}`" in str(info.value), str(info.value)[:800]
+    if not spec.batch_free:
+        _check_traced_refusals(spec, traced, arrays, masks, errors)
 
 
 def _check_empty(spec, layer, lengths, batch):

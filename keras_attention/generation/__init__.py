@@ -15,13 +15,28 @@ not a layer, it has to trace into SavedModels with shape invariants for an
 unknown batch size, and its seeded draws have to agree with and without XLA.
 `step_fn` itself can be any Keras model or layer call on the TensorFlow
 backend.
+
+Greedy decoding also runs on JAX and PyTorch: there `greedy_search` and
+`generate(..., sampler="greedy")` are a Python loop over the same decisions
+(see `_greedy_loop`), and this package imports no TensorFlow until a
+TensorFlow-only name is used (`beam_search`, `sample`, `sample_next`,
+`length_penalty`), which then raise a `NotImplementedError` naming the
+backend when called off TensorFlow.
 """
 
-from keras_attention.generation._common import GenerationOutput
-from keras_attention.generation.beam import beam_search, length_penalty
-from keras_attention.generation.generate import SAMPLERS, generate, sample_next
+import importlib
+
+from keras_attention.generation._output import GenerationOutput
+from keras_attention.generation.generate import SAMPLERS, generate
 from keras_attention.generation.greedy import greedy_search
-from keras_attention.generation.sampling import sample
+
+# The TensorFlow-only names, by the module that defines them (imported on first use).
+_TENSORFLOW_ONLY = {
+    "beam_search": "beam",
+    "length_penalty": "beam",
+    "sample": "sampling",
+    "sample_next": "_generate_tf",
+}
 
 __all__ = [
     "GenerationOutput",
@@ -33,3 +48,12 @@ __all__ = [
     "sample",
     "sample_next",
 ]
+
+
+def __getattr__(name):
+    if name in _TENSORFLOW_ONLY:
+        module = importlib.import_module(f"{__name__}.{_TENSORFLOW_ONLY[name]}")
+        value = getattr(module, name)
+        globals()[name] = value  # once
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

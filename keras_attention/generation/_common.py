@@ -1,32 +1,8 @@
-"""Shared pieces of the decoders: the output tuple, argument checks, the step call, the loop."""
-
-from typing import NamedTuple
+"""Shared pieces of the TensorFlow decoders: argument checks, the step call, the loop."""
 
 import tensorflow as tf
 
-
-class GenerationOutput(NamedTuple):
-    """What `greedy_search`, `beam_search` and `sample` return.
-
-    Attributes:
-        tokens: int32 `(batch_size, max_length)`, the generated tokens: the
-            start token excluded, the end token included, `pad_id` after it.
-        lengths: int32 `(batch_size,)`, the number of tokens up to and
-            including the end token (`max_length` for a sequence that did not
-            end).
-        scores: float32 `(batch_size,)`, the sequence log-probability under the
-            model: the sum of the log-softmax of the logits over those
-            `lengths` tokens.
-        normalized_scores: float32 `(batch_size,)`, the score the decoder
-            ranked by: beam search's length-penalised score
-            `scores / ((5 + lengths) / 6) ** length_penalty`; for greedy search
-            and sampling, which rank nothing, equal to `scores`.
-    """
-
-    tokens: tf.Tensor
-    lengths: tf.Tensor
-    scores: tf.Tensor
-    normalized_scores: tf.Tensor
+from keras_attention.generation._output import GenerationOutput
 
 
 def check_start_ids(fn_name, start_ids):

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_attention.generation import _common
+from keras_attention.generation import _common, _options
 from keras_attention.utils import number, positive_int
 
 
@@ -72,7 +72,9 @@ def beam_search(
     hypotheses' parents, whatever its rank (RNN states, `(batch, heads,
     max_length, dim)` KV caches, encoder outputs). The loop is a
     `tf.while_loop`, so it runs eagerly, inside a `tf.function` (also with
-    `jit_compile=True` and an unknown batch size) and in a SavedModel.
+    `jit_compile=True` and an unknown batch size) and in a SavedModel. It
+    runs on the TensorFlow backend only (elsewhere it raises a
+    `NotImplementedError`; `greedy_search` runs on every backend).
 
     Args:
         step_fn: `step_fn(token_ids, state, step) -> (logits, new_state)`, as
@@ -120,6 +122,7 @@ def beam_search(
         length normalisation).
     """
     name = "beam_search"
+    _options.require_tensorflow(name, "Use greedy_search")
     end_id, max_length, width, alpha, pad_id = _check_arguments(
         name, end_id, max_length, beam_width, length_penalty, pad_id, keep_greedy
     )

@@ -1,18 +1,19 @@
-"""Generation from ragged prompts with a causal LM's KV cache: greedy, sampling, beam search."""
+"""Generation from ragged prompts with a causal LM's KV cache: greedy, sampling, beam search.
+
+`generate` checks its options here, on every backend, then runs the
+TensorFlow loops of `_generate_tf` (TensorFlow is imported there, and only on
+that backend) or the greedy Python loop of `_greedy_loop` on JAX and PyTorch.
+"""
 
 import weakref
 
-import tensorflow as tf
+import keras
 
-from keras_attention.generation import _common
-from keras_attention.generation.beam import length_penalty as _penalty
-from keras_attention.generation.sampling import _gumbel_argmax
-from keras_attention.layers.multi_head_attention import fast_decoding
-from keras_attention.utils import describe, number, one_of, positive_int
+from keras_attention.generation import _greedy_loop, _options
 
 SAMPLERS = ("greedy", "sample", "beam")
-_NAME = "generate"
-# The traced functions of each model, by their static options (dropped with the model).
+# The traced (TensorFlow) or compiled (JAX) functions of each model, by their static options
+# (dropped with the model).
 _FUNCTIONS = weakref.WeakKeyDictionary()
 
 
@@ -68,12 +69,17 @@ def generate(
     positive logits (multiplies the negative ones) of every token already in
     the row, prompt included, by it (`1.0`: off).
 
-    The loop is a `tf.while_loop` inside a `tf.function` kept per model and
-    options (compiled with XLA when `jit_compile`); inside a caller's
-    `tf.function` (a SavedModel signature) it is traced there instead. The
-    cached loop gives the tokens of the uncached model: no position attends
-    to a position after it, and every cache slot a step reads was written by
-    the prefill of a prompt token or by an earlier step.
+    On TensorFlow the loop is a `tf.while_loop` inside a `tf.function` kept
+    per model and options (compiled with XLA when `jit_compile`); inside a
+    caller's `tf.function` (a SavedModel signature) it is traced there
+    instead. On JAX and PyTorch only `"greedy"` runs (the other samplers
+    raise a `ValueError`): a Python loop over the same positions that stops
+    when every row has ended, its step compiled with `jax.jit` on JAX when
+    `jit_compile` (and run under `torch.no_grad()` on PyTorch); it makes
+    the same decisions as the TensorFlow loop. The cached loop gives the
+    tokens of the uncached model: no position attends to a position after
+    it, and every cache slot a step reads was written by the prefill of a
+    prompt token or by an earlier step.
 
     Args:
         model: a causal LM with `init_cache(batch_size, max_length)` and
@@ -85,7 +91,8 @@ def generate(
             for prompt tokens. Defaults to `token_ids != pad_id`.
         max_length: positive int at least `prompt_length`, the length of the
             output rows (prompt included); at most the model's positions.
-        sampler: `"greedy"`, `"sample"` or `"beam"`. Defaults to `"greedy"`.
+        sampler: `"greedy"`, `"sample"` or `"beam"` (the last two on
+            TensorFlow only). Defaults to `"greedy"`.
         max_new_tokens: optional positive int (or scalar int tensor): each
             row generates at most this many tokens after its own prompt.
             Defaults to `None` (up to `max_length`).
@@ -99,14 +106,15 @@ def generate(
             scalar tensors). `seed=None` draws a new seed at each call.
         beam_width, length_penalty: for `"beam"`. Default to `4`, `0.6`.
         repetition_penalty: float `>= 1`. Defaults to `1.0`.
-        jit_compile: bool, compile the loop with XLA. Defaults to `True`.
+        jit_compile: bool, compile the loop with XLA (on JAX: the step; on
+            PyTorch it is ignored). Defaults to `True`.
         return_scores: bool, also return the log-probability of each row's
             generated tokens (float32 `(batch_size,)`). Defaults to `False`.
 
     Returns:
-        int32 `(batch_size, max_length)`: the prompt, the generated tokens
-        (the stop token included), then `pad_id`; with `return_scores`,
-        `(token_ids, scores)`.
+        int32 `(batch_size, max_length)`, a tensor of the Keras backend: the
+        prompt, the generated tokens (the stop token included), then
+        `pad_id`; with `return_scores`, `(token_ids, scores)`.
 
     Example:
 
@@ -123,446 +131,34 @@ def generate(
     >>> bool(np.array_equal(beam, out))  # beam width 1 is greedy
     True
     """
-    options = _check_options(
+    options = _options.check_options(
         model, max_length, sampler, stop_token_ids, suppress_token_ids, pad_id, beam_width,
-        length_penalty, repetition_penalty, jit_compile, return_scores,
+        length_penalty, repetition_penalty, jit_compile, return_scores, SAMPLERS,
     )  # fmt: skip
-    token_ids, padding_mask = _check_prompts(token_ids, padding_mask, options)
-    sampling = _sampling_tensors(temperature, top_k, top_p, seed)
-    sampling += (_max_new_tokens(max_new_tokens, options["max_length"]),)
-    if tf.inside_function():
-        return _generate(model, token_ids, padding_mask, options, *sampling)
-    # The model's variables in the key: a model given LoRA weights or quantized since is traced
-    # again (a function traced before would run the old layers).
-    structure = tuple((v.path, str(v.dtype), tuple(v.shape)) for v in model.variables)
-    key = (tuple(sorted(options.items())), structure)
-    functions = _FUNCTIONS.setdefault(model, {})
-    if key not in functions:
-        model_ref = weakref.ref(model)  # the function must not keep the model (the table's key)
+    sampling = (temperature, top_k, top_p, seed)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from keras_attention.generation import _generate_tf  # imports TensorFlow
 
-        def run(token_ids, padding_mask, temperature, top_k, top_p, seed, max_new_tokens):
-            return _generate(model_ref(), token_ids, padding_mask, options, temperature, top_k,
-                             top_p, seed, max_new_tokens)  # fmt: skip
-
-        functions[key] = tf.function(run, jit_compile=options["jit_compile"], reduce_retracing=True)
-    return functions[key](token_ids, padding_mask, *sampling)
-
-
-def sample_next(logits, seed, temperature=1.0, top_k=0, top_p=1.0):
-    """One token per row from logits, with temperature, top-k and top-p as tensors.
-
-    The serving-side sampler of `generate` (`sampler="sample"`): every
-    argument may be a run-time scalar tensor. `temperature <= 0` is greedy;
-    `top_k <= 0` keeps every token; `top_p >= 1` (or `<= 0`) keeps every
-    token. The draw is Gumbel-max over the kept tokens sorted by logit, with
-    Philox noise from the int32 `(2,)` `seed`.
-
-    Args:
-        logits: float32 `(batch_size, vocabulary_size)`.
-        seed: int32 `(2,)`, the seed pair of the draw.
-        temperature, top_k, top_p: scalars (Python or tensors).
-
-    Returns:
-        int32 `(batch_size,)` token ids.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> logits = tf.math.log(tf.constant([[0.1, 0.6, 0.3]]))
-    >>> int(sample_next(logits, tf.constant([1, 0]), temperature=0.0)[0])  # greedy
-    1
-    >>> int(sample_next(logits, tf.constant([1, 0]), top_k=1)[0])
-    1
-    """
-    logits = tf.cast(logits, tf.float32)
-    temperature = tf.cast(temperature, tf.float32)
-    top_k = tf.cast(top_k, tf.int32)
-    top_p = tf.cast(top_p, tf.float32)
-    # One branch runs: greedy requests skip the sort of the vocabulary.
-    return tf.cond(
-        temperature > 0.0,
-        lambda: _filtered_draw(logits, seed, temperature, top_k, top_p),
-        lambda: tf.argmax(logits, axis=-1, output_type=tf.int32),
-    )
-
-
-def _filtered_draw(logits, seed, temperature, top_k, top_p):
-    """`sample_next` for a positive `temperature`."""
-    vocabulary_size = tf.shape(logits)[-1]
-    scaled = logits / temperature
-    values, indices = tf.math.top_k(scaled, k=vocabulary_size)  # sorted, lower id first on ties
-    ranks = tf.range(vocabulary_size)
-    keep = tf.logical_or(top_k <= 0, ranks < top_k)[None, :]  # (1, V)
-    values = tf.where(keep, values, float("-inf"))
-    mass_before = tf.cumsum(tf.nn.softmax(values), axis=-1, exclusive=True)
-    nucleus = tf.logical_or(tf.logical_or(top_p >= 1.0, top_p <= 0.0), mass_before < top_p)
-    values = tf.where(nucleus, values, float("-inf"))
-    return tf.gather(indices, _gumbel_argmax(values, seed), batch_dims=1)
-
-
-# -- the loops ------------------------------------------------------------------------------------
-
-
-def _generate(model, token_ids, padding_mask, options, temperature, top_k, top_p, seed,
-              max_new_tokens):  # fmt: skip
-    max_length = options["max_length"]
-    pad_id = options["pad_id"]
-    width = tf.shape(token_ids)[1]
-    # The output buffer and the prompt flags, padded to `max_length`.
-    prompt = tf.pad(padding_mask, [[0, 0], [0, max_length - width]])
-    buffer = tf.pad(token_ids, [[0, 0], [0, max_length - width]], constant_values=pad_id)
-    buffer = tf.where(prompt, buffer, pad_id)  # whatever the caller left after a prompt: padding
-    lengths = tf.reduce_sum(tf.cast(prompt, tf.int32), axis=1)
-    start = tf.maximum(tf.reduce_min(tf.concat([lengths, [max_length]], 0)), 1)
-    limits = lengths + max_new_tokens  # (B,): a row generates up to here (exclusive)
-    rows = token_ids.shape[0]  # known under XLA: heads-first caches pay from 2 rows on
-    if rows is not None and options["sampler"] == "beam":
-        rows *= options["beam_width"]
-    with fast_decoding(model, heads_first=rows != 1):  # 2-D kernels made once (same results)
-        return _generate_loop(model, token_ids, options, (temperature, top_k, top_p, seed),
-                              prompt, buffer, start, limits)  # fmt: skip
-
-
-def _generate_loop(model, token_ids, options, sampling, prompt, buffer, start, limits):
-    temperature, top_k, top_p, seed = sampling
-    max_length = options["max_length"]
-    batch_size = tf.shape(token_ids)[0]
-    cache = model.init_cache(batch_size, max_length)
-    logits, cache = model.call_with_cache(token_ids, cache, 0)  # prefill (its logits are unused)
-    if logits.shape[-1] is not None and logits.shape[-1] != model.vocabulary_size:
+        return _generate_tf.generate(
+            model, token_ids, padding_mask, options, sampling, max_new_tokens, _FUNCTIONS
+        )
+    _options.check_sampling(*sampling)  # (unused by greedy decoding, but checked as on TensorFlow)
+    if options["sampler"] != "greedy":
         raise ValueError(
-            f"{_NAME}: `model.call_with_cache` must return logits over the vocabulary (of size "
-            f"{model.vocabulary_size}), e.g. a causal LM rather than its backbone. Received: "
-            f"model={describe(model)} with outputs of shape {tuple(logits.shape)}"
+            f"{_options.NAME}: sampler={options['sampler']!r} runs on the TensorFlow backend "
+            f"only; on the Keras backend {backend!r} `generate` decodes greedily. Received: "
+            f"sampler={options['sampler']!r}. Use sampler='greedy', or run with "
+            "KERAS_BACKEND=tensorflow."
         )
-    stop_ids = tf.constant(options["stop_token_ids"] or (-1,), tf.int32)
-    if options["sampler"] == "beam":
-        tokens, scores = _beam_loop(model, buffer, prompt, start, limits, cache, stop_ids, options)
-    else:
-        seed_pair = tf.stack([seed, tf.constant(0, tf.int32)])
-        if options["sampler"] == "greedy":
-
-            def choose(logits, index):
-                return tf.argmax(logits, axis=-1, output_type=tf.int32)
-
-        else:
-
-            def choose(logits, index):
-                step_seed = tf.random.experimental.stateless_fold_in(seed_pair, index, alg="philox")
-                return sample_next(logits, step_seed, temperature, top_k, top_p)
-
-        tokens, scores = _row_loop(model, buffer, prompt, start, limits, cache, stop_ids, options,
-                                   choose)  # fmt: skip
-    return (tokens, scores) if options["return_scores"] else tokens
+    return _greedy_loop.generate(model, token_ids, padding_mask, options, max_new_tokens,
+                                 _FUNCTIONS)  # fmt: skip
 
 
-def _step(model, buffer, cache, index, options):
-    """The logits `(rows, V)` of position `index` (the token at `index - 1` through the model)."""
-    previous = tf.gather(buffer, index - 1, axis=1)[:, None]  # (rows, 1)
-    logits, cache = model.call_with_cache(previous, cache, index - 1)
-    logits = tf.cast(logits[:, 0], tf.float32)
-    suppressed = options["suppress_token_ids"]
-    if suppressed:
-        hit = tf.reduce_any(tf.equal(tf.range(tf.shape(logits)[-1])[:, None], suppressed), axis=1)
-        logits = tf.where(hit[None], float("-inf"), logits)
-    return logits, cache
+def __getattr__(name):
+    # `sample_next` lived here; it is TensorFlow code, imported on first use.
+    if name == "sample_next":
+        from keras_attention.generation import _generate_tf
 
-
-def _penalize(logits, seen, penalty):
-    """CTRL's repetition penalty on the logits of the `seen` tokens."""
-    if penalty == 1.0:
-        return logits
-    penalized = tf.where(logits > 0, logits / penalty, logits * penalty)
-    return tf.where(seen, penalized, logits)
-
-
-def _seen_tokens(buffer, prompt, vocabulary_size, penalty):
-    """`(rows, V)` bool: the tokens of each prompt; `(rows, 0)` without a penalty (nothing tracked)."""
-    if penalty == 1.0:
-        return tf.zeros([tf.shape(buffer)[0], 0], tf.bool)
-    hits = tf.one_hot(tf.where(prompt, buffer, -1), vocabulary_size, on_value=True,
-                      off_value=False, dtype=tf.bool)  # fmt: skip
-    return tf.reduce_any(hits, axis=1)
-
-
-def _mark_seen(seen, tokens, vocabulary_size, penalty):
-    if penalty == 1.0:
-        return seen
-    return tf.logical_or(seen, tf.one_hot(tokens, vocabulary_size, on_value=True,
-                                          off_value=False, dtype=tf.bool))  # fmt: skip
-
-
-def _row_loop(model, buffer, prompt, start, limits, cache, stop_ids, options, choose):
-    """Greedy search and sampling: one hypothesis per row."""
-    max_length, pad_id = options["max_length"], options["pad_id"]
-    penalty = options["repetition_penalty"]
-    vocabulary_size = model.vocabulary_size
-    batch_size = tf.shape(buffer)[0]
-
-    def body(index, buffer, done, scores, seen, cache):
-        done = tf.logical_or(done, index >= limits)  # past `max_new_tokens`: ended
-        logits, cache = _step(model, buffer, cache, index, options)
-        logits = _penalize(logits, seen, penalty)
-        chosen = choose(logits, index)
-        forced = tf.gather(prompt, index, axis=1)
-        emitted = tf.logical_not(tf.logical_or(forced, done))
-        if options["return_scores"]:  # (a loop variable: XLA would not prune it)
-            log_probs = tf.nn.log_softmax(logits)
-            scores += tf.where(emitted, tf.gather(log_probs, chosen, batch_dims=1), 0.0)
-        chosen = tf.where(forced, tf.gather(buffer, index, axis=1), tf.where(done, pad_id, chosen))
-        buffer = _common.write_column(buffer, chosen, index)
-        stopped = tf.reduce_any(tf.equal(chosen[:, None], stop_ids[None, :]), axis=1)
-        done = tf.logical_or(done, tf.logical_and(emitted, stopped))
-        seen = _mark_seen(seen, chosen, vocabulary_size, penalty)
-        return index + 1, buffer, done, scores, seen, cache
-
-    def cond(index, buffer, done, scores, seen, cache):
-        active = tf.logical_and(tf.logical_not(done), index < limits)
-        return tf.logical_and(index < max_length, tf.reduce_any(active))
-
-    loop_vars = (
-        start,
-        buffer,
-        tf.zeros([batch_size], tf.bool),
-        tf.zeros([batch_size], tf.float32),
-        _seen_tokens(buffer, prompt, vocabulary_size, penalty),
-        cache,
-    )
-    _, buffer, _, scores, _, _ = tf.while_loop(
-        cond, body, loop_vars, shape_invariants=_invariants(loop_vars),
-        maximum_iterations=max_length,
-    )  # fmt: skip
-    return buffer, scores
-
-
-def _beam_loop(model, buffer, prompt, start, limits, cache, stop_ids, options):
-    """Beam search: `beam_width` hypotheses per row, the best returned."""
-    max_length, pad_id = options["max_length"], options["pad_id"]
-    width, alpha = options["beam_width"], options["length_penalty"]
-    penalty = options["repetition_penalty"]
-    vocabulary_size = model.vocabulary_size
-    batch_size = tf.shape(buffer)[0]
-    offsets = tf.range(batch_size)[:, None] * width  # (B, 1): rows `b * width + k`
-    neg_inf = tf.constant(float("-inf"), tf.float32)
-    vocabulary = tf.range(vocabulary_size)
-
-    def body(index, beams, scores, lengths, finished, seen, cache):
-        finished = tf.logical_or(finished, (index >= limits)[:, None])  # past `max_new_tokens`
-        flat = tf.reshape(beams, [-1, max_length])  # (B * K, L)
-        logits, cache = _step(model, flat, cache, index, options)
-        logits = _penalize(logits, seen, penalty)
-        log_probs = tf.reshape(tf.nn.log_softmax(logits), [-1, width, vocabulary_size])
-        forced = tf.gather(prompt, index, axis=1)  # (B,)
-        forced_ids = tf.gather(beams[:, 0], index, axis=1)  # (B,)
-        only_forced = tf.where(tf.equal(vocabulary[None], forced_ids[:, None]), 0.0, neg_inf)
-        log_probs = tf.where(forced[:, None, None], only_forced[:, None], log_probs)
-        only_pad = tf.where(tf.equal(vocabulary, pad_id), 0.0, neg_inf)
-        log_probs = tf.where(finished[..., None], only_pad, log_probs)  # a finished one stays
-        candidates = scores[..., None] + log_probs  # (B, K, V)
-        emitted = tf.logical_and(tf.logical_not(finished), tf.logical_not(forced)[:, None])
-        candidate_lengths = lengths + tf.cast(emitted, tf.int32)
-        ranking = candidates / _penalty(candidate_lengths, alpha)[..., None]
-        _, chosen = tf.math.top_k(tf.reshape(ranking, [-1, width * vocabulary_size]), k=width)
-        parents, next_ids = chosen // vocabulary_size, chosen % vocabulary_size  # (B, K)
-        scores = tf.gather(tf.reshape(candidates, [-1, width * vocabulary_size]), chosen,
-                           batch_dims=1)  # fmt: skip
-        lengths = tf.gather(candidate_lengths, parents, batch_dims=1)
-        parent_emitted = tf.gather(emitted, parents, batch_dims=1)
-        parent_finished = tf.gather(finished, parents, batch_dims=1)
-        next_ids = tf.where(parent_finished, pad_id, next_ids)
-        stopped = tf.reduce_any(tf.equal(next_ids[..., None], stop_ids), axis=-1)
-        finished = tf.logical_or(parent_finished, tf.logical_and(parent_emitted, stopped))
-        beams = _common.write_column(tf.gather(beams, parents, batch_dims=1), next_ids, index)
-        rows = tf.reshape(parents + offsets, [-1])
-        cache = tf.nest.map_structure(lambda x: tf.gather(x, rows, axis=0), cache)
-        seen = _mark_seen(tf.gather(seen, rows, axis=0), tf.reshape(next_ids, [-1]),
-                          vocabulary_size, penalty)  # fmt: skip
-        return index + 1, beams, scores, lengths, finished, seen, cache
-
-    def cond(index, beams, scores, lengths, finished, seen, cache):
-        # Log-probabilities are <= 0: go on while an unfinished hypothesis could still beat the
-        # best finished one (at best keeping its score up to `max_length` tokens).
-        best_finished = tf.reduce_max(
-            tf.where(finished, scores / _penalty(lengths, alpha), neg_inf), axis=-1, keepdims=True
-        )
-        ended = tf.logical_or(finished, (index >= limits)[:, None])
-        reachable = tf.where(ended, neg_inf, scores / _penalty(max_length, alpha))
-        return tf.logical_and(index < max_length, tf.reduce_any(reachable > best_finished))
-
-    repeat = lambda x: tf.repeat(x, width, axis=0)  # noqa: E731
-    loop_vars = (
-        start,
-        tf.reshape(repeat(buffer), [-1, width, max_length]),
-        tf.tile(tf.where(tf.range(width) == 0, 0.0, neg_inf)[None], [batch_size, 1]),
-        tf.zeros([batch_size, width], tf.int32),
-        tf.zeros([batch_size, width], tf.bool),
-        repeat(_seen_tokens(buffer, prompt, vocabulary_size, penalty)),
-        tf.nest.map_structure(repeat, cache),
-    )
-    _, beams, scores, lengths, _, _, _ = tf.while_loop(
-        cond, body, loop_vars, shape_invariants=_invariants(loop_vars),
-        maximum_iterations=max_length,
-    )  # fmt: skip
-    best = tf.argmax(scores / _penalty(lengths, alpha), axis=-1, output_type=tf.int32)
-    return tf.gather(beams, best, batch_dims=1), tf.gather(scores, best, batch_dims=1)
-
-
-def _invariants(loop_vars):
-    invariants = tf.nest.map_structure(_common.batch_free_shape, loop_vars)
-    return (tf.TensorShape([]),) + tuple(invariants[1:])
-
-
-# -- argument checks ------------------------------------------------------------------------------
-
-
-def _check_options(model, max_length, sampler, stop_token_ids, suppress_token_ids, pad_id,
-                   beam_width, length_penalty, repetition_penalty, jit_compile,
-                   return_scores):  # fmt: skip
-    for method in ("init_cache", "call_with_cache"):
-        if not callable(getattr(model, method, None)):
-            raise ValueError(
-                f"{_NAME}: `model` must be a causal LM with `init_cache` and `call_with_cache` "
-                f"(a keras_attention.models.GPTCausalLM). Received: model={describe(model)}"
-            )
-    if max_length is None:
-        raise ValueError(f"{_NAME}: `max_length` is required. Received: max_length=None")
-    cache_length = getattr(model, "cache_length", None)
-    if cache_length is not None:
-        max_length = cache_length(max_length, owner=_NAME)
-    max_length = positive_int(_NAME, "max_length", max_length)
-    sampler = one_of(_NAME, "sampler", sampler, SAMPLERS)
-    stop_token_ids = _token_list("stop_token_ids", stop_token_ids)
-    suppress_token_ids = _token_list("suppress_token_ids", suppress_token_ids)
-    vocabulary_size = getattr(model, "vocabulary_size", None)
-    if isinstance(vocabulary_size, bool) or not isinstance(vocabulary_size, int):
-        raise ValueError(
-            f"{_NAME}: `model` must have an int `vocabulary_size` (the size of its logits). "
-            f"Received: model={describe(model)}, vocabulary_size={vocabulary_size!r}"
-        )
-    for name, ids in (("stop_token_ids", stop_token_ids), ("pad_id", (pad_id,)),
-                      ("suppress_token_ids", suppress_token_ids)):  # fmt: skip
-        for i in ids:
-            if vocabulary_size is not None and not 0 <= i < vocabulary_size:
-                raise ValueError(
-                    f"{_NAME}: `{name}` must be tokens of the vocabulary of size "
-                    f"{vocabulary_size}. Received: {name}={i}"
-                )
-    options = {
-        "max_length": max_length,
-        "sampler": sampler,
-        "stop_token_ids": stop_token_ids,
-        "suppress_token_ids": suppress_token_ids,
-        "pad_id": positive_int(_NAME, "pad_id", pad_id, minimum=0),
-        "beam_width": positive_int(_NAME, "beam_width", beam_width),
-        "length_penalty": number(_NAME, "length_penalty", length_penalty, low=0.0,
-                                 what="a non-negative float"),  # fmt: skip
-        "repetition_penalty": number(_NAME, "repetition_penalty", repetition_penalty, low=1.0,
-                                     what="a float >= 1"),  # fmt: skip
-        "vocabulary_size": vocabulary_size,
-        "jit_compile": bool(jit_compile),
-        "return_scores": bool(return_scores),
-    }
-    if sampler == "beam" and vocabulary_size is not None and options["beam_width"] > vocabulary_size:
-        raise ValueError(
-            f"{_NAME}: `beam_width` may not exceed the vocabulary size ({vocabulary_size}). "
-            f"Received: beam_width={beam_width}"
-        )
-    return options
-
-
-def _check_prompts(token_ids, padding_mask, options):
-    token_ids = tf.convert_to_tensor(token_ids)
-    if not token_ids.dtype.is_integer or token_ids.shape.rank != 2:
-        raise ValueError(
-            f"{_NAME}: `token_ids` must be integer ids of shape `(batch_size, prompt_length)`. "
-            f"Received: token_ids.shape={token_ids.shape}, dtype={token_ids.dtype.name}"
-        )
-    token_ids = tf.cast(token_ids, tf.int32)
-    if padding_mask is None:
-        padding_mask = tf.not_equal(token_ids, options["pad_id"])
-    padding_mask = tf.convert_to_tensor(padding_mask)
-    if padding_mask.shape.rank != 2 or (
-        padding_mask.shape.is_fully_defined()
-        and token_ids.shape.is_fully_defined()
-        and padding_mask.shape != token_ids.shape
-    ):
-        raise ValueError(
-            f"{_NAME}: `padding_mask` must have the shape of `token_ids`. Received: "
-            f"padding_mask.shape={padding_mask.shape}, token_ids.shape={token_ids.shape}"
-        )
-    padding_mask = tf.cast(padding_mask, tf.bool)
-    width = token_ids.shape[1]
-    if width is not None and width > options["max_length"]:
-        raise ValueError(
-            f"{_NAME}: the prompts are longer than `max_length`. Received: "
-            f"token_ids.shape={token_ids.shape}, max_length={options['max_length']}"
-        )
-    if tf.executing_eagerly() and token_ids.shape[0]:
-        mask = padding_mask.numpy()
-        lengths = mask.sum(axis=1)
-        if (lengths == 0).any():
-            raise ValueError(
-                f"{_NAME}: every prompt needs at least one token (a start token). Received: "
-                f"an empty prompt in row {int((lengths == 0).argmax())}"
-            )
-        ids = token_ids.numpy()[mask]
-        vocabulary_size = options.get("vocabulary_size")
-        if vocabulary_size is not None and ids.size and not (
-            ids.min() >= 0 and ids.max() < vocabulary_size
-        ):
-            bad = ids[(ids < 0) | (ids >= vocabulary_size)][0]
-            raise ValueError(
-                f"{_NAME}: `token_ids` must be tokens of the vocabulary of size "
-                f"{vocabulary_size}. Received: a prompt token {int(bad)}"
-            )
-        if not all(mask[r, : lengths[r]].all() for r in range(len(mask))):
-            raise ValueError(
-                f"{_NAME}: prompts must be left-aligned (`padding_mask` true on a row's first "
-                "tokens only). Received: a row with padding before a prompt token"
-            )
-    return token_ids, padding_mask
-
-
-def _token_list(name, ids):
-    """`ids` (an int or ints) as a sorted tuple of non-negative ints."""
-    if ids is None:
-        ids = ()
-    elif isinstance(ids, int) or (hasattr(ids, "__index__") and getattr(ids, "ndim", 0) == 0):
-        ids = (ids,)  # one id (NumPy arrays and tensors of any rank have `__index__`)
-    return tuple(sorted({
-        positive_int(_NAME, name, int(i) if hasattr(i, "__index__") else i, minimum=0)
-        for i in ids
-    }))  # fmt: skip
-
-
-def _max_new_tokens(max_new_tokens, max_length):
-    """`max_new_tokens` as an int32 scalar tensor (`max_length` when `None`)."""
-    if max_new_tokens is None:
-        max_new_tokens = max_length
-    elif not tf.is_tensor(max_new_tokens):
-        max_new_tokens = positive_int(_NAME, "max_new_tokens", max_new_tokens)
-    return tf.cast(max_new_tokens, tf.int32)
-
-
-def _sampling_tensors(temperature, top_k, top_p, seed):
-    """`temperature`, `top_k`, `top_p` and `seed` as scalar tensors (`seed=None`: a random one)."""
-    if not tf.is_tensor(temperature):
-        temperature = number(_NAME, "temperature", temperature, low=0.0,
-                             what="a non-negative float")  # fmt: skip
-    if not tf.is_tensor(top_k):
-        top_k = positive_int(_NAME, "top_k", 0 if top_k is None else top_k, minimum=0)
-    if not tf.is_tensor(top_p):
-        top_p = number(_NAME, "top_p", 1.0 if top_p is None else top_p, low=0.0, high=1.0,
-                       low_open=True, what="a float in (0, 1]")  # fmt: skip
-    if seed is None:
-        seed = tf.random.uniform([], minval=-(2**31), maxval=2**31 - 1, dtype=tf.int32)
-    elif not tf.is_tensor(seed):
-        seed = positive_int(_NAME, "seed", seed, minimum=-(2**31))
-        if seed >= 2**31:
-            raise ValueError(f"{_NAME}: `seed` must fit in int32. Received: seed={seed}")
-    return (
-        tf.cast(temperature, tf.float32),
-        tf.cast(top_k, tf.int32),
-        tf.cast(top_p, tf.float32),
-        tf.cast(seed, tf.int32),
-    )
+        return _generate_tf.sample_next
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

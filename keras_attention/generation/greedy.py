@@ -1,8 +1,8 @@
 """Greedy search: the most likely next token at every step."""
 
-import tensorflow as tf
+import keras
 
-from keras_attention.generation import _common
+from keras_attention.generation import _greedy_loop
 from keras_attention.utils import positive_int
 
 
@@ -11,10 +11,13 @@ def greedy_search(step_fn, state, start_ids, end_id, max_length, pad_id=0):
 
     At step `t` every unfinished sequence gets `argmax(step_fn(...)[0])` (the
     lowest token id on ties); a sequence is finished after its `end_id` and
-    then only emits `pad_id` with log-probability 0. The loop is a
-    `tf.while_loop` that stops once every sequence has finished or after
+    then only emits `pad_id` with log-probability 0. On TensorFlow the loop
+    is a `tf.while_loop` that stops once every sequence has finished or after
     `max_length` steps, so it runs eagerly, inside a `tf.function` (also with
-    `jit_compile=True` and an unknown batch size) and in a SavedModel.
+    `jit_compile=True` and an unknown batch size) and in a SavedModel. On JAX
+    and PyTorch it is a Python loop calling `step_fn` eagerly (under
+    `torch.no_grad()` on PyTorch), with the same decisions and the same early
+    stop; its outputs are tensors of that backend.
 
     Args:
         step_fn: `step_fn(token_ids, state, step) -> (logits, new_state)`:
@@ -66,6 +69,13 @@ def greedy_search(step_fn, state, start_ids, end_id, max_length, pad_id=0):
     end_id = positive_int(name, "end_id", end_id, minimum=0)
     max_length = positive_int(name, "max_length", max_length)
     pad_id = positive_int(name, "pad_id", pad_id, minimum=0)
+    if keras.backend.backend() != "tensorflow":
+        return _greedy_loop.greedy_search(name, step_fn, state, start_ids, end_id, max_length,
+                                          pad_id)  # fmt: skip
+    import tensorflow as tf  # the TensorFlow loop: imported on that backend only
+
+    from keras_attention.generation import _common
+
     start_ids = _common.check_start_ids(name, start_ids)
     state = _common.check_state(name, state)
 

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_attention.generation import _common
+from keras_attention.generation import _common, _options
 from keras_attention.utils import number, positive_int
 
 
@@ -28,7 +28,8 @@ def sample(
     the kept tokens with their renormalised probabilities. Ties are broken
     towards the lower token id, so `top_k=1` (or a tiny `top_p`) is greedy
     search. A sequence is finished after its `end_id` and then only emits
-    `pad_id`. The loop is a `tf.while_loop` (see `greedy_search`).
+    `pad_id`. The loop is a `tf.while_loop` (see `greedy_search`), on the
+    TensorFlow backend only (elsewhere it raises a `NotImplementedError`).
 
     Draws are stateless (Philox, Gumbel-max): step `t` uses the seed pair
     `fold_in((seed, 0), t)`, so a given `seed` reproduces the same tokens (for
@@ -85,6 +86,7 @@ def sample(
         (top-p, nucleus sampling).
     """
     name = "sample"
+    _options.require_tensorflow(name, "Use greedy_search")
     end_id = positive_int(name, "end_id", end_id, minimum=0)
     max_length = positive_int(name, "max_length", max_length)
     if top_k is not None:

@@ -7,6 +7,7 @@ Argument checks and mask helpers shared with models, tasks and pipelines live in
 import numbers
 
 import keras
+from keras import ops
 
 
 class WeightOptionsMixin:
@@ -102,3 +103,24 @@ def check_positions(layer_name, length, start_index, sequence_length):
             f"beyond the `sequence_length` of the layer. Received: "
             f"sequence_length={sequence_length}, seq_len={length}, start_index={start_index}"
         )
+
+
+def fixed_table(layer, key, make):
+    """The float32 tensor of one of `layer`'s fixed tables, e.g. rotary frequencies.
+
+    `make()` returns the table as a NumPy array. On PyTorch the tensor is made once
+    per `key` and kept on the layer: converting a NumPy array inside `torch.compile`
+    breaks the graph (Keras reads the array's dtype), so a layer that made its table
+    when it was built compiles without that break. Elsewhere it is converted at every
+    call, a constant of the TensorFlow graph or JAX trace (a kept tensor could belong
+    to another graph or trace).
+    """
+    if keras.backend.backend() != "torch":
+        return ops.convert_to_tensor(make(), "float32")
+    tables = getattr(layer, "_fixed_tables", None)
+    if tables is None:
+        layer._fixed_tables = {}
+        tables = layer._fixed_tables
+    if key not in tables:
+        tables[key] = ops.convert_to_tensor(make(), "float32")
+    return tables[key]

@@ -12,6 +12,7 @@ from keras_attention.layers.local_attention import LocalAttention
 from keras_attention.layers.monotonic_attention import MonotonicAttention
 from keras_attention.layers.pointer_attention import PointerAttention
 from keras_attention.ops.checks import check_inputs
+from keras_attention.ops.loops import step_loop
 from keras_attention.utils import boolean, one_of, positive_int, rate, renamed_argument
 from keras_attention.utils.masking import attach_keras_mask, without_keras_mask
 
@@ -398,7 +399,7 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         return_attention_scores,
         training,
     ):
-        """Teacher forcing: the step in a `while` loop over the `T` inputs."""
+        """Teacher forcing: the step in a loop over the `T` inputs (`ops.loops.step_loop`)."""
         batch_size, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
         time_steps = ops.arange(length, dtype="int32")
         # The outputs are written into buffers with `where` (differentiable, TFLite builtins).
@@ -423,13 +424,9 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             if return_attention_scores:
                 step_weights = ops.cast(ops.expand_dims(step_weights, 1), weights.dtype)
                 weights = ops.where(here, step_weights, weights)  # (B, T, S)
-            return t + 1, states, outputs, weights
+            return states, outputs, weights
 
-        _, states, outputs, weights = ops.while_loop(
-            lambda t, *_: ops.less(t, length),
-            body,
-            (ops.convert_to_tensor(0, "int32"), states, outputs, weights),
-        )
+        states, outputs, weights = step_loop(length, body, (states, outputs, weights))
         return outputs, weights, states
 
     def _step(self, inputs, states, memory, memory_mask, step_mask, position, training):

@@ -163,9 +163,13 @@ class MaskedLMHead(keras.layers.Layer):
             ],
         )
         # A one-hot product rather than a gather: exact, empty batches work, and a position
-        # outside the sequence gives zeros instead of another row's encoding.
-        select = ops.one_hot(ops.cast(mask_positions, "int32"), ops.shape(inputs)[1],
-                             dtype=inputs.dtype)  # (B, P, L)  # fmt: skip
+        # outside the sequence gives zeros instead of another row's encoding (built from a
+        # comparison: PyTorch's `one_hot` refuses positions outside the sequence).
+        positions = ops.arange(ops.shape(inputs)[1], dtype="int32")  # (L,)
+        select = ops.cast(
+            ops.equal(ops.expand_dims(ops.cast(mask_positions, "int32"), -1), positions),
+            inputs.dtype,
+        )  # (B, P, L)
         x = ops.einsum("bpl,blh->bph", select, inputs)  # (B, P, hidden_dim)
         x = self._intermediate_layer_norm(self._intermediate_dense(x))
         if self.token_embedding is not None:

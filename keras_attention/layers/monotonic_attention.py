@@ -8,6 +8,7 @@ from keras import ops
 from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import additive_score, apply_attention, bilinear_score, dot_score
+from keras_attention.ops.loops import step_loop
 from keras_attention.ops.monotonic import (
     expected_monotonic_alignment,
     hard_monotonic_alignment,
@@ -258,10 +259,10 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         alignments = ops.zeros((batch_size, query_length, value_length), "float32")
         # `maximum_iterations` bounds the loop, which XLA needs to differentiate it (`fori_loop`
         # alone gives "XLA compilation requires a fixed tensor list size" in the gradient).
-        _, _, alignments = ops.while_loop(
-            lambda i, *_: i < query_length,
-            lambda i, *state: (i + 1, *body(i, state)),
-            (ops.convert_to_tensor(0, "int32"), previous_alignment, alignments),
+        _, alignments = step_loop(
+            query_length,
+            lambda i, *state: body(i, state),
+            (previous_alignment, alignments),
             maximum_iterations=query_length,
         )
         weights = ops.cast(alignments, self.compute_dtype)  # (B, Tq, Tv)

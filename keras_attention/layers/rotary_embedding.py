@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_attention.layers._common import position_offset
+from keras_attention.layers._common import fixed_table, position_offset
 from keras_attention.utils.validation import positive_number
 
 
@@ -89,9 +89,18 @@ class RotaryEmbedding(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
-        self._axes(input_shape)  # checked here too: symbolic calls do not run `call`
+        # Checked here too: symbolic calls do not run `call`.
+        _, feature_axis = self._axes(input_shape)
         self._input_rank = len(input_shape)
+        if input_shape[feature_axis] is not None:
+            self._frequency_table(input_shape[feature_axis])
         self.built = True
+
+    def _frequency_table(self, dim):
+        """float32 `(dim / 2,)`, see `_frequencies` (kept on PyTorch: `fixed_table`)."""
+        return fixed_table(
+            self, dim, lambda: _frequencies(dim, self.max_wavelength, self.scaling_factor)
+        )
 
     def call(self, inputs, start_index=0):
         start_index = position_offset("RotaryEmbedding", "start_index", start_index)
@@ -105,9 +114,7 @@ class RotaryEmbedding(keras.layers.Layer):
         dim = inputs.shape[feature_axis]
         length = ops.shape(inputs)[sequence_axis]
         positions = ops.arange(length, dtype="int32") + ops.cast(start_index, "int32")
-        frequencies = ops.convert_to_tensor(
-            _frequencies(dim, self.max_wavelength, self.scaling_factor), "float32"
-        )
+        frequencies = self._frequency_table(dim)
         angles = ops.expand_dims(ops.cast(positions, "float32"), 1) * frequencies  # (seq, dim/2)
         if sequence_axis > feature_axis:
             angles = ops.transpose(angles)  # (dim/2, seq)

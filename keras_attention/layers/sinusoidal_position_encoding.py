@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_attention.layers._common import position_offset
+from keras_attention.layers._common import fixed_table, position_offset
 from keras_attention.utils.validation import positive_number
 
 
@@ -66,8 +66,17 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
-        _feature_dim(input_shape)  # checked here too: symbolic calls do not run `call`
+        self._tables(_feature_dim(input_shape))  # checked here too: symbolic calls skip `call`
         self.built = True
+
+    def _tables(self, dim):
+        """float32 `(inverse_timescales, is_sine)`, each `(dim,)` (kept on PyTorch: `fixed_table`)."""
+        return (
+            fixed_table(self, ("inverse_timescales", dim),
+                        lambda: _inverse_timescales(dim, self.max_wavelength)),
+            fixed_table(self, ("is_sine", dim),
+                        lambda: (np.arange(dim) % 2 == 0).astype("float32")),
+        )  # fmt: skip
 
     def call(self, inputs, start_index=0):
         start_index = position_offset("SinusoidalPositionEncoding", "start_index", start_index)
@@ -75,11 +84,8 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
         shape = ops.shape(inputs)
         positions = ops.arange(shape[1], dtype="int32") + ops.cast(start_index, "int32")
         positions = ops.cast(positions, "float32")  # (seq_len,)
-        inverse_timescales = ops.convert_to_tensor(
-            _inverse_timescales(dim, self.max_wavelength), "float32"
-        )
+        inverse_timescales, is_sine = self._tables(dim)
         angles = ops.expand_dims(positions, 1) * inverse_timescales  # (seq_len, dim)
-        is_sine = ops.convert_to_tensor((np.arange(dim) % 2 == 0).astype("float32"))
         encoding = ops.sin(angles) * is_sine + ops.cos(angles) * (1.0 - is_sine)
         encoding = ops.cast(ops.expand_dims(encoding, 0), self.compute_dtype)  # (1, seq_len, dim)
         return ops.broadcast_to(encoding, shape)

@@ -1,5 +1,7 @@
 """Show, Attend and Tell: soft attention over a CNN feature grid, with the gating scalar."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -334,7 +336,11 @@ def _flatten_locations(tensor, num_location_axes, leading_axes=0, features=False
     if rank == flat_rank:
         return tensor
     shape = ops.shape(tensor)
-    new_shape = tuple(shape[: 1 + leading_axes]) + (-1,)
+    locations = shape[1 + leading_axes : 1 + leading_axes + num_location_axes]
+    # The number of locations where it is known: a `-1` cannot be inferred for an empty batch
+    # on every backend (JAX refuses to reshape `(0, H, W, C)` to `(0, -1, C)`).
+    flat = math.prod(locations) if all(isinstance(n, int) for n in locations) else -1
+    new_shape = tuple(shape[: 1 + leading_axes]) + (flat,)
     if features:
         new_shape += (shape[-1],)
     return ops.reshape(tensor, new_shape)

@@ -1,5 +1,7 @@
 """The Transformer decoder stack shared by the translator and the captioner: a pass, a cached step."""
 
+from keras import ops
+
 from keras_attention.utils.masking import padding_mask
 
 
@@ -38,6 +40,11 @@ def decode_cached(model, x, state, index, encoder_padding_mask=None):
     self-attention cache) and `cross_k_<i>` / `cross_v_<i>` (the memory's
     projected keys and values).
     """
+    # The embedded tokens may carry the embedding's Keras mask, which Keras would hand the
+    # self-attention as query and value masks of the tokens' length, not the cache's. Under
+    # `jax.jit` Keras keeps a tracer's mask in a side table that `without_keras_mask` (an
+    # attribute read) does not see, so the mask is dropped here, by a copy, on every backend.
+    x = ops.copy(x)
     new_state = dict(state)
     for i, block in enumerate(model.decoder_blocks):
         x, cache = block(

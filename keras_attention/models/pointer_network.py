@@ -165,6 +165,7 @@ class PointerNetwork(Backbone):
         output = self.pointer(
             decoded, encoded, query_mask=step_mask, value_mask=value_mask, attention_mask=available
         )  # (B, T, T)
+        output = _StepMasked(name="step_masked")([output, step_mask])
         super().__init__(
             inputs={"values": values, "pointers": pointers}, outputs=output, dtype=dtype, **kwargs
         )
@@ -314,3 +315,27 @@ class _PreviousPointed(keras.layers.Layer):
 
     def compute_output_shape(self, encoded_shape, pointers_shape):
         return tuple(encoded_shape)
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class _StepMasked(keras.layers.Layer):
+    """`[distributions, step_mask]` -> the distributions, with the step mask as their Keras mask.
+
+    `PointerAttention` attaches that mask as an attribute, which a JAX tracer
+    does not take: under `jax.jit` (a `fit` step) the model's output had no
+    mask, and a Keras loss counted the padded steps. A mask from
+    `compute_mask` is set by Keras itself, on every backend.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        return ops.copy(inputs[0])
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return inputs[1]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])

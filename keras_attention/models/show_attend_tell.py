@@ -6,6 +6,7 @@ from keras import ops
 from keras_attention.layers import HardAttention, SpatialAttention
 from keras_attention.models.captioner_backbone import ImageCaptioner, check_image_arguments
 from keras_attention.ops import doubly_stochastic_penalty
+from keras_attention.ops.loops import step_loop
 from keras_attention.utils import (
     boolean,
     number,
@@ -133,12 +134,11 @@ class ShowAttendTellDecoder(keras.layers.Layer):
             weights = ops.where(here[..., None], ops.cast(step_weights, weights.dtype)[:, None],
                                 weights)  # fmt: skip
             log_probs = ops.where(here, log_prob[:, None], log_probs)  # (B, T)
-            return t + 1, state, outputs, weights, log_probs
+            return state, outputs, weights, log_probs
 
-        _, state, outputs, weights, log_probs = ops.while_loop(
-            lambda t, *_: ops.less(t, length),
-            body,
-            (ops.convert_to_tensor(0, "int32"), state, outputs, weights, log_probs),
+        # (A `tf.while_loop` on TensorFlow; a `scan` on JAX, which can be differentiated.)
+        state, outputs, weights, log_probs = step_loop(
+            length, body, (state, outputs, weights, log_probs)
         )
         if training and self.attention == "soft" and self.doubly_stochastic_regularization > 0:
             self.add_loss(

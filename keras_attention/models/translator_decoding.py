@@ -1,5 +1,6 @@
 """`TranslatorDecoding`: a translator's decoding methods with a fixed cache size, for generation."""
 
+from keras_attention.models.backbone import jit_method
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.utils import describe
 
@@ -13,7 +14,10 @@ class TranslatorDecoding:
     step by step; it only fixes the cache size `max_length` and gives the
     step the signature the decoders of `keras_attention.generation` call.
     Every method is traceable in a `tf.function` with unknown batch size and
-    source length.
+    source length. On JAX `encode` and `step` run compiled with `jax.jit`
+    (once per batch size and source length; see `backbone.jit_method`), which
+    a Python decoding loop such as `greedy_search` off TensorFlow pays back
+    within a few steps.
 
     - `encode(source_ids) -> state`: `source_ids` int `(batch_size, S)`, `0`
       padding; `state` is the model's decoding state (a flat dict of tensors
@@ -43,14 +47,16 @@ class TranslatorDecoding:
         self.model = model
         self.vocabulary_size = model.target_vocabulary_size
         self.max_length = model.decoding_length(max_length, owner="translator_decoding")
+        self._encode = jit_method(model, "encode", max_length=self.max_length)
+        self._step = jit_method(model, "call_with_cache")
 
     def encode(self, source_ids):
         """Source ids `(batch_size, S)` -> the initial decoding state."""
-        return self.model.encode(source_ids, max_length=self.max_length)
+        return self._encode(source_ids)
 
     def step(self, token_ids, state, step):
         """One decoding step: `(logits (batch_size, vocabulary_size), new_state)`."""
-        return self.model.call_with_cache(token_ids, state, step)
+        return self._step(token_ids, state, step)
 
     def cross_attention(self, source_ids, target_in):
         """The attention weights over the source of a teacher-forced decoding."""

@@ -21,6 +21,7 @@ decisions and the result does not depend on `chunk_size`.
 import keras
 from keras import ops
 
+from keras_attention.ops.loops import fori_loop
 from keras_attention.ops.masking import as_bool_mask, large_negative
 
 DEFAULT_CHUNK_SIZE = 512
@@ -125,7 +126,9 @@ def chunked_attention(
     )
     names = tuple(tensors)
     kernel = _Kernel(names, chunk_size, bool(use_causal_mask), float(dropout_rate), work)
-    output = _attention_with_custom_gradient(kernel, *tensors.values())  # (B, H, Tq, dv)
+    output = _outside_torch_compile(_attention_with_custom_gradient)(
+        kernel, *tensors.values()
+    )  # (B, H, Tq, dv)
     return ops.cast(ops.transpose(output, (0, 2, 1, 3)), out_dtype)
 
 
@@ -286,10 +289,10 @@ class _Kernel:
                 allowed = self.allowed(i_dep, j_dep)
                 if allowed is not None:
                     scores = ops.where(allowed, scores, fill)
-                top = ops.max(scores, axis=-1, keepdims=True)  # (B, H, cq, 1)
+                top = ops.amax(scores, axis=-1, keepdims=True)  # (B, H, cq, 1)
                 # (A one-key block needs no softmax: its one weight is 1 where present.)
                 p = ops.softmax(scores, axis=-1) if self.ck > 1 else ops.ones_like(scores)
-                block_lse = top - ops.log(ops.max(p, axis=-1, keepdims=True))
+                block_lse = top - ops.log(ops.amax(p, axis=-1, keepdims=True))
                 if self.dropout_rate > 0.0:
                     p = p * self.keep_scale(i_dep, j_dep, ops.shape(p))
                 block_out = ops.matmul(p, value_chunk)  # (B, H, cq, dv)
@@ -310,18 +313,18 @@ class _Kernel:
                 ops.zeros((batch, heads, self.cq, value_dim), self.dtype),
                 ops.zeros(stats_shape, "bool") if self.masked else ops.ones(stats_shape, "bool"),
             )
-            lse, output, seen = ops.fori_loop(0, self.nk, key_step, init)
+            lse, output, seen = fori_loop(0, self.nk, key_step, init)
             lse = ops.where(seen, lse, 0.0)  # (B, H, cq, 1); rows with no key: output 0
             outputs = ops.slice_update(outputs, (i, 0, 0, 0, 0), ops.expand_dims(output, 0))
             log_sum_exps = ops.slice_update(log_sum_exps, (i, 0, 0, 0, 0), ops.expand_dims(lse, 0))
-            return outputs, log_sum_exps, ops.min(lse, initial=0.0)
+            return outputs, log_sum_exps, _token(lse)
 
         state = (
             ops.zeros((self.nq, batch, heads, self.cq, value_dim), self.dtype),
             ops.zeros((self.nq, batch, heads, self.cq, 1), self.dtype),
             ops.zeros((), self.dtype),
         )
-        outputs, log_sum_exps, _ = ops.fori_loop(0, self.nq, query_step, state)
+        outputs, log_sum_exps, _ = fori_loop(0, self.nq, query_step, state)
         return outputs, log_sum_exps
 
     def backward(self, outputs, log_sum_exps, grad_output):
@@ -422,13 +425,13 @@ class _Kernel:
                 for i in range(self.nq):
                     inner = query_step(i, inner)
             else:
-                inner = ops.fori_loop(0, self.nq, query_step, inner)
+                inner = fori_loop(0, self.nq, query_step, inner)
             d_key, d_value = (ops.swapaxes(x, -1, -2) for x in inner[1:3])  # (B, H, ck, d)
             d_keys = ops.slice_update(d_keys, (j, 0, 0, 0, 0), ops.expand_dims(d_key, 0))
             d_values = ops.slice_update(d_values, (j, 0, 0, 0, 0), ops.expand_dims(d_value, 0))
-            return [inner[0], d_keys, d_values] + list(inner[3:]) + [ops.min(inner[1], initial=0.0)]
+            return [inner[0], d_keys, d_values] + list(inner[3:]) + [_token(inner[1])]
 
-        state = ops.fori_loop(0, self.nk, key_step, state)
+        state = fori_loop(0, self.nk, key_step, state)
         d_queries = ops.stack(state[0], axis=0) if unrolled else state[0]
         grads = {
             "query": _merge(d_queries, self.query_length),
@@ -444,6 +447,11 @@ class _Kernel:
 
 
 def _attention_with_custom_gradient(kernel, *tensors):
+    if _torch_without_gradient(tensors):  # nothing to differentiate: the forward pass alone
+        kernel.prepare(list(tensors))
+        outputs, _ = kernel.forward()
+        return _merge(outputs, kernel.query_length)
+
     @ops.custom_gradient
     def attention(*tensors):
         # The forward pass is cut from any outer tape: its per-block scores are never kept.
@@ -457,6 +465,36 @@ def _attention_with_custom_gradient(kernel, *tensors):
         return _merge(outputs, kernel.query_length), grad  # (B, H, Tq, dv)
 
     return attention(*tensors)
+
+
+def _outside_torch_compile(fn):
+    """`fn`, run eagerly (a graph break) inside `torch.compile` on PyTorch.
+
+    The block loops are Python loops on PyTorch: Dynamo would unroll them into
+    `(Tq / chunk_size) * (Tv / chunk_size)` blocks of some hundred operations each
+    (tracing 12 blocks took 80 s), growing with the sequence length.
+    """
+    if keras.backend.backend() != "torch":
+        return fn
+    import torch  # noqa: PLC0415 (PyTorch only on its own backend)
+
+    return torch.compiler.disable(fn)
+
+
+def _torch_without_gradient(tensors):
+    """PyTorch, and no gradient will be asked for (`torch.no_grad`, or no input requires one).
+
+    The custom gradient is then left out: on PyTorch it is an `autograd.Function`, which
+    saves its inputs for a backward pass and which `torch.compile` traces with its backward
+    pass, several times longer than the forward pass alone.
+    """
+    if keras.backend.backend() != "torch":
+        return False
+    import torch  # noqa: PLC0415 (PyTorch only on its own backend)
+
+    return not torch.is_grad_enabled() or not any(
+        getattr(x, "requires_grad", False) for x in tensors
+    )
 
 
 def _split(x, axis, pad, num_chunks, chunk):
@@ -490,9 +528,18 @@ def _after(index, state):
     scores and memory would grow back to quadratic. Tying the chunk index to
     the previous iteration's result keeps at most two chunks alive.
     """
+    if keras.backend.backend() != "tensorflow":  # JAX and PyTorch run iterations in order
+        return index
     # False, but only known at run time (`initial`: an empty batch has no minimum).
     never = ops.less(ops.min(state, initial=0.0), float("-inf"))
     return index + ops.cast(never, "int32")
+
+
+def _token(x):
+    """A scalar that depends on `x`, for `_after` in the next iteration (TensorFlow only)."""
+    if keras.backend.backend() != "tensorflow":
+        return ops.zeros((), x.dtype)
+    return ops.min(x, initial=0.0)
 
 
 def _sum_to(x, shape):

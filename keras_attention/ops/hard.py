@@ -9,6 +9,7 @@ estimator uses. All math is float32; masked positions are never chosen, and a
 row with no unmasked position chooses nothing (zero weights, zero context).
 """
 
+import keras
 import numpy as np
 from keras import ops
 from keras import random as keras_random
@@ -206,9 +207,28 @@ def _first_argmax(x):
     length = ops.shape(x)[-1]
     positions = ops.arange(length, dtype="int32")  # (Tv,)
     # `initial`: an empty batch or an empty `Tv` has no maximum (position 0 is then returned).
-    top = ops.max(x, axis=-1, keepdims=True, initial=float("-inf"))
+    top = _last_axis_reduce("max", x, float("-inf"), keepdims=True)
     is_max = ops.equal(x, top)
-    first = ops.min(ops.where(is_max, positions, ops.cast(length, "int32")), axis=-1,
-                    initial=ops.cast(length, "int32"))  # fmt: skip
+    first = _last_axis_reduce("min", ops.where(is_max, positions, ops.cast(length, "int32")),
+                              ops.cast(length, "int32"))  # fmt: skip
     # In range even for NaN rows; 0 for an empty `Tv`.
     return ops.maximum(ops.minimum(first, ops.cast(length - 1, "int32")), 0)
+
+
+def _last_axis_reduce(kind, x, initial, keepdims=False):
+    """`ops.max` or `ops.min` (`kind`) of `x` over its last axis with `initial`.
+
+    `initial` only matters for an empty `x`, and no value of `x` lies beyond it here. On
+    JAX and PyTorch shapes are static: an empty `x` gives `initial` directly (Keras'
+    PyTorch `max`/`min` return a `(1, ..., 1)` tensor for an empty input whatever the axis)
+    and a non-empty one is reduced by `ops.amax`/`ops.amin` (Keras' PyTorch `max`/`min`
+    break a `torch.compile` graph).
+    """
+    if keras.backend.backend() == "tensorflow":
+        reduce = ops.max if kind == "max" else ops.min
+        return reduce(x, axis=-1, keepdims=keepdims, initial=initial)
+    shape = tuple(x.shape)
+    if 0 in shape:
+        return ops.full(shape[:-1] + ((1,) if keepdims else ()), initial, dtype=x.dtype)
+    reduce = ops.amax if kind == "max" else ops.amin
+    return reduce(x, axis=-1, keepdims=keepdims)

@@ -9,17 +9,31 @@ import contextlib
 
 from keras import ops
 
+try:
+    # Keras keeps a tensor's mask as its `_keras_mask` attribute, or, for a tensor that takes
+    # no attributes (a JAX tracer inside `jax.jit`, as in `fit`/`predict`), in a table by the
+    # tensor's id; only these functions read both. Keras has no public name for them (keras_hub
+    # imports them the same way).
+    from keras.src.backend import get_keras_mask as _get_keras_mask
+    from keras.src.backend import set_keras_mask as _set_keras_mask
+except ImportError:  # pragma: no cover (a Keras that moved them: the attribute alone)
+
+    def _get_keras_mask(x):
+        return getattr(x, "_keras_mask", None)
+
+    def _set_keras_mask(x, mask):
+        with contextlib.suppress(AttributeError):
+            x._keras_mask = mask
+
 
 def keras_mask(x):
     """The implicit Keras mask of `x` (e.g. from `Embedding(mask_zero=True)`), or `None`."""
-    return getattr(x, "_keras_mask", None)
+    return _get_keras_mask(x)
 
 
 def attach_keras_mask(tensor, mask):
     """Sets the Keras mask of an output tensor (what Keras itself does for implicit masks)."""
-    # Backends whose arrays take no attributes (JAX) carry no masks.
-    with contextlib.suppress(AttributeError):
-        tensor._keras_mask = mask
+    _set_keras_mask(tensor, mask)
 
 
 def without_keras_mask(x):

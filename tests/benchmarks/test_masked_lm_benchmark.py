@@ -93,7 +93,7 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
             "--data-dir", str(_data_dir(tmp_path)),
             "--output-dir", str(tmp_path / "out"),
             "--json", str(json_path),
-            "--budget-minutes", "0.15",
+            "--budget-minutes", "0.25",  # timed steps after the compiled first one, also under load
             "--train-limit", "600",
             "--test-limit", "100",
             "--sst-limit", "300",

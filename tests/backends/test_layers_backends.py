@@ -1,0 +1,341 @@
+"""Layer behaviour the contract does not cover, on the current backend (`pytest -m backends`).
+
+- `MultiHeadAttention`'s KV cache: prefill plus one token at a time equals the full causal
+  pass, eagerly and compiled (`jax.jit`, `torch.compile`, XLA) with a tensor index.
+- The chunked path (`chunk_size`, `ops.chunked_attention` and its hand-written backward pass)
+  equals the full path in outputs and in gradients w.r.t. inputs, bias and weights.
+- Implicit Keras masks from `Embedding(mask_zero=True)` reach stacked layers, eagerly and in
+  a functional model, and give the numbers of explicit masks.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from keras_attention.layers import (
+    AdditiveAttention,
+    AttentionPooling,
+    MultiHeadAttention,
+    TransformerDecoderBlock,
+    TransformerEncoderBlock,
+)
+from keras_attention.ops import chunked_attention
+from keras_attention.utils.masking import keras_mask
+from tests import autodiff
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def _np(x):
+    return autodiff.to_numpy(x)
+
+
+# -- KV cache ---------------------------------------------------------------------------------
+
+
+def _decode(layer, x, prefill, **kwargs):
+    """Prefill `prefill` positions, then one token at a time; `(outputs, scores, cache)`."""
+    cache = layer.init_cache(x.shape[0], x.shape[1])
+    outputs, all_scores = [], []
+    for start, stop in [(0, prefill)] + [(t, t + 1) for t in range(prefill, x.shape[1])]:
+        chunk = x[:, start:stop]
+        out, scores, cache = layer(
+            chunk, chunk, cache=cache, cache_update_index=start, return_attention_scores=True,
+            **kwargs,
+        )  # fmt: skip
+        outputs.append(_np(out))
+        all_scores.append(_np(scores))
+    return np.concatenate(outputs, 1), np.concatenate(all_scores, 2), cache
+
+
+@pytest.mark.parametrize(
+    "init",
+    [
+        {"num_key_value_heads": 4},
+        {"num_key_value_heads": 2},
+        {"num_key_value_heads": 1},
+        {"num_key_value_heads": 2, "rotary_max_wavelength": 100.0},
+    ],
+    ids=["multi_head", "grouped_query", "multi_query", "rotary"],
+)
+def test_cached_decoding_equals_the_full_causal_pass(init):
+    layer = MultiHeadAttention(num_heads=4, key_dim=4, **init)
+    x = _rand(2, 9, 8)
+    full, full_scores = layer(x, x, use_causal_mask=True, return_attention_scores=True)
+    decoded, scores, (key_cache, value_cache) = _decode(layer, x, prefill=4)
+    np.testing.assert_allclose(decoded, _np(full), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(scores, _np(full_scores), rtol=0, atol=1e-5)
+    kv_heads = init["num_key_value_heads"]
+    assert tuple(key_cache.shape) == (2, 9, kv_heads, 4)
+    assert tuple(value_cache.shape) == (2, 9, kv_heads, 4)
+    if "rotary_max_wavelength" not in init:  # the cache holds the projected keys and values
+        np.testing.assert_allclose(_np(key_cache), _np(layer._key_dense(x)), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(_np(value_cache), _np(layer._value_dense(x)), rtol=0, atol=1e-6)
+
+
+def test_cached_decoding_with_left_padded_prompts():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    x = _rand(2, 8, 8)
+    valid = np.ones((2, 8), bool)
+    valid[1, :2] = False  # the second prompt is left padded
+    full = layer(x, x, use_causal_mask=True, value_mask=valid)
+    decoded, scores, _ = _decode(layer, x, prefill=3, value_mask=valid)
+    np.testing.assert_allclose(decoded, _np(full), rtol=0, atol=1e-5)
+    assert np.all(scores[1, :, :, :2] == 0.0)  # padding never gets weight
+
+
+def test_compiled_decode_step_with_a_tensor_index():
+    """One compiled step (jax.jit / torch.compile / XLA) serves every position."""
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, num_key_value_heads=1)
+    x = _rand(2, 7, 8)
+    expected = _np(layer(x, x, use_causal_mask=True))
+
+    def step(token, cache, index):
+        return layer(token, token, cache=cache, cache_update_index=index)
+
+    compiled = autodiff.jit_function(layer, step)
+    cache = layer.init_cache(2, 7)
+    for t in range(7):
+        index = keras.ops.convert_to_tensor(t, "int32")
+        out, cache = compiled(x[:, t : t + 1], cache, index)
+        np.testing.assert_allclose(_np(out)[:, 0], expected[:, t], rtol=0, atol=1e-5)
+
+
+def test_out_of_range_cache_index_is_refused_naming_it():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    x = _rand(2, 3, 8)
+    cache = layer.init_cache(2, 4)
+    with pytest.raises(ValueError, match="`cache_update_index`"):
+        layer(x, x, cache=cache, cache_update_index=2)  # 2 + 3 > 4
+    with pytest.raises(ValueError, match="`cache_update_index`"):
+        layer(x, x, cache=cache, cache_update_index=keras.ops.convert_to_tensor(-1, "int32"))
+
+
+# -- the chunked path -------------------------------------------------------------------------
+
+CHUNK_CASES = {
+    "self_causal": dict(kv_heads=4, causal=True, cross=False),
+    "cross_padded": dict(kv_heads=4, cross=True, padded=True),
+    "grouped_causal_padded": dict(kv_heads=2, causal=True, cross=False, padded=True),
+    "multi_query_explicit_mask": dict(kv_heads=1, cross=True, explicit=True),
+    "bias": dict(kv_heads=2, cross=True, bias=True, padded=True),
+}
+
+
+def _chunk_inputs(case):
+    inputs = {"query": _rand(3, 9, 8)}
+    if case.get("cross"):
+        inputs["value"] = _rand(3, 13, 6, seed=1)
+    length = 13 if case.get("cross") else 9
+    kwargs = {"use_causal_mask": case.get("causal", False)}
+    if case.get("padded"):
+        kwargs["value_mask"] = np.arange(length)[None, :] < np.array([[length - 3], [1], [length]])
+        kwargs["query_mask"] = np.arange(9)[None, :] < np.array([[9], [7], [4]])
+    if case.get("explicit"):
+        kwargs["attention_mask"] = np.random.default_rng(4).random((3, 9, length)) > 0.3
+    if case.get("bias"):
+        inputs["attention_bias"] = _rand(1, 4, 9, length, seed=3)
+    return inputs, kwargs
+
+
+def _loss_and_grads(layer, inputs, kwargs):
+    projection = {}
+
+    def loss_fn(tensors):
+        value = tensors.get("value", tensors["query"])
+        extra = {"attention_bias": tensors["attention_bias"]} if "attention_bias" in tensors else {}
+        output = layer(tensors["query"], value, **kwargs, **extra)
+        if "r" not in projection:
+            projection["r"] = _rand(*output.shape, seed=2)
+        return keras.ops.sum(output * keras.ops.convert_to_tensor(projection["r"]))
+
+    return autodiff.value_and_gradients(layer, loss_fn, inputs, list(inputs))
+
+
+@pytest.mark.parametrize("case", list(CHUNK_CASES))
+def test_chunked_path_equals_full_path_in_outputs_and_gradients(case):
+    c = CHUNK_CASES[case]
+    inputs, kwargs = _chunk_inputs(c)
+    init = {"num_heads": 4, "key_dim": 4, "num_key_value_heads": c["kv_heads"]}
+    full = MultiHeadAttention(**init, chunk_size=None)
+    chunked = MultiHeadAttention(**init, chunk_size=3)
+    value = inputs.get("value", inputs["query"])
+    full(inputs["query"], value)
+    chunked(inputs["query"], value)
+    chunked.set_weights(full.get_weights())
+    extra = {"attention_bias": inputs["attention_bias"]} if c.get("bias") else {}
+    np.testing.assert_allclose(
+        _np(chunked(inputs["query"], value, **kwargs, **extra)),
+        _np(full(inputs["query"], value, **kwargs, **extra)),
+        rtol=0,
+        atol=1e-5,
+    )
+    loss, weight_grads, input_grads = _loss_and_grads(chunked, inputs, kwargs)
+    full_loss, full_weight_grads, full_input_grads = _loss_and_grads(full, inputs, kwargs)
+    np.testing.assert_allclose(loss, full_loss, rtol=1e-5, atol=1e-5)
+    assert len(weight_grads) == len(full.trainable_variables) == 8
+    for variable, a, e in zip(
+        full.trainable_variables, weight_grads, full_weight_grads, strict=True
+    ):
+        assert a is not None and e is not None, variable.path
+        np.testing.assert_allclose(a, e, rtol=0, atol=1e-5, err_msg=variable.path)
+    for name, expected in full_input_grads.items():
+        assert np.abs(expected).max() > 1e-3, name  # a gradient that can show a difference
+        np.testing.assert_allclose(input_grads[name], expected, rtol=0, atol=1e-5, err_msg=name)
+
+
+def _reference_attention(q, k, v, mask):
+    """NumPy `softmax(q kᵀ) v` per head; rows without any allowed key give zeros."""
+    scores = np.einsum("bqhd,bkhd->bhqk", q, k)
+    scores = np.where(mask, scores, -np.inf)
+    top = np.max(np.where(mask, scores, -1e30), -1, keepdims=True)
+    weights = np.where(mask, np.exp(scores - top), 0.0)
+    total = weights.sum(-1, keepdims=True)
+    weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    return np.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def test_chunked_attention_op_gradient_with_a_fully_masked_row():
+    """The hand-written backward pass: finite, zero for a row with no key, numeric gradient."""
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 7, 2, 3)).astype("float32") for _ in range(3))
+    value_mask = np.ones((2, 7), bool)
+    value_mask[1] = False  # the second example sees nothing
+    value_mask[0, 5:] = False
+    out = _np(chunked_attention(q, k, v, value_mask=value_mask, use_causal_mask=True, chunk_size=2))
+    causal = np.tril(np.ones((7, 7), bool))
+    mask = causal[None, None] & value_mask[:, None, None, :]
+    np.testing.assert_allclose(out, _reference_attention(q, k, v, mask), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(out[1], 0.0)
+
+    projection = rng.standard_normal(out.shape).astype("float32")
+    holder = keras.layers.Identity()  # no weights: gradients w.r.t. the inputs only
+    holder.build(None)
+
+    def loss_fn(t):
+        result = chunked_attention(
+            t["q"], t["k"], t["v"], value_mask=value_mask, use_causal_mask=True, chunk_size=2
+        )
+        return keras.ops.sum(result * keras.ops.convert_to_tensor(projection))
+
+    arrays = {"q": q, "k": k, "v": v}
+    _, _, grads = autodiff.value_and_gradients(holder, loss_fn, arrays, ["q", "k", "v"])
+    for name, grad in grads.items():
+        assert np.all(np.isfinite(grad)), name
+    np.testing.assert_array_equal(grads["q"][1], 0.0)  # nothing attended: no gradient
+    np.testing.assert_array_equal(grads["k"][:, 5:], 0.0)  # padded keys
+    # Central differences in float64 on the NumPy reference.
+    ref = {n: a.astype("float64") for n, a in arrays.items()}
+    eps = 1e-4
+    for name in ("q", "k", "v"):
+        for index in [(0, 3, 1, 2), (0, 4, 0, 0), (1, 2, 1, 1)]:
+            plus, minus = dict(ref), dict(ref)
+            plus[name], minus[name] = ref[name].copy(), ref[name].copy()
+            plus[name][index] += eps
+            minus[name][index] -= eps
+            numeric = (
+                np.sum(_reference_attention(plus["q"], plus["k"], plus["v"], mask) * projection)
+                - np.sum(
+                    _reference_attention(minus["q"], minus["k"], minus["v"], mask) * projection
+                )
+            ) / (2 * eps)
+            np.testing.assert_allclose(grads[name][index], numeric, rtol=1e-3, atol=1e-4)
+
+
+# -- implicit masks ---------------------------------------------------------------------------
+
+TOKENS = np.array([[3, 5, 7, 2, 0, 0], [4, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]], "int32")
+PADDING = TOKENS > 0
+
+
+class _Stack:
+    """Embedding(mask_zero) -> 2 encoder blocks -> decoder block -> MHA -> additive -> pooling."""
+
+    def __init__(self):
+        keras.utils.set_random_seed(7)
+        self.embedding = keras.layers.Embedding(10, 8, mask_zero=True)
+        self.encoders = [TransformerEncoderBlock(16, 2) for _ in range(2)]
+        self.decoder = TransformerDecoderBlock(16, 2)
+        self.attention = MultiHeadAttention(num_heads=2, key_dim=4)
+        self.additive = AdditiveAttention(units=5)
+        self.pooling = AttentionPooling(units=4)
+
+    def implicit(self, tokens):
+        """Every mask implicit; also returns the masks the tensors carried."""
+        x = self.embedding(tokens)
+        carried = {"embedding": keras_mask(x)}
+        for i, block in enumerate(self.encoders):
+            x = block(x)
+            carried[f"encoder_{i}"] = keras_mask(x)
+        y = self.decoder(x, x)
+        carried["decoder"] = keras_mask(y)
+        y = self.attention(y, x)
+        carried["attention"] = keras_mask(y)
+        y = self.additive(y, x)
+        carried["additive"] = keras_mask(y)
+        pooled, weights = self.pooling(y, return_attention_scores=True)
+        return pooled, weights, carried
+
+    def explicit(self, tokens, padding):
+        x = self.embedding.call(tokens)  # no mask attached
+        assert keras_mask(x) is None
+        for block in self.encoders:
+            x = block(x, padding_mask=padding)
+        y = self.decoder(x, x, decoder_padding_mask=padding, encoder_padding_mask=padding)
+        y = self.attention(y, x, query_mask=padding, value_mask=padding)
+        y = self.additive(y, x, query_mask=padding, value_mask=padding)
+        return self.pooling(y, mask=padding, return_attention_scores=True)
+
+
+def test_implicit_masks_reach_stacked_layers_eagerly():
+    stack = _Stack()
+    pooled, weights, carried = stack.implicit(TOKENS)
+    for name, mask in carried.items():
+        np.testing.assert_array_equal(_np(mask), PADDING, err_msg=f"mask carried by {name}")
+    expected_pooled, expected_weights = stack.explicit(TOKENS, PADDING)
+    np.testing.assert_allclose(_np(pooled), _np(expected_pooled), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(_np(weights), _np(expected_weights), rtol=0, atol=1e-6)
+    assert np.all(_np(weights)[~PADDING] == 0.0)
+    # Without masks the padding would be attended: the masks made a difference.
+    unmasked, _ = stack.explicit(TOKENS, np.ones_like(PADDING))
+    assert not np.allclose(_np(unmasked)[:2], _np(pooled)[:2], atol=1e-3)
+    # More padding changes nothing: the padded positions are ignored everywhere.
+    longer = np.pad(TOKENS, ((0, 0), (0, 3)))
+    pooled_longer, _, _ = stack.implicit(longer)
+    np.testing.assert_allclose(_np(pooled_longer), _np(pooled), rtol=0, atol=1e-5)
+
+
+def test_implicit_masks_reach_stacked_layers_in_a_functional_model(tmp_path):
+    stack = _Stack()
+    tokens = keras.Input((None,), dtype="int32", name="token_ids")
+    pooled, weights, _ = stack.implicit(tokens)
+    model = keras.Model(tokens, {"pooled": pooled, "weights": weights})
+    result = model(TOKENS)
+    expected_pooled, expected_weights = stack.explicit(TOKENS, PADDING)
+    np.testing.assert_allclose(_np(result["pooled"]), _np(expected_pooled), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(_np(result["weights"]), _np(expected_weights), rtol=0, atol=1e-6)
+    assert np.all(_np(result["weights"])[~PADDING] == 0.0)
+    path = tmp_path / "stack.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)(TOKENS)
+    np.testing.assert_array_equal(_np(restored["pooled"]), _np(result["pooled"]))
+    # Compiled (`jax.jit`, `torch.compile`, XLA): the masks travel between traced tensors too
+    # (JAX keeps a tracer's mask in a side table), and no sublayer is handed a masked input
+    # whose mask it would drop. `predict` runs the functional model compiled (JAX, TensorFlow).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled_pooled, compiled_weights, carried = autodiff.jit_function(
+            model, lambda t: stack.implicit(t)
+        )(TOKENS)
+        predicted = model.predict(TOKENS, verbose=0)
+    for name, mask in carried.items():
+        np.testing.assert_array_equal(_np(mask), PADDING, err_msg=f"compiled: mask of {name}")
+    np.testing.assert_allclose(_np(compiled_pooled), _np(expected_pooled), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(_np(compiled_weights), _np(expected_weights), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(predicted["pooled"], _np(expected_pooled), rtol=0, atol=1e-5)
+    dropped = [str(w.message) for w in caught if "destroy the mask" in str(w.message)]
+    assert not dropped, dropped[:3]
