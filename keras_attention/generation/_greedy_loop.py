@@ -1,4 +1,4 @@
-"""Greedy decoding on JAX and PyTorch: a Python loop, one model step at a time.
+"""Greedy decoding and sampling on JAX and PyTorch: a Python loop, one model step at a time.
 
 On TensorFlow the decoders are `tf.while_loop`s (`_common`, `_generate_tf`),
 which trace into SavedModels. On the other backends the same decisions are
@@ -7,6 +7,9 @@ runs the model on the backend (for `generate` on JAX, compiled once with
 `jax.jit` over the model's variables, as keras_hub compiles its generation),
 and the bookkeeping (argmax, end tokens, the token buffer) is NumPy on the
 host, where the loop has to look anyway to decide whether to go on.
+`generate(sampler="sample")` draws there too, with NumPy's Philox generator
+(`sample_choice`): the same seed gives the same tokens on one backend, not the
+tokens TensorFlow's Philox stream gives.
 """
 
 import contextlib
@@ -49,11 +52,12 @@ def greedy_search(fn_name, step_fn, state, start_ids, end_id, max_length, pad_id
     return GenerationOutput(tokens, lengths, scores, scores)
 
 
-def generate(model, token_ids, padding_mask, options, max_new_tokens, functions):
-    """`keras_attention.generation.generate(..., sampler="greedy")` off TensorFlow.
+def generate(model, token_ids, padding_mask, options, max_new_tokens, functions, sampling):
+    """`keras_attention.generation.generate(..., sampler="greedy" | "sample")` off TensorFlow.
 
     `options` are checked; `functions` is the table of compiled steps,
-    `{model: {key: function}}` with weak keys.
+    `{model: {key: function}}` with weak keys; `sampling` is the checked
+    `(temperature, top_k, top_p, seed)` (used by `"sample"`).
     """
     token_ids, padding_mask = _options.concrete_prompts(token_ids, padding_mask, options)
     max_length, pad_id = options["max_length"], options["pad_id"]
@@ -82,15 +86,57 @@ def generate(model, token_ids, padding_mask, options, max_new_tokens, functions)
                 f"its backbone. Received: model={describe(model)} with outputs of shape "
                 f"{tuple(logits.shape)}"
             )
-        tokens, scores = _row_loop(call, buffer, prompt, (start, limits), cache, options)
+        choose = _argmax if options["sampler"] == "greedy" else sample_choice(*sampling)
+        tokens, scores = _row_loop(call, buffer, prompt, (start, limits), cache, options, choose)
     tokens = keras.ops.convert_to_tensor(tokens, "int32")
     if options["return_scores"]:
         return tokens, keras.ops.convert_to_tensor(scores, "float32")
     return tokens
 
 
-def _row_loop(call, buffer, prompt, bounds, cache, options):
-    """The decisions of the TensorFlow `_row_loop` with `argmax`: `(tokens, scores)` in NumPy."""
+def _argmax(logits, index):
+    return np.argmax(logits, axis=-1).astype("int32")
+
+
+def sample_choice(temperature, top_k, top_p, seed):
+    """`choose(logits, index)`: one token per row, drawn as TensorFlow's `sample_next` draws.
+
+    The logits are divided by `temperature` (`<= 0`: greedy); `top_k > 0` keeps
+    the `top_k` most likely tokens (lower id first on ties); `0 < top_p < 1`
+    then keeps the tokens whose more likely kept tokens hold less than `top_p`
+    of the renormalised mass; a token is drawn from the kept ones with their
+    renormalised probabilities (Gumbel-max). Step `index` draws from NumPy's
+    Philox generator keyed by `(seed, index)`, so a seed reproduces the tokens;
+    `seed=None` takes a fresh seed per call.
+    """
+    temperature, top_p = (float(keras.ops.convert_to_numpy(x)) for x in (temperature, top_p))
+    top_k = int(keras.ops.convert_to_numpy(top_k))
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+    seed = int(keras.ops.convert_to_numpy(seed))
+    if temperature <= 0.0:
+        return _argmax
+
+    def choose(logits, index):
+        order = np.argsort(-logits, axis=-1, kind="stable")  # descending, lower id first on ties
+        values = np.take_along_axis(logits, order, axis=-1) / np.float32(temperature)
+        if top_k > 0:
+            values[:, top_k:] = -np.inf
+        if 0.0 < top_p < 1.0:
+            probs = np.exp(values - values[:, :1])  # the first value is the finite maximum
+            probs /= probs.sum(axis=-1, keepdims=True)
+            mass_before = np.cumsum(probs, axis=-1) - probs
+            values = np.where(mass_before < top_p, values, -np.inf)
+        generator = np.random.Generator(np.random.Philox(key=[seed & 0xFFFFFFFFFFFFFFFF, index]))
+        gumbel = -np.log(-np.log(generator.uniform(np.finfo("float32").tiny, 1.0, values.shape)))
+        picked = np.argmax(values + gumbel, axis=-1)
+        return order[np.arange(len(order)), picked].astype("int32")
+
+    return choose
+
+
+def _row_loop(call, buffer, prompt, bounds, cache, options, choose=_argmax):
+    """The decisions of the TensorFlow `_row_loop`: `(tokens, scores)` in NumPy."""
     start, limits = bounds
     max_length, pad_id = options["max_length"], options["pad_id"]
     penalty = options["repetition_penalty"]
@@ -112,7 +158,7 @@ def _row_loop(call, buffer, prompt, bounds, cache, options):
             penalized = np.where(logits > 0, logits / np.float32(penalty),
                                  logits * np.float32(penalty))  # fmt: skip
             logits = np.where(seen, penalized, logits)
-        chosen = np.argmax(logits, axis=-1).astype("int32")
+        chosen = choose(logits, index)
         forced = prompt[:, index]
         emitted = np.logical_not(forced | done)
         if options["return_scores"]:

@@ -2,7 +2,8 @@
 
 `generate` checks its options here, on every backend, then runs the
 TensorFlow loops of `_generate_tf` (TensorFlow is imported there, and only on
-that backend) or the greedy Python loop of `_greedy_loop` on JAX and PyTorch.
+that backend) or the Python loop of `_greedy_loop` (greedy and sampling) on JAX
+and PyTorch.
 """
 
 import weakref
@@ -58,7 +59,9 @@ def generate(
       likely tokens (`0`: all), then only the smallest set of those whose
       probability reaches `top_p` (`1.0`: all), then a draw (Gumbel-max on
       Philox: the same `seed`, the same tokens, eagerly, traced, with XLA and
-      in a SavedModel). `temperature=0` is greedy.
+      in a SavedModel; on JAX and PyTorch the draws come from NumPy's Philox
+      generator on the host: the same `seed` gives the same tokens on that
+      backend, other tokens than TensorFlow's). `temperature=0` is greedy.
     - `"beam"`: beam search over `beam_width` hypotheses per row, ranked by
       the log-probability of the generated tokens divided by GNMT's length
       penalty `((5 + n) / 6) ** length_penalty` (`n` generated tokens, the
@@ -72,11 +75,11 @@ def generate(
     On TensorFlow the loop is a `tf.while_loop` inside a `tf.function` kept
     per model and options (compiled with XLA when `jit_compile`); inside a
     caller's `tf.function` (a SavedModel signature) it is traced there
-    instead. On JAX and PyTorch only `"greedy"` runs (the other samplers
-    raise a `ValueError`): a Python loop over the same positions that stops
+    instead. On JAX and PyTorch `"greedy"` and `"sample"` run (`"beam"`
+    raises a `ValueError`): a Python loop over the same positions that stops
     when every row has ended, its step compiled with `jax.jit` on JAX when
-    `jit_compile` (and run under `torch.no_grad()` on PyTorch); it makes
-    the same decisions as the TensorFlow loop. The cached loop gives the
+    `jit_compile` (and run under `torch.no_grad()` on PyTorch); greedy, it
+    makes the same decisions as the TensorFlow loop. The cached loop gives the
     tokens of the uncached model: no position attends to a position after
     it, and every cache slot a step reads was written by the prefill of a
     prompt token or by an earlier step.
@@ -91,7 +94,7 @@ def generate(
             for prompt tokens. Defaults to `token_ids != pad_id`.
         max_length: positive int at least `prompt_length`, the length of the
             output rows (prompt included); at most the model's positions.
-        sampler: `"greedy"`, `"sample"` or `"beam"` (the last two on
+        sampler: `"greedy"`, `"sample"` or `"beam"` (the last on
             TensorFlow only). Defaults to `"greedy"`.
         max_new_tokens: optional positive int (or scalar int tensor): each
             row generates at most this many tokens after its own prompt.
@@ -143,16 +146,16 @@ def generate(
         return _generate_tf.generate(
             model, token_ids, padding_mask, options, sampling, max_new_tokens, _FUNCTIONS
         )
-    _options.check_sampling(*sampling)  # (unused by greedy decoding, but checked as on TensorFlow)
-    if options["sampler"] != "greedy":
+    sampling = _options.check_sampling(*sampling)
+    if options["sampler"] == "beam":
         raise ValueError(
-            f"{_options.NAME}: sampler={options['sampler']!r} runs on the TensorFlow backend "
-            f"only; on the Keras backend {backend!r} `generate` decodes greedily. Received: "
-            f"sampler={options['sampler']!r}. Use sampler='greedy', or run with "
+            f"{_options.NAME}: sampler='beam' runs on the TensorFlow backend only; on the Keras "
+            f"backend {backend!r} `generate` decodes greedily or samples. Received: "
+            "sampler='beam'. Use sampler='greedy' or 'sample', or run with "
             "KERAS_BACKEND=tensorflow."
         )
     return _greedy_loop.generate(model, token_ids, padding_mask, options, max_new_tokens,
-                                 _FUNCTIONS)  # fmt: skip
+                                 _FUNCTIONS, sampling)  # fmt: skip
 
 
 def __getattr__(name):

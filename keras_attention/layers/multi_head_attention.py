@@ -12,6 +12,7 @@ from keras_attention.layers.rotary_embedding import RotaryEmbedding
 from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
 from keras_attention.ops.checks import check_index_range, check_inputs
 from keras_attention.ops.chunked_attention import DEFAULT_CHUNK_SIZE, chunked_attention
+from keras_attention.ops.fused_attention import fused_attention, use_fused_attention
 from keras_attention.utils.masking import attach_keras_mask, without_keras_mask
 from keras_attention.utils.validation import positive_int, positive_number, rate
 
@@ -59,7 +60,11 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             exceeds it); `None` always uses the full path. Both
             paths give the same outputs and gradients to float rounding. With
             `return_attention_scores=True` the weights are returned in full,
-            so such a call uses the full path.
+            so such a call uses the full path. On PyTorch, a float32 call that
+            returns no weights and draws no dropout runs PyTorch's fused kernel
+            (`scaled_dot_product_attention`, which keeps no score matrix for
+            the backward pass) on the full path, and `"auto"` then takes that
+            kernel at every length; an int `chunk_size` still chunks.
         kernel_initializer, bias_initializer, kernel_regularizer,
         bias_regularizer, kernel_constraint, bias_constraint: for the four
             projections.
@@ -384,16 +389,22 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             "training": training,
         }
         weights = None
-        chunk_size = self._chunk_size_for(query_heads, key_heads, return_attention_scores)
+        chunk_size = self._chunk_size_for(
+            query_heads, key_heads, return_attention_scores, self.dropout > 0 and bool(training)
+        )
         if chunk_size is None:
-            context, weights = self._full_attention(query_mask=query_mask, **attention)
+            context, weights = self._full_attention(
+                query_mask=query_mask, need_weights=return_attention_scores, **attention
+            )
         elif isinstance(chunk_size, int):
             context = self._chunked_attention(chunk_size=chunk_size, **attention)
         else:  # lengths unknown at trace time: decide at run time
             context = ops.cond(
                 chunk_size,
                 lambda: self._chunked_attention(chunk_size=DEFAULT_CHUNK_SIZE, **attention),
-                lambda: self._full_attention(query_mask=query_mask, **attention)[0],
+                lambda: self._full_attention(
+                    query_mask=query_mask, need_weights=False, **attention
+                )[0],
             )
         output = self._project(self._output_dense, context)  # (B, Tq, output_dim)
         if query_mask is not None:
@@ -474,10 +485,16 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                 f"`(batch_size, num_heads, Tq, Tv)` = {wanted}. Received: attention_bias.shape={shape}"
             )
 
-    def _chunk_size_for(self, query_heads, key_heads, return_attention_scores):
+    def _chunk_size_for(
+        self, query_heads, key_heads, return_attention_scores, dropout_active=False
+    ):
         """`None` (full path), an int (chunked path) or a boolean tensor (decided at run time)."""
         if self.chunk_size is None or return_attention_scores:
             return None
+        if self.chunk_size == "auto" and use_fused_attention(
+            query_heads.dtype, False, dropout_active
+        ):
+            return None  # PyTorch's fused kernel: less time and memory than the chunked path
         query_length, key_length = query_heads.shape[1], key_heads.shape[1]
         if 0 in (query_heads.shape[0], query_length, key_length):
             return None  # nothing to chunk: the full path gives the empty output
@@ -504,11 +521,13 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         use_causal_mask,
         causal_offset,
         training,
+        need_weights=True,
     ):
-        """Materialises the `(B, H, Tq, Tv)` weights; returns the context and the weights."""
-        scores = ops.einsum("bqhd,bkhd->bhqk", query_heads, key_heads)  # (B, H, Tq, Tv)
-        if attention_bias is not None:
-            scores = scores + ops.cast(attention_bias, scores.dtype)
+        """Materialises the `(B, H, Tq, Tv)` weights; returns the context and the weights.
+
+        Without `need_weights` and without dropout, PyTorch runs its fused kernel instead
+        (`ops.fused_attention`) and the weights returned are `None`.
+        """
         mask = compute_attention_mask(
             query_mask=query_mask,
             value_mask=value_mask,
@@ -520,6 +539,14 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         )
         if mask is not None:
             mask = ops.expand_dims(mask, 1)  # (B, 1, Tq, Tv)
+        dropout_active = self.dropout > 0 and bool(training)
+        empty = 0 in (query_heads.shape[0], query_heads.shape[1], key_heads.shape[1])
+        if not empty and use_fused_attention(query_heads.dtype, need_weights, dropout_active):
+            context = fused_attention(query_heads, key_heads, value_heads, mask, attention_bias)
+            return context, None
+        scores = ops.einsum("bqhd,bkhd->bhqk", query_heads, key_heads)  # (B, H, Tq, Tv)
+        if attention_bias is not None:
+            scores = scores + ops.cast(attention_bias, scores.dtype)
         weights = masked_softmax(scores, mask)
         dropped = self._dropout_layer(weights, training=training)
         context = ops.einsum("bhqk,bkhd->bqhd", dropped, value_heads)  # (B, Tq, H, value_dim)

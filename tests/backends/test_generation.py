@@ -1,10 +1,12 @@
-"""Greedy generation on the current backend: the tokens of TensorFlow and of the uncached model.
+"""Generation on the current backend: the tokens of TensorFlow and of the uncached model.
 
 A GPT causal LM continues ragged prompts with `generate`; a Transformer and an RNN translator
 decode with `greedy_search` over `translator_decoding(model).step_fn` (see
 `tests/backends/decoders.py`). Off TensorFlow the tokens equal TensorFlow's for the same
 weights (one TensorFlow subprocess for the module); on every backend each generated token is
-the argmax of the full, uncached model run on the tokens before it.
+the argmax of the full, uncached model run on the tokens before it. `generate(sampler="sample")`
+(every backend; its draws differ from TensorFlow's off TensorFlow): seeded, within top-k / top-p,
+with the softmax's frequencies.
 """
 
 import os
@@ -136,15 +138,68 @@ def test_bad_arguments_are_named():
         greedy_search(step_fn, (), [START] * len(SOURCE), 7, 3)
 
 
+def _uncached_logits(model, tokens):
+    """`(B, T - 1, V)`: the logits of position `t` given the tokens before it, in one pass."""
+    return numpy(model({"token_ids": tokens, "padding_mask": np.ones_like(tokens)}))[:, :-1]
+
+
+def test_sampling_reproduces_with_a_seed_and_keeps_to_top_k_and_top_p():
+    model = make_model("gpt_causal_lm")
+    arguments = {"token_ids": PROMPTS, "padding_mask": PROMPT_MASK, "max_length": MAX_LENGTH}
+    greedy = numpy(generate(model, **arguments))
+
+    def sample(**kwargs):
+        return numpy(generate(model, **arguments, sampler="sample", **kwargs))
+
+    for degenerate in ({"top_k": 1, "seed": 3}, {"temperature": 0.0}, {"top_p": 1e-6, "seed": 4}):
+        np.testing.assert_array_equal(sample(**degenerate), greedy, err_msg=str(degenerate))
+    hot = {"temperature": 5.0}
+    first = sample(**hot, seed=11)
+    np.testing.assert_array_equal(sample(**hot, seed=11), first)  # the seed reproduces
+    assert not np.array_equal(sample(**hot, seed=12), first)  # another seed draws otherwise
+    generated = (np.arange(MAX_LENGTH)[None] >= PROMPT_LENGTHS[:, None])[:, 1:]
+    np.testing.assert_array_equal(first[:, :6][PROMPT_MASK], PROMPTS[PROMPT_MASK])
+    for kwargs, allowed in (({"top_k": 2}, 2), ({"top_k": 3, "top_p": 0.5}, 3)):
+        tokens = sample(**hot, seed=5, **kwargs)
+        logits = _uncached_logits(model, tokens)
+        ranks = (logits > np.take_along_axis(logits, tokens[:, 1:, None], -1)).sum(-1)
+        assert ranks[generated].max() < allowed, (kwargs, ranks)
+        if "top_p" in kwargs:  # every drawn token: the kept tokens above it hold < top_p
+            scaled = logits / 5.0
+            probs = np.exp(scaled - scaled.max(-1, keepdims=True))
+            top3 = np.sort(probs, -1)[..., ::-1][..., :3]
+            top3 /= top3.sum(-1, keepdims=True)
+            before = np.cumsum(top3, -1) - top3
+            rank = np.minimum(ranks, 2)[..., None]  # (prompt positions may rank anywhere)
+            assert (np.take_along_axis(before, rank, -1)[..., 0][generated] < 0.5).all()
+
+
+def test_sampling_draws_with_the_softmax_probabilities():
+    """400 rows of one prompt: first-token frequencies against softmax(logits / T) over top-k."""
+    model = make_model("gpt_causal_lm")
+    rows, temperature, top_k = 400, 4.0, 4
+    prompts = np.repeat(PROMPTS[5:6], rows, axis=0)
+    tokens = numpy(generate(model, prompts, np.ones_like(prompts, bool), max_length=7,
+                            sampler="sample", temperature=temperature, top_k=top_k, seed=0))  # fmt: skip
+    full = numpy(model({"token_ids": prompts[:1], "padding_mask": np.ones_like(prompts[:1])}))
+    logits = full[0, -1] / temperature  # the position after the prompt
+    kept = np.argsort(-logits, kind="stable")[:top_k]
+    probs = np.exp(logits[kept] - logits[kept].max())
+    probs /= probs.sum()
+    counts = np.array([(tokens[:, 6] == token).sum() for token in kept])
+    assert counts.sum() == rows  # nothing outside the top k
+    sigma = np.sqrt(rows * probs * (1 - probs))
+    assert (np.abs(counts - rows * probs) < 4 * sigma + 1).all(), (counts, rows * probs)
+
+
 @off_tensorflow
 def test_tensorflow_only_decoders_name_the_backend():
     from keras_attention.generation import beam_search, sample
 
     model = make_model("gpt_causal_lm")
-    for sampler in ("beam", "sample"):
-        with pytest.raises(ValueError, match=rf"sampler='{sampler}' runs on the TensorFlow "
-                           rf"backend only; on the Keras backend '{BACKEND}'"):  # fmt: skip
-            generate(model, PROMPTS, PROMPT_MASK, max_length=MAX_LENGTH, sampler=sampler)
+    with pytest.raises(ValueError, match=rf"sampler='beam' runs on the TensorFlow "
+                       rf"backend only; on the Keras backend '{BACKEND}'"):  # fmt: skip
+        generate(model, PROMPTS, PROMPT_MASK, max_length=MAX_LENGTH, sampler="beam")
     for decoder in (beam_search, sample):
         with pytest.raises(NotImplementedError, match=rf"the Keras backend is '{BACKEND}'"):
             decoder(lambda *args: None, (), [START], END, 3)

@@ -4,6 +4,8 @@
   pass, eagerly and compiled (`jax.jit`, `torch.compile`, XLA) with a tensor index.
 - The chunked path (`chunk_size`, `ops.chunked_attention` and its hand-written backward pass)
   equals the full path in outputs and in gradients w.r.t. inputs, bias and weights.
+- Without the weights asked for (PyTorch's fused kernel, `ops.fused_attention`), outputs and
+  gradients equal the einsum/masked-softmax path; rows with no allowed key are zero.
 - Implicit Keras masks from `Embedding(mask_zero=True)` reach stacked layers, eagerly and in
   a functional model, and give the numbers of explicit masks.
 """
@@ -142,13 +144,18 @@ def _chunk_inputs(case):
     return inputs, kwargs
 
 
-def _loss_and_grads(layer, inputs, kwargs):
+def _loss_and_grads(layer, inputs, kwargs, return_scores=False):
+    """Loss and gradients of a fixed projection of the output; with `return_scores` the call
+    also returns the weights (the einsum path; without them PyTorch takes its fused kernel)."""
     projection = {}
 
     def loss_fn(tensors):
         value = tensors.get("value", tensors["query"])
         extra = {"attention_bias": tensors["attention_bias"]} if "attention_bias" in tensors else {}
+        if return_scores:
+            extra["return_attention_scores"] = True
         output = layer(tensors["query"], value, **kwargs, **extra)
+        output = output[0] if return_scores else output
         if "r" not in projection:
             projection["r"] = _rand(*output.shape, seed=2)
         return keras.ops.sum(output * keras.ops.convert_to_tensor(projection["r"]))
@@ -244,6 +251,81 @@ def test_chunked_attention_op_gradient_with_a_fully_masked_row():
                 )
             ) / (2 * eps)
             np.testing.assert_allclose(grads[name][index], numeric, rtol=1e-3, atol=1e-4)
+
+
+# -- fused kernel (PyTorch) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", list(CHUNK_CASES))
+def test_fused_path_equals_the_weights_path_in_outputs_and_gradients(case):
+    """Without the weights (fused kernel on PyTorch) = with them (einsum and masked softmax)."""
+    c = CHUNK_CASES[case]
+    inputs, kwargs = _chunk_inputs(c)
+    layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=c["kv_heads"])
+    value = inputs.get("value", inputs["query"])
+    extra = {"attention_bias": inputs["attention_bias"]} if c.get("bias") else {}
+    fused = _np(layer(inputs["query"], value, **kwargs, **extra))
+    unfused, _ = layer(inputs["query"], value, return_attention_scores=True, **kwargs, **extra)
+    np.testing.assert_allclose(fused, _np(unfused), rtol=0, atol=1e-5)
+    got = _loss_and_grads(layer, inputs, kwargs)
+    want = _loss_and_grads(layer, inputs, kwargs, return_scores=True)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+    for variable, a, e in zip(layer.trainable_variables, got[1], want[1], strict=True):
+        np.testing.assert_allclose(a, e, rtol=0, atol=1e-5, err_msg=variable.path)
+    for name, expected in want[2].items():
+        assert np.all(np.isfinite(got[2][name])), name
+        np.testing.assert_allclose(got[2][name], expected, rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_auto_chunk_size_takes_the_fused_kernel_on_torch_only():
+    layer = MultiHeadAttention(num_heads=1, key_dim=2)
+    q = k = keras.KerasTensor((1, 2048, 1, 2))
+    fused = autodiff.backend() == "torch"
+    assert layer._chunk_size_for(q, k, False) == (None if fused else 512)
+    assert layer._chunk_size_for(q, k, False, dropout_active=True) == 512
+    half = keras.KerasTensor((1, 2048, 1, 2), dtype="float16")
+    assert layer._chunk_size_for(half, half, False) == 512
+    assert layer._chunk_size_for(q, k, True) is None  # weights asked for: the full path
+
+
+def test_fused_attention_op_zeroes_rows_without_keys_per_head():
+    """`ops.fused_attention` against NumPy, with a per-head mask, a bias and empty rows."""
+    from keras_attention.ops.fused_attention import fused_attention
+
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((2, 5, 3, 4)).astype("float32") for _ in range(3))
+    mask = rng.random((2, 3, 5, 5)) > 0.4
+    mask[0, 1, 2] = False  # head 1 of query 2 sees nothing
+    mask[1, :, 4] = False  # query 4 sees nothing in any head
+    bias = rng.standard_normal((1, 3, 5, 5)).astype("float32")
+    for b in (None, bias):
+        out = _np(fused_attention(q, k, v, mask=mask, bias=b))
+        reference = _reference_attention_with_bias(q, k, v, mask, b)
+        np.testing.assert_allclose(out, reference, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(out[0, 2, 1], 0.0)
+        np.testing.assert_array_equal(out[1, 4], 0.0)
+
+    holder = keras.layers.Identity()
+    holder.build(None)
+    projection = rng.standard_normal(q.shape).astype("float32")
+
+    def loss_fn(t):
+        result = fused_attention(t["q"], t["k"], t["v"], mask=mask, bias=bias)
+        return keras.ops.sum(result * keras.ops.convert_to_tensor(projection))
+
+    _, _, grads = autodiff.value_and_gradients(holder, loss_fn, {"q": q, "k": k, "v": v}, "qkv")
+    for name, grad in grads.items():
+        assert np.all(np.isfinite(grad)), name
+    np.testing.assert_array_equal(grads["q"][1, 4], 0.0)  # nothing attended: no gradient
+
+
+def _reference_attention_with_bias(q, k, v, mask, bias):
+    scores = np.einsum("bqhd,bkhd->bhqk", q, k) + (0.0 if bias is None else bias)
+    top = np.max(np.where(mask, scores, -1e30), -1, keepdims=True)
+    weights = np.exp(np.where(mask, scores - top, -np.inf))
+    total = weights.sum(-1, keepdims=True)
+    weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    return np.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
 # -- implicit masks ---------------------------------------------------------------------------
