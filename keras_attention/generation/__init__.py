@@ -16,10 +16,11 @@ unknown batch size, and its seeded draws have to agree with and without XLA.
 `step_fn` itself can be any Keras model or layer call on the TensorFlow
 backend.
 
-Greedy decoding and `generate`'s sampling also run on JAX and PyTorch: there
-`greedy_search` and `generate(..., sampler="greedy" | "sample")` are a Python
-loop over the same decisions (see `_greedy_loop`; sampling draws from NumPy's
-Philox generator, so a seed gives other tokens than on TensorFlow), and this package imports no TensorFlow until a
+Greedy decoding and every sampler of `generate` also run on JAX and PyTorch:
+there `greedy_search` and `generate(..., sampler="greedy" | "sample" | "beam")`
+are Python loops over the same decisions (see `_greedy_loop`, `_beam_loop`;
+sampling draws from NumPy's Philox generator, so a seed gives other tokens than
+on TensorFlow), and this package imports no TensorFlow until a
 TensorFlow-only name is used (`beam_search`, `sample`, `sample_next`,
 `length_penalty`), which then raise a `NotImplementedError` naming the
 backend when called off TensorFlow.

@@ -1,4 +1,4 @@
-"""Greedy decoding and sampling on JAX and PyTorch: a Python loop, one model step at a time.
+"""Greedy decoding, sampling and beam search on JAX and PyTorch: a Python loop, one step at a time.
 
 On TensorFlow the decoders are `tf.while_loop`s (`_common`, `_generate_tf`),
 which trace into SavedModels. On the other backends the same decisions are
@@ -17,6 +17,7 @@ import contextlib
 import keras
 import numpy as np
 
+from keras_attention.generation import _beam_loop as _beam
 from keras_attention.generation import _options
 from keras_attention.generation._output import GenerationOutput
 from keras_attention.models.backbone import jit_method
@@ -53,7 +54,7 @@ def greedy_search(fn_name, step_fn, state, start_ids, end_id, max_length, pad_id
 
 
 def generate(model, token_ids, padding_mask, options, max_new_tokens, functions, sampling):
-    """`keras_attention.generation.generate(..., sampler="greedy" | "sample")` off TensorFlow.
+    """`keras_attention.generation.generate` off TensorFlow (every sampler).
 
     `options` are checked; `functions` is the table of compiled steps,
     `{model: {key: function}}` with weak keys; `sampling` is the checked
@@ -86,8 +87,13 @@ def generate(model, token_ids, padding_mask, options, max_new_tokens, functions,
                 f"its backbone. Received: model={describe(model)} with outputs of shape "
                 f"{tuple(logits.shape)}"
             )
-        choose = _argmax if options["sampler"] == "greedy" else sample_choice(*sampling)
-        tokens, scores = _row_loop(call, buffer, prompt, (start, limits), cache, options, choose)
+        if options["sampler"] == "beam":
+            tokens, scores = _beam.beam_loop(call, buffer, prompt, (start, limits), cache, options)
+        else:
+            choose = _argmax if options["sampler"] == "greedy" else sample_choice(*sampling)
+            tokens, scores = _row_loop(
+                call, buffer, prompt, (start, limits), cache, options, choose
+            )
     tokens = keras.ops.convert_to_tensor(tokens, "int32")
     if options["return_scores"]:
         return tokens, keras.ops.convert_to_tensor(scores, "float32")

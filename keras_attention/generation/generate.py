@@ -2,8 +2,8 @@
 
 `generate` checks its options here, on every backend, then runs the
 TensorFlow loops of `_generate_tf` (TensorFlow is imported there, and only on
-that backend) or the Python loop of `_greedy_loop` (greedy and sampling) on JAX
-and PyTorch.
+that backend) or the Python loops of `_greedy_loop` and `_beam_loop` on JAX and
+PyTorch.
 """
 
 import weakref
@@ -75,11 +75,11 @@ def generate(
     On TensorFlow the loop is a `tf.while_loop` inside a `tf.function` kept
     per model and options (compiled with XLA when `jit_compile`); inside a
     caller's `tf.function` (a SavedModel signature) it is traced there
-    instead. On JAX and PyTorch `"greedy"` and `"sample"` run (`"beam"`
-    raises a `ValueError`): a Python loop over the same positions that stops
+    instead. On JAX and PyTorch every sampler runs in a Python loop over the
+    same positions that stops
     when every row has ended, its step compiled with `jax.jit` on JAX when
-    `jit_compile` (and run under `torch.no_grad()` on PyTorch); greedy, it
-    makes the same decisions as the TensorFlow loop. The cached loop gives the
+    `jit_compile` (and run under `torch.no_grad()` on PyTorch); greedy and
+    beam search make the same decisions as the TensorFlow loops. The cached loop gives the
     tokens of the uncached model: no position attends to a position after
     it, and every cache slot a step reads was written by the prefill of a
     prompt token or by an earlier step.
@@ -94,8 +94,8 @@ def generate(
             for prompt tokens. Defaults to `token_ids != pad_id`.
         max_length: positive int at least `prompt_length`, the length of the
             output rows (prompt included); at most the model's positions.
-        sampler: `"greedy"`, `"sample"` or `"beam"` (the last on
-            TensorFlow only). Defaults to `"greedy"`.
+        sampler: `"greedy"`, `"sample"` or `"beam"`. Defaults to
+            `"greedy"`.
         max_new_tokens: optional positive int (or scalar int tensor): each
             row generates at most this many tokens after its own prompt.
             Defaults to `None` (up to `max_length`).
@@ -147,13 +147,6 @@ def generate(
             model, token_ids, padding_mask, options, sampling, max_new_tokens, _FUNCTIONS
         )
     sampling = _options.check_sampling(*sampling)
-    if options["sampler"] == "beam":
-        raise ValueError(
-            f"{_options.NAME}: sampler='beam' runs on the TensorFlow backend only; on the Keras "
-            f"backend {backend!r} `generate` decodes greedily or samples. Received: "
-            "sampler='beam'. Use sampler='greedy' or 'sample', or run with "
-            "KERAS_BACKEND=tensorflow."
-        )
     return _greedy_loop.generate(model, token_ids, padding_mask, options, max_new_tokens,
                                  _FUNCTIONS, sampling)  # fmt: skip
 

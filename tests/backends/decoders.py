@@ -80,7 +80,7 @@ def numpy(x):
 
 
 def decode(name, model):
-    """The greedy decodings of a model, as lists: `{decoding: {field: values}}`."""
+    """The decodings of a model (greedy; beam search for the LM), as lists: `{decoding: {field: values}}`."""
     if name == "gpt_causal_lm":
         # The step compiled with `jax.jit` on JAX; TensorFlow's loop without XLA (the same tokens,
         # `tests/generation` shows, and no XLA compilation to wait for).
@@ -93,9 +93,19 @@ def decode(name, model):
             suppress_token_ids=[0], repetition_penalty=1.5,
             jit_compile=jit_compile,
         )  # fmt: skip
+        beam = {}
+        for width, kwargs in ((3, {}), (4, {"stop_token_ids": [int(numpy(tokens)[1, 3])],
+                                             "repetition_penalty": 1.5, "max_new_tokens": 5})):
+            beam_tokens, beam_scores = generate(
+                model, PROMPTS, PROMPT_MASK, max_length=MAX_LENGTH, sampler="beam",
+                beam_width=width, return_scores=True, jit_compile=jit_compile, **kwargs,
+            )  # fmt: skip
+            beam[f"beam_{width}"] = {"tokens": numpy(beam_tokens).tolist(),
+                                     "scores": numpy(beam_scores).tolist()}  # fmt: skip
         return {
             "greedy": {"tokens": numpy(tokens).tolist(), "scores": numpy(scores).tolist()},
             "options": {"tokens": numpy(with_options).tolist()},
+            **beam,
         }
     decoding = translator_decoding(model)
     output = greedy_search(decoding.step_fn, decoding.encode(SOURCE), [START] * len(SOURCE), END,

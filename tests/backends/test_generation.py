@@ -4,7 +4,8 @@ A GPT causal LM continues ragged prompts with `generate`; a Transformer and an R
 decode with `greedy_search` over `translator_decoding(model).step_fn` (see
 `tests/backends/decoders.py`). Off TensorFlow the tokens equal TensorFlow's for the same
 weights (one TensorFlow subprocess for the module); on every backend each generated token is
-the argmax of the full, uncached model run on the tokens before it. `generate(sampler="sample")`
+the argmax of the full, uncached model run on the tokens before it; `generate(sampler="beam")`
+keeps TensorFlow's hypotheses and scores. `generate(sampler="sample")`
 (every backend; its draws differ from TensorFlow's off TensorFlow): seeded, within top-k / top-p,
 with the softmax's frequencies.
 """
@@ -85,6 +86,33 @@ def test_generate_matches_tensorflow_and_the_uncached_model(tensorflow):
             decodings["greedy"]["scores"], expected["greedy"]["scores"], rtol=1e-4, atol=1e-5
         )
         np.testing.assert_array_equal(options, expected["options"]["tokens"])
+        for beam in ("beam_3", "beam_4"):  # beam search keeps TensorFlow's hypotheses
+            np.testing.assert_array_equal(decodings[beam]["tokens"], expected[beam]["tokens"])
+            np.testing.assert_allclose(
+                decodings[beam]["scores"], expected[beam]["scores"], rtol=1e-4, atol=1e-5
+            )
+
+
+def test_beam_search_of_width_one_is_greedy_and_wider_beams_score_no_lower():
+    model = make_model("gpt_causal_lm")
+    arguments = {"token_ids": PROMPTS, "padding_mask": PROMPT_MASK, "max_length": MAX_LENGTH,
+                 "return_scores": True}  # fmt: skip
+    greedy, greedy_scores = (numpy(x) for x in generate(model, **arguments))
+    one, one_scores = (numpy(x) for x in generate(model, **arguments, sampler="beam",
+                                                  beam_width=1))  # fmt: skip
+    np.testing.assert_array_equal(one, greedy)
+    np.testing.assert_allclose(one_scores, greedy_scores, rtol=1e-5, atol=1e-6)
+    # No stop tokens: every hypothesis has the same length, so the penalty ranks as the scores.
+    wide, wide_scores = (numpy(x) for x in generate(model, **arguments, sampler="beam",
+                                                    beam_width=4))  # fmt: skip
+    np.testing.assert_array_equal(wide[:, :6][PROMPT_MASK], PROMPTS[PROMPT_MASK])
+    assert (wide_scores >= greedy_scores - 1e-5).all(), (wide_scores, greedy_scores)
+    logits = _uncached_logits(model, wide)  # the scores are the uncached model's
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    chosen = np.take_along_axis(log_probs, wide[:, 1:, None], -1)[..., 0]
+    generated = (np.arange(MAX_LENGTH)[None] >= PROMPT_LENGTHS[:, None])[:, 1:]
+    np.testing.assert_allclose(wide_scores, (chosen * generated).sum(1), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["transformer_translator", "seq2seq_translator"])
@@ -196,10 +224,6 @@ def test_sampling_draws_with_the_softmax_probabilities():
 def test_tensorflow_only_decoders_name_the_backend():
     from keras_attention.generation import beam_search, sample
 
-    model = make_model("gpt_causal_lm")
-    with pytest.raises(ValueError, match=rf"sampler='beam' runs on the TensorFlow "
-                       rf"backend only; on the Keras backend '{BACKEND}'"):  # fmt: skip
-        generate(model, PROMPTS, PROMPT_MASK, max_length=MAX_LENGTH, sampler="beam")
     for decoder in (beam_search, sample):
         with pytest.raises(NotImplementedError, match=rf"the Keras backend is '{BACKEND}'"):
             decoder(lambda *args: None, (), [START], END, 3)
