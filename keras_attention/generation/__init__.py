@@ -20,13 +20,16 @@ Greedy decoding and every sampler of `generate` also run on JAX and PyTorch:
 there `greedy_search` and `generate(..., sampler="greedy" | "sample" | "beam")`
 are Python loops over the same decisions (see `_greedy_loop`, `_beam_loop`;
 sampling draws from NumPy's Philox generator, so a seed gives other tokens than
-on TensorFlow), and this package imports no TensorFlow until a
-TensorFlow-only name is used (`beam_search`, `sample`, `sample_next`,
+on TensorFlow), and so does `beam_search` over a `step_fn` (the
+translators' decoders; `_beam_search_loop`). This package imports no
+TensorFlow until a TensorFlow-only name is used (`sample`, `sample_next`,
 `length_penalty`), which then raise a `NotImplementedError` naming the
 backend when called off TensorFlow.
 """
 
 import importlib
+
+import keras
 
 from keras_attention.generation._output import GenerationOutput
 from keras_attention.generation.generate import SAMPLERS, generate
@@ -53,6 +56,11 @@ __all__ = [
 
 
 def __getattr__(name):
+    if name == "beam_search" and keras.backend.backend() != "tensorflow":
+        from keras_attention.generation._beam_search_loop import beam_search
+
+        globals()[name] = beam_search
+        return beam_search
     if name in _TENSORFLOW_ONLY:
         module = importlib.import_module(f"{__name__}.{_TENSORFLOW_ONLY[name]}")
         value = getattr(module, name)

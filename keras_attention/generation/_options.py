@@ -15,8 +15,8 @@ NAME = "generate"
 def require_tensorflow(fn_name, instead):
     """Raises a `NotImplementedError` naming the backend unless Keras runs on TensorFlow.
 
-    Beam search and sampling are `tf.while_loop`s with TensorFlow's stateless
-    random ops; they have no JAX or PyTorch version.
+    `sample` over a `step_fn` is a `tf.while_loop` with TensorFlow's stateless
+    random ops; it has no JAX or PyTorch version (`generate` samples there).
     """
     backend = keras.backend.backend()
     if backend != "tensorflow":
@@ -170,3 +170,17 @@ def token_list(name, ids):
         positive_int(NAME, name, int(i) if hasattr(i, "__index__") else i, minimum=0)
         for i in ids
     }))  # fmt: skip
+
+
+def check_beam_arguments(name, end_id, max_length, beam_width, length_penalty, pad_id, keep_greedy):
+    """`beam_search`'s checked `(end_id, max_length, beam_width, alpha, pad_id)`."""
+    end_id = positive_int(name, "end_id", end_id, minimum=0)
+    max_length = positive_int(name, "max_length", max_length)
+    beam_width = positive_int(name, "beam_width", beam_width)
+    alpha = number(name, "length_penalty", length_penalty, low=0.0, what="a non-negative float")
+    pad_id = positive_int(name, "pad_id", pad_id, minimum=0)
+    if not isinstance(keep_greedy, bool):
+        raise ValueError(
+            f"{name}: `keep_greedy` must be a bool. Received: keep_greedy={keep_greedy!r}"
+        )
+    return end_id, max_length, beam_width, alpha, pad_id

@@ -3,7 +3,6 @@
 import tensorflow as tf
 
 from keras_attention.generation import _common, _options
-from keras_attention.utils import number, positive_int
 
 
 def length_penalty(lengths, alpha):
@@ -72,9 +71,9 @@ def beam_search(
     hypotheses' parents, whatever its rank (RNN states, `(batch, heads,
     max_length, dim)` KV caches, encoder outputs). The loop is a
     `tf.while_loop`, so it runs eagerly, inside a `tf.function` (also with
-    `jit_compile=True` and an unknown batch size) and in a SavedModel. It
-    runs on the TensorFlow backend only (elsewhere it raises a
-    `NotImplementedError`; `greedy_search` runs on every backend).
+    `jit_compile=True` and an unknown batch size) and in a SavedModel. On JAX
+    and PyTorch `keras_attention.generation.beam_search` is the Python loop
+    of `_beam_search_loop` instead, with the same decisions.
 
     Args:
         step_fn: `step_fn(token_ids, state, step) -> (logits, new_state)`, as
@@ -123,7 +122,7 @@ def beam_search(
     """
     name = "beam_search"
     _options.require_tensorflow(name, "Use greedy_search")
-    end_id, max_length, width, alpha, pad_id = _check_arguments(
+    end_id, max_length, width, alpha, pad_id = _options.check_beam_arguments(
         name, end_id, max_length, beam_width, length_penalty, pad_id, keep_greedy
     )
     start_ids = _common.check_start_ids(name, start_ids)
@@ -201,20 +200,6 @@ def _best_hypotheses(tokens, lengths, scores, alpha):
         tf.gather(scores, best, batch_dims=1),
         tf.gather(normalized, best, batch_dims=1),
     )
-
-
-def _check_arguments(name, end_id, max_length, beam_width, length_penalty, pad_id, keep_greedy):
-    """The checked `(end_id, max_length, beam_width, alpha, pad_id)`."""
-    end_id = positive_int(name, "end_id", end_id, minimum=0)
-    max_length = positive_int(name, "max_length", max_length)
-    beam_width = positive_int(name, "beam_width", beam_width)
-    alpha = number(name, "length_penalty", length_penalty, low=0.0, what="a non-negative float")
-    pad_id = positive_int(name, "pad_id", pad_id, minimum=0)
-    if not isinstance(keep_greedy, bool):
-        raise ValueError(
-            f"{name}: `keep_greedy` must be a bool. Received: keep_greedy={keep_greedy!r}"
-        )
-    return end_id, max_length, beam_width, alpha, pad_id
 
 
 def _keep_greedy(chosen, log_probs, greedy_beam, width):

@@ -13,7 +13,7 @@ import sys
 import keras
 import numpy as np
 
-from keras_attention.generation import generate, greedy_search
+from keras_attention.generation import beam_search, generate, greedy_search
 from keras_attention.models import (
     gpt_causal_lm,
     seq2seq_translator,
@@ -110,8 +110,14 @@ def decode(name, model):
     decoding = translator_decoding(model)
     output = greedy_search(decoding.step_fn, decoding.encode(SOURCE), [START] * len(SOURCE), END,
                            DECODE_LENGTH)  # fmt: skip
-    return {"greedy": {field: numpy(getattr(output, field)).tolist()
-                       for field in ("tokens", "lengths", "scores")}}  # fmt: skip
+    beam = beam_search(decoding.step_fn, decoding.encode(SOURCE), [START] * len(SOURCE), END,
+                       DECODE_LENGTH, beam_width=3)  # fmt: skip
+    fields = ("tokens", "lengths", "scores")
+    return {
+        "greedy": {field: numpy(getattr(output, field)).tolist() for field in fields},
+        "beam": {field: numpy(getattr(beam, field)).tolist()
+                 for field in fields + ("normalized_scores",)},  # fmt: skip
+    }
 
 
 def main(directory):

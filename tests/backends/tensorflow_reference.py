@@ -18,9 +18,30 @@ import sys
 import threading
 import traceback
 
+import keras
+import pytest
+
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 _PREFIX = "RESULT "
 TIMEOUT = 600  # seconds to wait for one answer
+
+
+def reference_fixture(module, directory_name):
+    """A module-scoped pytest fixture: the `TensorFlowReference` of `module` (`None` on TF).
+
+    On TensorFlow itself the test computes the reference results in its own process.
+    """
+
+    @pytest.fixture(scope="module")
+    def tensorflow(tmp_path_factory):
+        if keras.backend.backend() == "tensorflow":
+            yield None
+            return
+        reference = TensorFlowReference(module, tmp_path_factory.mktemp(directory_name))
+        yield reference
+        reference.close()
+
+    return tensorflow
 
 
 class TensorFlowReference:

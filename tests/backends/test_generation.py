@@ -32,21 +32,13 @@ from tests.backends.decoders import (
     make_model,
     numpy,
 )
-from tests.backends.tensorflow_reference import TensorFlowReference
+from tests.backends.tensorflow_reference import reference_fixture
 
 BACKEND = keras.backend.backend()
 off_tensorflow = pytest.mark.skipif(BACKEND == "tensorflow", reason="TensorFlow is the reference")
 
 
-@pytest.fixture(scope="module")
-def tensorflow(tmp_path_factory):
-    """The TensorFlow subprocess (`None` on TensorFlow itself, the reference)."""
-    if BACKEND == "tensorflow":
-        yield None
-        return
-    reference = TensorFlowReference("tests.backends.decoders", tmp_path_factory.mktemp("decode"))
-    yield reference
-    reference.close()
+tensorflow = reference_fixture("tests.backends.decoders", "decode")  # the TensorFlow subprocess (None on TF)
 
 
 def _decode(name, tensorflow):
@@ -116,7 +108,9 @@ def test_beam_search_of_width_one_is_greedy_and_wider_beams_score_no_lower():
 
 
 @pytest.mark.parametrize("name", ["transformer_translator", "seq2seq_translator"])
-def test_translator_greedy_search_matches_tensorflow_and_the_uncached_model(name, tensorflow):
+def test_translator_greedy_and_beam_search_match_tensorflow_and_the_uncached_model(
+    name, tensorflow
+):
     model, decodings, expected = _decode(name, tensorflow)
     tokens, lengths = (np.array(decodings["greedy"][field]) for field in ("tokens", "lengths"))
     assert tokens.shape == (len(SOURCE), DECODE_LENGTH)
@@ -128,12 +122,17 @@ def test_translator_greedy_search_matches_tensorflow_and_the_uncached_model(name
     logits = numpy(model({"source": SOURCE, "target_in": target_in.astype("int32")}))
     np.testing.assert_array_equal(tokens[~ended], logits.argmax(-1)[~ended])
     assert all((tokens[row, : lengths[row]] == END).sum() <= 1 for row in range(len(SOURCE)))
+    beam = {field: np.array(values) for field, values in decodings["beam"].items()}
+    # The beam keeps greedy search's hypothesis, so it ranks at least as high.
+    greedy_normalized = np.array(decodings["greedy"]["scores"]) / ((5 + lengths) / 6) ** 0.6
+    assert (beam["normalized_scores"] >= greedy_normalized - 1e-5).all()
     if expected is not None:
-        for field in ("tokens", "lengths"):
-            np.testing.assert_array_equal(decodings["greedy"][field], expected["greedy"][field])
-        np.testing.assert_allclose(
-            decodings["greedy"]["scores"], expected["greedy"]["scores"], rtol=1e-4, atol=1e-5
-        )
+        for decoder in ("greedy", "beam"):  # beam search keeps TensorFlow's hypotheses too
+            for field in ("tokens", "lengths"):
+                np.testing.assert_array_equal(decodings[decoder][field], expected[decoder][field])
+            np.testing.assert_allclose(
+                decodings[decoder]["scores"], expected[decoder]["scores"], rtol=1e-4, atol=1e-5
+            )
 
 
 def test_bad_arguments_are_named():
@@ -222,11 +221,10 @@ def test_sampling_draws_with_the_softmax_probabilities():
 
 @off_tensorflow
 def test_tensorflow_only_decoders_name_the_backend():
-    from keras_attention.generation import beam_search, sample
+    from keras_attention.generation import sample
 
-    for decoder in (beam_search, sample):
-        with pytest.raises(NotImplementedError, match=rf"the Keras backend is '{BACKEND}'"):
-            decoder(lambda *args: None, (), [START], END, 3)
+    with pytest.raises(NotImplementedError, match=rf"the Keras backend is '{BACKEND}'"):
+        sample(lambda *args: None, (), [START], END, 3)
 
 
 @off_tensorflow

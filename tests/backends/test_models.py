@@ -11,21 +11,13 @@ import numpy as np
 import pytest
 
 from tests.backends.backbones import CASES, STEPS, fit_losses, make_case
-from tests.backends.tensorflow_reference import TensorFlowReference
+from tests.backends.tensorflow_reference import reference_fixture
 
 BACKEND = keras.backend.backend()
 RTOL = 1e-4  # per step, relative to TensorFlow's loss
 
 
-@pytest.fixture(scope="module")
-def tensorflow(tmp_path_factory):
-    """The TensorFlow subprocess (`None` on TensorFlow itself, the reference)."""
-    if BACKEND == "tensorflow":
-        yield None
-        return
-    reference = TensorFlowReference("tests.backends.backbones", tmp_path_factory.mktemp("fit"))
-    yield reference
-    reference.close()
+tensorflow = reference_fixture("tests.backends.backbones", "fit")  # the TensorFlow subprocess (None on TF)
 
 
 # (The masked LM does not use the backbone's pooled output, so its weights get no gradient.)
