@@ -16,15 +16,14 @@ unknown batch size, and its seeded draws have to agree with and without XLA.
 `step_fn` itself can be any Keras model or layer call on the TensorFlow
 backend.
 
-Greedy decoding and every sampler of `generate` also run on JAX and PyTorch:
-there `greedy_search` and `generate(..., sampler="greedy" | "sample" | "beam")`
-are Python loops over the same decisions (see `_greedy_loop`, `_beam_loop`;
-sampling draws from NumPy's Philox generator, so a seed gives other tokens than
-on TensorFlow), and so does `beam_search` over a `step_fn` (the
-translators' decoders; `_beam_search_loop`). This package imports no
-TensorFlow until a TensorFlow-only name is used (`sample`, `sample_next`,
-`length_penalty`), which then raise a `NotImplementedError` naming the
-backend when called off TensorFlow.
+Every decoder also runs on JAX and PyTorch, as a Python loop over the same
+decisions: `greedy_search`, `sample` and `generate(..., sampler="greedy" |
+"sample" | "beam")` (`_greedy_loop`, `_beam_loop`) and `beam_search`
+(`_beam_search_loop`). Greedy and beam search give TensorFlow's tokens;
+sampling draws from NumPy's Philox generator, so a seed gives other tokens
+than on TensorFlow. This package imports no TensorFlow until a TensorFlow-only
+name is used (`sample_next`, `length_penalty`), which then raise a
+`NotImplementedError` naming the backend when called off TensorFlow.
 """
 
 import importlib
@@ -43,6 +42,9 @@ _TENSORFLOW_ONLY = {
     "sample_next": "_generate_tf",
 }
 
+# Their JAX and PyTorch versions (Python loops with the same decisions), by module.
+_OFF_TENSORFLOW = {"beam_search": "_beam_search_loop", "sample": "_greedy_loop"}
+
 __all__ = [
     "GenerationOutput",
     "SAMPLERS",
@@ -56,11 +58,11 @@ __all__ = [
 
 
 def __getattr__(name):
-    if name == "beam_search" and keras.backend.backend() != "tensorflow":
-        from keras_attention.generation._beam_search_loop import beam_search
-
-        globals()[name] = beam_search
-        return beam_search
+    if name in _OFF_TENSORFLOW and keras.backend.backend() != "tensorflow":
+        module = importlib.import_module(f"{__name__}.{_OFF_TENSORFLOW[name]}")
+        value = getattr(module, name)
+        globals()[name] = value  # once
+        return value
     if name in _TENSORFLOW_ONLY:
         module = importlib.import_module(f"{__name__}.{_TENSORFLOW_ONLY[name]}")
         value = getattr(module, name)

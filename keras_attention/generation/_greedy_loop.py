@@ -24,8 +24,34 @@ from keras_attention.models.backbone import jit_method
 from keras_attention.utils import describe, positive_int
 
 
-def greedy_search(fn_name, step_fn, state, start_ids, end_id, max_length, pad_id):
-    """`keras_attention.generation.greedy_search` off TensorFlow (the arguments checked)."""
+def sample(step_fn, state, start_ids, end_id, max_length, top_k=None, top_p=None,
+           temperature=1.0, seed=None, pad_id=0):  # fmt: skip
+    """`keras_attention.generation.sample` on JAX and PyTorch (see `sampling.sample`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> probs = np.array([1e-9, .1, .5, .4], "float32")  # 0 pad, 1 end, tokens 2 and 3
+    >>> def step_fn(token_ids, state, step):
+    ...     return np.log(np.tile(probs, (len(token_ids), 1))), state
+    >>> out = sample(step_fn, (), start_ids=[2] * 500, end_id=1, max_length=6, top_p=0.8, seed=7)
+    >>> np.unique(np.asarray(out.tokens)).tolist()  # the nucleus of .5, .4, .1 at p=0.8
+    [2, 3]
+    """
+    name = "sample"
+    end_id, max_length, top_k, top_p, temperature, seed, pad_id = _options.check_sample_arguments(
+        name, end_id, max_length, top_k, top_p, temperature, seed, pad_id
+    )
+    choose = sample_choice(temperature, top_k or 0, 1.0 if top_p is None else top_p, seed)
+    return greedy_search(name, step_fn, state, start_ids, end_id, max_length, pad_id, choose)
+
+
+def greedy_search(fn_name, step_fn, state, start_ids, end_id, max_length, pad_id, choose=None):
+    """`keras_attention.generation.greedy_search` off TensorFlow (the arguments checked).
+
+    `choose(log_probs, step)` picks the next tokens (`sample`); the default is the argmax.
+    """
+    choose = choose or _argmax
     token_ids = _start_ids(fn_name, start_ids)
     state = _check_state(fn_name, state)
     batch_size = token_ids.shape[0]
@@ -42,7 +68,7 @@ def greedy_search(fn_name, step_fn, state, start_ids, end_id, max_length, pad_id
             step_index = keras.ops.convert_to_tensor(step, "int32")
             logits, state = _call_step_fn(fn_name, step_fn, step_ids, state, step_index, end_id)
             log_probs = _log_softmax(logits)  # (B, V)
-            next_ids = np.argmax(log_probs, axis=-1).astype("int32")
+            next_ids = choose(log_probs, step)
             # A finished row only emits `pad_id`, with log-probability 0.
             scores += np.where(finished, 0.0, log_probs[rows, next_ids]).astype("float32")
             next_ids = np.where(finished, pad_id, next_ids).astype("int32")

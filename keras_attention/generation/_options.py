@@ -15,8 +15,9 @@ NAME = "generate"
 def require_tensorflow(fn_name, instead):
     """Raises a `NotImplementedError` naming the backend unless Keras runs on TensorFlow.
 
-    `sample` over a `step_fn` is a `tf.while_loop` with TensorFlow's stateless
-    random ops; it has no JAX or PyTorch version (`generate` samples there).
+    Used by the TensorFlow modules (`beam`, `sampling`, `_generate_tf`): their
+    JAX and PyTorch versions are `_beam_search_loop`, `_greedy_loop` and
+    `_beam_loop`; `sample_next` and `length_penalty` have none.
     """
     backend = keras.backend.backend()
     if backend != "tensorflow":
@@ -184,3 +185,27 @@ def check_beam_arguments(name, end_id, max_length, beam_width, length_penalty, p
             f"{name}: `keep_greedy` must be a bool. Received: keep_greedy={keep_greedy!r}"
         )
     return end_id, max_length, beam_width, alpha, pad_id
+
+
+def check_sample_arguments(name, end_id, max_length, top_k, top_p, temperature, seed, pad_id):
+    """`sample`'s checked `(end_id, max_length, top_k, top_p, temperature, seed, pad_id)`.
+
+    `top_p=1.0` comes back as `None` (it keeps every token; skipping it avoids rounding in the
+    cumulative sum).
+    """
+    end_id = positive_int(name, "end_id", end_id, minimum=0)
+    max_length = positive_int(name, "max_length", max_length)
+    if top_k is not None:
+        top_k = positive_int(name, "top_k", top_k)
+    if top_p is not None:
+        top_p = number(name, "top_p", top_p, low=0.0, high=1.0, low_open=True, what="a float in (0, 1]")
+        if top_p == 1.0:
+            top_p = None
+    temperature = number(name, "temperature", temperature, low=0.0, low_open=True,
+                         what="a positive float")  # fmt: skip
+    if seed is not None:
+        seed = positive_int(name, "seed", seed, minimum=-(2**31))
+        if seed >= 2**31:
+            raise ValueError(f"{name}: `seed` must fit in int32. Received: seed={seed}")
+    pad_id = positive_int(name, "pad_id", pad_id, minimum=0)
+    return end_id, max_length, top_k, top_p, temperature, seed, pad_id

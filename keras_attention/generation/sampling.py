@@ -3,7 +3,6 @@
 import tensorflow as tf
 
 from keras_attention.generation import _common, _options
-from keras_attention.utils import number, positive_int
 
 
 def sample(
@@ -28,8 +27,10 @@ def sample(
     the kept tokens with their renormalised probabilities. Ties are broken
     towards the lower token id, so `top_k=1` (or a tiny `top_p`) is greedy
     search. A sequence is finished after its `end_id` and then only emits
-    `pad_id`. The loop is a `tf.while_loop` (see `greedy_search`), on the
-    TensorFlow backend only (elsewhere it raises a `NotImplementedError`).
+    `pad_id`. The loop is a `tf.while_loop` (see `greedy_search`); on JAX and
+    PyTorch `keras_attention.generation.sample` is the Python loop of
+    `_greedy_loop.sample` instead, the same filtering with NumPy's Philox
+    draws (a seed reproduces its tokens there, not TensorFlow's).
 
     Draws are stateless (Philox, Gumbel-max): step `t` uses the seed pair
     `fold_in((seed, 0), t)`, so a given `seed` reproduces the same tokens (for
@@ -87,21 +88,9 @@ def sample(
     """
     name = "sample"
     _options.require_tensorflow(name, "Use greedy_search")
-    end_id = positive_int(name, "end_id", end_id, minimum=0)
-    max_length = positive_int(name, "max_length", max_length)
-    if top_k is not None:
-        top_k = positive_int(name, "top_k", top_k)
-    if top_p is not None:
-        top_p = number(name, "top_p", top_p, low=0.0, high=1.0, low_open=True, what="a float in (0, 1]")
-        if top_p == 1.0:
-            top_p = None  # keeps every token; skipping it avoids rounding in the cumulative sum
-    temperature = number(name, "temperature", temperature, low=0.0, low_open=True,
-                         what="a positive float")  # fmt: skip
-    if seed is not None:
-        seed = positive_int(name, "seed", seed, minimum=-(2**31))
-        if seed >= 2**31:
-            raise ValueError(f"{name}: `seed` must fit in int32. Received: seed={seed}")
-    pad_id = positive_int(name, "pad_id", pad_id, minimum=0)
+    end_id, max_length, top_k, top_p, temperature, seed, pad_id = _options.check_sample_arguments(
+        name, end_id, max_length, top_k, top_p, temperature, seed, pad_id
+    )
     start_ids = _common.check_start_ids(name, start_ids)
     state = _common.check_state(name, state)
 

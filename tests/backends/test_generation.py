@@ -201,6 +201,37 @@ def test_sampling_reproduces_with_a_seed_and_keeps_to_top_k_and_top_p():
             assert (np.take_along_axis(before, rank, -1)[..., 0][generated] < 0.5).all()
 
 
+def test_sample_over_a_step_fn_keeps_to_the_nucleus_and_reproduces_with_a_seed():
+    """`sample(step_fn, ...)`, the translators' sampler, on a table of next-token probabilities."""
+    from keras_attention.generation import greedy_search, sample
+
+    with np.errstate(divide="ignore"):
+        table = np.log(np.array([[.2, .2, .2, .2, .2], [.2, .2, .2, .2, .2],
+                                 [.0, .1, .0, .5, .4], [.0, .4, .0, .3, .3],
+                                 [.0, .9, .0, .1, .0]], "float32"))  # fmt: skip
+
+    def step_fn(token_ids, state, step):
+        return keras.ops.convert_to_tensor(table[numpy(token_ids)]), state
+
+    starts = [2] * 2000
+    out = sample(step_fn, (), starts, 1, 6, top_p=0.8, seed=7)
+    tokens, lengths, scores = (numpy(x) for x in (out.tokens, out.lengths, out.scores))
+    firsts, counts = np.unique(tokens[:, 0], return_counts=True)
+    assert firsts.tolist() == [3, 4]  # the nucleus of .5, .4, .1 at p = 0.8
+    np.testing.assert_allclose(counts / len(starts), [5 / 9, 4 / 9], atol=0.04)
+    np.testing.assert_array_equal(numpy(sample(step_fn, (), starts, 1, 6, top_p=0.8, seed=7).tokens),
+                                  tokens)  # fmt: skip
+    # Each row: the end token once, then padding; the score is the table's log-probabilities.
+    ended = np.arange(6)[None] >= lengths[:, None]
+    assert (tokens[ended] == 0).all() and (tokens[~ended] > 0).all()
+    previous = np.concatenate([np.full((len(starts), 1), 2), tokens[:, :-1]], axis=1)
+    expected = np.where(ended, 0.0, table[previous, tokens]).sum(1)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    greedy = greedy_search(step_fn, (), starts[:3], 1, 6)
+    np.testing.assert_array_equal(numpy(sample(step_fn, (), starts[:3], 1, 6, top_k=1).tokens),
+                                  numpy(greedy.tokens))  # fmt: skip
+
+
 def test_sampling_draws_with_the_softmax_probabilities():
     """400 rows of one prompt: first-token frequencies against softmax(logits / T) over top-k."""
     model = make_model("gpt_causal_lm")
@@ -221,10 +252,10 @@ def test_sampling_draws_with_the_softmax_probabilities():
 
 @off_tensorflow
 def test_tensorflow_only_decoders_name_the_backend():
-    from keras_attention.generation import sample
+    from keras_attention.generation import sample_next
 
     with pytest.raises(NotImplementedError, match=rf"the Keras backend is '{BACKEND}'"):
-        sample(lambda *args: None, (), [START], END, 3)
+        sample_next(np.zeros((1, 3), "float32"), np.zeros(2, "int32"))
 
 
 @off_tensorflow
