@@ -34,7 +34,8 @@ from keras_attention.generation._output import GenerationOutput
 from keras_attention.generation.generate import SAMPLERS, generate
 from keras_attention.generation.greedy import greedy_search
 
-# The TensorFlow-only names, by the module that defines them (imported on first use).
+# The names defined in TensorFlow modules, by module (imported on first use; on JAX and
+# PyTorch `beam_search` and `sample` come from `_OFF_TENSORFLOW` instead).
 _TENSORFLOW_ONLY = {
     "beam_search": "beam",
     "length_penalty": "beam",
