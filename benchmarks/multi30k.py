@@ -48,7 +48,8 @@ Model sizes (for a 2-core CPU and a 60-minute budget):
   epoch with `[END]`). Measured on the shared 2-core machine while other jobs ran (load ~5):
   ~1,050 target tokens/s in float32 (~1,230 with `mixed_bfloat16`, not used by default), i.e.
   ~7.4 minutes per epoch, so 60 minutes give ~8 epochs there; on the idle machine: 2,273
-  tokens/s, 14.5 epochs, 36.59 BLEU with beam search (README). The data README's keras_hub baseline (the same size, 5 epochs, no bucketing, no
+  tokens/s, 14.5 epochs, 36.59 BLEU with beam search; with `--dtype-policy mixed_bfloat16
+  --tokens-per-batch 2048`: 3,723 tokens/s, 26 epochs, 37.64 BLEU (README, "Speed"). The data README's keras_hub baseline (the same size, 5 epochs, no bucketing, no
   label smoothing) reached 32.3 BLEU in 36 minutes.
 - `rnn`: `seq2seq_translator(embedding_dim=256, units=512, cell="gru", score="additive",
   style="bahdanau", dropout=0.2)`: a bidirectional GRU encoder (256 units per direction) and a
@@ -58,6 +59,18 @@ Model sizes (for a 2-core CPU and a 60-minute budget):
 
 Tracing the Transformer's training step took ~75 s there (~16 s for the RNN); it is spent from
 the budget, and left out of the reported tokens/s.
+
+Speed (issue 17):
+
+- `--export-jit-compile off,on` (default): each export is timed twice, as `Translator(jit_compile=
+  False)` and as `Translator(jit_compile=True)` (the encoder and the decoding loop compiled with XLA
+  inside the SavedModel), both checked against the in-memory translations. Every timed input is
+  called once before the timing (XLA compiles once per padded shape).
+- `--throughput`: no BLEU; each of `--throughput-settings` (`DTYPE_POLICY:PAIRS` or
+  `DTYPE_POLICY:tokensN`, the first one the baseline) trains `--throughput-steps` batches of a new
+  model with the generic `fit`, settings in turns, `--repeats` times, and the table gives the median
+  target tokens/s of each against the first, in one run.
+- `--dtype-policy mixed_bfloat16` and `--tokens-per-batch N` train the main run that way.
 
 `--train-limit`, `--val-limit` and `--test-limit` take the first sentences of each split for a
 quick end-to-end check:
@@ -101,6 +114,7 @@ warnings.filterwarnings("ignore", message="Your input ran out of data")
 
 MODELS = ("transformer", "rnn")
 DECODINGS = ("greedy", "beam")
+EXPORT_KEYS = {False: "export", True: "export_xla"}  # by `jit_compile`
 SOURCE_LANGUAGE, TARGET_LANGUAGE = "en", "de"
 TEST_SPLIT = "test_2016_flickr"
 MAX_LENGTH = 64  # word pieces: training filter, Transformer positions, translator limits
@@ -154,6 +168,12 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="runs/multi30k")
     parser.add_argument("--batch-size", type=int, default=64, help="sentence pairs per batch")
     parser.add_argument(
+        "--tokens-per-batch",
+        type=int,
+        help="token-based batching: each length bucket's batches hold about this many padded "
+        "tokens (make_dataset(tokens_per_batch=...)) instead of --batch-size pairs",
+    )
+    parser.add_argument(
         "--vocabulary-size",
         "--vocab-size",
         dest="vocabulary_size",
@@ -177,6 +197,12 @@ def parse_args(argv=None):
         default="greedy,beam",
         help="decodings to export and time as SavedModels, comma-separated, or 'none'",
     )
+    parser.add_argument(
+        "--export-jit-compile",
+        default="off,on",
+        help="time each export without XLA (off), with XLA inside the SavedModel "
+        "(on: Translator(jit_compile=True)), or both: %(default)s",
+    )
     parser.add_argument("--latency-runs", type=int, default=30, help="timed calls per latency")
     parser.add_argument("--train-limit", type=int, help="use the first N training pairs")
     parser.add_argument("--val-limit", type=int, help="use the first N validation pairs")
@@ -189,6 +215,21 @@ def parse_args(argv=None):
         "are read from <output-dir>/<model>/ (translator/, training.json) of an earlier run, "
         "and only the evaluation runs",
     )
+    parser.add_argument(
+        "--throughput",
+        action="store_true",
+        help="only compare training throughput: each of --throughput-settings trains "
+        "--throughput-steps batches of each model with the generic fit, in turns, "
+        "--repeats times; prints target tokens/s side by side (no BLEU)",
+    )
+    parser.add_argument(
+        "--throughput-settings",
+        default="float32:64,mixed_bfloat16:64,mixed_bfloat16:tokens1024,mixed_bfloat16:tokens2048",
+        help="comma-separated DTYPE_POLICY:BATCHING, BATCHING a number of pairs per batch or "
+        "tokensN (--tokens-per-batch N); the first is the baseline (default: %(default)s)",
+    )
+    parser.add_argument("--throughput-steps", type=int, default=150, help="batches per run")
+    parser.add_argument("--repeats", type=int, default=3, help="--throughput runs per setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=2, help="Model.fit verbosity")
     args = parser.parse_args(argv)
@@ -201,12 +242,24 @@ def parse_args(argv=None):
     args.export = (
         [] if args.export == "none" else _split_choices(parser, "--export", args.export, DECODINGS)
     )
-    for name in ("batch_size", "vocabulary_size", "beam_width", "decode_batch_size", "latency_runs"):
+    args.export_jit_compile = [
+        choice == "on"
+        for choice in _split_choices(
+            parser, "--export-jit-compile", args.export_jit_compile, ("off", "on")
+        )
+    ]
+    args.throughput_settings = [
+        _throughput_setting(parser, item) for item in args.throughput_settings.split(",")
+    ]
+    for name in (
+        "batch_size", "vocabulary_size", "beam_width", "decode_batch_size", "latency_runs",
+        "throughput_steps", "repeats",
+    ):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(
                 f"--{name.replace('_', '-')} must be >= 1. Received: {getattr(args, name)}"
             )
-    for name in ("train_limit", "val_limit", "test_limit"):
+    for name in ("train_limit", "val_limit", "test_limit", "tokens_per_batch"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1. Received: {value}")
@@ -244,6 +297,8 @@ def main(argv=None):
         "vocabulary": vocab_info,
         "models": {},
     }
+    if args.throughput:
+        return run_throughput(args, data, source_tokenizer, target_tokenizer, results)
     for kind in args.models:
         print(f"\n=== {kind} ===", flush=True)
         results["models"][kind] = run_model(kind, args, data, source_tokenizer, target_tokenizer)
@@ -371,7 +426,6 @@ def train_model(kind, args, data, source_tokenizer, target_tokenizer):
 
     The summary is also written to `<output-dir>/<model>/training.json`, for `--reuse-trained`.
     """
-    from keras_attention.models import seq2seq_translator, transformer_translator
     from keras_attention.training import (
         FitConfig,
         MaskedCrossEntropy,
@@ -380,19 +434,11 @@ def train_model(kind, args, data, source_tokenizer, target_tokenizer):
         fit,
     )
 
-    keras.backend.clear_session()
-    keras.config.set_dtype_policy(args.dtype_policy)
-    keras.utils.set_random_seed(args.seed)
     config = dict(CONFIGS[kind])
     for key in ("learning_rate", "warmup_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    builder = transformer_translator if kind == "transformer" else seq2seq_translator
-    model = builder(
-        source_tokenizer.vocabulary_size,
-        target_tokenizer.vocabulary_size,
-        **config["builder"],
-    )
+    model = new_model(kind, args.dtype_policy, args.seed, source_tokenizer, target_tokenizer)
     model_dir = os.path.join(args.output_dir, kind)
     os.makedirs(model_dir, exist_ok=True)
     train_data, val_data = (
@@ -439,6 +485,21 @@ def train_model(kind, args, data, source_tokenizer, target_tokenizer):
     return model, summary
 
 
+def new_model(kind, dtype_policy, seed, source_tokenizer, target_tokenizer):
+    """A new model of `CONFIGS[kind]` in `dtype_policy` (set globally: Keras's layers read it)."""
+    from keras_attention.models import seq2seq_translator, transformer_translator
+
+    keras.backend.clear_session()
+    keras.config.set_dtype_policy(dtype_policy)
+    keras.utils.set_random_seed(seed)
+    builder = transformer_translator if kind == "transformer" else seq2seq_translator
+    return builder(
+        source_tokenizer.vocabulary_size,
+        target_tokenizer.vocabulary_size,
+        **CONFIGS[kind]["builder"],
+    )
+
+
 def dataset(args, data, split, source_tokenizer, target_tokenizer, shuffle):
     """Bucketed, cached teacher-forcing batches of one split."""
     from pipelines.translation import make_dataset
@@ -449,6 +510,7 @@ def dataset(args, data, split, source_tokenizer, target_tokenizer, shuffle):
         source_tokenizer,
         target_tokenizer,
         batch_size=args.batch_size,
+        tokens_per_batch=args.tokens_per_batch,
         source_sequence_length=MAX_LENGTH,
         target_sequence_length=MAX_LENGTH,
         shuffle=len(sources) if shuffle else None,
@@ -528,9 +590,14 @@ def evaluate_model(kind, model, result, args, data, source_tokenizer, target_tok
         for i, (s, r) in enumerate(zip(sources[:3], references[:3], strict=True))
     ]
     for decoding in args.export:
-        result[decoding]["export"] = export_and_time(
-            translators[decoding], kind, decoding, args, sources, hypotheses[decoding]
-        )
+        for jit_compile in args.export_jit_compile:
+            translator = translators[decoding]
+            if jit_compile:
+                options = {**translator.get_config(), "jit_compile": True}
+                translator = Translator(model, preprocessor=translator.preprocessor, **options)
+            result[decoding][EXPORT_KEYS[jit_compile]] = export_and_time(
+                translator, kind, decoding, args, sources, hypotheses[decoding]
+            )
     return result
 
 
@@ -574,11 +641,12 @@ def export_and_time(translator, kind, decoding, args, sources, expected):
 
     from keras_attention.export import export_translator
 
+    xla = "_xla" if translator.jit_compile else ""
     begin = time.perf_counter()
     path = export_translator(
         translator,
         os.path.join(args.output_dir, "saved_models"),
-        name=f"multi30k_{kind}_{decoding}",
+        name=f"multi30k_{kind}_{decoding}{xla}",
         version=1,
         overwrite=True,
     )
@@ -592,14 +660,19 @@ def export_and_time(translator, kind, decoding, args, sources, expected):
         output = serve(text=tf.constant(texts, tf.string))["translation"].numpy()
         return time.perf_counter() - start, [t.decode("utf-8") for t in output]
 
-    call(sources[:1])  # warm-up
     runs = min(args.latency_runs, len(sources))
-    single = [call([sources[i]]) for i in range(runs)]
     batch_size = min(32, len(sources))
     batches = [
         sources[i * batch_size : (i + 1) * batch_size]
         for i in range(max(1, min(args.latency_runs // 3, len(sources) // batch_size)))
     ]
+    # Warm-up: every timed input once (XLA compiles once per padded shape; a server would
+    # replay warm-up requests at load).
+    begin = time.perf_counter()
+    for texts in [[sources[i]] for i in range(runs)] + batches:
+        call(texts)
+    warm_up_seconds = time.perf_counter() - begin
+    single = [call([sources[i]]) for i in range(runs)]
     batched = [call(batch) for batch in batches]
     # The reloaded SavedModel must translate as the in-memory translator did.
     served = [t for _, (t,) in single] + batched[0][1]
@@ -609,6 +682,8 @@ def export_and_time(translator, kind, decoding, args, sources, expected):
         "path": path,
         "export_seconds": round(export_seconds, 1),
         "load_seconds": round(load_seconds, 1),
+        "jit_compile": translator.jit_compile,
+        "warm_up_seconds": round(warm_up_seconds, 1),
         "latency_single_ms": round(1000 * statistics.median(t for t, _ in single), 1),
         "latency_single_runs": runs,
         "latency_batch_ms": round(1000 * statistics.median(t for t, _ in batched), 1),
@@ -617,12 +692,131 @@ def export_and_time(translator, kind, decoding, args, sources, expected):
         "matches_in_memory": round(matches, 4),
     }
     print(
-        f"{kind} {decoding} SavedModel: {result['latency_single_ms']} ms per sentence, "
+        f"{kind} {decoding} SavedModel{' (XLA)' if xla else ''}: "
+        f"{result['latency_single_ms']} ms per sentence, "
         f"{result['latency_batch_ms']} ms per batch of {batch_size} (medians), "
         f"matches in-memory {matches:.0%}",
         flush=True,
     )
     return result
+
+
+# -- training throughput ------------------------------------------------------------------------
+
+
+def run_throughput(args, data, source_tokenizer, target_tokenizer, results):
+    """`--throughput`: target tokens/s of every setting, in turns, with the generic `fit`."""
+    runs = {}
+    for repeat in range(args.repeats):
+        for kind in args.models:
+            for policy, pairs, tokens in args.throughput_settings:
+                label = _setting_label(policy, pairs, tokens)
+                speed = measure_throughput(
+                    kind, policy, pairs, tokens, args, data, source_tokenizer, target_tokenizer
+                )
+                runs.setdefault(kind, {}).setdefault(label, []).append(round(speed, 1))
+                print(f"{kind} {label} (run {repeat + 1}): {speed:.0f} target tokens/s", flush=True)
+    results["throughput"] = runs
+    table = throughput_table(results)
+    print("\n" + table)
+    write_results(args.output_dir, results, table)
+    return results
+
+
+def measure_throughput(kind, policy, pairs, tokens, args, data, source_tokenizer, target_tokenizer):
+    """Trains `--throughput-steps` batches of a new model; its steady target tokens/s."""
+    import tempfile
+
+    from keras_attention.training import (
+        FitConfig,
+        MaskedCrossEntropy,
+        TargetTokens,
+        ThroughputMeter,
+        fit,
+    )
+
+    config = CONFIGS[kind]
+    try:
+        model = new_model(kind, policy, args.seed, source_tokenizer, target_tokenizer)
+        setting = argparse.Namespace(**{**vars(args), "batch_size": pairs, "tokens_per_batch": tokens})
+        train_data = dataset(setting, data, "train", source_tokenizer, target_tokenizer, True)
+        meter = ThroughputMeter()
+        with tempfile.TemporaryDirectory() as output_dir:
+            fit(
+                model,
+                train_data.take(args.throughput_steps),
+                output_dir,
+                config=FitConfig(
+                    epochs=1,
+                    batch_size=pairs,
+                    learning_rate=config["learning_rate"],
+                    warmup_steps=config["warmup_steps"],
+                    clipnorm=1.0,
+                    restore_best_weights=False,
+                    jit_compile="off",
+                    seed=args.seed,
+                    verbose=0,
+                ),
+                loss=MaskedCrossEntropy(args.label_smoothing),
+                metrics=[TargetTokens()],
+                callbacks=[meter],
+                resume=False,
+            )
+        return meter.summary()["tokens_per_second"]
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def throughput_table(results):
+    """The Markdown table of `--throughput`: medians per setting, against the first setting."""
+    lines = [
+        f"# {results['command']}",
+        f"# TensorFlow {results['system']['tensorflow']}, Keras {results['system']['keras']}, "
+        f"Python {results['system']['python']}, {results['system']['cpu_count']} CPU cores, "
+        f"load average {results['system']['load_average_at_start'][0]:.2f} at the start",
+        "",
+        "| model | dtype policy | batches | target tokens/s (median) | runs | vs the first |",
+        "|---|---|---|---:|---|---:|",
+    ]
+    for kind, settings in results["throughput"].items():
+        baseline = None
+        for label, speeds in settings.items():
+            median = statistics.median(speeds)
+            baseline = baseline or median
+            policy, batches = label.split(" ", 1)
+            lines.append(
+                f"| {kind} | {policy} | {batches} | {median:,.0f} "
+                f"| {', '.join(f'{s:,.0f}' for s in speeds)} | {median / baseline:.2f}x |"
+            )
+    lines += [
+        "",
+        "Target tokens/s: target word pieces (with [END]) per second of training batches "
+        "(`ThroughputMeter`: tracing batches left out), each run a new model trained with the "
+        "generic `fit` on shuffled, length-bucketed Multi30K batches.",
+    ]
+    return "\n".join(lines)
+
+
+def _throughput_setting(parser, item):
+    policy, _, batching = item.strip().partition(":")
+    try:
+        keras.dtype_policies.get(policy)
+        if batching.startswith("tokens"):
+            pairs, tokens = 64, int(batching[len("tokens") :])
+        else:
+            pairs, tokens = int(batching), None
+        if pairs < 1 or (tokens is not None and tokens < 1):
+            raise ValueError(batching)
+    except ValueError:
+        parser.error(
+            "--throughput-settings takes DTYPE_POLICY:PAIRS or DTYPE_POLICY:tokensN items, e.g. "
+            f"float32:64,mixed_bfloat16:tokens1536. Received: {item!r}"
+        )
+    return policy, pairs, tokens
+
+
+def _setting_label(policy, pairs, tokens):
+    return f"{policy} {pairs} pairs" if tokens is None else f"{policy} ~{tokens} tokens"
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -638,15 +832,16 @@ def results_table(results):
         "",
         "| model | params | budget min | epochs | target tokens/s | best val loss "
         "| BLEU greedy | BLEU beam | beam >= greedy | decode s greedy / beam "
-        "| SavedModel ms, 1 sentence (greedy / beam) | SavedModel ms, batch of 32 (greedy / beam) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| SavedModel ms, 1 sentence (greedy / beam) | SavedModel ms, batch of 32 (greedy / beam) "
+        "| with XLA: 1 sentence | with XLA: batch of 32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for kind, r in results["models"].items():
         beam = r["beam"]
-        exports = {d: r[d].get("export") for d in DECODINGS}
 
-        def latency(key, exports=exports):
-            return " / ".join(f"{exports[d][key]:.0f}" if exports[d] else "-" for d in DECODINGS)
+        def latency(key, export="export", r=r):
+            exports = [r[d].get(export) for d in DECODINGS]
+            return " / ".join(f"{e[key]:.0f}" if e else "-" for e in exports)
 
         lines.append(
             f"| {kind} | {r['parameters'] / 1e6:.1f}M | {r['budget_seconds'] / 60:g} "
@@ -654,7 +849,9 @@ def results_table(results):
             f"| {r['greedy']['bleu']:.2f} | {beam['bleu']:.2f} (width {beam['beam_width']}, "
             f"alpha {beam['length_penalty']:g}) | {'yes' if r['beam_at_least_greedy'] else 'NO'} "
             f"| {r['greedy']['decode_seconds']:.0f} / {beam['decode_seconds']:.0f} "
-            f"| {latency('latency_single_ms')} | {latency('latency_batch_ms')} |"
+            f"| {latency('latency_single_ms')} | {latency('latency_batch_ms')} "
+            f"| {latency('latency_single_ms', 'export_xla')} "
+            f"| {latency('latency_batch_ms', 'export_xla')} |"
         )
     sentences = {r["greedy"]["sentences"] for r in results["models"].values()}
     lines += [
@@ -662,7 +859,8 @@ def results_table(results):
         f"Test sentences: {', '.join(map(str, sorted(sentences)))} of {TEST_SPLIT}. "
         "Target tokens/s: training batches only, target word pieces (with [END]) per second, "
         "tracing batches excluded. Decode s: the whole test set in batches, first-call tracing "
-        "included. SavedModel latency: medians of serving_default calls after a warm-up.",
+        "included. SavedModel latency: medians of serving_default calls after a warm-up "
+        "(every timed input once); with XLA: `Translator(jit_compile=True)` exported.",
     ]
     return "\n".join(lines)
 

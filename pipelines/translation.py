@@ -184,6 +184,7 @@ def make_dataset(
     shuffle=None,
     seed=None,
     bucket_boundaries=None,
+    tokens_per_batch=None,
     cache=False,
     prefetch=True,
     drop_remainder=False,
@@ -238,6 +239,15 @@ def make_dataset(
             falls in the same bucket `[0, b0), [b0, b1), ..., [bn, inf)` (tf.data
             `bucket_by_sequence_length`), so little padding is computed.
             Defaults to `None`: batches in order.
+        tokens_per_batch: optional positive int, with `bucket_boundaries`:
+            token-based batching. Each bucket's batches hold
+            `tokens_per_batch // L` pairs, `L` the bucket's longest pair
+            (`boundary - 1`; for the last bucket the longer of
+            `source_sequence_length` and `target_sequence_length`, which must
+            then be given), so every batch holds about the same number of
+            padded tokens and short sentences come in large batches
+            (`batch_size` is then unused). Defaults to `None`: `batch_size`
+            pairs per batch.
         cache: `False`, `True` (cache the tokenized pairs in memory) or a file
             path prefix (cache on disk). Defaults to `False`.
         prefetch: `True` (autotuned), `False`, or a positive int buffer size.
@@ -295,6 +305,8 @@ def make_dataset(
     optional_positive_int(name, "shuffle", shuffle)
     if bucket_boundaries is not None:
         bucket_boundaries = _check_boundaries(bucket_boundaries)
+    if tokens_per_batch is not None:
+        positive_int(name, "tokens_per_batch", tokens_per_batch)
     if not isinstance(prefetch, bool):
         positive_int(name, "prefetch", prefetch)
     boolean(name, "drop_remainder", drop_remainder)
@@ -318,12 +330,20 @@ def make_dataset(
     if shuffle is not None:
         dataset = dataset.shuffle(int(shuffle), seed=seed, reshuffle_each_iteration=True)
     if bucket_boundaries is None:
+        if tokens_per_batch is not None:
+            raise ValueError(
+                "make_dataset: `tokens_per_batch` sizes the batches of each length bucket, so it "
+                "needs `bucket_boundaries`. Received: bucket_boundaries=None, "
+                f"tokens_per_batch={tokens_per_batch}"
+            )
         dataset = dataset.padded_batch(int(batch_size), drop_remainder=drop_remainder)
     else:
         dataset = dataset.bucket_by_sequence_length(
             element_length_func=_pair_length,
             bucket_boundaries=bucket_boundaries,
-            bucket_batch_sizes=[int(batch_size)] * (len(bucket_boundaries) + 1),
+            bucket_batch_sizes=_bucket_batch_sizes(
+                batch_size, bucket_boundaries, tokens_per_batch, preprocessor
+            ),
             drop_remainder=drop_remainder,
         )
     if prefetch is not False:
@@ -407,6 +427,21 @@ def _check_not_empty(path, lines):
     if not any(line.strip() for line in lines):
         what = "is empty" if not lines else f"holds only blank lines ({len(lines)})"
         raise ValueError(f"'{os.fspath(path)}' {what}: expected one sentence per line.")
+
+
+def _bucket_batch_sizes(batch_size, boundaries, tokens_per_batch, preprocessor):
+    """Pairs per batch of each bucket: `batch_size`, or `tokens_per_batch` // its longest pair."""
+    if tokens_per_batch is None:
+        return [int(batch_size)] * (len(boundaries) + 1)
+    limits = [preprocessor.source_sequence_length, preprocessor.target_sequence_length]
+    if None in limits:
+        raise ValueError(
+            "make_dataset: `tokens_per_batch` needs `source_sequence_length` and "
+            "`target_sequence_length` (the longest pair of the last bucket). Received: "
+            f"source_sequence_length={limits[0]}, target_sequence_length={limits[1]}"
+        )
+    longest = [b - 1 for b in boundaries] + [max(max(limits), boundaries[-1])]
+    return [max(1, int(tokens_per_batch) // max(1, n)) for n in longest]
 
 
 def _pair_length(inputs, target_out):

@@ -48,6 +48,7 @@ def export_saved_model(
     overwrite=False,
     assets=None,
     container_base_path="/models",
+    warmup_requests=None,
 ):
     """Exports a Keras model (or layer) as `<base_dir>/<name>/<version>/` for TF Serving.
 
@@ -76,6 +77,10 @@ def export_saved_model(
         overwrite: bool, replace an existing version. Defaults to `False`.
         assets: optional list of file paths copied into the export's `assets/` (e.g.
             vocabularies), tracked so that `tf.saved_model.load(path).assets` finds them.
+        warmup_requests: optional list of `(signature_name, {input_name: array})`: written as
+            `assets.extra/tf_serving_warmup_requests` (a TFRecord file of `PredictionLog`s, the
+            tensorflow-serving-api protos), which TF Serving runs once when it loads the version,
+            before it answers requests. Defaults to `None`: no file.
         container_base_path: the absolute path at which the TF Serving container sees
             `base_dir`; `models.config` lists `<container_base_path>/<name>`. Defaults to
             `"/models"` (`docker run -v "$PWD/saved_models:/models" ...`).
@@ -146,11 +151,42 @@ def export_saved_model(
         archive = _build_archive(obj, signatures, asset_paths)
         staged = staging / "export"
         archive.write_out(str(staged), verbose=False)
+        if warmup_requests:
+            _write_warmup_requests(staged, warmup_requests, name)
         _publish(staged, path, staging, overwrite, base_dir, name, container_base_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_if_empty(model_dir, created)
     return str(path)
+
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+def _write_warmup_requests(export_dir, requests, name):
+    """Writes TF Serving's warm-up file: one `PredictionLog` per `(signature, inputs)`."""
+    import tensorflow as tf
+
+    try:
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    except ImportError as error:
+        raise ImportError(
+            "export_saved_model: `warmup_requests` are written as tensorflow-serving-api "
+            "protos; install it (`pip install keras-attention[serving]`)"
+        ) from error
+    path = pathlib.Path(export_dir) / WARMUP_FILE
+    path.parent.mkdir()
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature_name, inputs in requests:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = name
+            request.model_spec.signature_name = signature_name
+            for input_name, value in inputs.items():
+                request.inputs[input_name].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
 
 
 def update_models_config(base_dir, name, container_base_path="/models"):

@@ -101,8 +101,11 @@ def export_task(task, base_dir="saved_models", name=None, version=None, overwrit
     the files of `task.preprocessor.save_assets` under `assets/`. Every
     signature that takes text also answers `status`, a `tf.string`
     `(batch_size,)` output (`keras_attention.tasks.serving_status`: `ok`,
-    `truncated`, `empty_input`, `invalid_utf8`). The target is checked
-    before anything is traced (see `export_saved_model`).
+    `truncated`, `empty_input`, `invalid_utf8`). The task's
+    `warmup_requests()` (a translator with `jit_compile=True`: one sentence
+    per padded source length) go to `assets.extra/tf_serving_warmup_requests`,
+    which TF Serving replays at load. The target is checked before anything
+    is traced (see `export_saved_model`).
 
     Args:
         task: a `keras_attention.tasks.Task`.
@@ -130,4 +133,5 @@ def export_task(task, base_dir="saved_models", name=None, version=None, overwrit
             signatures=task.serving_signatures(),
             overwrite=overwrite,
             assets=task.preprocessor.save_assets(assets_dir),
+            warmup_requests=task.warmup_requests(),
         )

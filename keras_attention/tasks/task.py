@@ -70,6 +70,16 @@ class Task:
         """The task's own options (neither the backbone nor the preprocessor)."""
         return {}
 
+    def warmup_requests(self):
+        """Inputs TF Serving replays when it loads the task's export, as `(signature, inputs)`.
+
+        `export_task` writes them to `assets.extra/tf_serving_warmup_requests`,
+        so a server compiles what it needs before the first real request.
+        None by default; a task that compiles per shape (a translator with
+        `jit_compile=True`) lists one input per shape.
+        """
+        return []
+
     @property
     def export_name(self):
         """The default model name of the task's SavedModel export (its `task_name`)."""

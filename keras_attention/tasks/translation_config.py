@@ -99,6 +99,11 @@ class TranslationConfig:
         1, "the saved translator's beam width (1: greedy)", type=positive_int_argument
     )
     length_penalty: float = option(0.6, "beam search's GNMT length penalty", type=float)
+    decode_jit_compile: bool = option(
+        False,
+        "the saved translator decodes with XLA, also in its export (one sentence 3-6x faster "
+        "on a CPU; TF Serving needs --xla_cpu_compilation_enabled=true)",
+    )
 
     def __post_init__(self):
         one_of(_OWNER, "model", self.model, MODELS)
@@ -127,6 +132,7 @@ class TranslationConfig:
         positive_int(_OWNER, "target_sequence_length", self.target_sequence_length, minimum=2)
         boolean(_OWNER, "normalize_first", self.normalize_first)
         boolean(_OWNER, "lowercase", self.lowercase)
+        boolean(_OWNER, "decode_jit_compile", self.decode_jit_compile)
         if self.dropout is not None:
             rate(_OWNER, "dropout", self.dropout)
         rate(_OWNER, "label_smoothing", self.label_smoothing)

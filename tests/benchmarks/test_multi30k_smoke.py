@@ -4,6 +4,7 @@ import importlib.util
 import json
 import pathlib
 
+import keras
 import numpy as np
 import pytest
 
@@ -60,6 +61,17 @@ def test_arguments_are_checked():
     with pytest.raises(SystemExit):
         multi30k.parse_args(["--reuse-trained", "lstm"])
     assert multi30k.parse_args(["--reuse-trained", "rnn"]).reuse_trained == ["rnn"]
+    assert multi30k.parse_args([]).export_jit_compile == [False, True]
+    assert multi30k.parse_args(["--export-jit-compile", "on"]).export_jit_compile == [True]
+    with pytest.raises(SystemExit):
+        multi30k.parse_args(["--export-jit-compile", "yes"])
+    settings = multi30k.parse_args(["--throughput-settings", "float32:32,mixed_bfloat16:tokens900"])
+    assert settings.throughput_settings == [("float32", 32, None), ("mixed_bfloat16", 64, 900)]
+    for bad in ("float32", "float32:0", "float33:64", "float32:tokens", "mixed_bfloat16:tokens0"):
+        with pytest.raises(SystemExit):
+            multi30k.parse_args(["--throughput-settings", bad])
+    with pytest.raises(SystemExit):
+        multi30k.parse_args(["--tokens-per-batch", "0"])
 
 
 def test_reuse_trained_names_the_missing_file(tmp_path):
@@ -104,9 +116,11 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
             assert 0.0 <= result[decoding]["bleu"] <= 100.0 and "bleu_tok" in result[decoding]
             lines = (tmp_path / kind / f"test_2016_flickr.{decoding}.de").read_text().splitlines()
             assert len(lines) == 8
-        export = result["greedy"]["export"]
-        assert export["matches_in_memory"] == 1.0 and export["latency_single_ms"] > 0
-        assert "export" not in result["beam"]
+        for key, jit_compile in (("export", False), ("export_xla", True)):
+            export = result["greedy"][key]
+            assert export["matches_in_memory"] == 1.0 and export["latency_single_ms"] > 0
+            assert export["jit_compile"] is jit_compile
+            assert key not in result["beam"]
     # The saved translator reloads and translates as the benchmark did.
     greedy = (tmp_path / "rnn" / "test_2016_flickr.greedy.de").read_text().splitlines()
     sources = [example["source"] for example in results["models"]["rnn"]["examples"]]
@@ -129,3 +143,28 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
     assert again["reused_from"].endswith("training.json") and again["steps"] == training["steps"]
     assert again["greedy"]["bleu"] == results["models"]["rnn"]["greedy"]["bleu"]
     assert (tmp_path / "rnn" / "test_2016_flickr.greedy.de").read_text().splitlines() == greedy
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA_DIR / "raw").is_dir(), reason="no Multi30K data beside the repo")
+def test_throughput_compares_settings_side_by_side(tmp_path, capsys):
+    results = multi30k.main(
+        [
+            "--throughput",
+            "--models", "transformer",
+            "--throughput-settings", "float32:16,mixed_bfloat16:tokens256",
+            "--throughput-steps", "4",
+            "--repeats", "1",
+            "--train-limit", "300",
+            "--vocab-size", "400",
+            "--data-dir", str(DATA_DIR),
+            "--output-dir", str(tmp_path),
+        ]
+    )  # fmt: skip
+    speeds = results["throughput"]["transformer"]
+    assert list(speeds) == ["float32 16 pairs", "mixed_bfloat16 ~256 tokens"]
+    assert all(len(runs) == 1 and runs[0] > 0 for runs in speeds.values())
+    table = (tmp_path / "results.md").read_text()
+    assert "| transformer | float32 | 16 pairs |" in table and "| 1.00x |" in table
+    assert table in capsys.readouterr().out
+    assert keras.config.dtype_policy().name == "float32"  # restored after the bfloat16 run

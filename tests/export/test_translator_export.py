@@ -175,13 +175,24 @@ def test_trained_translators_learned_the_date_format(trained, kind):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("beam_width", [1, 3])
-@pytest.mark.parametrize("kind", ["seq2seq", "transformer"])
-def test_fresh_process_serves_the_in_memory_translations(trained, kind, beam_width, tmp_path):
+@pytest.mark.parametrize(
+    ("kind", "beam_width", "jit_compile"),
+    [
+        ("seq2seq", 1, False),
+        ("seq2seq", 3, False),
+        ("transformer", 1, False),
+        ("transformer", 3, False),
+        ("transformer", 3, True),  # XLA inside the SavedModel
+    ],
+)
+def test_fresh_process_serves_the_in_memory_translations(
+    trained, kind, beam_width, jit_compile, tmp_path
+):
     models, source_tokenizer, target_tokenizer = trained
     translator = Translator(
-        models[kind], source_tokenizer, target_tokenizer, MAX_SOURCE, MAX_OUTPUT, beam_width
-    )
+        models[kind], source_tokenizer, target_tokenizer, MAX_SOURCE, MAX_OUTPUT, beam_width,
+        jit_compile=jit_compile,
+    )  # fmt: skip
     path = export_translator(translator, tmp_path, name=f"{kind}_{beam_width}")
     examples = {"text": np.array(TEXTS, dtype=object)}
     # TF Serving's loader in a fresh process, REST bodies in both formats: exactly the
@@ -212,6 +223,22 @@ def test_fresh_process_serves_the_in_memory_translations(trained, kind, beam_wid
     }
     loaded = tf.saved_model.load(path)
     _check_attention_outputs(translator, loaded.signatures["attention"](text=tf.constant(TEXTS)))
+    # TF Serving's warm-up file: one sentence per padded source length, with XLA only.
+    warmup = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+    assert os.path.exists(warmup) is jit_compile
+    if jit_compile:
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        logs = [
+            prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            for record in tf.data.TFRecordDataset(warmup)
+        ]
+        requests = [log.predict_log.request for log in logs]
+        assert [r.model_spec.signature_name for r in requests] == ["serving_default"]
+        texts = [tf.make_ndarray(r.inputs["text"]).tolist() for r in requests]
+        assert [len(source_tokenizer.tokenize(t[0]).numpy()) for t in texts] == [1]
+        served = loaded.signatures["serving_default"](text=tf.constant(texts[0]))
+        assert served["status"].numpy().tolist() == [b"ok"]
 
 
 @pytest.mark.slow

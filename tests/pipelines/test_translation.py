@@ -147,6 +147,28 @@ def test_bucketing_groups_similar_lengths(tokenizer):
     assert bucketed_padding < 0.6 * plain_padding, (bucketed_padding, plain_padding)
 
 
+def test_tokens_per_batch_sizes_each_bucket_by_its_longest_pair(tokenizer):
+    pairs = [(" ".join(["march"] * n), " ".join(["3"] * m)) for n in range(1, 30) for m in (1, 5)]
+    boundaries, budget = [8, 16, 24], 96
+    dataset = make_dataset(
+        pairs * 4, tokenizer, bucket_boundaries=boundaries, tokens_per_batch=budget,
+        source_sequence_length=30, target_sequence_length=31,
+    )  # fmt: skip
+    # Bucket batch sizes: 96 // 7, 96 // 15, 96 // 23, 96 // 31 (the lengths' limit).
+    sizes = {0: 13, 1: 6, 2: 4, 3: 3}
+    seen, total = set(), 0
+    for inputs, _ in dataset:
+        source, target_in = inputs["source"].numpy(), inputs["target_in"].numpy()
+        lengths = np.maximum(np.sum(source > 0, 1), np.sum(target_in > 0, 1))
+        bucket = int(np.searchsorted(boundaries, lengths.max(), side="right"))
+        assert len(source) <= sizes[bucket], (bucket, len(source))
+        assert len(source) * max(source.shape[1], target_in.shape[1]) <= budget
+        seen.add((bucket, len(source)))
+        total += len(source)
+    assert total == len(pairs) * 4  # every pair, once
+    assert {bucket: size for bucket, size in seen if size == sizes[bucket]} == sizes  # full ones
+
+
 def test_shuffle_seed_cache_and_drop_remainder(tokenizer, tmp_path):
     def sources(dataset):
         return [tuple(s) for s, _, _ in _examples(dataset)[0]]
@@ -221,6 +243,12 @@ def test_argument_errors(tokenizer):
         (dict(prefetch=0), r"Received: prefetch=0"),
         (dict(cache=3), r"Received: cache=3"),
         (dict(drop_remainder=1), r"Received: drop_remainder=1"),
+        (dict(tokens_per_batch=0), r"Received: tokens_per_batch=0"),
+        (dict(tokens_per_batch=64), r"needs `bucket_boundaries`"),
+        (
+            dict(tokens_per_batch=64, bucket_boundaries=[8], source_sequence_length=9),
+            r"needs `source_sequence_length` and `target_sequence_length`",
+        ),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):

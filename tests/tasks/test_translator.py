@@ -239,3 +239,66 @@ def test_degenerate_inputs_get_an_empty_translation_and_a_status(translator):
     outputs = translator.serve_attention(tf.constant(texts[:4]))
     assert outputs["target_tokens"].shape[1] == 0 and not outputs["attention"].numpy().any()
     assert [s.decode() for s in outputs["status"].numpy()] == result["status"][:4]
+
+
+def _same_translator(translator, **overrides):
+    options = {
+        "source_sequence_length": translator.source_sequence_length,
+        "max_length": translator.max_length,
+        "beam_width": translator.beam_width,
+        **overrides,
+    }
+    return Translator(
+        translator.model, translator.source_tokenizer, translator.target_tokenizer, **options
+    )
+
+
+@pytest.mark.parametrize("beam_width", [1, 3])
+@pytest.mark.parametrize("kind", ["rnn", "transformer"])
+def test_jit_compile_translates_as_the_graph_does(translator, kind, beam_width):
+    if kind == "transformer":
+        keras.utils.set_random_seed(1)
+        tokenizer = _tokenizer()
+        translator = Translator(_transformer(max_length=8), tokenizer, tokenizer, 6, 8)
+    graph = _same_translator(translator, beam_width=beam_width)
+    compiled = _same_translator(translator, beam_width=beam_width, jit_compile=True)
+    assert compiled.jit_compile and not graph.jit_compile
+    # 5 texts: 8 rows (3 copies of the first) and sources padded to 16 tokens under XLA.
+    expected = graph.translate_with_status(TEXTS)
+    assert compiled.translate_with_status(TEXTS) == expected
+    assert [compiled.translate([text])[0] for text in TEXTS] == expected["outputs"]
+    assert compiled.translate([]) == []
+    empty = compiled.serve(tf.constant([], tf.string))  # the traced path itself, batch 0
+    assert empty["translation"].shape == (0,) and empty["status"].shape == (0,)
+    with_attention = compiled.translate_with_attention(TEXTS[1:3])
+    reference = graph.translate_with_attention(TEXTS[1:3])
+    assert with_attention["translations"] == reference["translations"]
+    for got, want in zip(with_attention["attention"], reference["attention"], strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_jit_compile_pads_to_few_shapes_and_round_trips(translator, tmp_path):
+    from keras_attention.tasks.translator import _padded_columns, _padded_rows
+
+    rows = [int(_padded_rows(tf.constant(n))) for n in (0, 1, 2, 3, 4, 5, 8, 9, 33)]
+    assert rows == [1, 1, 2, 4, 4, 8, 8, 16, 64]
+    columns = [int(_padded_columns(tf.constant(n), None)) for n in (1, 16, 17, 40)]
+    assert columns == [16, 16, 32, 48]
+    # Never past the model's positions, never below the source.
+    assert [int(_padded_columns(tf.constant(n), 20)) for n in (3, 17, 20)] == [16, 20, 20]
+    with pytest.raises(ValueError, match="jit_compile"):
+        _same_translator(translator, jit_compile="yes")
+    compiled = _same_translator(translator, jit_compile=True)
+    compiled.save(tmp_path / "saved")
+    reloaded = Translator.load(tmp_path / "saved")
+    assert reloaded.jit_compile and reloaded.get_config() == compiled.get_config()
+
+
+def test_warmup_requests_cover_every_padded_source_length_with_jit_compile(translator):
+    assert translator.warmup_requests() == []  # nothing to compile without XLA
+    compiled = _same_translator(translator, source_sequence_length=40, jit_compile=True)
+    requests = compiled.warmup_requests()
+    assert [signature for signature, _ in requests] == ["serving_default"] * 3
+    texts = [inputs["text"].tolist() for _, inputs in requests]
+    lengths = [len(translator.source_tokenizer.tokenize(t[0]).numpy()) for t in texts]
+    assert lengths == [1, 17, 33]  # one sentence in each 16-token bucket up to 40
