@@ -119,9 +119,9 @@ def _generate(model, token_ids, padding_mask, options, temperature, top_k, top_p
 
 def _generate_loop(model, token_ids, options, sampling, prompt, buffer, start, limits):
     temperature, top_k, top_p, seed = sampling
-    max_length = options["max_length"]
     batch_size = tf.shape(token_ids)[0]
-    cache = model.init_cache(batch_size, max_length)
+    windows = _cache_windows(token_ids.shape[1], options)
+    cache = model.init_cache(batch_size, windows[0])
     logits, cache = model.call_with_cache(token_ids, cache, 0)  # prefill (its logits are unused)
     if logits.shape[-1] is not None and logits.shape[-1] != model.vocabulary_size:
         raise ValueError(
@@ -131,7 +131,8 @@ def _generate_loop(model, token_ids, options, sampling, prompt, buffer, start, l
         )
     stop_ids = tf.constant(options["stop_token_ids"] or (-1,), tf.int32)
     if options["sampler"] == "beam":
-        tokens, scores = _beam_loop(model, buffer, prompt, start, limits, cache, stop_ids, options)
+        tokens, scores = _beam_loop(model, buffer, prompt, start, limits, (cache, windows),
+                                    stop_ids, options)  # fmt: skip
     else:
         seed_pair = tf.stack([seed, tf.constant(0, tf.int32)])
         if options["sampler"] == "greedy":
@@ -145,8 +146,8 @@ def _generate_loop(model, token_ids, options, sampling, prompt, buffer, start, l
                 step_seed = tf.random.experimental.stateless_fold_in(seed_pair, index, alg="philox")
                 return sample_next(logits, step_seed, temperature, top_k, top_p)
 
-        tokens, scores = _row_loop(model, buffer, prompt, start, limits, cache, stop_ids, options,
-                                   choose)  # fmt: skip
+        tokens, scores = _row_loop(model, buffer, prompt, start, limits, (cache, windows),
+                                   stop_ids, options, choose)  # fmt: skip
     return (tokens, scores) if options["return_scores"] else tokens
 
 
@@ -170,10 +171,10 @@ def _penalize(logits, seen, penalty):
     return tf.where(seen, penalized, logits)
 
 
-def _seen_tokens(buffer, prompt, vocabulary_size, penalty):
+def _seen_tokens(buffer, prompt, vocabulary_size, penalty, start):
     """`(rows, V)` bool: the tokens of each prompt; `(rows, 0)` without a penalty (nothing tracked)."""
     if penalty == 1.0:
-        return tf.zeros([tf.shape(buffer)[0], 0], tf.bool)
+        return _zeros([tf.shape(buffer)[0], 0], tf.bool, start)
     hits = tf.one_hot(tf.where(prompt, buffer, -1), vocabulary_size, on_value=True,
                       off_value=False, dtype=tf.bool)  # fmt: skip
     return tf.reduce_any(hits, axis=1)
@@ -217,15 +218,12 @@ def _row_loop(model, buffer, prompt, start, limits, cache, stop_ids, options, ch
     loop_vars = (
         start,
         buffer,
-        tf.zeros([batch_size], tf.bool),
-        tf.zeros([batch_size], tf.float32),
-        _seen_tokens(buffer, prompt, vocabulary_size, penalty),
-        cache,
+        _zeros([batch_size], tf.bool, start),
+        _zeros([batch_size], tf.float32, start),
+        _seen_tokens(buffer, prompt, vocabulary_size, penalty, start),
+        cache[0],
     )
-    _, buffer, _, scores, _, _ = tf.while_loop(
-        cond, body, loop_vars, shape_invariants=_invariants(loop_vars),
-        maximum_iterations=max_length,
-    )  # fmt: skip
+    _, buffer, _, scores, _, _ = _phased_loop(model, cond, body, loop_vars, cache[1], max_length)
     return buffer, scores
 
 
@@ -288,17 +286,81 @@ def _beam_loop(model, buffer, prompt, start, limits, cache, stop_ids, options):
         start,
         tf.reshape(repeat(buffer), [-1, width, max_length]),
         tf.tile(tf.where(tf.range(width) == 0, 0.0, neg_inf)[None], [batch_size, 1]),
-        tf.zeros([batch_size, width], tf.int32),
-        tf.zeros([batch_size, width], tf.bool),
-        repeat(_seen_tokens(buffer, prompt, vocabulary_size, penalty)),
-        tf.nest.map_structure(repeat, cache),
+        _zeros([batch_size, width], tf.int32, start),
+        _zeros([batch_size, width], tf.bool, start),
+        repeat(_seen_tokens(buffer, prompt, vocabulary_size, penalty, start)),
+        tf.nest.map_structure(repeat, cache[0]),
     )
-    _, beams, scores, lengths, _, _, _ = tf.while_loop(
-        cond, body, loop_vars, shape_invariants=_invariants(loop_vars),
-        maximum_iterations=max_length,
-    )  # fmt: skip
+    _, beams, scores, lengths, _, _, _ = _phased_loop(model, cond, body, loop_vars, cache[1],
+                                                      max_length)  # fmt: skip
     best = tf.argmax(scores / _penalty(lengths, alpha), axis=-1, output_type=tf.int32)
     return tf.gather(beams, best, batch_dims=1), tf.gather(scores, best, batch_dims=1)
+
+
+_FIRST_WINDOW = 64  # the shortest cache of a phased loop (fewer phases: less to compile)
+
+
+def _cache_windows(width, options):
+    """The cache lengths of the loop's phases: growing powers of two, then `max_length`.
+
+    A step attends to the whole cache it is given, so the loop runs in phases
+    whose caches are only as long as the positions they reach (the caches grow
+    between phases, by a copy): the steps up to position 64 read 64 slots,
+    not `max_length` (up to 1/3 fewer bytes read per token at `max_length`
+    144, where reading the caches bounds a batch's step). Only with
+    `jit_compile` (each phase compiles its own loop body) and a prompt width
+    known while tracing; otherwise one phase of `max_length`.
+    """
+    max_length = options["max_length"]
+    if not options["jit_compile"] or width is None:
+        return [max_length]
+    window = max(_FIRST_WINDOW, 1 << max(width - 1, 0).bit_length())
+    windows = []
+    while window < max_length:
+        windows.append(window)
+        window *= 2
+    return windows + [max_length]
+
+
+def _phased_loop(model, cond, body, loop_vars, windows, max_length):
+    """`tf.while_loop(cond, body, loop_vars)` in phases, one per cache length of `windows`.
+
+    The cache is the last loop variable; the phase of window `w` runs the steps
+    whose index is at most `w` (a step writes position `index - 1`), then the
+    cache is padded to the next window.
+    """
+    for i, window in enumerate(windows):
+        if i:
+            cache = loop_vars[-1]
+            grown = model.init_cache(1, window)  # its shapes: where the positions axis is
+            cache = tf.nest.map_structure(_grow, cache, grown)
+            loop_vars = (*loop_vars[:-1], cache)
+
+        def phase_cond(index, *rest, window=window):
+            return tf.logical_and(index <= window, cond(index, *rest))
+
+        loop_vars = tf.while_loop(
+            phase_cond, body, loop_vars, shape_invariants=_invariants(loop_vars),
+            maximum_iterations=max_length,
+        )  # fmt: skip
+    return loop_vars
+
+
+def _grow(cache, like):
+    """`cache` zero-padded at the end of each non-batch axis to the shape of `like`."""
+    paddings = [[0, 0]] + [[0, int(n) - int(o)] for o, n in zip(cache.shape[1:], like.shape[1:],
+                                                                strict=True)]  # fmt: skip
+    return tf.pad(cache, paddings)
+
+
+def _zeros(shape, dtype, start):
+    """Zeros for a loop variable, made from the run-time `start` so they are not a constant.
+
+    A constant that a loop passes through unchanged reaches every phase's loop
+    of `_phased_loop`, and from three loops on XLA fails to compile the
+    function ("Cannot find body function ..._const_0", TensorFlow 2.21).
+    """
+    return tf.fill(shape, tf.cast(start < 0, dtype))  # `start >= 1`: zeros
 
 
 def _invariants(loop_vars):

@@ -494,3 +494,78 @@ def test_the_traced_function_neither_keeps_the_model_nor_outlives_its_structure(
     del model
     gc.collect()
     assert reference() is None  # the table's traced functions do not keep the model alive
+
+
+# -- XLA's phased loop (caches that grow: 64, 128, max_length) -------------------------------------
+
+
+def test_cache_windows():
+    from keras_attention.generation._generate_tf import _cache_windows
+
+    def windows(width, max_length, jit_compile=True):
+        return _cache_windows(width, {"max_length": max_length, "jit_compile": jit_compile})
+
+    assert windows(16, 144) == [64, 128, 144]
+    assert windows(64, 144) == [64, 128, 144]
+    assert windows(65, 144) == [128, 144]  # the prefill fits the first cache
+    assert windows(16, 64) == [64]
+    assert windows(1, 40) == [40]
+    assert windows(16, 1024) == [64, 128, 256, 512, 1024]
+    assert windows(16, 144, jit_compile=False) == [144]  # one loop without XLA
+    assert windows(None, 144) == [144]  # prompt width unknown while tracing
+
+
+LONG_LENGTH = 140
+
+
+@pytest.fixture(scope="module")
+def long_model():
+    keras.utils.set_random_seed(0)
+    model = gpt_causal_lm(VOCABULARY_SIZE, num_layers=2, hidden_dim=16, num_heads=4,
+                          intermediate_dim=32, max_sequence_length=LONG_LENGTH, dropout=0.0)  # fmt: skip
+    rng = np.random.default_rng(1)
+    for weight in model.weights:
+        weight.assign((0.3 * rng.standard_normal(weight.shape) + ("gamma" in weight.path))
+                      .astype("float32"))  # fmt: skip
+    return model
+
+
+@pytest.mark.parametrize(
+    ("sampler", "options"),
+    [
+        ("greedy", {}),
+        ("greedy", {"stop_token_ids": (5,), "repetition_penalty": 2.0}),
+        ("sample", {"seed": 3, "top_k": 6, "top_p": 0.9, "stop_token_ids": (7,)}),
+        ("beam", {"beam_width": 2, "stop_token_ids": (5,)}),
+    ],
+)
+def test_phased_xla_loop_equals_one_loop(long_model, sampler, options):
+    """Across the phases' boundaries (positions 64 and 128) XLA gives the one-loop results."""
+    kwargs = {"max_length": LONG_LENGTH, "sampler": sampler, "return_scores": True, **options}
+    tokens, scores = generate(long_model, PROMPTS, MASK, jit_compile=False, **kwargs)
+    xla_tokens, xla_scores = generate(long_model, PROMPTS, MASK, jit_compile=True, **kwargs)
+    np.testing.assert_array_equal(np.asarray(xla_tokens), np.asarray(tokens))
+    np.testing.assert_allclose(np.asarray(xla_scores), np.asarray(scores), rtol=0, atol=1e-3)
+    # The rows ran past the phase boundaries (or stopped): no padding inside a generation.
+    lengths = (np.asarray(tokens) != 0).sum(axis=1)
+    assert lengths.max() > 128 or options.get("stop_token_ids")
+
+
+def test_phased_xla_greedy_equals_the_uncached_reference(long_model):
+    expected, expected_scores = reference(long_model, max_length=LONG_LENGTH)
+    tokens, scores = generate(long_model, PROMPTS, MASK, max_length=LONG_LENGTH, jit_compile=True,
+                              return_scores=True)  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(tokens), expected)
+    np.testing.assert_allclose(np.asarray(scores), expected_scores, rtol=0, atol=1e-3)
+
+
+def test_phased_xla_loop_with_a_long_prompt_and_few_new_tokens(long_model):
+    """A prompt wider than 64 starts at the 128 cache; a loop that ends early skips phases."""
+    rng = np.random.default_rng(5)
+    prompts = rng.integers(3, VOCABULARY_SIZE, (3, 70)).astype("int32")
+    mask = np.arange(70)[None] < np.array([[70], [66], [9]])
+    for max_new_tokens in (3, 100):
+        one, many = (generate(long_model, prompts, mask, max_length=LONG_LENGTH,
+                              max_new_tokens=max_new_tokens, jit_compile=jit)
+                     for jit in (False, True))  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(many), np.asarray(one))
