@@ -98,6 +98,8 @@ def parse_args(argv=None):
         help="first time training steps of both models under float32 / mixed_bfloat16 and XLA "
              "off / on, on the same batches")  # fmt: skip
     add("--speed-steps", type=int, default=15, help="timed steps per setting of --speed-matrix")
+    add("--speed-settings", default=",".join(f"{p}:{j}" for p, j in SPEED_SETTINGS),
+        help="POLICY:XLA settings of --speed-matrix, comma-separated (default: %(default)s)")
     add("--skip-pretraining", action="store_true", help="only --speed-matrix")
     add("--skip-finetune", action="store_true", help="no SST-2 fine-tuning")
     add("--finetune-epochs", type=int, default=2)
@@ -112,6 +114,7 @@ def parse_args(argv=None):
     add("--verbose", type=int, default=2, choices=(0, 1, 2), help="Model.fit verbosity")
     args = parser.parse_args(argv)
     args.models = _split_choices(parser, "--models", args.models, MODELS)
+    args.speed_settings = _speed_settings(parser, args.speed_settings)
     positive = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "vocabulary_size",
                 "batch_size", "finetune_epochs", "finetune_batch_size")  # fmt: skip
     for name in positive + ("train_limit", "test_limit", "sst_limit"):
@@ -288,17 +291,26 @@ def masked_test_batches(args, documents, vocab_path):
 
 
 class StepClock(keras.callbacks.Callback):
-    """Counts the training steps and times those after the first (its tracing left out)."""
+    """Counts the training steps and times those after the first (its tracing left out).
+
+    Also each step's own time (`on_train_batch_begin` to `_end`; the step has
+    run when the call returns): `median_step_seconds` of the steps after the
+    first resists the stalls of a shared machine better than the total.
+    """
 
     def __init__(self):
         super().__init__()
         self.steps = 0
         self.first_step_seconds = None
-        self._start = self._after_first = None
+        self._start = self._after_first = self._batch_begin = None
         self.timed_seconds = 0.0
+        self.step_seconds = []
 
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_begin = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
@@ -306,10 +318,16 @@ class StepClock(keras.callbacks.Callback):
             float((logs or {}).get("loss", 0.0))  # waits for the first step to finish
             self._after_first = time.perf_counter()
             self.first_step_seconds = self._after_first - self._start
+        else:
+            self.step_seconds.append(time.perf_counter() - self._batch_begin)
 
     def on_train_end(self, logs=None):
         if self._after_first is not None:
             self.timed_seconds = time.perf_counter() - self._after_first
+
+    @property
+    def median_step_seconds(self):
+        return float(np.median(self.step_seconds)) if self.step_seconds else 0.0
 
 
 def build_model(kind, args, vocabulary_size):
@@ -383,6 +401,9 @@ def pretrain(kind, args, corpus, vocab_path, data_info, test_batches):
         "first_step_seconds": round(clock.first_step_seconds or 0.0, 1),
         "timed_seconds": round(clock.timed_seconds, 1),
         "tokens_per_second": timed_tokens / clock.timed_seconds if clock.timed_seconds else 0.0,
+        "median_step_seconds": clock.median_step_seconds,
+        "median_tokens_per_second": (data_info["real_tokens_per_step"] / clock.median_step_seconds
+                                     if clock.median_step_seconds else 0.0),  # fmt: skip
         "final_train_loss": float(history.history["loss"][-1]),
         "final_train_accuracy": float(history.history["accuracy"][-1]),
     }
@@ -424,7 +445,7 @@ def speed_matrix(args, corpus, vocab_path, data_info):
         tf.nest.map_structure(lambda *xs: tf.stack(xs), *batches)
     ).repeat()
     rows = []
-    for policy, jit in SPEED_SETTINGS:
+    for policy, jit in args.speed_settings:
         for kind in args.models:
             keras.backend.clear_session()
             keras.config.set_dtype_policy(policy)
@@ -432,9 +453,10 @@ def speed_matrix(args, corpus, vocab_path, data_info):
             model = build_model(kind, args, preprocessor.vocabulary_size)
             compile_model(model, argparse.Namespace(**{**vars(args), "jit_compile": jit}))
             model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)  # tracing, compilation
-            start = time.perf_counter()
-            history = model.fit(dataset, steps_per_epoch=args.speed_steps, epochs=1, verbose=0)
-            seconds = (time.perf_counter() - start) / args.speed_steps
+            clock = StepClock()  # the median step: a stall of the machine moves it little
+            history = model.fit(dataset, steps_per_epoch=args.speed_steps + 1, epochs=1,
+                                verbose=0, callbacks=[clock])  # fmt: skip
+            seconds = clock.median_step_seconds
             rows.append({"model": kind, "dtype_policy": policy, "jit_compile": jit,
                          "seconds_per_step": seconds, "finite": bool(np.isfinite(
                              history.history["loss"][-1])),
@@ -597,19 +619,24 @@ def results_table(results):
         f"packing efficiency {data['packing_efficiency']:.2%}; test: {data['test_sequences']} "
         "sequences, the same masks for every model.",
         "",
-        "| pre-training | params | steps | epochs | tokens/s | vs keras_hub | test masked-token "
-        "accuracy | test perplexity |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| pre-training | params | steps | epochs | tokens/s | vs keras_hub | median-step "
+        "tokens/s | vs keras_hub | test masked-token accuracy | test perplexity |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, r in models.items():
         ratio = f"{r['tokens_per_second'] / hub['tokens_per_second']:.2f}x" if hub else "-"
+        median = r.get("median_tokens_per_second", 0.0)
+        hub_median = hub.get("median_tokens_per_second", 0.0) if hub else 0.0
+        median_ratio = f"{median / hub_median:.2f}x" if hub_median else "-"
         lines.append(
             f"| {kind} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | {r['epochs']:.2f} "
-            f"| {r['tokens_per_second']:,.0f} | {ratio} | {r['test']['accuracy']:.2%} "
-            f"| {r['test']['perplexity']:.2f} |"
+            f"| {r['tokens_per_second']:,.0f} | {ratio} | {median:,.0f} | {median_ratio} "
+            f"| {r['test']['accuracy']:.2%} | {r['test']['perplexity']:.2f} |"
         )
     lines += ["", "Tokens/s: real (non-[PAD]) input tokens per second of training after the "
-              "first step (tracing left out); the budget counts from before `fit`."]  # fmt: skip
+              "first step (tracing left out); the budget counts from before `fit`. Median-step "
+              "tokens/s: the same tokens per step over the median step time (a stall of the "
+              "shared machine moves it little)."]  # fmt: skip
     if results.get("speed_matrix"):
         lines += ["", speed_table(results["speed_matrix"])]
     sst = results.get("sst2")
@@ -645,6 +672,21 @@ def _keras_hub_version():
     except ImportError:
         return None
     return keras_hub.__version__
+
+
+def _speed_settings(parser, value):
+    """`--speed-settings` as `[(policy, "off"|"on"), ...]`; `parser.error` names a bad one."""
+    settings = []
+    for item in (v.strip() for v in value.split(",") if v.strip()):
+        policy, _, jit = item.rpartition(":")
+        if jit not in ("off", "on") or policy not in ("float32", "mixed_bfloat16",
+                                                      "mixed_float16", "bfloat16"):  # fmt: skip
+            parser.error(f"--speed-settings: {item!r} is not POLICY:off|on with POLICY one of "
+                         "float32, mixed_bfloat16, mixed_float16, bfloat16")  # fmt: skip
+        settings.append((policy, jit))
+    if not settings:
+        parser.error("--speed-settings needs at least one POLICY:off|on")
+    return settings
 
 
 def _split_choices(parser, flag, value, choices):

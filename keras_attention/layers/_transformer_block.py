@@ -222,3 +222,32 @@ def zero_padded_positions(x, mask):
     x = ops.where(ops.expand_dims(mask, -1), x, ops.zeros_like(x))
     attach_keras_mask(x, mask)
     return x
+
+
+def gather_positions(tensors, positions, padding_mask=None, attention_mask=None):
+    """The rows at `positions` of each `(B, T, D)` tensor, with their query masks.
+
+    For a block that computes its outputs at some positions only (a masked
+    LM's last block): returns `(rows, query_mask, attention_rows)`, the rows
+    `(B, P, D)` of each tensor, the bool `(B, P)` mask of the positions that
+    are inside `[0, T)` and not padded, and the rows `(B, P, T)` of
+    `attention_mask` (or `None`). A position outside the sequence gives a
+    zero row and is masked (its output is then zeros, as at a padded
+    position).
+    """
+    # A one-hot product rather than a gather, as in `MaskedLMHead`: exact, and it works for
+    # empty sequences and positions outside them (which select nothing).
+    select = ops.equal(
+        ops.expand_dims(ops.cast(positions, "int32"), -1),
+        ops.arange(ops.shape(tensors[0])[1], dtype="int32"),
+    )  # (B, P, T) bool
+    rows = tuple(ops.einsum("bpt,btd->bpd", ops.cast(select, x.dtype), x) for x in tensors)
+    if padding_mask is not None:
+        select = ops.logical_and(select, ops.expand_dims(as_bool_mask(padding_mask), 1))
+    query_mask = ops.any(select, axis=-1)  # inside the sequence and not padded
+    if attention_mask is not None:
+        attention_mask = as_bool_mask(attention_mask, "attention mask")
+        picked = ops.einsum("bpt,bts->bps", ops.cast(select, "float32"),
+                            ops.cast(attention_mask, "float32"))  # fmt: skip
+        attention_mask = ops.greater(picked, 0.5)
+    return rows, query_mask, attention_mask

@@ -42,7 +42,10 @@ class MaskedLMHead(keras.layers.Layer):
     Call arguments:
         inputs: `(batch_size, seq_len, hidden_dim)`, the encoder outputs.
         mask_positions: int `(batch_size, num_positions)`, positions in
-            `[0, seq_len)` to predict.
+            `[0, seq_len)` to predict; or `None` when `inputs` are already
+            the encodings at those positions, `(batch_size, num_positions,
+            hidden_dim)` (`BertMaskedLM` computes its last encoder block at
+            the masked positions only).
 
     Every call checks that `inputs` has the hidden size the layer was built
     with and that `mask_positions` has the batch size of `inputs`.
@@ -154,23 +157,29 @@ class MaskedLMHead(keras.layers.Layer):
             initializer=clone_initializer(self.bias_initializer),
         )
 
-    def call(self, inputs, mask_positions):
-        inputs, mask_positions = check_inputs(
-            type(self).__name__,
-            [
-                ("inputs", inputs, ("batch_size", "T", getattr(self, "_hidden_dim", None))),
-                ("mask_positions", mask_positions, ("batch_size", "P")),
-            ],
-        )
-        # A one-hot product rather than a gather: exact, empty batches work, and a position
-        # outside the sequence gives zeros instead of another row's encoding (built from a
-        # comparison: PyTorch's `one_hot` refuses positions outside the sequence).
-        positions = ops.arange(ops.shape(inputs)[1], dtype="int32")  # (L,)
-        select = ops.cast(
-            ops.equal(ops.expand_dims(ops.cast(mask_positions, "int32"), -1), positions),
-            inputs.dtype,
-        )  # (B, P, L)
-        x = ops.einsum("bpl,blh->bph", select, inputs)  # (B, P, hidden_dim)
+    def call(self, inputs, mask_positions=None):
+        if mask_positions is None:  # the encodings at the positions already: (B, P, hidden_dim)
+            (x,) = check_inputs(
+                type(self).__name__,
+                [("inputs", inputs, ("batch_size", "P", getattr(self, "_hidden_dim", None)))],
+            )
+        else:
+            inputs, mask_positions = check_inputs(
+                type(self).__name__,
+                [
+                    ("inputs", inputs, ("batch_size", "T", getattr(self, "_hidden_dim", None))),
+                    ("mask_positions", mask_positions, ("batch_size", "P")),
+                ],
+            )
+            # A one-hot product rather than a gather: exact, empty batches work, and a position
+            # outside the sequence gives zeros instead of another row's encoding (built from a
+            # comparison: PyTorch's `one_hot` refuses positions outside the sequence).
+            positions = ops.arange(ops.shape(inputs)[1], dtype="int32")  # (L,)
+            select = ops.cast(
+                ops.equal(ops.expand_dims(ops.cast(mask_positions, "int32"), -1), positions),
+                inputs.dtype,
+            )  # (B, P, L)
+            x = ops.einsum("bpl,blh->bph", select, inputs)  # (B, P, hidden_dim)
         x = self._intermediate_layer_norm(self._intermediate_dense(x))
         if self.token_embedding is not None:
             kernel = ops.transpose(self.token_embedding.embeddings)  # (hidden_dim, V)
@@ -180,8 +189,9 @@ class MaskedLMHead(keras.layers.Layer):
         logits = logits + ops.cast(self._bias, self.compute_dtype)
         return self.activation(logits)
 
-    def compute_output_shape(self, inputs_shape, mask_positions_shape):
-        return tuple(mask_positions_shape) + (self.vocabulary_size,)
+    def compute_output_shape(self, inputs_shape, mask_positions_shape=None):
+        positions_shape = inputs_shape[:-1] if mask_positions_shape is None else mask_positions_shape
+        return tuple(positions_shape) + (self.vocabulary_size,)
 
     def get_config(self):
         embedding = None

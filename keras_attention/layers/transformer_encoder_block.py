@@ -1,8 +1,13 @@
 """Transformer encoder block: self-attention and a feed-forward network, pre- or post-LN."""
 
 import keras
+from keras import ops
 
-from keras_attention.layers._transformer_block import TransformerBlock, zero_padded_positions
+from keras_attention.layers._transformer_block import (
+    TransformerBlock,
+    gather_positions,
+    zero_padded_positions,
+)
 from keras_attention.ops.checks import check_inputs
 from keras_attention.utils.masking import keras_mask
 
@@ -81,6 +86,13 @@ class TransformerEncoderBlock(TransformerBlock):
         attention_bias: optional float tensor added to the attention logits,
             broadcastable to `(batch_size, num_heads, seq_len, seq_len)`, e.g.
             a `RelativePositionBias`.
+        query_positions: optional int `(batch_size, P)`: compute the outputs
+            at these positions only, `(batch_size, P, hidden_dim)` (the keys
+            and values still come from every position; a masked LM's last
+            block needs no other rows). The same values as the full output
+            gathered at the positions; a position outside `[0, seq_len)` or
+            padded gives zeros. Not with `use_causal_mask` or
+            `attention_bias`. Defaults to `None` (every position).
         training: bool, whether dropout is active.
 
     Every call checks `inputs` (rank 3, the hidden size it was built with) and
@@ -92,7 +104,8 @@ class TransformerEncoderBlock(TransformerBlock):
         `(batch_size, seq_len, hidden_dim)`, or with
         `return_attention_scores=True` the tuple `(output, scores)` with the
         per-head weights `scores` of shape
-        `(batch_size, num_heads, seq_len, seq_len)` (before dropout).
+        `(batch_size, num_heads, seq_len, seq_len)` (before dropout); with
+        `query_positions`, `P` rows instead of `seq_len` in both.
 
     Example:
 
@@ -129,24 +142,37 @@ class TransformerEncoderBlock(TransformerBlock):
         use_causal_mask=False,
         return_attention_scores=False,
         attention_bias=None,
+        query_positions=None,
         training=None,
     ):
         if padding_mask is None:
             padding_mask = keras_mask(inputs)
-        inputs, padding_mask, attention_mask = check_inputs(
+        checked = [("inputs", inputs, ("batch_size", "T", self._self_attention._input_dims[0]))]
+        if query_positions is not None:
+            query_positions = self._check_query_positions(
+                query_positions, use_causal_mask, attention_bias
+            )
+            checked.append(("query_positions", query_positions, ("batch_size", "P")))
+        checked = check_inputs(
             "TransformerEncoderBlock",
-            [("inputs", inputs, ("batch_size", "T", self._self_attention._input_dims[0]))],
+            checked,
             masks=[
                 ("padding_mask", padding_mask, ("batch_size", "T")),
                 ("attention_mask", attention_mask, ("batch_size", "T", "T")),
             ],
         )
+        inputs, padding_mask, attention_mask = checked[0], checked[-2], checked[-1]
         residual = inputs
         x = self._pre_norm(self._self_attention_layer_norm, inputs)
+        query, query_mask = x, padding_mask
+        if query_positions is not None:
+            (query, residual), query_mask, attention_mask = gather_positions(
+                (x, residual), checked[1], padding_mask, attention_mask
+            )
         x = self._self_attention(
+            query,
             x,
-            x,
-            query_mask=padding_mask,
+            query_mask=query_mask,
             value_mask=padding_mask,
             attention_mask=attention_mask,
             use_causal_mask=use_causal_mask,
@@ -155,21 +181,43 @@ class TransformerEncoderBlock(TransformerBlock):
             training=training,
         )
         if return_attention_scores:
-            x, scores = x  # scores: (B, H, T, T)
+            x, scores = x  # scores: (B, H, Tq, T)
         x = self._add_residual(
             self._self_attention_layer_norm, self._self_attention_dropout, x, residual, training
         )
         x = self._feedforward(x, training)
-        x = zero_padded_positions(x, padding_mask)  # (B, T, hidden_dim)
+        x = zero_padded_positions(x, query_mask)  # (B, Tq, hidden_dim)
         return (x, scores) if return_attention_scores else x
+
+    @staticmethod
+    def _check_query_positions(query_positions, use_causal_mask, attention_bias):
+        """`query_positions` as an integer tensor; refused with a causal mask or a bias."""
+        if use_causal_mask or attention_bias is not None:
+            raise ValueError(
+                "TransformerEncoderBlock: `query_positions` cannot be combined with "
+                "`use_causal_mask` or `attention_bias` (their rows follow the query positions "
+                f"0..T-1). Received: use_causal_mask={use_causal_mask}, "
+                f"attention_bias={None if attention_bias is None else tuple(attention_bias.shape)}"
+            )
+        if not hasattr(query_positions, "dtype"):
+            query_positions = ops.convert_to_tensor(query_positions)
+        dtype = keras.backend.standardize_dtype(query_positions.dtype)
+        if "int" not in dtype:
+            raise ValueError(
+                "TransformerEncoderBlock: `query_positions` must be integer positions "
+                f"`(batch_size, num_positions)`. Received: query_positions.dtype={dtype}"
+            )
+        return query_positions
 
     def compute_output_shape(self, inputs_shape):
         return tuple(inputs_shape)
 
-    def compute_output_spec(self, inputs, return_attention_scores=False, **kwargs):
-        output = keras.KerasTensor(tuple(inputs.shape), dtype=self.compute_dtype)
+    def compute_output_spec(self, inputs, return_attention_scores=False, query_positions=None,
+                            **kwargs):  # fmt: skip
+        batch, length = inputs.shape[:2]
+        rows = length if query_positions is None else query_positions.shape[1]
+        output = keras.KerasTensor((batch, rows, inputs.shape[2]), dtype=self.compute_dtype)
         if not return_attention_scores:
             return output
-        batch, length = inputs.shape[:2]
-        scores_shape = (batch, self.num_heads, length, length)
+        scores_shape = (batch, self.num_heads, rows, length)
         return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)

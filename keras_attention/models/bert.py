@@ -181,12 +181,7 @@ class BertBackbone(Backbone):
 
     def _encode(self, inputs, training=None):
         """The input dict -> `(sequence_output (B, L, hidden_dim), pooled_output (B, hidden_dim))`."""
-        mask = ops.not_equal(inputs["padding_mask"], 0)  # (B, L) bool, True = real token
-        tokens = self.token_embedding(inputs["token_ids"])  # (B, L, hidden_dim)
-        positions = self.position_embedding(tokens)
-        segments = self.segment_embedding(inputs["segment_ids"])
-        x = self.embeddings_layer_norm(tokens + positions + segments)
-        x = self.embeddings_dropout(x, training=training)
+        x, mask = self._embed(inputs, training)
         for block in self.encoder_blocks:
             x = block(x, padding_mask=mask, training=training)
         # The padding mask is an input: the outputs carry no Keras mask (the blocks attach one at
@@ -194,6 +189,39 @@ class BertBackbone(Backbone):
         x = ops.copy(x)
         pooled = self.pooled_dense(x[:, 0, :])  # (B, hidden_dim), the [CLS] position
         return x, pooled
+
+    def _embed(self, inputs, training=None):
+        """The input dict -> `(embeddings (B, L, hidden_dim), padding mask (B, L) bool)`."""
+        mask = ops.not_equal(inputs["padding_mask"], 0)  # (B, L) bool, True = real token
+        tokens = self.token_embedding(inputs["token_ids"])  # (B, L, hidden_dim)
+        positions = self.position_embedding(tokens)
+        segments = self.segment_embedding(inputs["segment_ids"])
+        x = self.embeddings_layer_norm(tokens + positions + segments)
+        return self.embeddings_dropout(x, training=training), mask
+
+    def encode_positions(self, inputs, positions, training=None):
+        """The sequence output at `positions` only: `(batch_size, P, hidden_dim)`.
+
+        `sequence_output` gathered at `positions` (int `(batch_size, P)`), but
+        the last block computes only those rows (its keys and values still
+        come from every position; the earlier blocks run in full), so a
+        masked LM's step does about a fifth less work at 4 layers and 15%
+        masks. A position outside the sequence gives zeros. It runs the
+        layers (eagerly, traced, or on Keras tensors while a functional model
+        is built), not the backbone's graph.
+
+        Args:
+            inputs: the backbone's input dict.
+            positions: int `(batch_size, P)`.
+            training: bool, whether dropout is active.
+        """
+        _check_sequence_length(type(self).__name__, inputs, self.max_sequence_length)
+        x, mask = self._embed(inputs, training)
+        for block in self.encoder_blocks[:-1]:
+            x = block(x, padding_mask=mask, training=training)
+        x = self.encoder_blocks[-1](x, padding_mask=mask, query_positions=positions,
+                                    training=training)  # fmt: skip
+        return ops.copy(x)  # without the blocks' run-time Keras mask
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         _check_sequence_length(type(self).__name__, inputs, self.max_sequence_length)
@@ -242,7 +270,11 @@ class BertMaskedLM(_BertTask):
     The sequence output at `mask_positions` goes through `Dense(hidden_dim,
     gelu)` and a layer norm (epsilon `1e-5`) and is projected to the
     vocabulary with the transposed token embedding table plus a bias: keras_hub's
-    `BertMaskedLM` with the same weights.
+    `BertMaskedLM` with the same weights. The last encoder block computes
+    its outputs at `mask_positions` only (`BertBackbone.encode_positions`):
+    the same logits as running it everywhere and gathering, for about 1/5
+    less work per step at 4 layers (and no pooled output, which the masked
+    LM never reads).
 
     Args:
         backbone: a `BertBackbone`.
@@ -286,10 +318,17 @@ class BertMaskedLM(_BertTask):
         # === Functional model ===
         inputs = _backbone_inputs()
         inputs["mask_positions"] = keras.Input((None,), dtype="int32", name="mask_positions")
-        outputs = backbone({name: inputs[name] for name in _INPUTS})
-        logits = self.masked_lm_head(outputs["sequence_output"], inputs["mask_positions"])
+        # The last block runs at the masked positions only (the same logits, less work).
+        encoded = backbone.encode_positions(
+            {name: inputs[name] for name in _INPUTS}, inputs["mask_positions"]
+        )
+        logits = self.masked_lm_head(encoded)
         logits = ops.cast(logits, "float32")  # (B, P, V), float32 for a stable softmax
         super().__init__(backbone, inputs=inputs, outputs=logits, **kwargs)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        _check_sequence_length(type(self).__name__, inputs, self.backbone.max_sequence_length)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")

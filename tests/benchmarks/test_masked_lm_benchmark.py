@@ -60,10 +60,16 @@ def test_arguments_are_checked():
         ["--hidden-dim", "30", "--num-heads", "4"],
         ["--models", "keras_hub"],  # fine-tuning starts from ours
         ["--sst-limit", "0"],
+        ["--speed-settings", "float32:maybe"],
+        ["--speed-settings", "float64:off"],
+        ["--speed-settings", ","],
     ):
         with pytest.raises(SystemExit):
             masked_lm.parse_args(bad)
     assert masked_lm.parse_args(["--models", "keras_hub", "--skip-finetune"]).models == ["keras_hub"]
+    settings = masked_lm.parse_args(["--speed-settings", "mixed_bfloat16:off, float32:on"])
+    assert settings.speed_settings == [("mixed_bfloat16", "off"), ("float32", "on")]
+    assert masked_lm.parse_args([]).speed_settings == list(masked_lm.SPEED_SETTINGS)
 
 
 def _data_dir(tmp_path):
@@ -114,6 +120,7 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
     assert ours["parameters"] == hub["parameters"]  # the same architecture
     for result in (ours, hub):
         assert result["steps"] >= 2 and result["tokens_per_second"] > 0
+        assert result["median_tokens_per_second"] > 0 and result["median_step_seconds"] > 0
         assert 0.0 <= result["test"]["accuracy"] <= 1.0 and result["test"]["perplexity"] > 1.0
         # Both are scored on the same masks.
         assert result["test"]["masked_tokens"] == ours["test"]["masked_tokens"] > 0
@@ -127,6 +134,7 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
         assert 0.0 <= saved["sst2"][name]["dev_accuracy"] <= 1.0
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| ours |" in table and "| keras_hub |" in table and "| pretrained |" in table
+    assert "median-step tokens/s" in table
     assert table in capsys.readouterr().out
     assert results["pretraining"]["ours"]["steps"] == ours["steps"]
 

@@ -160,3 +160,17 @@ def test_bad_shapes_raise():
 
 def _np(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def test_gathered_inputs_without_mask_positions():
+    """`mask_positions=None`: the inputs are the encodings at the positions already."""
+    embedding = keras.layers.Embedding(30, 8)
+    head = MaskedLMHead(token_embedding=embedding, intermediate_activation="gelu")
+    encodings = rand(2, 5, 8)
+    positions = np.array([[4, 0, 2], [1, 1, 3]])
+    expected = np.asarray(head(encodings, mask_positions=positions))
+    gathered = np.take_along_axis(encodings, positions[..., None], axis=1)
+    np.testing.assert_allclose(np.asarray(head(gathered)), expected, rtol=0, atol=1e-6)
+    assert head.compute_output_shape((2, 3, 8)) == (2, 3, 30)
+    with pytest.raises(ValueError, match=r"`inputs` must have shape `\(batch_size, P, 8\)`"):
+        head(rand(2, 3, 5))

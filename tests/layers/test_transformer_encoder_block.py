@@ -232,3 +232,87 @@ def test_chunked_attention_and_attention_bias_pass_through():
     _, with_bias = full(x, attention_bias=bias, return_attention_scores=True)
     _, without = full(x, return_attention_scores=True)
     assert not np.allclose(np.asarray(with_bias), np.asarray(without))
+
+
+# -- query_positions: outputs at some positions only ------------------------------------------------
+
+
+@pytest.mark.parametrize("normalize_first", [False, True])
+def test_query_positions_equal_the_full_block_gathered(normalize_first):
+    block = TransformerEncoderBlock(intermediate_dim=16, num_heads=2,
+                                    normalize_first=normalize_first)  # fmt: skip
+    x = rand(3, 7, 8)
+    padding_mask = _padding_mask(3, 7)
+    attention_mask = np.random.default_rng(2).random((3, 7, 7)) > 0.3
+    attention_mask[..., 0] = True  # every query attends somewhere
+    positions = np.array([[0, 6, 3, 3], [1, 4, 0, 2], [0, 5, 9, -1]], "int32")
+    for masks in ({"padding_mask": padding_mask}, {"padding_mask": padding_mask,
+                                                   "attention_mask": attention_mask}):  # fmt: skip
+        full, full_scores = block(x, return_attention_scores=True, **masks)
+        part, scores = block(x, query_positions=positions, return_attention_scores=True, **masks)
+        full, full_scores, part, scores = (np.asarray(a) for a in (full, full_scores, part,
+                                                                   scores))  # fmt: skip
+        assert part.shape == (3, 4, 8) and scores.shape == (3, 2, 4, 7)
+        inside = (positions >= 0) & (positions < 7)
+        real = inside & np.take_along_axis(padding_mask, np.clip(positions, 0, 6), axis=1)
+        rows, cols = np.nonzero(real)
+        np.testing.assert_allclose(part[rows, cols], full[rows, positions[rows, cols]],
+                                   rtol=0, atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(scores[rows, :, cols], full_scores[rows, :, positions[rows, cols]],
+                                   rtol=0, atol=1e-6)  # fmt: skip
+        # Outside the sequence (9, -1) or padded (row 2 holds 1 real token): zeros.
+        assert not np.abs(part[~real]).any()
+        assert not real[2, 1:].any()
+
+
+def test_query_positions_gradients_equal_the_gathered_full_block():
+    import tensorflow as tf
+
+    block = TransformerEncoderBlock(intermediate_dim=16, num_heads=2)
+    x = tf.constant(rand(2, 6, 8))
+    positions = np.array([[5, 1], [0, 0]], "int32")
+    weights = tf.constant(rand(2, 2, 8))
+
+    def loss(gathered):
+        return tf.reduce_sum(gathered * weights)
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        part = loss(block(x, query_positions=positions))
+        full = loss(tf.gather(block(x), positions, batch_dims=1))
+    variables = [x, *block.trainable_variables]
+    for a, b in zip(tape.gradient(part, variables), tape.gradient(full, variables), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
+
+
+def test_query_positions_traced_with_unknown_shapes_and_empty_sequences():
+    import tensorflow as tf
+
+    block = TransformerEncoderBlock(intermediate_dim=16, num_heads=2)
+    x = rand(2, 6, 8)
+    positions = np.array([[2, 3], [4, 0]], "int32")
+    expected = np.asarray(block(x, query_positions=positions))
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None, 8)), tf.TensorSpec((None, None),
+                                                                                tf.int32)])
+    def run(x, positions):  # fmt: skip
+        return block(x, query_positions=positions)
+
+    np.testing.assert_allclose(np.asarray(run(x, positions)), expected, rtol=0, atol=1e-6)
+    empty = np.asarray(run(np.zeros((2, 0, 8), "float32"), positions))
+    assert empty.shape == (2, 2, 8) and not empty.any()  # no position inside an empty sequence
+    with pytest.raises(tf.errors.InvalidArgumentError, match="query_positions"):
+        run(x, positions[:1])  # batch sizes differ: named at run time
+
+
+def test_query_positions_bad_arguments_raise():
+    block = TransformerEncoderBlock(intermediate_dim=16, num_heads=2)
+    x = rand(2, 6, 8)
+    with pytest.raises(ValueError, match=r"`query_positions` must be integer positions"):
+        block(x, query_positions=np.zeros((2, 2), "float32"))
+    with pytest.raises(ValueError, match=r"`query_positions` cannot be combined with"):
+        block(x, query_positions=np.zeros((2, 2), "int32"), use_causal_mask=True)
+    with pytest.raises(ValueError, match=r"`query_positions` must have shape `\(batch_size, P\)`"):
+        block(x, query_positions=np.zeros((3, 2), "int32"))
+    with pytest.raises(ValueError, match=r"query_positions"):
+        block(x, query_positions=np.zeros((2,), "int32"))

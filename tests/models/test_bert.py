@@ -407,3 +407,28 @@ def test_convert_names_a_mismatched_weight():
         r"keras_hub 'theirs/kernel' has \(2, 4\)",
     ):
         _assign([("logits kernel", ours.kernel, theirs.kernel)])
+
+
+def test_masked_lm_runs_its_last_block_at_the_masked_positions_only():
+    """The logits and gradients are those of the full backbone gathered at the positions."""
+    model = bert_masked_lm(VOCABULARY_SIZE, **{**TINY, "dropout": 0.0})
+    positions = np.array([[0, 4, 9, 11], [1, 2, 6, 6], [0, 1, 2, 8]], "int32")  # 11, 8: outside
+    inputs = {**INPUTS, "mask_positions": positions}
+
+    def full_path():
+        return model.masked_lm_head(model.backbone(INPUTS)["sequence_output"], positions)
+
+    with tf.GradientTape(persistent=True) as tape:
+        logits = model(inputs, training=True)
+        reference = tf.cast(full_path(), "float32")
+        losses = [tf.reduce_sum(tf.nn.log_softmax(x)[..., 3]) for x in (logits, reference)]
+    np.testing.assert_allclose(_np(logits), _np(reference), rtol=0, atol=1e-5)
+    grads = [tape.gradient(loss, model.trainable_variables) for loss in losses]
+    for path, a, b in zip([v.path for v in model.trainable_variables], *grads, strict=True):
+        if "pooled_dense" in path:  # the masked LM never reads the pooled output
+            assert a is None
+            continue
+        np.testing.assert_allclose(_np(a), _np(b), rtol=0, atol=1e-5, err_msg=path)
+    # The last block computes 4 rows per sequence, not 10 (zeros outside the sequence).
+    encoded = _np(model.backbone.encode_positions(INPUTS, positions))
+    assert encoded.shape == (3, 4, 16) and not encoded[0, 3].any() and encoded[0, 2].any()
