@@ -1,4 +1,4 @@
-"""`generate` on TensorFlow: one `tf.while_loop`, traced per model and options; `sample_next`."""
+"""`generate` on TensorFlow: a `tf.while_loop` (in cache-length phases under XLA), traced per model and options; `sample_next`."""
 
 import weakref
 
