@@ -215,7 +215,9 @@ class TransformerEncoderBlock(TransformerBlock):
     def compute_output_spec(self, inputs, return_attention_scores=False, query_positions=None,
                             **kwargs):  # fmt: skip
         batch, length = inputs.shape[:2]
-        rows = length if query_positions is None else query_positions.shape[1]
+        rows = length
+        if query_positions is not None:  # a tensor, or a list while tracing
+            rows = tuple(getattr(query_positions, "shape", (None, None)))[1]
         output = keras.KerasTensor((batch, rows, inputs.shape[2]), dtype=self.compute_dtype)
         if not return_attention_scores:
             return output
