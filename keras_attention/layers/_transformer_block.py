@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.multi_head_attention import MultiHeadAttention
+from keras_attention.ops.hard import position_selector
 from keras_attention.ops.masking import as_bool_mask
 from keras_attention.utils.masking import attach_keras_mask
 from keras_attention.utils.validation import positive_int, rate
@@ -224,7 +225,7 @@ def zero_padded_positions(x, mask):
     return x
 
 
-def gather_positions(tensors, positions, padding_mask=None, attention_mask=None):
+def rows_at_positions(tensors, positions, padding_mask=None, attention_mask=None):
     """The rows at `positions` of each `(B, T, D)` tensor, with their query masks.
 
     For a block that computes its outputs at some positions only (a masked
@@ -233,14 +234,10 @@ def gather_positions(tensors, positions, padding_mask=None, attention_mask=None)
     are inside `[0, T)` and not padded, and the rows `(B, P, T)` of
     `attention_mask` (or `None`). A position outside the sequence gives a
     zero row and is masked (its output is then zeros, as at a padded
-    position).
+    position). A one-hot product (`ops.position_selector`), as in
+    `MaskedLMHead`: it also works for empty sequences.
     """
-    # A one-hot product rather than a gather, as in `MaskedLMHead`: exact, and it works for
-    # empty sequences and positions outside them (which select nothing).
-    select = ops.equal(
-        ops.expand_dims(ops.cast(positions, "int32"), -1),
-        ops.arange(ops.shape(tensors[0])[1], dtype="int32"),
-    )  # (B, P, T) bool
+    select = position_selector(positions, ops.shape(tensors[0])[1])  # (B, P, T) bool
     rows = tuple(ops.einsum("bpt,btd->bpd", ops.cast(select, x.dtype), x) for x in tensors)
     if padding_mask is not None:
         select = ops.logical_and(select, ops.expand_dims(as_bool_mask(padding_mask), 1))

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_attention.layers._common import clone_initializer
 from keras_attention.ops.checks import check_inputs
+from keras_attention.ops.hard import position_selector
 from keras_attention.utils.validation import optional_positive_int, positive_number
 
 
@@ -174,12 +175,8 @@ class MaskedLMHead(keras.layers.Layer):
             # A one-hot product rather than a gather: exact, empty batches work, and a position
             # outside the sequence gives zeros instead of another row's encoding (built from a
             # comparison: PyTorch's `one_hot` refuses positions outside the sequence).
-            positions = ops.arange(ops.shape(inputs)[1], dtype="int32")  # (L,)
-            select = ops.cast(
-                ops.equal(ops.expand_dims(ops.cast(mask_positions, "int32"), -1), positions),
-                inputs.dtype,
-            )  # (B, P, L)
-            x = ops.einsum("bpl,blh->bph", select, inputs)  # (B, P, hidden_dim)
+            select = position_selector(mask_positions, ops.shape(inputs)[1])  # (B, P, L)
+            x = ops.einsum("bpl,blh->bph", ops.cast(select, inputs.dtype), inputs)  # (B, P, H)
         x = self._intermediate_layer_norm(self._intermediate_dense(x))
         if self.token_embedding is not None:
             kernel = ops.transpose(self.token_embedding.embeddings)  # (hidden_dim, V)

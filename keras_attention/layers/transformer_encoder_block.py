@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_attention.layers._transformer_block import (
     TransformerBlock,
-    gather_positions,
+    rows_at_positions,
     zero_padded_positions,
 )
 from keras_attention.ops.checks import check_inputs
@@ -166,7 +166,7 @@ class TransformerEncoderBlock(TransformerBlock):
         x = self._pre_norm(self._self_attention_layer_norm, inputs)
         query, query_mask = x, padding_mask
         if query_positions is not None:
-            (query, residual), query_mask, attention_mask = gather_positions(
+            (query, residual), query_mask, attention_mask = rows_at_positions(
                 (x, residual), checked[1], padding_mask, attention_mask
             )
         x = self._self_attention(

@@ -8,6 +8,7 @@ from keras_attention.ops.hard import (
     gumbel_softmax,
     masked_argmax,
     one_hot_weights,
+    position_selector,
     reinforce_loss,
     sample_log_prob,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "merge_padding_masks",
     "one_hot_weights",
     "pointer_availability_mask",
+    "position_selector",
     "reinforce_loss",
     "relative_position_bucket",
     "sample_log_prob",

@@ -125,6 +125,26 @@ def gather_positions(value, index, valid=None):
     return ops.where(ops.expand_dims(valid, -1), context, ops.zeros_like(context))
 
 
+def position_selector(positions, length):
+    """Bool `(batch_size, P, length)`: row `p` is true at `positions[b, p]` only.
+
+    The one-hot form of positions, for gathering rows as a product
+    (`einsum("bpt,btd->bpd", selector, x)`): exact for one-hot weights, it
+    works for an empty or traced-empty sequence and gives a zero row for a
+    position outside `[0, length)`, where `gather_positions` needs positions
+    inside a non-empty memory.
+
+    Example:
+
+    >>> import numpy as np
+    >>> np.asarray(position_selector(np.array([[2, 5]]), 3)).astype(int).tolist()
+    [[[0, 0, 1], [0, 0, 0]]]
+    """
+    return ops.equal(
+        ops.expand_dims(ops.cast(positions, "int32"), -1), ops.arange(length, dtype="int32")
+    )
+
+
 def gumbel_softmax(scores, noise, temperature, mask=None):
     """The Gumbel-softmax relaxation `softmax((score + g) / τ)`, masked, float32.
 
