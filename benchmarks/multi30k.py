@@ -57,6 +57,23 @@ Model sizes (for a 2-core CPU and a 60-minute budget):
   target tokens/s on the same contended machine (~8 minutes per epoch); idle: 1,942 tokens/s,
   14 epochs, 35.80 BLEU with beam search.
 
+- `keras_hub`: the peer, keras.io's "English-to-Spanish translation with KerasHub" recipe at the
+  Transformer's size (`keras_hub_model`: keras_hub `TokenAndPositionEmbedding`, 3+3
+  `TransformerEncoder` / `TransformerDecoder` blocks, hidden 256, 4 heads, feed-forward 1024,
+  dropout 0.1, dropout 0.5 before the logits), trained the recipe's way: 64 pairs per batch
+  padded to 40 tokens (longer pairs dropped), no buckets, Adam at a constant 5e-4, no label
+  smoothing, no clipping; greedy decoding with keras_hub's `GreedySampler` re-running the whole
+  model every step (the recipe has no cache; `keras_hub_translate`). Same vocabularies, data,
+  dtype policy, budget rule and best-checkpoint restore as ours; no beam search and no export
+  (the recipe has neither).
+
+Quality options (issue 17): `--shared-vocabulary` (one WordPiece vocabulary learned on both
+languages), `--tie-embeddings target|all` (`TransformerTranslator(tie_embeddings=...)`; `all`
+needs the shared vocabulary), `--average-last-epochs N` (`FitConfig(average_last_epochs=N)`:
+checkpoint averaging, kept when no worse on validation), `--tune-beam-widths` /
+`--tune-length-penalties` (each setting decodes the first `--tune-sentences` validation sentences;
+the best BLEU there decodes the test set; the grid goes to `results.json` as `beam_tuning`).
+
 Tracing the Transformer's training step took ~75 s there (~16 s for the RNN); it is spent from
 the budget, and left out of the reported tokens/s.
 
@@ -111,8 +128,12 @@ import keras  # noqa: E402
 
 # A bucketed dataset has no known length: Keras warns at the end of every epoch.
 warnings.filterwarnings("ignore", message="Your input ran out of data")
+# keras_hub's blocks (the keras_hub recipe) pass a Keras mask to layers that drop it, every call.
+warnings.filterwarnings("ignore", message=".*was passed an input with a mask attached to it")
 
-MODELS = ("transformer", "rnn")
+MODELS = ("transformer", "rnn", "keras_hub")
+TIE_EMBEDDINGS = ("none", "target", "all")
+KERAS_HUB_LENGTH = 40  # keras.io's recipe pads every batch to 40 tokens
 DECODINGS = ("greedy", "beam")
 EXPORT_KEYS = {False: "export", True: "export_xla"}  # by `jit_compile`
 SOURCE_LANGUAGE, TARGET_LANGUAGE = "en", "de"
@@ -124,17 +145,17 @@ BLEU_DEFINITION = (
     "against the raw cased references (both lower-cased, then 13a-tokenized: the published "
     "'lower-cased tokenized' Multi30K protocol)"
 )
+# The Transformer's sizes, also the keras_hub recipe's (equal size, side by side).
+TRANSFORMER_SIZES = {
+    "num_layers": 3,
+    "hidden_dim": 256,
+    "num_heads": 4,
+    "intermediate_dim": 1024,
+    "dropout": 0.1,
+}
 CONFIGS = {
     "transformer": {
-        "builder": {
-            "num_layers": 3,
-            "hidden_dim": 256,
-            "num_heads": 4,
-            "intermediate_dim": 1024,
-            "dropout": 0.1,
-            "normalize_first": True,
-            "sequence_length": MAX_LENGTH,
-        },
+        "builder": {**TRANSFORMER_SIZES, "normalize_first": True, "sequence_length": MAX_LENGTH},
         "learning_rate": 1e-3,
         "warmup_steps": 500,
     },
@@ -149,6 +170,17 @@ CONFIGS = {
         },
         "learning_rate": 2e-3,
         "warmup_steps": 200,
+    },
+    # The keras_hub recipe (keras.io's "English-to-Spanish translation with KerasHub", at the
+    # Transformer's size): keras_hub TransformerEncoder/TransformerDecoder blocks (post-LN),
+    # every batch padded to 40 tokens, Adam at a constant 5e-4, no label smoothing, no clipping.
+    "keras_hub": {
+        "builder": dict(TRANSFORMER_SIZES),
+        "learning_rate": 5e-4,
+        "warmup_steps": 0,
+        "schedule": "constant",
+        "clipnorm": None,
+        "label_smoothing": 0.0,
     },
 }
 
@@ -182,6 +214,38 @@ def parse_args(argv=None):
         help="largest WordPiece size (--vocab-size: its old name)",
     )
     parser.add_argument("--cased", action="store_true", help="keep case in the vocabularies")
+    parser.add_argument(
+        "--shared-vocabulary",
+        action="store_true",
+        help="one WordPiece vocabulary learned on the English and the German sentences together",
+    )
+    parser.add_argument(
+        "--tie-embeddings",
+        default="none",
+        choices=TIE_EMBEDDINGS,
+        help="the Transformer's TransformerTranslator(tie_embeddings=...): target (the output "
+        "layer is the target token table) or all (three-way, needs --shared-vocabulary)",
+    )
+    parser.add_argument(
+        "--average-last-epochs",
+        type=int,
+        help="checkpoint averaging: FitConfig(average_last_epochs=N), the mean of the last N "
+        "epochs' weights when its validation loss is no worse than the best epoch's",
+    )
+    parser.add_argument(
+        "--tune-beam-widths",
+        default="",
+        help="comma-separated beam widths to try on the first --tune-sentences validation "
+        "sentences (with --tune-length-penalties); the best by BLEU decodes the test set",
+    )
+    parser.add_argument(
+        "--tune-length-penalties",
+        default="",
+        help="comma-separated length penalties (alpha) to try on validation sentences",
+    )
+    parser.add_argument(
+        "--tune-sentences", type=int, default=500, help="validation sentences for the tuning"
+    )
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument(
         "--learning-rate", type=float, help="peak learning rate (default: per model, see CONFIGS)"
@@ -248,12 +312,29 @@ def parse_args(argv=None):
             parser, "--export-jit-compile", args.export_jit_compile, ("off", "on")
         )
     ]
+    args.tune_beam_widths = _numbers(parser, "--tune-beam-widths", args.tune_beam_widths, int)
+    args.tune_length_penalties = _numbers(
+        parser, "--tune-length-penalties", args.tune_length_penalties, float
+    )
+    if any(width < 1 for width in args.tune_beam_widths) or any(
+        alpha < 0 for alpha in args.tune_length_penalties
+    ):
+        parser.error(
+            "--tune-beam-widths must be >= 1 and --tune-length-penalties >= 0. Received: "
+            f"{args.tune_beam_widths}, {args.tune_length_penalties}"
+        )
+    if args.tie_embeddings == "all" and not args.shared_vocabulary:
+        parser.error("--tie-embeddings all needs --shared-vocabulary (one token table)")
+    if "keras_hub" in args.reuse_trained:
+        parser.error("--reuse-trained keras_hub: the keras_hub recipe has no saved translator")
+    if args.average_last_epochs is not None and args.average_last_epochs < 2:
+        parser.error(f"--average-last-epochs must be >= 2. Received: {args.average_last_epochs}")
     args.throughput_settings = [
         _throughput_setting(parser, item) for item in args.throughput_settings.split(",")
     ]
     for name in (
         "batch_size", "vocabulary_size", "beam_width", "decode_batch_size", "latency_runs",
-        "throughput_steps", "repeats",
+        "throughput_steps", "repeats", "tune_sentences",
     ):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(
@@ -346,7 +427,11 @@ def load_data(args):
 
 
 def build_vocabularies(args, data):
-    """Learns (or reuses) the two WordPiece vocabularies; returns the tokenizers and a summary."""
+    """Learns (or reuses) the WordPiece vocabularies; returns the two tokenizers and a summary.
+
+    With `--shared-vocabulary` one vocabulary (`shared.txt`) is learned on the sentences of
+    both languages, and both tokenizers are it.
+    """
     from pipelines.text import build_wordpiece_vocab, load_tokenizer
 
     vocab_dir = os.path.join(args.output_dir, "vocab")
@@ -359,10 +444,12 @@ def build_vocabularies(args, data):
     }
     info = {}
     tokenizers = []
-    for language, texts in (
-        (SOURCE_LANGUAGE, data["train"][0]),
-        (TARGET_LANGUAGE, data["train"][1]),
-    ):
+    sides = (
+        [("shared", data["train"][0] + data["train"][1])]
+        if args.shared_vocabulary
+        else [(SOURCE_LANGUAGE, data["train"][0]), (TARGET_LANGUAGE, data["train"][1])]
+    )
+    for language, texts in sides:
         path = os.path.join(vocab_dir, f"{language}.txt")
         meta_path = os.path.join(vocab_dir, f"{language}.options.json")
         reuse = os.path.isfile(path) and os.path.isfile(meta_path)
@@ -386,7 +473,7 @@ def build_vocabularies(args, data):
             "seconds": round(time.perf_counter() - start, 1),
         }
         print(f"{language} vocabulary: {tokenizer.vocabulary_size} word pieces", flush=True)
-    return tokenizers[0], tokenizers[1], info
+    return tokenizers[0], tokenizers[-1], info
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -438,24 +525,28 @@ def train_model(kind, args, data, source_tokenizer, target_tokenizer):
     for key in ("learning_rate", "warmup_steps"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    model = new_model(kind, args.dtype_policy, args.seed, source_tokenizer, target_tokenizer)
+    model = new_model(kind, args, args.dtype_policy, source_tokenizer, target_tokenizer)
     model_dir = os.path.join(args.output_dir, kind)
     os.makedirs(model_dir, exist_ok=True)
     train_data, val_data = (
-        dataset(args, data, split, source_tokenizer, target_tokenizer, shuffle)
+        dataset(args, data, split, source_tokenizer, target_tokenizer, shuffle, kind)
         for split, shuffle in (("train", True), ("val", False))
     )
-    epoch_tokens = count_target_tokens(data["train"], source_tokenizer, target_tokenizer)
+    epoch_tokens = count_target_tokens(
+        data["train"], source_tokenizer, target_tokenizer, max_length(kind)
+    )
     meter = ThroughputMeter()
     fit_config = FitConfig(
         epochs=100_000,  # the budget stops training
         batch_size=args.batch_size,
         learning_rate=config["learning_rate"],
-        schedule="cosine",  # over the elapsed fraction of the budget, down to 5% of the peak
+        # cosine: over the elapsed fraction of the budget, down to 5% of the peak
+        schedule=config.get("schedule", "cosine"),
         warmup_steps=config["warmup_steps"],
-        clipnorm=1.0,
+        clipnorm=config.get("clipnorm", 1.0),
         budget_minutes=args.budget_minutes,
         restore_best_weights=True,
+        average_last_epochs=args.average_last_epochs,
         # Bucketed batches change shape from batch to batch; XLA would recompile for each.
         jit_compile="off",
         seed=args.seed,
@@ -467,12 +558,14 @@ def train_model(kind, args, data, source_tokenizer, target_tokenizer):
         model_dir,
         validation_data=val_data,
         config=fit_config,
-        loss=MaskedCrossEntropy(args.label_smoothing),
+        loss=MaskedCrossEntropy(config.get("label_smoothing", args.label_smoothing)),
         metrics=[TargetTokens()],
         callbacks=[meter],
         resume=False,
     )
     summary = training_summary(model, config, fit_config, result, meter, epoch_tokens)
+    summary["tie_embeddings"] = args.tie_embeddings if kind == "transformer" else "none"
+    summary["shared_vocabulary"] = args.shared_vocabulary
     print(
         f"{kind}: {summary['steps']} steps, {summary['epochs']} epochs in "
         f"{summary['train_seconds'] / 60:.1f} min, best val_loss {summary['best_val_loss']} "
@@ -485,39 +578,52 @@ def train_model(kind, args, data, source_tokenizer, target_tokenizer):
     return model, summary
 
 
-def new_model(kind, dtype_policy, seed, source_tokenizer, target_tokenizer):
+def new_model(kind, args, dtype_policy, source_tokenizer, target_tokenizer):
     """A new model of `CONFIGS[kind]` in `dtype_policy` (set globally: Keras's layers read it)."""
     from keras_attention.models import seq2seq_translator, transformer_translator
 
     keras.backend.clear_session()
     keras.config.set_dtype_policy(dtype_policy)
-    keras.utils.set_random_seed(seed)
-    builder = transformer_translator if kind == "transformer" else seq2seq_translator
-    return builder(
-        source_tokenizer.vocabulary_size,
-        target_tokenizer.vocabulary_size,
-        **CONFIGS[kind]["builder"],
-    )
+    keras.utils.set_random_seed(args.seed)
+    sizes = (source_tokenizer.vocabulary_size, target_tokenizer.vocabulary_size)
+    if kind == "keras_hub":
+        return keras_hub_model(*sizes)
+    if kind == "transformer":
+        return transformer_translator(
+            *sizes, **CONFIGS[kind]["builder"], tie_embeddings=args.tie_embeddings
+        )
+    return seq2seq_translator(*sizes, **CONFIGS[kind]["builder"])
 
 
-def dataset(args, data, split, source_tokenizer, target_tokenizer, shuffle):
-    """Bucketed, cached teacher-forcing batches of one split."""
+def max_length(kind):
+    """The longest source / target (with `[START]` or `[END]`) a model trains on."""
+    return KERAS_HUB_LENGTH if kind == "keras_hub" else MAX_LENGTH
+
+
+def dataset(args, data, split, source_tokenizer, target_tokenizer, shuffle, kind="transformer"):
+    """Bucketed, cached teacher-forcing batches of one split.
+
+    For the keras_hub recipe: batches of `--batch-size` pairs without buckets, every one padded
+    to 40 tokens (pairs longer than that dropped), as keras.io's recipe does.
+    """
     from pipelines.translation import make_dataset
 
     sources, targets = data[split]
-    return make_dataset(
+    recipe = kind == "keras_hub"
+    batches = make_dataset(
         list(zip(sources, targets, strict=True)),
         source_tokenizer,
         target_tokenizer,
         batch_size=args.batch_size,
-        tokens_per_batch=args.tokens_per_batch,
-        source_sequence_length=MAX_LENGTH,
-        target_sequence_length=MAX_LENGTH,
+        tokens_per_batch=None if recipe else args.tokens_per_batch,
+        source_sequence_length=max_length(kind),
+        target_sequence_length=max_length(kind),
         shuffle=len(sources) if shuffle else None,
         seed=args.seed,
-        bucket_boundaries=BUCKET_BOUNDARIES,
+        bucket_boundaries=None if recipe else BUCKET_BOUNDARIES,
         cache=True,
     )
+    return batches.map(_pad_to_recipe_length) if recipe else batches
 
 
 def training_summary(model, config, fit_config, result, meter, epoch_tokens):
@@ -537,27 +643,42 @@ def training_summary(model, config, fit_config, result, meter, epoch_tokens):
         "val_loss_history": [round(v, 4) for v in val_losses],
         "validation_seconds": round(result.validation_seconds, 1),
         "stop_reason": result.stop_reason,
+        "averaged": result.averaged,
         **throughput,
     }
 
 
 def evaluate_model(kind, model, result, args, data, source_tokenizer, target_tokenizer):
-    """BLEU of greedy and beam search on the test set, then the SavedModel exports."""
+    """BLEU of greedy and beam search on the test set, then the SavedModel exports.
+
+    The beam settings are `--beam-width` / `--length-penalty`, or with `--tune-beam-widths` /
+    `--tune-length-penalties` the best of those on validation sentences.
+    """
     from keras_attention.models import Translator
 
+    if kind == "keras_hub":
+        return evaluate_keras_hub(model, result, args, data, source_tokenizer, target_tokenizer)
     model_dir = os.path.join(args.output_dir, kind)
 
-    translators = {
-        decoding: Translator(
+    def translator(beam_width, length_penalty):
+        return Translator(
             model,
             source_tokenizer,
             target_tokenizer,
             source_sequence_length=MAX_LENGTH,
             max_length=MAX_LENGTH,
-            beam_width=1 if decoding == "greedy" else args.beam_width,
-            length_penalty=args.length_penalty,
+            beam_width=beam_width,
+            length_penalty=length_penalty,
         )
-        for decoding in DECODINGS
+
+    beam_width, length_penalty = args.beam_width, args.length_penalty
+    if args.tune_beam_widths or args.tune_length_penalties:
+        result["beam_tuning"] = tune_beam(translator, args, data)
+        best = max(result["beam_tuning"], key=lambda row: row["bleu"])
+        beam_width, length_penalty = best["beam_width"], best["length_penalty"]
+    translators = {
+        "greedy": translator(1, args.length_penalty),
+        "beam": translator(beam_width, length_penalty),
     }
     translators["greedy"].save(os.path.join(model_dir, "translator"))
     sources, references = data["test"]
@@ -601,11 +722,137 @@ def evaluate_model(kind, model, result, args, data, source_tokenizer, target_tok
     return result
 
 
-def count_target_tokens(pairs, source_tokenizer, target_tokenizer):
+def tune_beam(translator, args, data):
+    """BLEU of every (width, alpha) of the tuning grid on the first validation sentences."""
+    sources, references = (side[: args.tune_sentences] for side in data["val"])
+    rows = []
+    for width in args.tune_beam_widths or [args.beam_width]:
+        for alpha in args.tune_length_penalties or [args.length_penalty]:
+            hypotheses = translate_all(translator(width, alpha), sources, args.decode_batch_size)
+            rows.append(
+                {"beam_width": width, "length_penalty": alpha,
+                 "bleu": bleu(hypotheses, references)["bleu"], "sentences": len(sources)}
+            )  # fmt: skip
+            print(f"beam tuning on val: width {width}, alpha {alpha:g}: BLEU {rows[-1]['bleu']}",
+                  flush=True)  # fmt: skip
+    return rows
+
+
+# -- the keras_hub recipe -----------------------------------------------------------------------
+
+
+def keras_hub_model(source_vocabulary_size, target_vocabulary_size):
+    """keras.io's KerasHub translation model at `CONFIGS["keras_hub"]` sizes.
+
+    keras_hub `TokenAndPositionEmbedding` (40 positions, id 0 masked), `TransformerEncoder`s,
+    `TransformerDecoder`s (causal self-attention, cross-attention over the encoder outputs),
+    dropout 0.5 and a dense layer giving float32 logits, as in the keras.io example; inputs
+    `{"source", "target_in"}` like our translators, so the same batches feed it.
+    """
+    import keras_hub
+
+    size = CONFIGS["keras_hub"]["builder"]
+    source = keras.Input((None,), dtype="int32", name="source")
+    target_in = keras.Input((None,), dtype="int32", name="target_in")
+
+    def embed(ids, vocabulary_size, name):
+        return keras_hub.layers.TokenAndPositionEmbedding(
+            vocabulary_size, KERAS_HUB_LENGTH, size["hidden_dim"], mask_zero=True, name=name
+        )(ids)
+
+    block = {"intermediate_dim": size["intermediate_dim"], "num_heads": size["num_heads"],
+             "dropout": size["dropout"]}  # fmt: skip
+    memory = embed(source, source_vocabulary_size, "source_embedding")
+    for i in range(size["num_layers"]):
+        memory = keras_hub.layers.TransformerEncoder(**block, name=f"encoder_{i}")(memory)
+    x = embed(target_in, target_vocabulary_size, "target_embedding")
+    for i in range(size["num_layers"]):
+        x = keras_hub.layers.TransformerDecoder(**block, name=f"decoder_{i}")(x, memory)
+    x = keras.layers.Dropout(0.5)(x)
+    logits = keras.layers.Dense(target_vocabulary_size, dtype="float32", name="logits")(x)
+    return keras.Model({"source": source, "target_in": target_in}, logits, name="keras_hub_recipe")
+
+
+def _pad_to_recipe_length(inputs, target_out):
+    import tensorflow as tf
+
+    def pad(ids):
+        return tf.pad(ids, [[0, 0], [0, KERAS_HUB_LENGTH - tf.shape(ids)[1]]])
+
+    return {"source": pad(inputs["source"]), "target_in": pad(inputs["target_in"])}, pad(
+        target_out
+    )
+
+
+def keras_hub_translate(model, source_tokenizer, target_tokenizer, sentences, batch_size):
+    """keras.io's `decode_sequences`: keras_hub's `GreedySampler`, no cache, 40 tokens at most.
+
+    Every step runs the whole model on the source and the prompt so far (the recipe has no
+    decoding cache); the sampler is compiled with `tf.function` here (keras.io calls it
+    eagerly: slower, same tokens).
+    """
+    import keras_hub
+    import tensorflow as tf
+
+    from pipelines.text import END_ID, START_ID
+
+    sampler = keras_hub.samplers.GreedySampler()
+
+    @tf.function(reduce_retracing=True)
+    def decode(source):
+        batch = tf.shape(source)[0]
+
+        def next_token(prompt, cache, index):
+            logits = model({"source": source, "target_in": prompt}, training=False)
+            return logits[:, index - 1, :], None, cache
+
+        prompt = tf.concat(
+            [tf.fill([batch, 1], START_ID), tf.zeros([batch, KERAS_HUB_LENGTH - 1], tf.int32)],
+            axis=1,
+        )
+        return sampler(next_token, prompt, stop_token_ids=[END_ID], index=1)
+
+    translations = []
+    for begin in range(0, len(sentences), batch_size):
+        ids = source_tokenizer.tokenize(tf.constant(sentences[begin : begin + batch_size]))
+        source = ids[:, :KERAS_HUB_LENGTH].to_tensor(shape=[None, KERAS_HUB_LENGTH])
+        tokens = decode(tf.cast(source, tf.int32))
+        translations += [
+            t.decode("utf-8") for t in target_tokenizer.detokenize(tokens[:, 1:]).numpy()
+        ]
+    return translations
+
+
+def evaluate_keras_hub(model, result, args, data, source_tokenizer, target_tokenizer):
+    """The recipe's BLEU: greedy search only (keras.io decodes greedily), no exports."""
+    sources, references = data["test"]
+    begin = time.perf_counter()
+    hypotheses = keras_hub_translate(
+        model, source_tokenizer, target_tokenizer, sources, args.decode_batch_size
+    )
+    seconds = time.perf_counter() - begin
+    path = os.path.join(args.output_dir, "keras_hub", f"{TEST_SPLIT}.greedy.{TARGET_LANGUAGE}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in hypotheses)
+    scores = bleu(hypotheses, references, data["test_tok"])
+    result["greedy"] = {**scores, "decode_seconds": round(seconds, 1), "sentences": len(sources),
+                        "translations_file": path}  # fmt: skip
+    result["beam"] = None  # the recipe has no beam search
+    result["beam_at_least_greedy"] = None
+    result["examples"] = [
+        {"source": s, "reference": r, "greedy": h}
+        for s, r, h in zip(sources[:3], references[:3], hypotheses[:3], strict=False)
+    ]
+    print(f"keras_hub greedy: BLEU {scores['bleu']:.2f}, {len(sources)} sentences decoded in "
+          f"{seconds:.1f} s", flush=True)  # fmt: skip
+    return result
+
+
+def count_target_tokens(pairs, source_tokenizer, target_tokenizer, length=MAX_LENGTH):
     """The target tokens (with `[END]`) of one epoch: of the pairs `make_dataset` keeps."""
     sources = source_tokenizer.tokenize(pairs[0]).row_lengths().numpy()
     targets = target_tokenizer.tokenize(pairs[1]).row_lengths().numpy() + 1
-    kept = (sources > 0) & (sources <= MAX_LENGTH) & (targets <= MAX_LENGTH)
+    kept = (sources > 0) & (sources <= length) & (targets <= length)
     return int(targets[kept].sum())
 
 
@@ -737,9 +984,9 @@ def measure_throughput(kind, policy, pairs, tokens, args, data, source_tokenizer
 
     config = CONFIGS[kind]
     try:
-        model = new_model(kind, policy, args.seed, source_tokenizer, target_tokenizer)
+        model = new_model(kind, args, policy, source_tokenizer, target_tokenizer)
         setting = argparse.Namespace(**{**vars(args), "batch_size": pairs, "tokens_per_batch": tokens})
-        train_data = dataset(setting, data, "train", source_tokenizer, target_tokenizer, True)
+        train_data = dataset(setting, data, "train", source_tokenizer, target_tokenizer, True, kind)
         meter = ThroughputMeter()
         with tempfile.TemporaryDirectory() as output_dir:
             fit(
@@ -840,15 +1087,19 @@ def results_table(results):
         beam = r["beam"]
 
         def latency(key, export="export", r=r):
-            exports = [r[d].get(export) for d in DECODINGS]
+            exports = [(r[d] or {}).get(export) for d in DECODINGS]
             return " / ".join(f"{e[key]:.0f}" if e else "-" for e in exports)
 
+        beam_bleu = "-" if beam is None else (
+            f"{beam['bleu']:.2f} (width {beam['beam_width']}, alpha {beam['length_penalty']:g})"
+        )
+        beam_ok = {True: "yes", False: "NO", None: "-"}[r["beam_at_least_greedy"]]
+        beam_seconds = "-" if beam is None else f"{beam['decode_seconds']:.0f}"
         lines.append(
             f"| {kind} | {r['parameters'] / 1e6:.1f}M | {r['budget_seconds'] / 60:g} "
             f"| {r['epochs']:.1f} | {r['tokens_per_second']:.0f} | {r['best_val_loss']:.3f} "
-            f"| {r['greedy']['bleu']:.2f} | {beam['bleu']:.2f} (width {beam['beam_width']}, "
-            f"alpha {beam['length_penalty']:g}) | {'yes' if r['beam_at_least_greedy'] else 'NO'} "
-            f"| {r['greedy']['decode_seconds']:.0f} / {beam['decode_seconds']:.0f} "
+            f"| {r['greedy']['bleu']:.2f} | {beam_bleu} | {beam_ok} "
+            f"| {r['greedy']['decode_seconds']:.0f} / {beam_seconds} "
             f"| {latency('latency_single_ms')} | {latency('latency_batch_ms')} "
             f"| {latency('latency_single_ms', 'export_xla')} "
             f"| {latency('latency_batch_ms', 'export_xla')} |"
@@ -872,6 +1123,13 @@ def write_results(output_dir, results, table=None):
     if table is not None:
         with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
+
+
+def _numbers(parser, flag, value, kind):
+    try:
+        return [kind(item) for item in value.split(",") if item.strip()]
+    except ValueError:
+        parser.error(f"{flag} takes comma-separated numbers. Received: {value!r}")
 
 
 def _split_choices(parser, flag, value, choices):

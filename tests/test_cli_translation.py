@@ -309,6 +309,35 @@ def test_train_transformer_from_a_tsv(tmp_path, capsys):
     assert main(argv + ["--overwrite"]) == 0
 
 
+def test_train_a_tied_transformer_on_a_shared_vocabulary(tmp_path, capsys):
+    """--shared-vocabulary --tie-embeddings all --average-last-epochs: the quality recipe."""
+    pairs = synthetic.dates(200, seed=3)
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    run = tmp_path / "run"
+    argv = ["train", "translation", "--tsv", str(tsv), "--model", "transformer", "--output-dir"]
+    argv += [str(run), "--epochs", "2", "--verbose", "0", "--shared-vocabulary"]
+    argv += ["--tie-embeddings", "all", "--average-last-epochs", "2", *TRANSFORMER_SIZES]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assets = run / "assets"
+    for suffix in ("", ".json"):  # one vocabulary, written as both files
+        source, target = (assets / f"{side}_vocab.txt{suffix}" for side in ("source", "target"))
+        assert source.read_bytes() == target.read_bytes()
+    translator = Translator.load(run)
+    assert translator.model.source_embedding is translator.model.target_embedding
+    assert translator.model.get_config()["tie_embeddings"] == "all"
+    result = json.loads((run / "run.json").read_text())["result"]
+    assert result["averaged"]["epochs"] == [1, 2]  # no validation data: the mean is kept
+    assert result["averaged"]["kept"] is True
+    assert len(translator.translate(["3 march 2021", ""])) == 2
+    # One table needs one vocabulary; tying is the Transformer's.
+    with pytest.raises(ValueError, match="needs `shared_vocabulary=True`"):
+        TranslationConfig(model="transformer", tie_embeddings="all")
+    with pytest.raises(ValueError, match="Received: tie_embeddings='target', model='rnn'"):
+        TranslationConfig(model="rnn", tie_embeddings="target")
+
+
 class _Interrupt(Exception):
     pass
 

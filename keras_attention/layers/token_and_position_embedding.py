@@ -140,6 +140,20 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self._position_embedding.build(input_shape + (self.embedding_dim,))
         self.built = True
 
+    @property
+    def token_embeddings(self):
+        """The `(vocabulary_size, embedding_dim)` token table (a variable; the layer must be built).
+
+        A model whose output layer shares it (tied embeddings, Press & Wolf
+        2017) reads it at every call.
+        """
+        if not self.built:
+            raise ValueError(
+                f"TokenAndPositionEmbedding '{self.name}': `token_embeddings` exists once the "
+                "layer is built (call it or `build` it first)"
+            )
+        return self._token_embedding.embeddings
+
     def __call__(self, inputs, *args, **kwargs):
         if isinstance(inputs, np.ndarray | list | tuple):  # values known now: check them
             _check_ids(np.asarray(inputs), self.vocabulary_size)

@@ -22,6 +22,7 @@ from keras_attention.utils import boolean, one_of, renamed_argument
 from keras_attention.utils.masking import padding_mask, without_keras_mask
 
 _LAYER_NORM_EPSILON = 1e-5
+TIE_EMBEDDINGS = ("none", "target", "all")
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -79,16 +80,27 @@ class TransformerTranslator(EncoderDecoderBackbone):
             to `"learned"`.
         normalize_first: bool, pre-LN blocks (with a final layer norm per
             stack) instead of post-LN. Defaults to `False`.
+        tie_embeddings: which token tables the logits share (Press & Wolf
+            2017): `"none"` (a separate output layer), `"target"` (the
+            logits are `x @ E_target^T + b`: the target embedding's token
+            table is the output weights) or `"all"` (three-way tying for a
+            shared source/target vocabulary: one `TokenAndPositionEmbedding`,
+            token table and positions, embeds both sides and gives the
+            logits; needs `source_vocabulary_size == target_vocabulary_size`).
+            Defaults to `"none"`.
         dtype: optional dtype policy of the model and its layers (the logits
             stay float32).
         **kwargs: `name` (defaults to `"transformer_translator"`), `trainable`.
 
     Attributes:
-        source_embedding, target_embedding: the `TokenAndPositionEmbedding`s.
+        source_embedding, target_embedding: the `TokenAndPositionEmbedding`s
+            (one layer with `tie_embeddings="all"`).
         encoder_blocks, decoder_blocks: the lists of blocks.
         encoder_final_norm, decoder_final_norm: the final layer norms
             (`None` for post-LN).
-        output_layer: the dense layer giving the logits.
+        output_layer: the layer giving the logits (a `Dense`, or with tied
+            embeddings a layer that multiplies by the target token table and
+            adds its own bias).
 
     Example:
 
@@ -107,6 +119,15 @@ class TransformerTranslator(EncoderDecoderBackbone):
     >>> tuple(logits.shape), tuple(state["kv_cache_k_0"].shape)
     ((2, 30), (2, 4, 2, 8))
 
+    Three-way tied embeddings for a shared vocabulary:
+
+    >>> tied = TransformerTranslator(30, 30, sequence_length=8, num_layers=1, hidden_dim=16,
+    ...                              num_heads=2, intermediate_dim=32, tie_embeddings="all")
+    >>> tied.source_embedding is tied.target_embedding
+    True
+    >>> tuple(tied({"source": source, "target_in": target_in}).shape)
+    (2, 3, 30)
+
     References:
         Vaswani et al., 2017, "Attention Is All You Need".
     """
@@ -123,6 +144,7 @@ class TransformerTranslator(EncoderDecoderBackbone):
         dropout=0.1,
         position="learned",
         normalize_first=False,
+        tie_embeddings="none",
         dtype=None,
         **kwargs,
     ):
@@ -142,6 +164,7 @@ class TransformerTranslator(EncoderDecoderBackbone):
             dropout=dropout,
             position=position,
             normalize_first=normalize_first,
+            tie_embeddings=tie_embeddings,
         )
         kwargs.setdefault("name", "transformer_translator")
         self._build_layers(dtype=dtype, **config)
@@ -161,7 +184,7 @@ class TransformerTranslator(EncoderDecoderBackbone):
 
     def _build_layers(self, source_vocabulary_size, target_vocabulary_size, sequence_length,
                       num_layers, hidden_dim, num_heads, intermediate_dim, dropout, position,
-                      normalize_first, dtype):  # fmt: skip
+                      normalize_first, tie_embeddings, dtype):  # fmt: skip
         """Creates the layers, kept as attributes."""
 
         def embedding(side, vocabulary_size):
@@ -188,7 +211,11 @@ class TransformerTranslator(EncoderDecoderBackbone):
         self.source_embedding_dropout = keras.layers.Dropout(
             dropout, dtype=dtype, name="source_embedding_dropout"
         )
-        self.target_embedding = embedding("target", target_vocabulary_size)
+        self.target_embedding = (
+            self.source_embedding
+            if tie_embeddings == "all"
+            else embedding("target", target_vocabulary_size)
+        )
         self.target_embedding_dropout = keras.layers.Dropout(
             dropout, dtype=dtype, name="target_embedding_dropout"
         )
@@ -209,7 +236,12 @@ class TransformerTranslator(EncoderDecoderBackbone):
                 for stack in ("encoder", "decoder")
             )
         # float32 logits under mixed precision too, for a stable softmax.
-        self.output_layer = keras.layers.Dense(target_vocabulary_size, dtype="float32", name="logits")
+        if tie_embeddings == "none":
+            self.output_layer = keras.layers.Dense(
+                target_vocabulary_size, dtype="float32", name="logits"
+            )
+        else:
+            self.output_layer = _TiedLogits(self.target_embedding, name="logits")
 
     @property
     def target_sequence_length(self):
@@ -232,6 +264,7 @@ class TransformerTranslator(EncoderDecoderBackbone):
             "dropout": self.dropout,
             "position": self.position,
             "normalize_first": self.normalize_first,
+            "tie_embeddings": self.tie_embeddings,
         }
 
     # -- decoding -------------------------------------------------------------------------------
@@ -307,7 +340,53 @@ def _check_arguments(owner, **arguments):
     arguments = check_transformer_sizes(owner, arguments, sizes)
     arguments["position"] = one_of(owner, "position", arguments["position"], POSITIONS)
     arguments["normalize_first"] = boolean(owner, "normalize_first", arguments["normalize_first"])
+    arguments["tie_embeddings"] = one_of(
+        owner, "tie_embeddings", arguments["tie_embeddings"], TIE_EMBEDDINGS
+    )
+    if (
+        arguments["tie_embeddings"] == "all"
+        and arguments["source_vocabulary_size"] != arguments["target_vocabulary_size"]
+    ):
+        raise ValueError(
+            f"{owner}: `tie_embeddings='all'` shares one token table between the source and "
+            "the target, so `source_vocabulary_size` must equal `target_vocabulary_size` (one "
+            "shared vocabulary). Received: source_vocabulary_size="
+            f"{arguments['source_vocabulary_size']}, target_vocabulary_size="
+            f"{arguments['target_vocabulary_size']}"
+        )
     return arguments
+
+
+class _TiedLogits(keras.layers.Layer):
+    """Logits from an embedding's token table: `inputs @ E^T + bias`, in float32.
+
+    The output layer of a model with tied embeddings (Press & Wolf 2017): `E`
+    is `embedding.token_embeddings`, read at every call, so the embedding and
+    the logits train one table. Only the bias `(vocabulary_size,)` is this
+    layer's own weight. The Keras mask of `inputs` passes through (a loss
+    then skips padded positions). Made by the model that owns `embedding`
+    (which rebuilds it from its own config; it is not serialized alone).
+    """
+
+    def __init__(self, embedding, **kwargs):
+        kwargs["dtype"] = "float32"  # a stable softmax under mixed precision
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.vocabulary_size = embedding.vocabulary_size
+        self._table = lambda: embedding.token_embeddings  # not tracked: the model owns it
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(
+            shape=(self.vocabulary_size,), initializer="zeros", name="bias"
+        )
+        self.built = True
+
+    def call(self, inputs):
+        table = ops.cast(self._table(), "float32")  # (V, D)
+        return ops.matmul(ops.cast(inputs, "float32"), ops.transpose(table)) + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)[:-1] + (self.vocabulary_size,)
 
 
 def transformer_translator(*args, **kwargs):

@@ -5,6 +5,7 @@ import os
 
 from keras_attention.layers import SCORES
 from keras_attention.layers.attention_decoder import CELLS, STYLES
+from keras_attention.models.transformer_translator import TIE_EMBEDDINGS
 from keras_attention.utils import boolean, number, one_of, positive_int, rate
 from keras_attention.utils.options import option, positive_int_argument
 
@@ -78,6 +79,18 @@ class TranslationConfig:
         resume=True,
     )
     lowercase: bool = option(False, "lower-case both sides", resume=True)
+    shared_vocabulary: bool = option(
+        False,
+        "learn one WordPiece vocabulary on both languages (both vocabulary files are it)",
+        resume=True,
+    )
+    tie_embeddings: str = option(
+        "none",
+        "transformer: target (the logits use the target token table) or all (one table for "
+        "the source, the target and the logits; needs --shared-vocabulary), Press & Wolf 2017",
+        choices=TIE_EMBEDDINGS,
+        resume=True,
+    )
     source_sequence_length: int = option(
         64,
         "the longest source in tokens: longer training pairs are dropped, longer inputs "
@@ -132,6 +145,20 @@ class TranslationConfig:
         positive_int(_OWNER, "target_sequence_length", self.target_sequence_length, minimum=2)
         boolean(_OWNER, "normalize_first", self.normalize_first)
         boolean(_OWNER, "lowercase", self.lowercase)
+        boolean(_OWNER, "shared_vocabulary", self.shared_vocabulary)
+        one_of(_OWNER, "tie_embeddings", self.tie_embeddings, TIE_EMBEDDINGS)
+        if self.tie_embeddings != "none" and self.model != "transformer":
+            raise ValueError(
+                f"{_OWNER}: `tie_embeddings` ties the Transformer's token tables (model="
+                f"'transformer'). Received: tie_embeddings={self.tie_embeddings!r}, "
+                f"model={self.model!r}"
+            )
+        if self.tie_embeddings == "all" and not self.shared_vocabulary:
+            raise ValueError(
+                f"{_OWNER}: `tie_embeddings='all'` shares one token table between the source "
+                "and the target, so it needs `shared_vocabulary=True` (--shared-vocabulary). "
+                "Received: tie_embeddings='all', shared_vocabulary=False"
+            )
         boolean(_OWNER, "decode_jit_compile", self.decode_jit_compile)
         if self.dropout is not None:
             rate(_OWNER, "dropout", self.dropout)

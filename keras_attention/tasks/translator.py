@@ -1,5 +1,7 @@
 """The translation task: text in, text out, with the tokenizers and the decoding inside."""
 
+import shutil
+
 import numpy as np
 import tensorflow as tf
 
@@ -16,7 +18,7 @@ from keras_attention.tasks.serving_status import answered, decode_statuses, inpu
 from keras_attention.tasks.task import Task
 from keras_attention.tasks.translation_config import TranslationConfig, TranslationData
 from keras_attention.utils import boolean, describe, number, positive_int, renamed_argument
-from pipelines.text import START_ID, build_wordpiece_vocab
+from pipelines.text import START_ID, build_wordpiece_vocab, sidecar_path
 from pipelines.translation import (
     SOURCE_VOCABULARY,
     TARGET_VOCABULARY,
@@ -435,14 +437,28 @@ class Translator(Task):
 
     @classmethod
     def build_preprocessor(cls, config, data, assets_dir):
-        """Learns both WordPiece vocabularies from the training pairs into `assets_dir`."""
-        for file_name, texts in zip((SOURCE_VOCABULARY, TARGET_VOCABULARY), data, strict=True):
+        """Learns both WordPiece vocabularies from the training pairs into `assets_dir`.
+
+        With `config.shared_vocabulary` one vocabulary is learned on both sides' sentences
+        and written as both files (with their option sidecars).
+        """
+        if config.shared_vocabulary:
+            sides = [(SOURCE_VOCABULARY, [*data[0], *data[1]])]
+        else:
+            sides = list(zip((SOURCE_VOCABULARY, TARGET_VOCABULARY), data, strict=True))
+        for file_name, texts in sides:
             build_wordpiece_vocab(
                 texts,
                 f"{assets_dir}/{file_name}",
                 config.vocabulary_size,
                 lowercase=config.lowercase,
             )
+        if config.shared_vocabulary:
+            for source, target in (
+                (SOURCE_VOCABULARY, TARGET_VOCABULARY),
+                (sidecar_path(SOURCE_VOCABULARY), sidecar_path(TARGET_VOCABULARY)),
+            ):
+                shutil.copyfile(f"{assets_dir}/{source}", f"{assets_dir}/{target}")
         return cls.load_preprocessor(config, assets_dir)
 
     @classmethod
@@ -659,6 +675,7 @@ def build_backbone(config, source_vocabulary_size, target_vocabulary_size):
             intermediate_dim=config.intermediate_dim,
             dropout=dropout,
             normalize_first=config.normalize_first,
+            tie_embeddings=config.tie_embeddings,
         )
     score = config.resolved_score
     if score == "location":  # the one score the decoder cannot size by itself

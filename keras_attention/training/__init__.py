@@ -27,6 +27,7 @@ from keras_attention.training.callbacks import (
     LearningRateSchedule,
     ThroughputMeter,
     WallClockBudget,
+    WeightAverage,
 )
 from keras_attention.training.config import STRATEGIES, FitConfig
 from keras_attention.training.distribute import get_strategy, is_chief
@@ -52,6 +53,7 @@ __all__ = [
     "ThroughputMeter",
     "TrainingRun",
     "WallClockBudget",
+    "WeightAverage",
     "build_translator_model",
     "exact_match",
     "fit",

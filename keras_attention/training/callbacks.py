@@ -1,5 +1,6 @@
 """Keras callbacks of the generic fit: time budget, learning-rate schedule, throughput, best value."""
 
+import collections
 import contextlib
 import contextvars
 import json
@@ -164,6 +165,55 @@ class ThroughputMeter(keras.callbacks.Callback):
                 sum(s for s, n in self.batches if s / max(n, 1.0) > limit), 1
             ),
         }
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """Keeps the trainable weights after each of the last `count` epochs (checkpoint averaging).
+
+    An epoch whose loss is not finite is not kept. The snapshots live in
+    memory (`count` copies of the trainable weights), so a resumed run
+    averages only the epochs it trained itself.
+
+    Args:
+        count: int >= 2, the number of epochs to average.
+
+    Attributes:
+        epochs: the 1-based epoch numbers of the kept snapshots, oldest first.
+
+    Example:
+
+    >>> import numpy as np
+    >>> inputs = keras.Input((2,))
+    >>> net = keras.Model(inputs, keras.layers.Dense(1, use_bias=False)(inputs))
+    >>> average = WeightAverage(2)
+    >>> average.set_model(net)
+    >>> for epoch, value in enumerate([1.0, 2.0, 4.0]):
+    ...     net.set_weights([np.full((2, 1), value)])
+    ...     average.on_epoch_end(epoch, {"loss": 0.5})
+    >>> average.epochs, average.average()[0].ravel().tolist()
+    ([2, 3], [3.0, 3.0])
+    """
+
+    def __init__(self, count):
+        super().__init__()
+        self.count = int(count)
+        self._snapshots = collections.deque(maxlen=self.count)
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            return
+        self._snapshots.append(
+            [np.array(keras.ops.convert_to_numpy(w)) for w in self.model.trainable_weights]
+        )
+        self.epochs = (self.epochs + [epoch + 1])[-self.count :]
+
+    def average(self):
+        """The mean of the kept snapshots, one array per trainable weight (`None` if none kept)."""
+        if not self._snapshots:
+            return None
+        return [np.mean(np.stack(stack), axis=0) for stack in zip(*self._snapshots, strict=True)]
 
 
 class BestValue(keras.callbacks.Callback):

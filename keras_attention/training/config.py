@@ -53,6 +53,13 @@ class FitConfig:
     restore_best_weights: bool = option(
         True, "end with the weights of the best epoch (the best checkpoint)"
     )
+    average_last_epochs: int = option(
+        None,
+        "checkpoint averaging: end with the mean of the weights after the last N epochs when "
+        "its validation loss is at least as low as the best epoch's (without validation data: "
+        "always)",
+        type=positive_int_argument,
+    )
     jit_compile: str = option(
         "auto", "XLA-compile the train step (auto: Keras's choice)", choices=JIT_COMPILE
     )
@@ -91,6 +98,12 @@ class FitConfig:
             raise ValueError(
                 f"{_OWNER}: `restore_best_weights` must be a bool. "
                 f"Received: restore_best_weights={self.restore_best_weights!r}"
+            )
+        optional_positive_int(_OWNER, "average_last_epochs", self.average_last_epochs)
+        if self.average_last_epochs == 1:
+            raise ValueError(
+                f"{_OWNER}: `average_last_epochs` must be >= 2 (the mean of one epoch's weights "
+                "is that epoch's). Received: average_last_epochs=1"
             )
         one_of(_OWNER, "jit_compile", self.jit_compile, JIT_COMPILE)
         one_of(_OWNER, "strategy", self.strategy, STRATEGIES)

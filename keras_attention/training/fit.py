@@ -17,6 +17,7 @@ from keras_attention.training.callbacks import (
     LearningRateSchedule,
     SafeBackupAndRestore,
     WallClockBudget,
+    WeightAverage,
 )
 from keras_attention.training.config import FitConfig
 
@@ -43,6 +44,11 @@ class FitResult:
             `None`.
         restored_best: whether the weights were set back to the best epoch's.
         validation_seconds: seconds spent in validation passes (with a budget).
+        averaged: with `config.average_last_epochs`, `{"epochs": [...] (1-based),
+            "value": the monitored loss of the averaged weights (validation
+            loss; `None` without validation data), "kept": whether the
+            weights are now the average}`; `None` when nothing was averaged
+            (fewer than two finished epochs, or a NaN loss).
     """
 
     history: dict
@@ -53,6 +59,7 @@ class FitResult:
     best: dict
     restored_best: bool
     validation_seconds: float = 0.0
+    averaged: dict = None
 
 
 def fit(
@@ -82,9 +89,14 @@ def fit(
     | `LearningRateSchedule` | warmup, then constant or cosine (`config.schedule`) |
     | `WallClockBudget` | stops when `config.budget_minutes` are spent |
     | `keras.callbacks.EarlyStopping` | stops after `config.early_stopping_patience` epochs without a better monitored loss |
+    | `WeightAverage` | with `config.average_last_epochs`: the trainable weights after each of the last N epochs, in memory |
 
     then `callbacks`. At the end the weights of the best epoch are restored
-    (`config.restore_best_weights`, unless the loss became NaN).
+    (`config.restore_best_weights`, unless the loss became NaN). With
+    `config.average_last_epochs` the mean of the last N epochs' weights
+    (checkpoint averaging, as in Vaswani et al. 2017) is then evaluated on
+    the validation data (one more pass, after a budget) and kept when its
+    loss is at most the best epoch's; without validation data it is kept.
 
     With `config.strategy` `"mirrored"` or `"multi-worker"` it trains under
     that `tf.distribute` strategy (`keras_attention.training.distribute`):
@@ -171,6 +183,9 @@ def fit(
         and stop_reason != "nan"
         and _restore_best(network, output_dir, best, resumed_from + len(history.epoch))
     )
+    averaged = None
+    if "average" in built_in and stop_reason != "nan":
+        averaged = _average_weights(network, built_in["average"], validation_data, best)
     if output_dir != given_dir:  # a non-chief worker called directly: nothing of it stays
         shutil.rmtree(output_dir, ignore_errors=True)
     budget = built_in.get("budget")
@@ -183,6 +198,7 @@ def fit(
         best=best,
         restored_best=restored,
         validation_seconds=0.0 if budget is None else budget.validation_seconds,
+        averaged=averaged,
     )
 
 
@@ -213,6 +229,28 @@ def _restore_best(network, output_dir, best, last_epoch):
         return False
     network.load_weights(checkpoint)
     return True
+
+
+def _average_weights(network, average, validation_data, best):
+    """Sets the mean of the kept epochs' weights if it is no worse (see `fit`); returns a summary."""
+    mean = average.average()
+    if mean is None or len(average.epochs) < 2:
+        return None
+    current = [keras.ops.convert_to_numpy(w) for w in network.trainable_weights]
+    for variable, value in zip(network.trainable_weights, mean, strict=True):
+        variable.assign(value)
+    value = None
+    if validation_data is not None:
+        data = validation_data if isinstance(validation_data, tuple) else (validation_data,)
+        logs = network.evaluate(*data, verbose=0, return_dict=True)  # (x, y[, w]) as fit takes
+        value = float(logs["loss"])
+    kept = value is None or (
+        math.isfinite(value) and (best is None or value <= best["value"])
+    )
+    if not kept:
+        for variable, array in zip(network.trainable_weights, current, strict=True):
+            variable.assign(array)
+    return {"epochs": list(average.epochs), "value": value, "kept": kept}
 
 
 def _network_loss_metrics(model, loss, metrics):
@@ -267,6 +305,8 @@ def _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_
         )
     if config.budget_seconds is not None:
         callbacks["budget"] = WallClockBudget(start, config.budget_seconds)
+    if config.average_last_epochs is not None:
+        callbacks["average"] = WeightAverage(config.average_last_epochs)
     if config.early_stopping_patience is not None:
         callbacks["early_stopping"] = keras.callbacks.EarlyStopping(
             monitor=monitor, patience=config.early_stopping_patience

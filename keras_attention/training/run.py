@@ -37,6 +37,8 @@ class TrainingRun:
         train_seconds: wall-clock seconds spent in `fit`.
         stop_reason: see `FitResult`.
         best: the best epoch's `{"monitor", "epoch", "value"}`.
+        averaged: checkpoint averaging's summary (`FitResult.averaged`), or
+            `None`.
     """
 
     task: Task
@@ -47,6 +49,7 @@ class TrainingRun:
     train_seconds: float
     stop_reason: str = "epochs"
     best: dict = None
+    averaged: dict = None
 
     @property
     def translator(self):
@@ -211,6 +214,7 @@ def _train_locked(task_cls, config, fit_config, data, output_dir, description, s
         train_seconds=result.train_seconds,
         stop_reason=result.stop_reason,
         best=result.best,
+        averaged=result.averaged,
     )
 
 
@@ -229,6 +233,7 @@ def _finish(output_dir, model, description, result):
         "stop_reason": result.stop_reason,
         "best": result.best,
         "restored_best": result.restored_best,
+        "averaged": result.averaged,
         "train_seconds": round(result.train_seconds, 1),
     }
     _write_run_file(output_dir, description)

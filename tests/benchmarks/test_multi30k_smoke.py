@@ -74,6 +74,95 @@ def test_arguments_are_checked():
         multi30k.parse_args(["--tokens-per-batch", "0"])
 
 
+def test_quality_arguments_are_checked():
+    args = multi30k.parse_args(
+        ["--shared-vocabulary", "--tie-embeddings", "all", "--average-last-epochs", "5",
+         "--tune-beam-widths", "4,5", "--tune-length-penalties", "0.6,1"]
+    )  # fmt: skip
+    assert args.shared_vocabulary and args.tie_embeddings == "all"
+    assert args.average_last_epochs == 5
+    assert args.tune_beam_widths == [4, 5] and args.tune_length_penalties == [0.6, 1.0]
+    assert multi30k.parse_args(["--models", "keras_hub"]).models == ["keras_hub"]
+    for bad in (
+        ["--tie-embeddings", "all"],  # one token table needs one vocabulary
+        ["--tie-embeddings", "both"],
+        ["--average-last-epochs", "1"],
+        ["--tune-beam-widths", "0"],
+        ["--tune-length-penalties", "x"],
+        ["--tune-length-penalties", "-1"],
+        ["--tune-sentences", "0"],
+        ["--reuse-trained", "keras_hub"],
+    ):
+        with pytest.raises(SystemExit):
+            multi30k.parse_args(bad)
+
+
+class _FakeTranslator:
+    def __init__(self, width, alpha):
+        self.width, self.alpha = width, alpha
+
+    def translate(self, sources):
+        # Width 4 with alpha 1.0 reproduces the references; everything else is wrong.
+        good = self.width == 4 and self.alpha == 1.0
+        return [f"ein mann nummer {i} ." if good else "nichts" for i in range(len(sources))]
+
+
+def test_beam_tuning_scores_every_setting_on_validation_sentences():
+    args = multi30k.parse_args(
+        ["--tune-beam-widths", "3,4", "--tune-length-penalties", "0.6,1.0", "--tune-sentences", "5"]
+    )
+    val = ([f"a man number {i} ." for i in range(9)], [f"Ein Mann Nummer {i} ." for i in range(9)])
+    rows = multi30k.tune_beam(_FakeTranslator, args, {"val": val})
+    assert [(r["beam_width"], r["length_penalty"]) for r in rows] == [
+        (3, 0.6), (3, 1.0), (4, 0.6), (4, 1.0)
+    ]  # fmt: skip
+    assert all(r["sentences"] == 5 for r in rows)
+    best = max(rows, key=lambda r: r["bleu"])
+    assert (best["beam_width"], best["length_penalty"], best["bleu"]) == (4, 1.0, 100.0)
+
+
+def _tiny_tokenizer():
+    from pipelines.text import RESERVED_TOKENS, TextTokenizer
+
+    words = ["a", "man", "runs", "ein", "mann", "läuft", "."]
+    return TextTokenizer([*RESERVED_TOKENS, *words], lowercase=True)
+
+
+@pytest.mark.filterwarnings("ignore:.*was passed an input with a mask attached")
+def test_keras_hub_recipe_pads_to_40_and_decodes_greedily_without_a_cache(monkeypatch):
+    """The peer: keras_hub blocks, batches padded to 40, keras_hub's GreedySampler."""
+    from pipelines.text import END_ID, START_ID
+
+    sizes = {"num_layers": 1, "hidden_dim": 8, "num_heads": 2, "intermediate_dim": 16,
+             "dropout": 0.0}  # fmt: skip
+    monkeypatch.setitem(multi30k.CONFIGS["keras_hub"], "builder", sizes)
+    tokenizer = _tiny_tokenizer()
+    args = multi30k.parse_args(["--models", "keras_hub", "--batch-size", "2"])
+    pairs = (["a man runs .", "a man .", "runs"], ["ein mann läuft .", "ein mann .", "läuft"])
+    model = multi30k.new_model("keras_hub", args, "float32", tokenizer, tokenizer)
+    assert model.name == "keras_hub_recipe"
+    batches = list(multi30k.dataset(args, {"train": pairs}, "train", tokenizer, tokenizer, False,
+                                    "keras_hub"))  # fmt: skip
+    assert [b[0]["source"].shape[0] for b in batches] == [2, 1]
+    for inputs, target_out in batches:
+        assert inputs["source"].shape[1] == inputs["target_in"].shape[1] == 40
+        assert target_out.shape[1] == 40 and inputs["target_in"][0, 0] == START_ID
+    assert model(batches[0][0]).shape == (2, 40, tokenizer.vocabulary_size)
+    translations = multi30k.keras_hub_translate(model, tokenizer, tokenizer, pairs[0], 2)
+    # The same greedy search by hand: the whole model on the prompt so far, every step.
+    ids = tokenizer.tokenize(pairs[0]).to_tensor(shape=[None, 40]).numpy().astype("int32")
+    prompt = np.zeros((3, 40), "int32")
+    prompt[:, 0] = START_ID
+    done = np.zeros(3, bool)
+    for index in range(1, 40):
+        logits = np.asarray(model({"source": ids, "target_in": prompt}, training=False))
+        token = logits[:, index - 1].argmax(-1)
+        prompt[:, index] = np.where(done, 0, token)
+        done |= token == END_ID
+    expected = [t.decode() for t in tokenizer.detokenize(prompt[:, 1:]).numpy()]
+    assert translations == expected
+
+
 def test_reuse_trained_names_the_missing_file(tmp_path):
     args = multi30k.parse_args(["--reuse-trained", "rnn", "--output-dir", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match=r"--reuse-trained rnn: no '.*rnn.translator'"):

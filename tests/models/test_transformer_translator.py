@@ -14,6 +14,8 @@ VALID = TARGET_IN != 0
 CONFIGS = {
     "post_ln_learned": {},
     "pre_ln_sinusoidal": {"normalize_first": True, "position": "sinusoidal"},
+    "tied_target": {"tie_embeddings": "target"},
+    "tied_all": {"tie_embeddings": "all", "source_vocabulary_size": 25, "normalize_first": True},
 }
 
 
@@ -128,11 +130,71 @@ def test_keras_save_load(tmp_path):
         ({"dropout": -0.1}, "Received: dropout=-0.1"),
         ({"position": "rotary"}, "Received: position='rotary'"),
         ({"normalize_first": "yes"}, "Received: normalize_first='yes'"),
+        ({"tie_embeddings": "output"}, "Received: tie_embeddings='output'"),
+        (
+            {"tie_embeddings": "all"},
+            "source_vocabulary_size` must equal `target_vocabulary_size`.*"
+            "Received: source_vocabulary_size=21, target_vocabulary_size=25",
+        ),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _model(**kwargs)
+
+
+def test_tied_logits_are_the_decoder_states_times_the_token_table():
+    """tie_embeddings: logits = h @ E^T + b with E the (shared) token table; one table trains."""
+    untied = _model(source_vocabulary_size=25)
+    target = _model(tie_embeddings="target", source_vocabulary_size=25)
+    tied = _model(tie_embeddings="all", source_vocabulary_size=25)
+    table, positions = 25 * 8, 8 * 8
+    assert untied.count_params() - target.count_params() == table  # the dense kernel
+    assert untied.count_params() - tied.count_params() == 2 * table + positions  # one embedding
+    assert tied.source_embedding is tied.target_embedding
+    assert target.source_embedding is not target.target_embedding
+    for model in (target, tied):
+        # The decoder's last states, through the model's own layers, times E^T, plus the bias.
+        inputs = keras.Input((None,), dtype="int32"), keras.Input((None,), dtype="int32")
+        memory, memory_mask = model._encode(inputs[0])
+        x = model.target_embedding(inputs[1])
+        for block in model.decoder_blocks:
+            x = block(x, memory, decoder_padding_mask=model.target_embedding.compute_mask(inputs[1]),
+                      encoder_padding_mask=memory_mask)  # fmt: skip
+        if model.decoder_final_norm is not None:
+            x = model.decoder_final_norm(x)
+        states = np.asarray(keras.Model(inputs, x)([SOURCE, TARGET_IN]))
+        model.output_layer.bias.assign(np.linspace(-1, 1, 25).astype("float32"))
+        expected = states @ np.asarray(model.target_embedding.token_embeddings).T
+        expected += np.linspace(-1, 1, 25)
+        np.testing.assert_allclose(_logits(model)[VALID], expected[VALID], rtol=1e-5, atol=1e-5)
+    # One gradient reaches the shared table from the source, the target and the logits.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tied({"source": SOURCE, "target_in": TARGET_IN}) ** 2)
+    table_variable = tied.target_embedding.token_embeddings
+    (gradient,) = tape.gradient(loss, [table_variable])
+    gradient = tf.convert_to_tensor(gradient).numpy()
+    assert np.abs(gradient[[5, 6, 7, 8, 9]]).sum() > 0  # source-only ids
+    assert np.abs(gradient[24]).sum() > 0  # in no input: reached through the logits only
+
+
+@pytest.mark.parametrize("tie", ["target", "all"])
+def test_tied_models_save_load_and_keep_the_mask(tmp_path, tie):
+    model = _model(tie_embeddings=tie, source_vocabulary_size=25)
+    output = model({"source": SOURCE, "target_in": TARGET_IN})
+    np.testing.assert_array_equal(np.asarray(output._keras_mask), VALID)  # a loss skips padding
+    assert model.get_config()["tie_embeddings"] == tie
+    model.save(tmp_path / "tied.keras")
+    restored = keras.saving.load_model(tmp_path / "tied.keras")
+    np.testing.assert_array_equal(_logits(restored), _logits(model))
+    assert (restored.source_embedding is restored.target_embedding) == (tie == "all")
+    # Mixed precision: the logits stay float32.
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        half = _model(tie_embeddings=tie, source_vocabulary_size=25)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert half({"source": SOURCE, "target_in": TARGET_IN}).dtype == "float32"
 
 
 def test_decoding_max_length_may_not_exceed_the_model():

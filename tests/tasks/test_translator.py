@@ -131,11 +131,11 @@ def test_vocabulary_paths_are_loaded(translator, tmp_path):
     assert rebuilt.target_tokenizer.lowercase is True
 
 
-def _transformer(max_length=8):
+def _transformer(max_length=8, **options):
     size = len(VOCABULARY)
     return transformer_translator(
         size, size, max_length=max_length, num_layers=1, hidden_dim=8, num_heads=2,
-        intermediate_dim=8,
+        intermediate_dim=8, **options,
     )  # fmt: skip
 
 
@@ -253,13 +253,18 @@ def _same_translator(translator, **overrides):
     )
 
 
-@pytest.mark.parametrize("beam_width", [1, 3])
-@pytest.mark.parametrize("kind", ["rnn", "transformer"])
+@pytest.mark.parametrize(
+    ("kind", "beam_width"),
+    [("rnn", 1), ("rnn", 3), ("transformer", 1), ("transformer", 3), ("transformer_tied", 3)],
+)
 def test_jit_compile_translates_as_the_graph_does(translator, kind, beam_width):
-    if kind == "transformer":
+    if kind.startswith("transformer"):
         keras.utils.set_random_seed(1)
         tokenizer = _tokenizer()
-        translator = Translator(_transformer(max_length=8), tokenizer, tokenizer, 6, 8)
+        tie = "all" if kind == "transformer_tied" else "none"
+        translator = Translator(
+            _transformer(max_length=8, tie_embeddings=tie), tokenizer, tokenizer, 6, 8
+        )
     graph = _same_translator(translator, beam_width=beam_width)
     compiled = _same_translator(translator, beam_width=beam_width, jit_compile=True)
     assert compiled.jit_compile and not graph.jit_compile

@@ -120,3 +120,65 @@ def test_a_task_brings_its_loss_and_metrics_and_bad_calls_are_named(tmp_path):
         fit("model", _data(), tmp_path / "x", loss="mse")
     with pytest.raises(ValueError, match="must be a FitConfig"):
         fit(_model(), _data(), tmp_path / "x", loss="mse", config={"epochs": 1})
+
+
+class _SetWeights(keras.callbacks.Callback):
+    """Sets the Dense kernel to `kernels[epoch]` (bias 0) at the start of each epoch."""
+
+    def __init__(self, kernels):
+        super().__init__()
+        self.kernels = kernels
+
+    def on_epoch_begin(self, epoch, logs=None):
+        kernel = np.asarray(self.kernels[epoch], "float32").reshape(3, 1)
+        self.model.set_weights([kernel, np.zeros((1,), "float32")])
+
+
+TRUE_KERNEL = np.array([1.0, -2.0, 0.5])
+
+
+def _averaging_fit(path, kernels, validation=True, **options):
+    """A fit whose epochs end (learning rate ~0) with the given kernels."""
+    model = _model()
+    config = FitConfig(epochs=len(kernels), learning_rate=1e-12, verbose=0, **options)
+    result = fit(model, _data(), path, loss="mse", config=config, callbacks=[_SetWeights(kernels)],
+                 validation_data=_data(32) if validation else None)  # fmt: skip
+    return model, result
+
+
+def test_checkpoint_averaging_keeps_the_mean_when_it_is_no_worse(tmp_path):
+    offset = np.array([1.0, 1.0, -1.0])
+    kernels = [TRUE_KERNEL + 3 * offset, TRUE_KERNEL + offset, TRUE_KERNEL - offset]
+    model, result = _averaging_fit(tmp_path / "kept", kernels, average_last_epochs=2)
+    # Epochs 2 and 3 average to the true kernel: validation loss 0, below every epoch's.
+    assert result.averaged["epochs"] == [2, 3] and result.averaged["kept"]
+    assert result.averaged["value"] == pytest.approx(0.0, abs=1e-9)
+    assert result.averaged["value"] < result.best["value"]
+    np.testing.assert_allclose(model.get_weights()[0].ravel(), TRUE_KERNEL, atol=1e-6)
+    # The window holds the last N epochs only: epochs 1-3 average to TRUE + offset.
+    model, result = _averaging_fit(tmp_path / "three", kernels[1:] + kernels[:1],
+                                   average_last_epochs=3)  # fmt: skip
+    assert result.averaged["epochs"] == [1, 2, 3]
+    # Without validation data the mean is kept (nothing to compare it on).
+    model, result = _averaging_fit(tmp_path / "no_val", kernels, validation=False,
+                                   average_last_epochs=3)  # fmt: skip
+    assert result.averaged == {"epochs": [1, 2, 3], "value": None, "kept": True}
+    np.testing.assert_allclose(model.get_weights()[0].ravel(), TRUE_KERNEL + offset, atol=1e-6)
+
+
+def test_checkpoint_averaging_keeps_the_best_epoch_when_the_mean_is_worse(tmp_path):
+    kernels = [TRUE_KERNEL + 4.0, TRUE_KERNEL, TRUE_KERNEL + 4.0]
+    model, result = _averaging_fit(tmp_path / "worse", kernels, average_last_epochs=2)
+    assert result.best["epoch"] == 2 and result.restored_best
+    assert result.averaged["epochs"] == [2, 3] and not result.averaged["kept"]
+    assert result.averaged["value"] > result.best["value"]
+    np.testing.assert_allclose(model.get_weights()[0].ravel(), TRUE_KERNEL, atol=1e-6)
+    # One finished epoch, or a NaN loss: nothing is averaged.
+    _, single = _averaging_fit(tmp_path / "one", kernels[:1], average_last_epochs=2)
+    assert single.averaged is None
+    nan = fit(_model(), _data(), tmp_path / "nan", loss="mse", callbacks=[_Spoil({1}, np.nan)],
+              config=FitConfig(epochs=3, verbose=0, average_last_epochs=2))  # fmt: skip
+    assert nan.stop_reason == "nan" and nan.averaged is None
+    for bad in (1, 0, 2.5):
+        with pytest.raises(ValueError, match=f"average_last_epochs.*Received: average_last_epochs={bad}"):
+            FitConfig(average_last_epochs=bad)

@@ -333,3 +333,19 @@ def test_a_crash_while_saving_the_task_resumes_with_nothing_left_to_train(tmp_pa
     assert again.resumed_from == 2 and again.epochs == []
     assert (run / "task.json").is_file() and not (run / "backup").exists()
     assert json.loads((run / "run.json").read_text())["result"]["epochs"] == 2
+
+
+def test_a_run_records_checkpoint_averaging(tmp_path):
+    """`--average-last-epochs`: the run's result says which epochs were averaged and if kept."""
+    pairs = synthetic.dates(64, seed=0)
+    run = training.train_translation(
+        pairs, tmp_path / "run", embedding_dim=8, units=8, vocabulary_size=200, verbose=0,
+        epochs=3, batch_size=32, average_last_epochs=2, valid_data=pairs[:32],
+    )  # fmt: skip
+    assert run.averaged["epochs"] == [2, 3] and isinstance(run.averaged["kept"], bool)
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["result"]["averaged"]
+    assert recorded == run.averaged
+    # The saved task holds the weights the run ended with (the mean when it was kept).
+    reloaded = Translator.load(tmp_path / "run")
+    for saved, final in zip(reloaded.model.get_weights(), run.task.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, final)
