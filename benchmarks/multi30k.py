@@ -114,6 +114,7 @@ translator (`Translator.save`) to `<output-dir>/<model>/translator/` and the Sav
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -316,8 +317,8 @@ def parse_args(argv=None):
     args.tune_length_penalties = _numbers(
         parser, "--tune-length-penalties", args.tune_length_penalties, float
     )
-    if any(width < 1 for width in args.tune_beam_widths) or any(
-        alpha < 0 for alpha in args.tune_length_penalties
+    if any(width < 1 for width in args.tune_beam_widths) or not all(
+        math.isfinite(alpha) and alpha >= 0 for alpha in args.tune_length_penalties
     ):
         parser.error(
             "--tune-beam-widths must be >= 1 and --tune-length-penalties >= 0. Received: "
@@ -497,7 +498,16 @@ def run_model(kind, args, data, source_tokenizer, target_tokenizer):
                     f"{kind} with --output-dir {args.output_dir})"
                 )
         keras.backend.clear_session()
-        model = Translator.load(translator_dir).model
+        reused = Translator.load(translator_dir)
+        sizes = (reused.source_tokenizer.vocabulary_size, reused.target_tokenizer.vocabulary_size)
+        if sizes != (source_tokenizer.vocabulary_size, target_tokenizer.vocabulary_size):
+            raise ValueError(
+                f"--reuse-trained {kind}: the translator in '{translator_dir}' was trained on "
+                f"vocabularies of {sizes[0]} / {sizes[1]} pieces, this run's have "
+                f"{source_tokenizer.vocabulary_size} / {target_tokenizer.vocabulary_size} "
+                "(other --vocabulary-size, --cased or --shared-vocabulary options)"
+            )
+        model = reused.model
         with open(training_path, encoding="utf-8") as f:
             result = json.load(f)
         result["reused_from"] = training_path

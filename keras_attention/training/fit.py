@@ -175,17 +175,18 @@ def fit(
             verbose=config.verbose,
             shuffle=False,  # datasets shuffle themselves
         )
-    seconds = time.perf_counter() - start
-    stop_reason = _stop_reason(history, built_in)
-    best = built_in["best"].best
-    restored = (
-        config.restore_best_weights
-        and stop_reason != "nan"
-        and _restore_best(network, output_dir, best, resumed_from + len(history.epoch))
-    )
-    averaged = None
-    if "average" in built_in and stop_reason != "nan":
-        averaged = _average_weights(network, built_in["average"], validation_data, best)
+        seconds = time.perf_counter() - start
+        stop_reason = _stop_reason(history, built_in)
+        best = built_in["best"].best
+        restored = (
+            config.restore_best_weights
+            and stop_reason != "nan"
+            and _restore_best(network, output_dir, best, resumed_from + len(history.epoch))
+        )
+        averaged = None
+        if "average" in built_in and stop_reason != "nan":
+            # Inside `strategy_fit`: evaluating across workers needs its patched test step.
+            averaged = _average_weights(network, built_in["average"], validation_data, best)
     if output_dir != given_dir:  # a non-chief worker called directly: nothing of it stays
         shutil.rmtree(output_dir, ignore_errors=True)
     budget = built_in.get("budget")

@@ -90,6 +90,8 @@ def test_quality_arguments_are_checked():
         ["--tune-beam-widths", "0"],
         ["--tune-length-penalties", "x"],
         ["--tune-length-penalties", "-1"],
+        ["--tune-length-penalties", "nan"],
+        ["--tune-length-penalties", "inf"],
         ["--tune-sentences", "0"],
         ["--reuse-trained", "keras_hub"],
     ):

@@ -111,8 +111,9 @@ def test_two_workers_train_like_one_and_recover_from_a_killed_worker(tmp_path):
     cluster = _cluster(_free_ports(2))
     reports = [tmp_path / "w0.json", tmp_path / "w1.json"]
     workers = [
-        _start(reports[i], _train_args(tsv, run_dir, epochs, "multi-worker") + ["--check-shards"],
-               cluster[i])
+        # With validation data and checkpoint averaging: its evaluation runs across workers.
+        _start(reports[i], _train_args(tsv, run_dir, epochs, "multi-worker") + [
+            "--check-shards", "--valid-tsv", str(tsv), "--average-last-epochs", "2"], cluster[i])
         for i, run_dir in enumerate((chief_dir, worker_dir))
     ]  # fmt: skip
     assert _wait(workers) == [0, 0], _log(reports[0]) + _log(reports[1])
@@ -133,6 +134,8 @@ def test_two_workers_train_like_one_and_recover_from_a_killed_worker(tmp_path):
     for name in ("task.json", "model.weights.h5", "run.json", "checkpoints/best.keras", "logs"):
         assert (chief_dir / name).exists(), name
     assert list(worker_dir.iterdir()) == []
+    averaged = json.loads((chief_dir / "run.json").read_text())["result"]["averaged"]
+    assert averaged["epochs"] == [2, 3] and isinstance(averaged["kept"], bool)
 
     # A worker killed mid-run: every worker stops, all restart with the same command.
     epochs, killed = all_epochs, tmp_path / "killed"
