@@ -196,24 +196,25 @@ class WeightAverage(keras.callbacks.Callback):
 
     def __init__(self, count):
         super().__init__()
-        self.count = int(count)
-        self._snapshots = collections.deque(maxlen=self.count)
-        self.epochs = []
+        self._snapshots = collections.deque(maxlen=int(count))  # (epoch, weights), oldest first
+
+    @property
+    def epochs(self):
+        return [epoch for epoch, _ in self._snapshots]
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             return
-        self._snapshots.append(
-            [np.array(keras.ops.convert_to_numpy(w)) for w in self.model.trainable_weights]
-        )
-        self.epochs = (self.epochs + [epoch + 1])[-self.count :]
+        weights = [np.array(keras.ops.convert_to_numpy(w)) for w in self.model.trainable_weights]
+        self._snapshots.append((epoch + 1, weights))
 
     def average(self):
         """The mean of the kept snapshots, one array per trainable weight (`None` if none kept)."""
         if not self._snapshots:
             return None
-        return [np.mean(np.stack(stack), axis=0) for stack in zip(*self._snapshots, strict=True)]
+        stacks = zip(*(weights for _, weights in self._snapshots), strict=True)
+        return [np.mean(np.stack(stack), axis=0) for stack in stacks]
 
 
 class BestValue(keras.callbacks.Callback):

@@ -234,9 +234,9 @@ def _restore_best(network, output_dir, best, last_epoch):
 
 def _average_weights(network, average, validation_data, best):
     """Sets the mean of the kept epochs' weights if it is no worse (see `fit`); returns a summary."""
-    mean = average.average()
-    if mean is None or len(average.epochs) < 2:
+    if len(average.epochs) < 2:
         return None
+    mean = average.average()
     current = [keras.ops.convert_to_numpy(w) for w in network.trainable_weights]
     for variable, value in zip(network.trainable_weights, mean, strict=True):
         variable.assign(value)
