@@ -12,6 +12,7 @@ from keras_attention.layers.rotary_embedding import RotaryEmbedding
 from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
 from keras_attention.ops.checks import check_index_range, check_inputs
 from keras_attention.ops.chunked_attention import DEFAULT_CHUNK_SIZE, chunked_attention
+from keras_attention.ops.full_attention import full_attention, use_full_attention
 from keras_attention.ops.fused_attention import fused_attention, use_fused_attention
 from keras_attention.utils.masking import attach_keras_mask, without_keras_mask
 from keras_attention.utils.validation import positive_int, positive_number, rate
@@ -60,7 +61,11 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             exceeds it); `None` always uses the full path. Both
             paths give the same outputs and gradients to float rounding. With
             `return_attention_scores=True` the weights are returned in full,
-            so such a call uses the full path. On PyTorch, a float32 call that
+            so such a call uses the full path. On TensorFlow, a call that returns
+            no weights and draws no dropout runs the full path through
+            `ops.full_attention` (the same values; its backward pass, written out
+            by hand, makes two passes fewer over the `(Tq, Tv)` weights). On
+            PyTorch, a float32 call that
             returns no weights and draws no dropout runs PyTorch's fused kernel
             (`scaled_dot_product_attention`, which keeps no score matrix for
             the backward pass) on the full path, and `"auto"` then takes that
@@ -526,7 +531,8 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         """Materialises the `(B, H, Tq, Tv)` weights; returns the context and the weights.
 
         Without `need_weights` and without dropout, PyTorch runs its fused kernel instead
-        (`ops.fused_attention`) and the weights returned are `None`.
+        (`ops.fused_attention`), TensorFlow `ops.full_attention`, and the weights returned
+        are `None`.
         """
         mask = compute_attention_mask(
             query_mask=query_mask,
@@ -543,6 +549,9 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         empty = 0 in (query_heads.shape[0], query_heads.shape[1], key_heads.shape[1])
         if not empty and use_fused_attention(query_heads.dtype, need_weights, dropout_active):
             context = fused_attention(query_heads, key_heads, value_heads, mask, attention_bias)
+            return context, None
+        if not empty and use_full_attention(need_weights, dropout_active):
+            context = full_attention(query_heads, key_heads, value_heads, mask, attention_bias)
             return context, None
         scores = ops.einsum("bqhd,bkhd->bhqk", query_heads, key_heads)  # (B, H, Tq, Tv)
         if attention_bias is not None:

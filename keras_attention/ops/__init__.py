@@ -1,7 +1,8 @@
-"""Stateless attention math on `keras.ops`: scores, masks, masked softmax, chunked attention."""
+"""Stateless attention math on `keras.ops`: scores, masks, masked softmax, full and chunked attention."""
 
 from keras_attention.ops.chunked_attention import chunked_attention, dropout_keep_mask
 from keras_attention.ops.doubly_stochastic import doubly_stochastic_penalty
+from keras_attention.ops.full_attention import full_attention
 from keras_attention.ops.hard import (
     gather_positions,
     gumbel_noise,
@@ -47,6 +48,7 @@ __all__ = [
     "dot_score",
     "doubly_stochastic_penalty",
     "dropout_keep_mask",
+    "full_attention",
     "expected_monotonic_alignment",
     "gather_positions",
     "gumbel_noise",

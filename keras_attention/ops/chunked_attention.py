@@ -209,6 +209,13 @@ class _Kernel:
             or static_tv is None
             or static_tv % ck != 0
         )
+        # Each block's log-sum-exp, kept from the forward pass for the backward one, is
+        # `nk / dv` times the output's size: kept while that is at most a quarter (memory stays
+        # linear in the length), else the backward pass takes it again from the block.
+        value_dim = t["value"].shape[3]
+        self.keeps_blocks = (
+            isinstance(self.nk, int) and value_dim is not None and 4 * self.nk <= value_dim
+        )
         self.t, self.chunks = t, chunks
 
     def bias(self, i, j):
@@ -259,11 +266,14 @@ class _Kernel:
         return ops.cast(ops.where(keep, 1.0 / (1.0 - self.dropout_rate), 0.0), self.dtype)
 
     def forward(self):
-        """Returns the output `(nq, B, H, cq, dv)` and the log-sum-exp `(nq, B, H, cq, 1)`.
+        """`(outputs, log_sum_exps, block_log_sum_exps)`.
 
+        Shapes `(nq, B, H, cq, dv)`, `(nq, B, H, cq, 1)` and `(nq, nk, B, H, cq, 1)`.
         Each block is normalised on its own with the fused softmax kernel (faster
         than separate subtract and exp passes); blocks are then merged by their
-        log-sum-exp, `lse_b = max(s) - log(max(softmax(s)))`.
+        log-sum-exp, `lse_b = max(s) - log(max(softmax(s)))`. Where `keeps_blocks`,
+        each block's is kept for the backward pass (the most negative float where
+        the block allows a row nothing); otherwise the third result is `None`.
         """
         chunks = self.chunks
         query_chunks = chunks["query"]
@@ -273,12 +283,12 @@ class _Kernel:
         stats_shape = (batch, heads, self.cq, 1)
 
         def query_step(i, state):
-            outputs, log_sum_exps, token = state
+            outputs, log_sum_exps, token = state[0], state[1], state[-1]
             i_dep = _after(i, token)
             query_chunk = ops.take(query_chunks, i_dep, axis=2)  # (B, H, cq, d)
 
             def key_step(j, state):
-                lse, acc, seen = state
+                lse, acc, seen = state[:3]
                 j_dep = _after(j, lse)
                 key_chunk = ops.take(chunks["key"], j_dep, axis=2)  # (B, H, ck, d)
                 value_chunk = ops.take(chunks["value"], j_dep, axis=2)  # (B, H, ck, dv)
@@ -305,45 +315,59 @@ class _Kernel:
                     new_lse = ops.where(present, new_lse, lse)
                     keep_old = ops.where(present, keep_old, 1.0)
                     seen = ops.logical_or(seen, present)
+                    block_lse = ops.where(present, block_lse, fill)
                 acc = acc * keep_old + block_out * take_new
-                return new_lse, acc, seen
+                if not self.keeps_blocks:
+                    return new_lse, acc, seen
+                return new_lse, acc, seen, _put(state[3], j, block_lse)
 
             init = (
                 ops.full(stats_shape, fill, self.dtype),
                 ops.zeros((batch, heads, self.cq, value_dim), self.dtype),
                 ops.zeros(stats_shape, "bool") if self.masked else ops.ones(stats_shape, "bool"),
             )
-            lse, output, seen = fori_loop(0, self.nk, key_step, init)
+            if self.keeps_blocks:
+                init += (ops.zeros((self.nk,) + stats_shape, self.dtype),)
+            lse, output, seen, *blocks = fori_loop(0, self.nk, key_step, init)
             lse = ops.where(seen, lse, 0.0)  # (B, H, cq, 1); rows with no key: output 0
-            outputs = ops.slice_update(outputs, (i, 0, 0, 0, 0), ops.expand_dims(output, 0))
-            log_sum_exps = ops.slice_update(log_sum_exps, (i, 0, 0, 0, 0), ops.expand_dims(lse, 0))
-            return outputs, log_sum_exps, _token(lse)
+            new = (_put(outputs, i, output), _put(log_sum_exps, i, lse))
+            if self.keeps_blocks:
+                new += (_put(state[2], i, blocks[0]),)
+            return new + (_token(lse),)
 
         state = (
             ops.zeros((self.nq, batch, heads, self.cq, value_dim), self.dtype),
             ops.zeros((self.nq, batch, heads, self.cq, 1), self.dtype),
-            ops.zeros((), self.dtype),
         )
-        outputs, log_sum_exps, _ = fori_loop(0, self.nq, query_step, state)
-        return outputs, log_sum_exps
+        if self.keeps_blocks:
+            state += (ops.zeros((self.nq, self.nk, batch, heads, self.cq, 1), self.dtype),)
+        state = fori_loop(0, self.nq, query_step, state + (ops.zeros((), self.dtype),))
+        return state[0], state[1], state[2] if self.keeps_blocks else None
 
-    def backward(self, outputs, log_sum_exps, grad_output):
+    def backward(self, outputs, log_sum_exps, block_log_sum_exps, grad_output):
         """Gradients for query, key, value and bias, recomputing each block's weights.
 
         Keys in the outer loop, queries in the inner one: each key chunk's
-        gradients are summed in the loop state and written once. The row
-        constants are folded into the products by an extra column:
-        `[q, -lse] [k, 1]ᵀ = q kᵀ - lse` and `[dO, -delta] [v, 1]ᵀ = dO vᵀ - delta`.
+        gradients are summed in the loop state and written once. A block's
+        weights are recomputed with the fused softmax kernel, normalised within
+        the block (`P_b = exp(s - lse_b)`; one fused operation, faster on a CPU
+        than a product shifted by `-lse` followed by its own `exp` pass); the row
+        factor `c = exp(lse_b - lse)` that turns them into the row's weights is
+        applied to the `dv`-wide factors instead of the block:
+        `P ⊙ (dO vᵀ - delta) = P_b ⊙ ([c dO, -c delta] [v, 1]ᵀ)` and
+        `Pᵀ dO = P_bᵀ (c dO)`. `lse_b` comes from the forward pass where it was
+        kept, else from the block's two row maxima, as the forward pass takes it.
         """
         t, chunks = self.t, self.chunks
         q_pad = self.nq * self.cq - self.query_length
         d_out_chunks = _split(ops.cast(grad_output, self.dtype), 2, q_pad, self.nq, self.cq)
         outputs = ops.moveaxis(outputs, 0, 2)  # (B, H, nq, cq, dv)
         delta = ops.sum(d_out_chunks * outputs, axis=-1, keepdims=True)  # (B, H, nq, cq, 1)
-        lse = ops.moveaxis(log_sum_exps, 0, 2)  # (B, H, nq, cq, 1)
-        query_aug = ops.concatenate([chunks["query"], -lse], axis=-1)  # (B, H, nq, cq, d + 1)
+        if block_log_sum_exps is not None:  # (nq, nk, B, H, cq, 1); 0 where a block allows nothing
+            row_factors = ops.exp(block_log_sum_exps - ops.expand_dims(log_sum_exps, 1))
         d_out_aug = ops.concatenate([d_out_chunks, -delta], axis=-1)  # (B, H, nq, cq, dv + 1)
         d_out_dim = ops.shape(d_out_chunks)[-1]  # the index of the `-delta` column
+        fill = large_negative(self.dtype)
         has_bias = "bias" in chunks
         # With a known number of query chunks the query loop is unrolled and each chunk's
         # gradient is its own tensor; otherwise they share one buffer, and updating one chunk
@@ -367,25 +391,34 @@ class _Kernel:
             j_dep = _after(j, state[-1])
             key_chunk = ops.take(chunks["key"], j_dep, axis=2)  # (B, H, ck, d)
             value_chunk = ops.take(chunks["value"], j_dep, axis=2)  # (B, H, ck, dv)
+            key_t = ops.swapaxes(key_chunk, -1, -2)  # (B, H, d, ck)
             ones = ops.ones_like(ops.take(key_chunk, [0], axis=-1))  # (B, H, ck, 1)
-            key_aug = ops.swapaxes(ops.concatenate([key_chunk, ones], axis=-1), -1, -2)
             value_aug = ops.swapaxes(ops.concatenate([value_chunk, ones], axis=-1), -1, -2)
+            if block_log_sum_exps is not None:
+                key_factors = ops.take(row_factors, j_dep, axis=1)  # (nq, B, H, cq, 1)
 
             def query_step(i, inner):
                 d_queries, d_key, d_value = inner[:3]
                 i_dep = _after(i, d_key)
                 query_chunk = ops.take(chunks["query"], i_dep, axis=2)  # (B, H, cq, d)
-                query_chunk_aug = ops.take(query_aug, i_dep, axis=2)  # (B, H, cq, d + 1)
-                d_out_chunk = ops.take(d_out_aug, i_dep, axis=2)  # (B, H, cq, dv + 1)
-                d_out = ops.take(d_out_chunks, i_dep, axis=2)  # (B, H, cq, dv)
-                shifted = ops.matmul(query_chunk_aug, key_aug)  # scores - lse: (B, H, cq, ck)
+                scores = ops.matmul(query_chunk, key_t)  # (B, H, cq, ck)
                 bias = self.bias(i_dep, j_dep)
                 if bias is not None:
-                    shifted = shifted + bias
-                p = ops.exp(shifted)
+                    scores = scores + bias
                 allowed = self.allowed(i_dep, j_dep)
-                if allowed is not None:
-                    p = ops.where(allowed, p, 0.0)
+                if allowed is not None:  # masked keys: weight 0 (a row with none: c = 0)
+                    scores = ops.where(allowed, scores, fill)
+                p = ops.softmax(scores, axis=-1) if self.ck > 1 else ops.ones_like(scores)
+                if block_log_sum_exps is not None:
+                    factor = ops.take(key_factors, i_dep, axis=0)  # c: (B, H, cq, 1)
+                else:
+                    top = ops.amax(scores, axis=-1, keepdims=True)
+                    block_lse = top - ops.log(ops.amax(p, axis=-1, keepdims=True))
+                    factor = ops.exp(block_lse - ops.take(log_sum_exps, i_dep, axis=0))
+                    if allowed is not None:
+                        factor = ops.where(ops.greater(top, fill), factor, 0.0)
+                d_out_chunk = ops.take(d_out_aug, i_dep, axis=2) * factor  # (B, H, cq, dv + 1)
+                d_out = ops.take(d_out_chunks, i_dep, axis=2) * factor  # (B, H, cq, dv)
                 if self.dropout_rate > 0.0:
                     # d(dropped weights) = dO vᵀ; d(weights) = scale * that; then minus delta.
                     scale = self.keep_scale(i_dep, j_dep, ops.shape(p))
@@ -394,7 +427,7 @@ class _Kernel:
                     d_scores = p * (d_weights + ops.take(d_out_chunk, [d_out_dim], axis=-1))
                 else:
                     dropped = p
-                    d_scores = p * ops.matmul(d_out_chunk, value_aug)  # p (dO vᵀ - delta)
+                    d_scores = p * ops.matmul(d_out_chunk, value_aug)  # P (dO vᵀ - delta)
                 # Transposed accumulators, (B, H, d, ck): the small factor is transposed, the
                 # (cq, ck) block is not.
                 d_value = d_value + ops.matmul(ops.swapaxes(d_out, -1, -2), dropped)
@@ -427,8 +460,7 @@ class _Kernel:
             else:
                 inner = fori_loop(0, self.nq, query_step, inner)
             d_key, d_value = (ops.swapaxes(x, -1, -2) for x in inner[1:3])  # (B, H, ck, d)
-            d_keys = ops.slice_update(d_keys, (j, 0, 0, 0, 0), ops.expand_dims(d_key, 0))
-            d_values = ops.slice_update(d_values, (j, 0, 0, 0, 0), ops.expand_dims(d_value, 0))
+            d_keys, d_values = _put(d_keys, j, d_key), _put(d_values, j, d_value)
             return [inner[0], d_keys, d_values] + list(inner[3:]) + [_token(inner[1])]
 
         state = fori_loop(0, self.nk, key_step, state)
@@ -449,18 +481,18 @@ class _Kernel:
 def _attention_with_custom_gradient(kernel, *tensors):
     if _torch_without_gradient(tensors):  # nothing to differentiate: the forward pass alone
         kernel.prepare(list(tensors))
-        outputs, _ = kernel.forward()
+        outputs = kernel.forward()[0]
         return _merge(outputs, kernel.query_length)
 
     @ops.custom_gradient
     def attention(*tensors):
         # The forward pass is cut from any outer tape: its per-block scores are never kept.
         kernel.prepare([ops.stop_gradient(x) for x in tensors])
-        outputs, log_sum_exps = kernel.forward()
+        outputs, log_sum_exps, block_log_sum_exps = kernel.forward()
 
         def grad(*args, upstream=None):
             grad_output = upstream if upstream is not None else args[0]
-            return kernel.backward(outputs, log_sum_exps, grad_output)
+            return kernel.backward(outputs, log_sum_exps, block_log_sum_exps, grad_output)
 
         return _merge(outputs, kernel.query_length), grad  # (B, H, Tq, dv)
 
@@ -513,11 +545,15 @@ def _merge(chunks, length):
     return ops.reshape(moved, (s[0], s[1], s[2] * s[3], s[4]))[:, :, :length]
 
 
+def _put(buffer, index, value):
+    """`buffer[index] = value` along the first axis."""
+    start = (index,) + (0,) * (len(buffer.shape) - 1)
+    return ops.slice_update(buffer, start, ops.expand_dims(value, 0))
+
+
 def _add_at(buffer, index, update):
     """`buffer[index] += update` along the first axis."""
-    current = ops.take(buffer, index, axis=0)
-    start = (index,) + (0,) * (len(buffer.shape) - 1)
-    return ops.slice_update(buffer, start, ops.expand_dims(current + update, 0))
+    return _put(buffer, index, ops.take(buffer, index, axis=0) + update)
 
 
 def _after(index, state):

@@ -4,6 +4,8 @@
   pass, eagerly and compiled (`jax.jit`, `torch.compile`, XLA) with a tensor index.
 - The chunked path (`chunk_size`, `ops.chunked_attention` and its hand-written backward pass)
   equals the full path in outputs and in gradients w.r.t. inputs, bias and weights.
+- `ops.full_attention` (the full path's hand-written backward pass, used on TensorFlow and
+  public on every backend) equals a NumPy reference and its numeric gradient.
 - Without the weights asked for (PyTorch's fused kernel, `ops.fused_attention`), outputs and
   gradients equal the einsum/masked-softmax path; rows with no allowed key are zero.
 - Implicit Keras masks from `Embedding(mask_zero=True)` reach stacked layers, eagerly and in
@@ -23,7 +25,7 @@ from keras_attention.layers import (
     TransformerDecoderBlock,
     TransformerEncoderBlock,
 )
-from keras_attention.ops import chunked_attention
+from keras_attention.ops import chunked_attention, full_attention
 from keras_attention.utils.masking import keras_mask
 from tests import autodiff
 
@@ -235,21 +237,49 @@ def test_chunked_attention_op_gradient_with_a_fully_masked_row():
         assert np.all(np.isfinite(grad)), name
     np.testing.assert_array_equal(grads["q"][1], 0.0)  # nothing attended: no gradient
     np.testing.assert_array_equal(grads["k"][:, 5:], 0.0)  # padded keys
-    # Central differences in float64 on the NumPy reference.
+    _assert_numeric_gradients(grads, arrays, mask, projection, [(0, 3, 1, 2), (0, 4, 0, 0), (1, 2, 1, 1)])
+
+
+
+def test_full_attention_op_equals_the_reference_and_its_numeric_gradient():
+    """The hand-written backward pass on this backend: values, a row with no key, central differences."""
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((2, 5, 2, 3)).astype("float32") for _ in range(3))
+    mask = rng.random((2, 1, 5, 5)) > 0.3
+    mask[0, 0, 2] = False  # a query that sees nothing
+    out = _np(full_attention(q, k, v, mask=mask))
+    np.testing.assert_allclose(out, _reference_attention(q, k, v, mask), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(out[0, 2], 0.0)
+
+    projection = rng.standard_normal(out.shape).astype("float32")
+    holder = keras.layers.Identity()  # no weights: gradients w.r.t. the inputs only
+    holder.build(None)
+
+    def loss_fn(t):
+        result = full_attention(t["q"], t["k"], t["v"], mask=mask)
+        return keras.ops.sum(result * keras.ops.convert_to_tensor(projection))
+
+    arrays = {"q": q, "k": k, "v": v}
+    _, _, grads = autodiff.value_and_gradients(holder, loss_fn, arrays, ["q", "k", "v"])
+    np.testing.assert_array_equal(grads["q"][0, 2], 0.0)  # nothing attended: no gradient
+    _assert_numeric_gradients(grads, arrays, mask, projection, [(0, 3, 1, 2), (1, 4, 0, 0), (1, 0, 1, 1)])
+
+
+def _assert_numeric_gradients(grads, arrays, mask, projection, indices):
+    """Each gradient entry at `indices` equals central differences in float64 on the reference."""
     ref = {n: a.astype("float64") for n, a in arrays.items()}
     eps = 1e-4
+
+    def loss(tensors):
+        return np.sum(_reference_attention(tensors["q"], tensors["k"], tensors["v"], mask) * projection)
+
     for name in ("q", "k", "v"):
-        for index in [(0, 3, 1, 2), (0, 4, 0, 0), (1, 2, 1, 1)]:
+        for index in indices:
             plus, minus = dict(ref), dict(ref)
             plus[name], minus[name] = ref[name].copy(), ref[name].copy()
             plus[name][index] += eps
             minus[name][index] -= eps
-            numeric = (
-                np.sum(_reference_attention(plus["q"], plus["k"], plus["v"], mask) * projection)
-                - np.sum(
-                    _reference_attention(minus["q"], minus["k"], minus["v"], mask) * projection
-                )
-            ) / (2 * eps)
+            numeric = (loss(plus) - loss(minus)) / (2 * eps)
             np.testing.assert_allclose(grads[name][index], numeric, rtol=1e-3, atol=1e-4)
 
 

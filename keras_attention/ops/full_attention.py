@@ -1,0 +1,153 @@
+"""Attention that holds the `(B, H, Tq, Tv)` weights, with its backward pass written out by hand.
+
+`full_attention` computes `softmax(q kᵀ + bias) v` as the einsum/softmax composition does,
+with the same masking semantics as `masked_softmax`, but it is cheaper to differentiate:
+
+- the gradient of the scores is `P ⊙ (dP - delta)` with `delta = rowsum(dO ⊙ O)`, a
+  `(Tq, dv)`-sized reduction (the identity FlashAttention uses), where the softmax's own
+  gradient reduces `dP ⊙ P` over the `(Tq, Tv)` block: two passes fewer over the largest
+  tensor of the layer;
+- inside, every product is a plain batched matmul in the heads-major `(B, H, T, d)` layout;
+  only `d`-wide factors are ever transposed, never a `(Tq, Tv)` block.
+
+On TensorFlow this took a `MultiHeadAttention` forward+backward pass at 512 tokens from 0.90x
+to 0.82x of keras core's time (`benchmarks/attention_bench.py`). `MultiHeadAttention`
+uses it on TensorFlow when no dropout is drawn on the weights and the weights are not
+returned (`use_full_attention`).
+"""
+
+import keras
+from keras import ops
+
+from keras_attention.ops.masking import as_bool_mask, large_negative
+
+_HALF_DTYPES = ("float16", "bfloat16")
+
+
+def use_full_attention(need_weights, dropout_active):
+    """Whether `MultiHeadAttention`'s full path should call `full_attention`.
+
+    TensorFlow only (where it was measured; JAX was not; PyTorch has its own fused
+    kernel, `ops.fused_attention`), and only when the weights are not returned and no dropout
+    is drawn on them.
+    """
+    return keras.backend.backend() == "tensorflow" and not need_weights and not dropout_active
+
+
+def full_attention(query, key, value, mask=None, bias=None):
+    """`softmax(query keyᵀ + bias) value` per head, with a hand-written backward pass.
+
+    Values and gradients (with respect to `query`, `key`, `value` and `bias`) equal those of
+    `masked_softmax` between two einsums, to float rounding. Half-precision scores are
+    normalised in float32, as `masked_softmax` does.
+
+    Args:
+        query: `(batch_size, Tq, num_heads, key_dim)`, already scaled.
+        key: `(batch_size, Tv, num_heads, key_dim)`.
+        value: `(batch_size, Tv, num_heads, value_dim)`.
+        mask: optional boolean mask broadcastable to `(batch_size, num_heads, Tq, Tv)`;
+            `True` keeps a key. A row with no allowed key gives zeros (and zero gradient).
+        bias: optional float tensor broadcastable to `(batch_size, num_heads, Tq, Tv)`, added
+            to the scores.
+
+    Returns:
+        `(batch_size, Tq, num_heads, value_dim)` in the dtype of `query`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> q = np.ones((1, 2, 1, 4), "float32")
+    >>> v = np.arange(12, dtype="float32").reshape(1, 3, 1, 4)
+    >>> mask = np.array([[[[True, True, False], [False, False, False]]]])
+    >>> np.asarray(full_attention(q, q[:, :1].repeat(3, 1), v, mask=mask))[0, :, 0].tolist()
+    [[2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 0.0, 0.0]]
+    """
+    dtype = keras.backend.standardize_dtype(query.dtype)
+    tensors = [query, ops.cast(key, dtype), ops.cast(value, dtype)]
+    if bias is not None:
+        if len(bias.shape) != 4:
+            raise ValueError(
+                "full_attention: `bias` must have rank 4, broadcastable to "
+                f"`(batch_size, heads, Tq, Tv)`. Received: bias.shape={tuple(bias.shape)}"
+            )
+        bias = ops.convert_to_tensor(bias, dtype)
+        if None in bias.shape:  # axes to sum its gradient over unknown: leave that to autodiff
+            bias = ops.broadcast_to(bias, _scores_shape(query, key))
+        tensors.append(bias)
+    if mask is not None:
+        tensors.append(as_bool_mask(mask))
+    has_bias, has_mask = bias is not None, mask is not None
+
+    @ops.custom_gradient
+    def attention(*tensors):
+        # Not cut from an outer tape (no `stop_gradient`): a second derivative then flows
+        # through the weights the backward pass reads (which it keeps anyway).
+        q, k, v = (ops.transpose(x, (0, 2, 1, 3)) for x in tensors[:3])
+        b = tensors[3] if has_bias else None
+        m = tensors[-1] if has_mask else None
+        weights = _weights(q, k, b, m, dtype)  # (B, H, Tq, Tv)
+        output = ops.matmul(weights, v)  # (B, H, Tq, dv)
+
+        def grad(*args, upstream=None):
+            d_out = upstream if upstream is not None else args[0]
+            d_out = ops.transpose(ops.cast(d_out, dtype), (0, 2, 1, 3))  # (B, H, Tq, dv)
+            grads = _backward(q, k, v, weights, output, d_out, dtype)
+            if has_bias:
+                grads.append(_sum_to(grads.pop(), tuple(tensors[3].shape)))
+            else:
+                grads.pop()
+            if has_mask:
+                grads.append(None)
+            return tuple(grads)
+
+        return ops.transpose(output, (0, 2, 1, 3)), grad
+
+    return attention(*tensors)
+
+
+def _weights(q, k, bias, mask, dtype):
+    """The masked softmax of `q kᵀ + bias`, `(B, H, Tq, Tv)` in `dtype`."""
+    scores = ops.matmul(q, ops.swapaxes(k, -1, -2))  # only the d-wide factor is transposed
+    if bias is not None:
+        scores = scores + bias
+    if dtype in _HALF_DTYPES:
+        scores = ops.cast(scores, "float32")
+    if mask is not None:
+        scores = ops.where(mask, scores, ops.cast(large_negative(scores.dtype), scores.dtype))
+    # One key: weight 1 (Keras's softmax warns on a size-1 axis).
+    weights = ops.ones_like(scores) if scores.shape[-1] == 1 else ops.softmax(scores, axis=-1)
+    if mask is not None:
+        weights = ops.where(mask, weights, ops.zeros_like(weights))
+    return ops.cast(weights, dtype)
+
+
+def _backward(q, k, v, weights, output, d_out, dtype):
+    """`[d_query, d_key, d_value, d_scores]`, the first three in the `(B, T, H, d)` layout."""
+    work = "float32" if dtype in _HALF_DTYPES else dtype
+    # rowsum(dP ⊙ P) = rowsum(dO ⊙ O): the softmax gradient's reduction, taken on (Tq, dv).
+    delta = ops.sum(ops.cast(d_out, work) * ops.cast(output, work), axis=-1, keepdims=True)
+    d_weights = ops.matmul(d_out, ops.swapaxes(v, -1, -2))  # (B, H, Tq, Tv)
+    d_scores = ops.cast(weights, work) * (ops.cast(d_weights, work) - delta)
+    d_scores = ops.cast(d_scores, dtype)
+    d_query = ops.matmul(d_scores, k)  # (B, H, Tq, d)
+    # Transposed products, (B, H, d, Tv): the d-wide factor is transposed, the block is not.
+    d_key_t = ops.matmul(ops.swapaxes(q, -1, -2), d_scores)
+    d_value_t = ops.matmul(ops.swapaxes(d_out, -1, -2), weights)
+    return [
+        ops.transpose(d_query, (0, 2, 1, 3)),
+        ops.transpose(d_key_t, (0, 3, 1, 2)),
+        ops.transpose(d_value_t, (0, 3, 1, 2)),
+        d_scores,
+    ]
+
+
+def _scores_shape(query, key):
+    """`(B, H, Tq, Tv)`, static where known."""
+    q, k = ops.shape(query), ops.shape(key)
+    return (q[0], q[2], q[1], k[1])
+
+
+def _sum_to(x, shape):
+    """Sums `x` `(B, H, Tq, Tv)` over the axes where `shape` (the bias's) has size 1."""
+    axes = tuple(i for i, size in enumerate(shape) if size == 1 and x.shape[i] != 1)
+    return ops.sum(x, axis=axes, keepdims=True) if axes else x

@@ -1,0 +1,245 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attention.layers import MultiHeadAttention
+from keras_attention.ops.full_attention import full_attention, use_full_attention
+from keras_attention.ops.softmax import masked_softmax
+from tests import numpy_reference as npref
+from tests.ops.test_chunked_attention import DV, TQ, TV, B, H, _data
+
+
+def _mask(kind, tv=TV):
+    """`(B, 1, TQ, tv)` boolean masks; batch row 1 has a query row with no allowed key."""
+    rng = np.random.default_rng(5)
+    if kind == "causal":
+        mask = np.tril(np.ones((TQ, tv), bool), k=tv - TQ)[None, None].repeat(B, 0)
+    else:  # random
+        mask = rng.random((B, 1, TQ, tv)) > 0.4
+    mask = mask.copy()
+    mask[1, 0, 2] = False
+    return mask
+
+
+def _reference(q, k, v, bias, mask):
+    """NumPy float64: masked softmax (zero weight where masked, zero rows) between two products."""
+    scores = np.einsum("bqhd,bkhd->bhqk", q.astype("float64"), k.astype("float64"))
+    if bias is not None:
+        scores = scores + bias
+    weights = npref.softmax(scores, None if mask is None else np.broadcast_to(mask, scores.shape))
+    return np.einsum("bhqk,bkhd->bqhd", weights, v.astype("float64"))
+
+
+def _einsum_path(q, k, v, bias, mask):
+    """The composition `full_attention` replaces, differentiated by TensorFlow."""
+    scores = tf.einsum("bqhd,bkhd->bhqk", q, k)
+    if bias is not None:
+        scores = scores + tf.cast(bias, scores.dtype)
+    return tf.einsum("bhqk,bkhd->bqhd", masked_softmax(scores, mask), v)
+
+
+def _value_and_grads(fn, tensors, upstream, compiled):
+    def run(*tensors):
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            out = fn(*tensors)
+            loss = tf.reduce_sum(tf.cast(out, "float32") * upstream)
+        # (With one key the einsum path's weights do not depend on q and k: zeros, not None.)
+        return out, tape.gradient(loss, tensors, unconnected_gradients="zero")
+
+    run = tf.function(run) if compiled else run
+    out, grads = run(*tensors)
+    return out.numpy(), [g.numpy() for g in grads]
+
+
+CASES = {
+    "plain": dict(),
+    "causal": dict(mask="causal"),
+    "random_mask": dict(mask="random"),
+    "bias_per_head": dict(bias=(1, H, TQ, TV)),
+    "bias_per_batch_key": dict(bias=(B, 1, 1, TV), mask="random"),
+    "full_bias_and_mask": dict(bias=(B, H, TQ, TV), mask="causal"),
+    "bias_per_key_row": dict(bias=(B, H, 1, TV)),
+}
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_outputs_and_gradients_equal_the_einsum_softmax_path(case, compiled):
+    c = CASES[case]
+    q, k, v, bias = _data(bias_shape=c.get("bias"))
+    mask = None if "mask" not in c else _mask(c["mask"])
+    tensors = [tf.constant(x) for x in (q, k, v) + (() if bias is None else (bias,))]
+    upstream = tf.constant(np.random.default_rng(9).standard_normal((B, TQ, H, DV)), "float32")
+
+    def ours(q, k, v, b=None):
+        return full_attention(q, k, v, mask=mask, bias=b)
+
+    def theirs(q, k, v, b=None):
+        return _einsum_path(q, k, v, b, mask)
+
+    out, grads = _value_and_grads(ours, tensors, upstream, compiled)
+    expected_out, expected_grads = _value_and_grads(theirs, tensors, upstream, compiled)
+    np.testing.assert_allclose(out, _reference(q, k, v, bias, mask), atol=1e-5)
+    np.testing.assert_allclose(out, expected_out, atol=1e-5)
+    assert [g.shape for g in grads] == [x.shape for x in tensors]  # the bias's own shape
+    for name, g, e in zip("qkvb", grads, expected_grads, strict=False):
+        np.testing.assert_allclose(g, e, atol=2e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("bias_shape", [(1, H, TQ, TV), (B, 1, 1, TV), (B, H, 1, TV)])
+def test_a_bias_of_unknown_static_shape_gets_a_gradient_of_its_own_shape(bias_shape):
+    """Traced with `(None,) * 4`, which axes to sum over is known only at run time."""
+    q, k, v, bias = _data(bias_shape=bias_shape)
+    spec = [tf.TensorSpec(x.shape, "float32") for x in (q, k, v)]
+
+    def value_and_grads(fn):
+        @tf.function(input_signature=spec + [tf.TensorSpec((None,) * 4, "float32")])
+        def run(q, k, v, b):
+            with tf.GradientTape() as tape:
+                tape.watch(b)
+                loss = tf.reduce_sum(tf.sin(fn(q, k, v, b)))
+            return tape.gradient(loss, b)
+
+        return run(q, k, v, bias).numpy()
+
+    ours = value_and_grads(lambda q, k, v, b: full_attention(q, k, v, bias=b))
+    theirs = value_and_grads(lambda q, k, v, b: _einsum_path(q, k, v, b, None))
+    assert ours.shape == bias_shape
+    np.testing.assert_allclose(ours, theirs, atol=2e-5)
+
+
+def test_a_query_with_no_allowed_key_gives_zeros_and_zero_gradients():
+    q, k, v, _ = _data()
+    mask = np.ones((B, 1, TQ, TV), bool)
+    mask[0, 0, 3] = False  # query 3 of batch row 0 sees nothing
+    tensors = [tf.constant(x) for x in (q, k, v)]
+    with tf.GradientTape() as tape:
+        tape.watch(tensors)
+        out = full_attention(*tensors, mask=mask)
+        loss = tf.reduce_sum(out[0, 3] * 7.0) + tf.reduce_sum(out[1])
+    d_query, d_key, _ = tape.gradient(loss, tensors)
+    np.testing.assert_array_equal(out.numpy()[0, 3], 0.0)
+    np.testing.assert_array_equal(d_query.numpy()[0, 3], 0.0)  # no key: nothing to move
+    np.testing.assert_array_equal(d_key.numpy()[0], 0.0)  # row 0's loss reads only query 3
+    assert np.isfinite(d_query.numpy()).all()
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
+def test_second_derivatives_equal_the_einsum_softmax_path(compiled):
+    """Nothing is cut from an outer tape: a gradient penalty differentiates the backward pass."""
+    q, k, v, bias = _data(bias_shape=(1, H, TQ, TV))
+    mask = _mask("random")
+    tensors = [tf.constant(x) for x in (q, k, v, bias)]
+
+    def penalty(fn, *tensors):
+        with tf.GradientTape() as outer:
+            outer.watch(tensors)
+            with tf.GradientTape() as inner:
+                inner.watch(tensors)
+                loss = tf.reduce_sum(tf.sin(fn(*tensors)))
+            grads = inner.gradient(loss, tensors[:2])
+            norm = sum(tf.reduce_sum(g**2) for g in grads)
+        return outer.gradient(norm, tensors)
+
+    penalty = tf.function(penalty) if compiled else penalty
+    ours = penalty(lambda q, k, v, b: full_attention(q, k, v, mask=mask, bias=b), *tensors)
+    theirs = penalty(lambda q, k, v, b: _einsum_path(q, k, v, b, mask), *tensors)
+    for name, a, e in zip("qkvb", ours, theirs, strict=True):
+        np.testing.assert_allclose(a.numpy(), e.numpy(), atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_stays_in_its_dtype_and_near_float32(dtype):
+    q, k, v, bias = _data(bias_shape=(1, H, TQ, TV))
+    mask = _mask("causal")
+    upstream = tf.constant(np.random.default_rng(9).standard_normal((B, TQ, H, DV)), "float32")
+    tensors = [tf.constant(x) for x in (q, k, v, bias)]
+    half = [tf.cast(x, dtype) for x in tensors]
+
+    def ours(q, k, v, b):
+        return full_attention(q, k, v, mask=mask, bias=b)
+
+    def theirs(q, k, v, b):
+        return _einsum_path(q, k, v, b, mask)
+
+    out, grads = _value_and_grads(ours, half, upstream, compiled=True)
+    exact, exact_grads = _value_and_grads(ours, tensors, upstream, compiled=True)
+    einsum, einsum_grads = _value_and_grads(theirs, half, upstream, compiled=True)
+    assert out.dtype == np.dtype(tf.as_dtype(dtype).as_numpy_dtype)
+    tolerance = 0.05 if dtype == "bfloat16" else 0.01
+    np.testing.assert_allclose(out.astype("float32"), exact, atol=tolerance)
+    np.testing.assert_allclose(out.astype("float32"), einsum.astype("float32"), atol=tolerance)
+    for name, g, e, t in zip("qkvb", grads, exact_grads, einsum_grads, strict=True):
+        assert g.dtype == out.dtype
+        np.testing.assert_allclose(g.astype("float32"), e, atol=tolerance * 4, err_msg=name)
+        np.testing.assert_allclose(
+            g.astype("float32"), t.astype("float32"), atol=tolerance * 4, err_msg=name
+        )
+
+
+def test_one_key_gets_weight_one_and_the_einsum_paths_gradients():
+    q, k, v, _ = _data(tv=1)
+    mask = np.ones((B, 1, TQ, 1), bool)
+    mask[0, 0, 1] = False
+    out = full_attention(q, k, v, mask=mask)
+    expected = np.repeat(v, TQ, axis=1)
+    expected[0, 1] = 0.0
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+    tensors = [tf.constant(x) for x in (q, k, v)]
+    upstream = tf.constant(np.random.default_rng(9).standard_normal((B, TQ, H, DV)), "float32")
+    _, grads = _value_and_grads(
+        lambda q, k, v: full_attention(q, k, v, mask=mask), tensors, upstream, False
+    )
+    _, expected_grads = _value_and_grads(
+        lambda q, k, v: _einsum_path(q, k, v, None, mask), tensors, upstream, False
+    )
+    for name, g, e in zip("qkv", grads, expected_grads, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-5, err_msg=name)  # rounding of dP - delta
+
+
+def test_a_bias_of_another_rank_is_refused_by_name():
+    q, k, v, _ = _data()
+    with pytest.raises(ValueError, match=r"`bias` must have rank 4.*\(2, 7, 11\)"):
+        full_attention(q, k, v, bias=np.zeros((H, TQ, TV), "float32"))
+
+
+def test_use_full_attention_only_without_weights_and_dropout():
+    assert use_full_attention(need_weights=False, dropout_active=False)  # TensorFlow here
+    assert not use_full_attention(need_weights=True, dropout_active=False)
+    assert not use_full_attention(need_weights=False, dropout_active=True)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        dict(),
+        dict(use_causal_mask=True),
+        dict(value_mask=True, query_mask=True),
+        dict(attention_bias=(1, 3, 7, 7), use_causal_mask=True),
+    ],
+    ids=["plain", "causal", "padding_masks", "bias_causal"],
+)
+def test_multi_head_attention_full_path_matches_the_path_that_returns_weights(call):
+    """Without weights asked for, the layer takes `full_attention`; with them, the einsum path."""
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.standard_normal((2, 7, 12)), "float32")
+    kwargs = {"use_causal_mask": call.get("use_causal_mask", False)}
+    if "value_mask" in call:
+        kwargs["value_mask"] = tf.constant(np.arange(7)[None] < np.array([[7], [4]]))
+        kwargs["query_mask"] = tf.constant(np.arange(7)[None] < np.array([[5], [7]]))
+    if "attention_bias" in call:
+        kwargs["attention_bias"] = tf.constant(rng.standard_normal(call["attention_bias"]), "float32")
+    layer = MultiHeadAttention(num_heads=3, key_dim=4, chunk_size=None)
+    layer(x, x)
+
+    def value_and_grads(with_weights):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x, x, return_attention_scores=with_weights, **kwargs)
+            out = out[0] if with_weights else out
+            loss = tf.reduce_sum(tf.sin(out))
+        return [out.numpy()] + [g.numpy() for g in tape.gradient(loss, [x] + layer.weights)]
+
+    for fast, einsum in zip(value_and_grads(False), value_and_grads(True), strict=True):
+        np.testing.assert_allclose(fast, einsum, atol=2e-5)
