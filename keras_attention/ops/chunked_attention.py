@@ -579,7 +579,7 @@ def _token(x):
 
 
 def _sum_to(x, shape):
-    """Sums `x` `(B, H, cq, ck)` over the leading axes where `shape` (the bias's) has size 1."""
+    """Sums `x` (scores, e.g. `(B, H, cq, ck)`) over the axes where `shape` (a bias's) is 1."""
     axes = tuple(i for i, size in enumerate(shape) if size == 1)
     return ops.sum(x, axis=axes, keepdims=True) if axes else x
 

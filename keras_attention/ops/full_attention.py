@@ -19,6 +19,7 @@ returned (`use_full_attention`).
 import keras
 from keras import ops
 
+from keras_attention.ops.chunked_attention import _sum_to
 from keras_attention.ops.masking import as_bool_mask, large_negative
 
 _HALF_DTYPES = ("float16", "bfloat16")
@@ -91,11 +92,9 @@ def full_attention(query, key, value, mask=None, bias=None):
         def grad(*args, upstream=None):
             d_out = upstream if upstream is not None else args[0]
             d_out = ops.transpose(ops.cast(d_out, dtype), (0, 2, 1, 3))  # (B, H, Tq, dv)
-            grads = _backward(q, k, v, weights, output, d_out, dtype)
+            *grads, d_scores = _backward(q, k, v, weights, output, d_out, dtype)
             if has_bias:
-                grads.append(_sum_to(grads.pop(), tuple(tensors[3].shape)))
-            else:
-                grads.pop()
+                grads.append(_sum_to(d_scores, tuple(tensors[3].shape)))
             if has_mask:
                 grads.append(None)
             return tuple(grads)
@@ -145,9 +144,3 @@ def _scores_shape(query, key):
     """`(B, H, Tq, Tv)`, static where known."""
     q, k = ops.shape(query), ops.shape(key)
     return (q[0], q[2], q[1], k[1])
-
-
-def _sum_to(x, shape):
-    """Sums `x` `(B, H, Tq, Tv)` over the axes where `shape` (the bias's) has size 1."""
-    axes = tuple(i for i, size in enumerate(shape) if size == 1 and x.shape[i] != 1)
-    return ops.sum(x, axis=axes, keepdims=True) if axes else x
