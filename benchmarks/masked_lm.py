@@ -4,7 +4,10 @@ In one process:
 
 1. One WordPiece vocabulary (`pipelines.text.build_wordpiece_vocab`, lower-cased, with
    `BERT_RESERVED_TOKENS`) is learned from `wikitext-2/train.txt`, written once under
-   `<output-dir>/vocab/` and reused while its options match.
+   `<output-dir>/vocab/` and reused while its options match. With `--task-text` the SST-2
+   training phrases (labels dropped; `dev.tsv` never read) join the pre-training text and the
+   vocabulary (task-adaptive pre-training); test perplexities and tokens/s are then not
+   comparable with runs without it (another vocabulary).
 2. Pre-training batches from `pipelines.masked_lm.make_dataset`: the corpus tokenized once and
    packed into full `[CLS] ... [SEP]` sequences of `--sequence-length` tokens (the packing
    efficiency, the fraction of real positions, is reported), 15% of the tokens chosen per
@@ -66,6 +69,7 @@ warnings.filterwarnings("ignore", message="Your input ran out of data")
 
 MODELS = ("ours", "keras_hub")
 MODES = ("packed", "pairs")
+FINETUNE_RUNS = ("pretrained", "scratch")
 WEIGHT_DECAY = 0.01
 
 
@@ -92,6 +96,9 @@ def parse_args(argv=None):
     add("--mode", default="packed", choices=MODES, help="packed sequences or sentence pairs")
     add("--mask-rate", type=float, default=0.15)
     add("--whole-word", action="store_true", help="mask every piece of a chosen word")
+    add("--task-text", action="store_true",
+        help="also pre-train on the SST-2 training phrases, labels dropped (task-adaptive "
+             "pre-training; the vocabulary is learned from both; dev.tsv is never read for it)")  # fmt: skip
     add("--jit-compile", default="auto", choices=("auto", "on", "off"), help="both models")
     add("--dtype-policy", default="float32", help="e.g. mixed_bfloat16 (both models)")
     add("--speed-matrix", action="store_true",
@@ -107,6 +114,8 @@ def parse_args(argv=None):
     add("--finetune-warmup-steps", type=int, default=200)
     add("--finetune-batch-size", type=int, default=32)
     add("--finetune-budget-minutes", type=float, help="optional budget per fine-tuning run")
+    add("--finetune-runs", default="pretrained,scratch",
+        help="SST-2 fine-tuning runs, comma-separated subset of %(default)s")  # fmt: skip
     add("--train-limit", type=int, help="read the first N lines of train.txt")
     add("--test-limit", type=int, help="read the first N lines of test.txt")
     add("--sst-limit", type=int, help="fine-tune on the first N SST-2 training sentences")
@@ -115,6 +124,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.models = _split_choices(parser, "--models", args.models, MODELS)
     args.speed_settings = _speed_settings(parser, args.speed_settings)
+    args.finetune_runs = _split_choices(parser, "--finetune-runs", args.finetune_runs,
+                                        FINETUNE_RUNS)  # fmt: skip
     positive = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "vocabulary_size",
                 "batch_size", "finetune_epochs", "finetune_batch_size")  # fmt: skip
     for name in positive + ("train_limit", "test_limit", "sst_limit"):
@@ -171,7 +182,12 @@ def main(argv=None):
         },
         "args": dict(vars(args)),
         "vocabulary": vocab_info,
-        "data": {**data_info, "test_sequences": sum(len(b[1]) for b in test_batches)},
+        "data": {
+            **data_info,
+            "test_sequences": sum(len(b[1]) for b in test_batches),
+            "wikitext_documents": corpus["wikitext_documents"],
+            "task_text_documents": len(corpus["train"]) - corpus["wikitext_documents"],
+        },
         "pretraining": {},
     }
     if args.speed_matrix:
@@ -202,7 +218,11 @@ def main(argv=None):
 
 
 def load_corpus(args):
-    """`{"train": documents, "test": documents}` of WikiText-2 (`read_corpus`), limited."""
+    """`{"train": documents, "test": documents}` of WikiText-2 (`read_corpus`), limited.
+
+    With `--task-text` the training documents also hold the SST-2 training
+    sentences (`task_text_documents`); the test documents stay WikiText-2's.
+    """
     from pipelines.masked_lm import read_corpus
     from pipelines.text import read_lines
 
@@ -215,7 +235,24 @@ def load_corpus(args):
                 f"Received: --data-dir {args.data_dir!r}"
             )
         corpus[split] = read_corpus(read_lines(path, False)[:limit], progress=False)
+    corpus["wikitext_documents"] = len(corpus["train"])
+    if args.task_text:
+        corpus["train"] = corpus["train"] + task_text_documents(args)
     return corpus
+
+
+def task_text_documents(args):
+    """The SST-2 training phrases as pre-training documents: one each, labels dropped.
+
+    Exact repeats are kept once (file order). SST-2's training set is the
+    phrases of ~6.9k parsed sentences, so most texts are parts of others: the
+    fine-tuning inputs themselves, which is what task-adaptive pre-training
+    (Gururangan et al. 2020) and self-pre-training on the downstream data
+    (Krishna et al. 2023) train on. Limited by `--sst-limit` like the
+    fine-tuning set; `dev.tsv` is not read.
+    """
+    texts, _ = read_sst2(args, splits=("train",))["train"]
+    return [[text] for text in dict.fromkeys(text for text in texts if text.strip())]
 
 
 def build_vocabulary(args, documents):
@@ -232,6 +269,8 @@ def build_vocabulary(args, documents):
         "lowercase": True,
         "train_file": os.path.abspath(os.path.join(args.data_dir, "wikitext-2", "train.txt")),
         "train_limit": args.train_limit,
+        "task_text": args.task_text,
+        "sst_limit": args.sst_limit if args.task_text else None,
     }
     reuse = os.path.isfile(path) and os.path.isfile(meta_path)
     if reuse:
@@ -534,12 +573,13 @@ def evaluate_masked_lm(model, batches):
 # -- SST-2 fine-tuning --------------------------------------------------------------------------
 
 
-def read_sst2(args):
+def read_sst2(args, splits=("train", "dev")):
     """`{"train": (texts, labels), "dev": (texts, labels)}` (training texts limited)."""
     from pipelines.classification import read_labeled_texts
 
     data = {}
-    for split, limit in (("train", args.sst_limit), ("dev", None)):
+    for split in splits:
+        limit = args.sst_limit if split == "train" else None
         path = os.path.join(args.data_dir, "sst-2", f"{split}.tsv")
         if not os.path.isfile(path):
             raise FileNotFoundError(
@@ -560,9 +600,11 @@ def finetune_sst2(args, vocab_path, pretrained_dir):
     keras.backend.clear_session()
     keras.utils.set_random_seed(args.seed)
     preprocessor = MaskedLMPreprocessor(vocab_path, args.sequence_length)
-    untrained = build_model("ours", args, preprocessor.vocabulary_size)
-    scratch_dir = save_masked_lm(untrained, preprocessor,
-                                 os.path.join(args.output_dir, "scratch_init"))  # fmt: skip
+    scratch_dir = None
+    if "scratch" in args.finetune_runs:
+        untrained = build_model("ours", args, preprocessor.vocabulary_size)
+        scratch_dir = save_masked_lm(untrained, preprocessor,
+                                     os.path.join(args.output_dir, "scratch_init"))  # fmt: skip
     fit_config = FitConfig(
         epochs=args.finetune_epochs,
         batch_size=args.finetune_batch_size,
@@ -577,7 +619,8 @@ def finetune_sst2(args, vocab_path, pretrained_dir):
         verbose=args.verbose,
     )
     results = {"train_sentences": len(data["train"][0]), "dev_sentences": len(data["dev"][0])}
-    for name, init_from in (("pretrained", pretrained_dir), ("scratch", scratch_dir)):
+    starts = {"pretrained": pretrained_dir, "scratch": scratch_dir}
+    for name, init_from in ((name, starts[name]) for name in args.finetune_runs):
         print(f"\n=== SST-2 fine-tuning, {name} ===", flush=True)
         keras.backend.clear_session()
         config = ClassifierConfig(init_from=init_from, sequence_length=args.sequence_length)
@@ -596,7 +639,9 @@ def finetune_sst2(args, vocab_path, pretrained_dir):
             "run_dir": run.output_dir,
         }
         print(f"SST-2 {name}: dev accuracy {scores['accuracy']:.2%}", flush=True)
-    results["gain"] = results["pretrained"]["dev_accuracy"] - results["scratch"]["dev_accuracy"]
+    if len(args.finetune_runs) == 2:
+        results["gain"] = (results["pretrained"]["dev_accuracy"]
+                           - results["scratch"]["dev_accuracy"])  # fmt: skip
     return results
 
 
@@ -617,7 +662,9 @@ def results_table(results):
         "",
         f"Training data: {data['sequences']} sequences, {data['real_tokens']} real tokens, "
         f"packing efficiency {data['packing_efficiency']:.2%}; test: {data['test_sequences']} "
-        "sequences, the same masks for every model.",
+        "sequences, the same masks for every model."
+        + (f" Pre-training text: WikiText-2 and {data['task_text_documents']} distinct SST-2 "
+           "training phrases (--task-text)." if data.get("task_text_documents") else ""),
         "",
         "| pre-training | params | steps | epochs | tokens/s | vs keras_hub | median-step "
         "tokens/s | vs keras_hub | test masked-token accuracy | test perplexity |",
@@ -647,11 +694,12 @@ def results_table(results):
             f"({sst['dev_sentences']}) | epochs | minutes |",
             "|---|---:|---:|---:|",
         ]
-        for name in ("pretrained", "scratch"):
+        for name in (name for name in FINETUNE_RUNS if name in sst):
             r = sst[name]
             lines.append(f"| {name} | {r['dev_accuracy']:.2%} | {r['epochs']} "
                          f"| {r['train_seconds'] / 60:.1f} |")  # fmt: skip
-        lines.append(f"| gain from pre-training | {100 * sst['gain']:+.2f} points | | |")
+        if "gain" in sst:
+            lines.append(f"| gain from pre-training | {100 * sst['gain']:+.2f} points | | |")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import WeightOptionsMixin
+from keras_attention.layers._dropout import Dropout
 from keras_attention.layers.multi_head_attention import MultiHeadAttention
 from keras_attention.ops.hard import position_selector
 from keras_attention.ops.masking import as_bool_mask
@@ -143,7 +144,7 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
         return norm
 
     def _dropout(self, name, seed_offset):
-        return keras.layers.Dropout(
+        return Dropout(
             self.dropout, seed=self._seed(seed_offset), name=name, dtype=self.dtype_policy
         )
 

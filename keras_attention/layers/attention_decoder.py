@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import WeightOptionsMixin, clone_initializer, position_offset
+from keras_attention.layers._dropout import Dropout
 from keras_attention.layers._scores import make_score, score_names
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.layers.local_attention import LocalAttention
@@ -269,7 +270,7 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
                 name="attentional_projection",
             )
             self._attentional_projection.build((None, memory_dim + self.units))
-        self._output_dropout = keras.layers.Dropout(
+        self._output_dropout = Dropout(
             self.dropout, seed=self.seed, dtype=self.dtype_policy, name="output_dropout"
         )
         self.built = True

@@ -3,6 +3,7 @@
 import keras
 
 from keras_attention.layers._common import WeightOptionsMixin
+from keras_attention.layers._dropout import Dropout
 from keras_attention.ops import attention_pool, context_vector_score, masked_softmax
 from keras_attention.ops.checks import check_inputs
 from keras_attention.utils.validation import positive_int, rate
@@ -116,7 +117,7 @@ class AttentionPooling(WeightOptionsMixin, keras.layers.Layer):
         self.kernel = self._add_kernel("kernel", (input_dim, units))
         self.bias = self._add_bias("bias", (units,)) if self.use_bias else None
         self.context_vector = self._add_kernel("context_vector", (units,))
-        self._dropout_layer = keras.layers.Dropout(
+        self._dropout_layer = Dropout(
             self.dropout, seed=self.seed, dtype=self.dtype_policy, name="attention_dropout"
         )
         self.built = True

@@ -5,6 +5,7 @@ import dataclasses
 import keras
 from keras import ops
 
+from keras_attention.layers._dropout import Dropout
 from keras_attention.ops import (
     apply_attention,
     compute_attention_mask,
@@ -101,7 +102,7 @@ class BaseScoreAttention(keras.layers.Layer):
         query_dim, key_dim, value_dim = self._validate_shapes(query_shape, value_shape, key_shape)
         self._input_dims = (query_dim, key_dim, value_dim)
         self.build_score(query_dim, key_dim)
-        self._dropout_layer = keras.layers.Dropout(
+        self._dropout_layer = Dropout(
             self.dropout, seed=self.seed, dtype=self.dtype_policy, name="attention_dropout"
         )
         self.built = True

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers._common import WeightOptionsMixin
+from keras_attention.layers._dropout import Dropout
 from keras_attention.layers.rotary_embedding import RotaryEmbedding
 from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
 from keras_attention.ops.checks import check_index_range, check_inputs
@@ -284,7 +285,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             **self._sublayer_weight_options(),
         )
         self._output_dense.build(query_shape[:2] + (self.num_heads, self.value_dim))
-        self._dropout_layer = keras.layers.Dropout(
+        self._dropout_layer = Dropout(
             self.dropout, seed=self.seed, dtype=self.dtype_policy, name="attention_dropout"
         )
         # The chunked path draws one seed per call for its hash-based dropout.

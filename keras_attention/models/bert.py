@@ -9,6 +9,7 @@ from keras_attention.layers import (
     PositionEmbedding,
     TransformerEncoderBlock,
 )
+from keras_attention.layers._dropout import Dropout
 from keras_attention.models.backbone import Backbone, check_transformer_sizes
 from keras_attention.utils import positive_int, positive_number, rate
 
@@ -153,7 +154,7 @@ class BertBackbone(Backbone):
         self.embeddings_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="embeddings_layer_norm"
         )
-        self.embeddings_dropout = keras.layers.Dropout(
+        self.embeddings_dropout = Dropout(
             dropout, dtype=dtype, name="embeddings_dropout"
         )
         self.encoder_blocks = [
@@ -373,7 +374,7 @@ class BertClassifier(_BertTask):
         activation = keras.activations.get(activation)
         kwargs.setdefault("name", "bert_classifier")
         self.backbone = backbone
-        self.output_dropout = keras.layers.Dropout(
+        self.output_dropout = Dropout(
             dropout, dtype=backbone.dtype_policy, name="classifier_dropout"
         )
         # float32 logits under mixed precision too (float32 weights either way).
@@ -445,7 +446,7 @@ class BertTokenClassifier(_BertTask):
         dropout = rate(owner, "dropout", dropout)
         kwargs.setdefault("name", "bert_token_classifier")
         self.backbone = backbone
-        self.output_dropout = keras.layers.Dropout(
+        self.output_dropout = Dropout(
             dropout, dtype=backbone.dtype_policy, name="classifier_dropout"
         )
         self.output_dense = keras.layers.Dense(

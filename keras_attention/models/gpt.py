@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers import MultiHeadAttention, PositionEmbedding, TransformerDecoderBlock
+from keras_attention.layers._dropout import Dropout
 from keras_attention.models.backbone import Backbone, check_transformer_sizes
 from keras_attention.models.bert import gelu_approximate
 from keras_attention.utils import describe, one_of, positive_int, positive_number
@@ -154,7 +155,7 @@ class GPTBackbone(Backbone):
                 dtype=dtype,
                 name="position_embedding",
             )
-        self.embeddings_dropout = keras.layers.Dropout(
+        self.embeddings_dropout = Dropout(
             dropout, dtype=dtype, name="embeddings_dropout"
         )
         self.decoder_blocks = [

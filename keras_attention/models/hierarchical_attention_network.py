@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers import AttentionPooling
+from keras_attention.layers._dropout import Dropout
 from keras_attention.models.backbone import Backbone
 from keras_attention.utils import describe, optional_positive_int, positive_int, rate
 
@@ -166,7 +167,7 @@ class HierarchicalAttentionNetwork(Backbone):
         )
         dropout = config["dropout"]
         self.dropout_layer = (
-            keras.layers.Dropout(dropout, dtype=dtype, name="dropout") if dropout else None
+            Dropout(dropout, dtype=dtype, name="dropout") if dropout else None
         )
         self.classifier = keras.layers.Dense(
             config["num_classes"], activation="softmax", dtype=dtype, name="classifier"

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers import AttentionDecoder
+from keras_attention.layers._dropout import Dropout
 from keras_attention.layers.attention_decoder import CELLS
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.utils import one_of, positive_int, rate, renamed_argument
@@ -165,7 +166,7 @@ class Seq2SeqTranslator(EncoderDecoderBackbone):
             source_vocabulary_size, embedding_dim, mask_zero=True, dtype=dtype,
             name="source_embedding",
         )  # fmt: skip
-        self.source_embedding_dropout = keras.layers.Dropout(
+        self.source_embedding_dropout = Dropout(
             dropout, dtype=dtype, name="source_embedding_dropout"
         )
         self.encoder = keras.layers.Bidirectional(
@@ -185,7 +186,7 @@ class Seq2SeqTranslator(EncoderDecoderBackbone):
             target_vocabulary_size, embedding_dim, mask_zero=True, dtype=dtype,
             name="target_embedding",
         )  # fmt: skip
-        self.target_embedding_dropout = keras.layers.Dropout(
+        self.target_embedding_dropout = Dropout(
             dropout, dtype=dtype, name="target_embedding_dropout"
         )
         # float32 logits under mixed precision too, for a stable softmax.

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers import HardAttention, SpatialAttention
+from keras_attention.layers._dropout import Dropout
 from keras_attention.models.captioner_backbone import ImageCaptioner, check_image_arguments
 from keras_attention.ops import doubly_stochastic_penalty
 from keras_attention.ops.loops import step_loop
@@ -374,7 +375,7 @@ class ShowAttendTellCaptioner(ImageCaptioner):
             keras.layers.Dense(embedding_dim, use_bias=False, dtype=dtype, name=f"{part}_projection")
             for part in ("state", "context")
         )
-        self.output_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="output_dropout")
+        self.output_dropout = Dropout(dropout, dtype=dtype, name="output_dropout")
         self.output_layer = keras.layers.Dense(vocabulary_size, dtype="float32", name="logits")
 
     def get_config(self):

@@ -9,6 +9,7 @@ from keras_attention.layers import (
     TransformerDecoderBlock,
     TransformerEncoderBlock,
 )
+from keras_attention.layers._dropout import Dropout
 from keras_attention.models._transformer_decoding import (
     caches_spec,
     decode_cached,
@@ -153,7 +154,7 @@ class TransformerCaptioner(ImageCaptioner):
             "chunk_size": MultiHeadAttention.chunk_size_for_length(sizes["sequence_length"]),
             "dtype": dtype,
         }
-        self.memory_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="memory_dropout")
+        self.memory_dropout = Dropout(dropout, dtype=dtype, name="memory_dropout")
         self.encoder_blocks = [
             TransformerEncoderBlock(**block_kwargs, name=f"encoder_block_{i}")
             for i in range(num_encoder_layers)
@@ -163,7 +164,7 @@ class TransformerCaptioner(ImageCaptioner):
             dtype=dtype,
             name="token_embedding",
         )  # fmt: skip
-        self.token_embedding_dropout = keras.layers.Dropout(
+        self.token_embedding_dropout = Dropout(
             dropout, dtype=dtype, name="token_embedding_dropout"
         )
         self.decoder_blocks = [

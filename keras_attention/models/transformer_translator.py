@@ -9,6 +9,7 @@ from keras_attention.layers import (
     TransformerDecoderBlock,
     TransformerEncoderBlock,
 )
+from keras_attention.layers._dropout import Dropout
 from keras_attention.layers.token_and_position_embedding import POSITIONS
 from keras_attention.models._transformer_decoding import (
     caches_spec,
@@ -208,7 +209,7 @@ class TransformerTranslator(EncoderDecoderBackbone):
             "dtype": dtype,
         }
         self.source_embedding = embedding("source", source_vocabulary_size)
-        self.source_embedding_dropout = keras.layers.Dropout(
+        self.source_embedding_dropout = Dropout(
             dropout, dtype=dtype, name="source_embedding_dropout"
         )
         self.target_embedding = (
@@ -216,7 +217,7 @@ class TransformerTranslator(EncoderDecoderBackbone):
             if tie_embeddings == "all"
             else embedding("target", target_vocabulary_size)
         )
-        self.target_embedding_dropout = keras.layers.Dropout(
+        self.target_embedding_dropout = Dropout(
             dropout, dtype=dtype, name="target_embedding_dropout"
         )
         self.encoder_blocks = [

@@ -160,10 +160,26 @@ class ClassifierConfig(BertOptions):
     classifier_dropout: float = option(
         0.1, "dropout before the classification layer", type=float, resume=True
     )
+    encoder_dropout: float = option(
+        None,
+        "dropout in the pre-trained encoder while fine-tuning (with init_from; default: the "
+        "pre-trained model's own; e.g. 0.1 to fine-tune an encoder pre-trained with dropout 0)",
+        type=float,
+        resume=True,
+    )
 
     def __post_init__(self):
         super().__post_init__()
-        rate(type(self).__name__, "classifier_dropout", self.classifier_dropout)
+        owner = type(self).__name__
+        rate(owner, "classifier_dropout", self.classifier_dropout)
+        if self.encoder_dropout is not None:
+            rate(owner, "encoder_dropout", self.encoder_dropout)
+            if self.init_from is None:
+                raise ValueError(
+                    f"{owner}: `encoder_dropout` sets the dropout of a pre-trained encoder "
+                    "(`init_from`); a new encoder takes `dropout`. Received: "
+                    f"encoder_dropout={self.encoder_dropout!r}, init_from=None"
+                )
         self._check_pretrained()
 
 

@@ -534,6 +534,9 @@ def _pretrained_encoder(config, preprocessor):
             f"{encoder.max_sequence_length} tokens. Received: sequence_length="
             f"{preprocessor.sequence_length}"
         )
-    copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(encoder))
+    serialized = keras.saving.serialize_keras_object(encoder)
+    if config.encoder_dropout is not None:  # a training-time setting: the weights are the same
+        serialized["config"]["dropout"] = config.encoder_dropout
+    copy = keras.saving.deserialize_keras_object(serialized)
     copy.set_weights(encoder.get_weights())
     return copy

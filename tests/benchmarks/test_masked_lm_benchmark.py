@@ -63,6 +63,8 @@ def test_arguments_are_checked():
         ["--speed-settings", "float32:maybe"],
         ["--speed-settings", "float64:off"],
         ["--speed-settings", ","],
+        ["--finetune-runs", "pretrained,bogus"],
+        ["--finetune-runs", "scratch,scratch"],
     ):
         with pytest.raises(SystemExit):
             masked_lm.parse_args(bad)
@@ -70,6 +72,25 @@ def test_arguments_are_checked():
     settings = masked_lm.parse_args(["--speed-settings", "mixed_bfloat16:off, float32:on"])
     assert settings.speed_settings == [("mixed_bfloat16", "off"), ("float32", "on")]
     assert masked_lm.parse_args([]).speed_settings == list(masked_lm.SPEED_SETTINGS)
+    assert masked_lm.parse_args([]).finetune_runs == ["pretrained", "scratch"]
+    assert masked_lm.parse_args(["--finetune-runs", "scratch"]).finetune_runs == ["scratch"]
+
+
+def test_results_table_with_one_or_both_finetuning_runs():
+    run = {"dev_accuracy": 0.8, "epochs": 2, "train_seconds": 600.0}
+    results = {
+        "command": "masked_lm.py", "pretraining": {},
+        "system": {"tensorflow": "2", "keras": "3", "keras_hub": "0", "cpu_count": 2},
+        "args": {"dtype_policy": "float32", "jit_compile": "auto"},
+        "data": {"sequences": 4, "real_tokens": 500, "packing_efficiency": 1.0,
+                 "test_sequences": 2, "task_text_documents": 3},
+        "sst2": {"train_sentences": 10, "dev_sentences": 5, "scratch": run},
+    }  # fmt: skip
+    table = masked_lm.results_table(results)
+    assert "| scratch | 80.00% | 2 | 10.0 |" in table and "pretrained |" not in table
+    assert "gain" not in table and "3 distinct SST-2 training phrases" in table
+    results["sst2"].update(pretrained={**run, "dev_accuracy": 0.825}, gain=0.025)
+    assert "| gain from pre-training | +2.50 points | | |" in masked_lm.results_table(results)
 
 
 def _data_dir(tmp_path):
@@ -89,6 +110,37 @@ def _data_dir(tmp_path):
             "\n".join(["sentence\tlabel", *rows]) + "\n"
         )
     return tmp_path / "data"
+
+
+def test_task_text_adds_the_sst2_training_sentences_once_each(tmp_path):
+    wikitext = tmp_path / "wikitext-2"
+    wikitext.mkdir()
+    (wikitext / "train.txt").write_text(" = Cats = \n Cats sleep . \n = Dogs = \n Dogs bark . \n")
+    (wikitext / "test.txt").write_text(" = Birds = \n Birds sing . \n")
+    (tmp_path / "sst-2").mkdir()
+    rows = ["a fine film\t1", "dull\t0", "a fine film\t1", "  \t0", "fine\t1", "bad\t0"]
+    (tmp_path / "sst-2" / "train.tsv").write_text("\n".join(["sentence\tlabel", *rows]) + "\n")
+    # No dev.tsv: task text never reads it.
+    base = ["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]
+    plain = masked_lm.load_corpus(masked_lm.parse_args(base))
+    assert plain["train"] == [["Cats sleep ."], ["Dogs bark ."]]
+    with_task = masked_lm.load_corpus(masked_lm.parse_args([*base, "--task-text"]))
+    assert with_task["train"] == [*plain["train"], ["a fine film"], ["dull"], ["fine"], ["bad"]]
+    assert with_task["test"] == plain["test"] == [["Birds sing ."]]
+    assert with_task["wikitext_documents"] == 2
+    limited = masked_lm.load_corpus(masked_lm.parse_args([*base, "--task-text", "--sst-limit", "2"]))
+    assert limited["train"][2:] == [["a fine film"], ["dull"]]
+
+
+def test_the_vocabulary_is_learned_again_when_task_text_changes(tmp_path):
+    documents = [["the cat sat on the mat"], ["a fine film , a dull film"]]
+    base = ["--output-dir", str(tmp_path), "--vocabulary-size", "60"]
+    path, first = masked_lm.build_vocabulary(masked_lm.parse_args(base), documents[:1])
+    assert "f" not in pathlib.Path(path).read_text(encoding="utf-8").split()
+    _, again = masked_lm.build_vocabulary(masked_lm.parse_args(base), documents[:1])
+    _, other = masked_lm.build_vocabulary(masked_lm.parse_args([*base, "--task-text"]), documents)
+    assert not first["reused"] and again["reused"] and not other["reused"]
+    assert {"f", ","} <= set(pathlib.Path(path).read_text(encoding="utf-8").split())  # added text
 
 
 @pytest.mark.slow

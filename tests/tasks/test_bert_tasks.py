@@ -229,6 +229,29 @@ def test_a_classifier_starts_from_the_pretrained_encoder(tmp_path):
     pretrained = run.task.backbone.backbone
     for ours, theirs in zip(built.backbone.backbone.weights, pretrained.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    # Pre-trained without dropout, fine-tuned with it: the same weights, dropout active.
+    assert pretrained.dropout == built.backbone.backbone.dropout == 0.0
+    tuned = TextClassifier.build(
+        ClassifierConfig(init_from=str(run.output_dir), sequence_length=32, encoder_dropout=0.3),
+        preprocessor,
+    ).backbone.backbone
+    assert tuned.dropout == 0.3
+    rates = [layer.rate for layer in tuned._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
+    assert len(rates) > 4 and set(rates) == {0.3}  # embeddings, every block, every attention
+    for ours, theirs in zip(tuned.weights, pretrained.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    inputs = {"token_ids": np.array([[5, 9, 12, 6]], "int32"), "padding_mask": np.ones((1, 4), "int32"),
+              "segment_ids": np.zeros((1, 4), "int32")}  # fmt: skip
+    for encoder, differs in ((built.backbone.backbone, False), (tuned, True)):
+        first, second = (np.asarray(encoder(inputs, training=True)["sequence_output"])
+                         for _ in range(2))  # fmt: skip
+        assert (not np.allclose(first, second)) == differs
+    np.testing.assert_allclose(np.asarray(tuned(inputs)["sequence_output"]),
+                               np.asarray(pretrained(inputs)["sequence_output"]), atol=1e-6)
+    with pytest.raises(ValueError, match="encoder_dropout.*init_from=None"):
+        ClassifierConfig(sequence_length=32, encoder_dropout=0.1)
+    with pytest.raises(ValueError, match="encoder_dropout"):
+        ClassifierConfig(init_from=str(run.output_dir), sequence_length=32, encoder_dropout=1.0)
 
 
 def test_cli_train_predict_evaluate_export_classifier(tmp_path, capsys):
