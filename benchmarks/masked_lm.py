@@ -236,7 +236,7 @@ def load_corpus(args):
             )
         corpus[split] = read_corpus(read_lines(path, False)[:limit], progress=False)
     corpus["wikitext_documents"] = len(corpus["train"])
-    if args.task_text:
+    if getattr(args, "task_text", False):  # benchmarks/generation.py reads WikiText-2 only
         corpus["train"] = corpus["train"] + task_text_documents(args)
     return corpus
 

@@ -55,12 +55,12 @@ def dropout(inputs, rate, seed=None):
     dropped = min(round(rate * _LEVELS), _LEVELS - 1)  # values of a half that drop
     if dropped == 0:  # rate < 2**-17: nothing drops
         return inputs
-    keep = keep_mask(tf.shape(inputs), dropped, _seed_pair(seed))
+    keep = _keep_mask(tf.shape(inputs), dropped, _seed_pair(seed))
     scale = tf.constant(_LEVELS / (_LEVELS - dropped), inputs.dtype)
     return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
 
 
-def keep_mask(shape, dropped, seed):
+def _keep_mask(shape, dropped, seed):
     """TensorFlow: `shape` booleans, each `False` with probability `dropped / 65536`.
 
     One full-range 32-bit Philox draw (`seed`, a `(2,)` int32 tensor) per two
