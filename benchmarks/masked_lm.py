@@ -221,7 +221,7 @@ def load_corpus(args):
     """`{"train": documents, "test": documents}` of WikiText-2 (`read_corpus`), limited.
 
     With `--task-text` the training documents also hold the SST-2 training
-    sentences (`task_text_documents`); the test documents stay WikiText-2's.
+    phrases (`task_text_documents`); the test documents stay WikiText-2's.
     """
     from pipelines.masked_lm import read_corpus
     from pipelines.text import read_lines
