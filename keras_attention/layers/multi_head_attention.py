@@ -63,9 +63,10 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             paths give the same outputs and gradients to float rounding. With
             `return_attention_scores=True` the weights are returned in full,
             so such a call uses the full path. On TensorFlow, a call that returns
-            no weights and draws no dropout runs the full path through
-            `ops.full_attention` (the same values; its backward pass, written out
-            by hand, makes two passes fewer over the `(Tq, Tv)` weights). On
+            no weights runs the full path through `ops.full_attention` (the
+            same values and, in training, the same dropout decisions; its
+            backward pass, written out by hand, makes fewer passes over the
+            `(Tq, Tv)` weights). On
             PyTorch, a float32 call that
             returns no weights and draws no dropout runs PyTorch's fused kernel
             (`scaled_dot_product_attention`, which keeps no score matrix for
@@ -531,9 +532,9 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
     ):
         """Materialises the `(B, H, Tq, Tv)` weights; returns the context and the weights.
 
-        Without `need_weights` and without dropout, PyTorch runs its fused kernel instead
-        (`ops.fused_attention`), TensorFlow `ops.full_attention`, and the weights returned
-        are `None`.
+        Without `need_weights`, TensorFlow runs `ops.full_attention` (dropout included) and
+        PyTorch, when no dropout is drawn, its fused kernel (`ops.fused_attention`); the
+        weights returned are then `None`.
         """
         mask = compute_attention_mask(
             query_mask=query_mask,
@@ -551,8 +552,12 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         if not empty and use_fused_attention(query_heads.dtype, need_weights, dropout_active):
             context = fused_attention(query_heads, key_heads, value_heads, mask, attention_bias)
             return context, None
-        if not empty and use_full_attention(need_weights, dropout_active):
-            context = full_attention(query_heads, key_heads, value_heads, mask, attention_bias)
+        if not empty and use_full_attention(need_weights):
+            context = full_attention(
+                query_heads, key_heads, value_heads, mask, attention_bias,
+                dropout_rate=self._dropout_layer.rate if dropout_active else 0.0,
+                dropout_seed=self._dropout_layer.seed_generator if dropout_active else None,
+            )  # fmt: skip
             return context, None
         scores = ops.einsum("bqhd,bkhd->bhqk", query_heads, key_heads)  # (B, H, Tq, Tv)
         if attention_bias is not None:

@@ -2,7 +2,7 @@
 
 from keras_attention.ops.chunked_attention import chunked_attention, dropout_keep_mask
 from keras_attention.ops.doubly_stochastic import doubly_stochastic_penalty
-from keras_attention.ops.dropout import dropout
+from keras_attention.ops.dropout import dropout, dropout_mask
 from keras_attention.ops.full_attention import full_attention
 from keras_attention.ops.hard import (
     gather_positions,
@@ -50,6 +50,7 @@ __all__ = [
     "doubly_stochastic_penalty",
     "dropout",
     "dropout_keep_mask",
+    "dropout_mask",
     "full_attention",
     "expected_monotonic_alignment",
     "gather_positions",

@@ -38,9 +38,7 @@ def dropout(inputs, rate, seed=None):
     >>> [round(float(v), 4) for v in np.unique(out)], bool(0.2 < np.mean(out == 0) < 0.3)
     ([0.0, 1.3333], True)
     """
-    rate = float(rate)
-    if not 0 <= rate < 1:
-        raise ValueError(f"dropout: `rate` must be in [0, 1). Received: rate={rate!r}")
+    rate = _check_rate("dropout", rate)
     if rate == 0:
         return inputs
     if keras.backend.backend() != "tensorflow" or seed is None:
@@ -52,12 +50,57 @@ def dropout(inputs, rate, seed=None):
         raise ValueError(
             f"dropout: `inputs` must be a floating-point tensor. Received: dtype={inputs.dtype.name}"
         )
-    dropped = min(round(rate * _LEVELS), _LEVELS - 1)  # values of a half that drop
-    if dropped == 0:  # rate < 2**-17: nothing drops
+    keep, scale = dropout_mask(tf.shape(inputs), rate, seed)
+    if keep is None:  # rate < 2**-17: nothing drops
         return inputs
-    keep = _keep_mask(tf.shape(inputs), dropped, _seed_pair(seed))
-    scale = tf.constant(_LEVELS / (_LEVELS - dropped), inputs.dtype)
-    return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
+    return tf.where(keep, inputs * tf.constant(scale, inputs.dtype), tf.zeros_like(inputs))
+
+
+def dropout_mask(shape, rate, seed=None):
+    """`(keep, scale)`: the keep decisions of `dropout` for a tensor of `shape`, and the factor.
+
+    For code that applies the mask itself (`full_attention` keeps it for its backward
+    pass): `dropout(x, rate, seed)` is `where(keep, x * scale, 0)`. On TensorFlow with a
+    seed these are exactly the decisions `dropout` draws from the same seed state (16
+    random bits per element; `scale` is the inverse of the keep probability
+    `1 - round(rate * 65536) / 65536`), and `keep` is `None` when nothing drops (`rate`
+    below 2**-17). On JAX and PyTorch, or without a seed, `keep` marks what
+    `keras.random.dropout` keeps of a tensor of ones from the same seed state, and `scale`
+    is `1 / (1 - rate)`.
+
+    Args:
+        shape: the shape of the tensor to drop from (ints, or a 1-D int tensor).
+        rate: float in `[0, 1)`.
+        seed: a `keras.random.SeedGenerator`, an int or `None` (as for `dropout`).
+
+    Returns:
+        A boolean tensor of `shape` (`True` keeps an element) or `None`, and a Python float.
+
+    Example:
+
+    >>> import numpy as np
+    >>> keep, scale = dropout_mask((1000,), 0.25, seed=1)
+    >>> x = np.ones((1000,), "float32")
+    >>> bool(np.array_equal(np.where(keep, x * scale, 0), dropout(x, 0.25, seed=1)))
+    True
+    """
+    rate = _check_rate("dropout_mask", rate)
+    if rate == 0:
+        return None, 1.0
+    if keras.backend.backend() != "tensorflow" or seed is None:
+        keep = ops.not_equal(keras.random.dropout(ops.ones(shape), rate, seed=seed), 0)
+        return keep, 1.0 / (1.0 - rate)
+    dropped = min(round(rate * _LEVELS), _LEVELS - 1)  # values of a half that drop
+    if dropped == 0:
+        return None, 1.0
+    return _keep_mask(shape, dropped, _seed_pair(seed)), _LEVELS / (_LEVELS - dropped)
+
+
+def _check_rate(name, rate):
+    rate = float(rate)
+    if not 0 <= rate < 1:
+        raise ValueError(f"{name}: `rate` must be in [0, 1). Received: rate={rate!r}")
+    return rate
 
 
 def _keep_mask(shape, dropped, seed):

@@ -10,36 +10,43 @@ with the same masking semantics as `masked_softmax`, but it is cheaper to differ
 - inside, every product is a plain batched matmul in the heads-major `(B, H, T, d)` layout;
   only `d`-wide factors are ever transposed, never a `(Tq, Tv)` block.
 
+With dropout on the weights (`dropout_rate`) the keep mask is drawn once, outside, and
+the backward pass reads it: the identity still holds, because `rowsum(dP ⊙ P)` is
+`rowsum(dD ⊙ D)` for the dropped weights `D = P ⊙ keep · scale` (`scale` the inverse of
+the keep probability), and that is `rowsum(dO ⊙ O)` again.
+
 On TensorFlow this took a `MultiHeadAttention` forward+backward pass at 512 tokens from 0.90x
 to 0.82x of keras core's time (`benchmarks/attention_bench.py`). `MultiHeadAttention`
-uses it on TensorFlow when no dropout is drawn on the weights and the weights are not
-returned (`use_full_attention`).
+uses it on TensorFlow whenever the weights are not returned (`use_full_attention`),
+training with attention dropout included.
 """
 
 import keras
 from keras import ops
 
 from keras_attention.ops.chunked_attention import _sum_to
+from keras_attention.ops.dropout import dropout_mask
 from keras_attention.ops.masking import as_bool_mask, large_negative
 
 _HALF_DTYPES = ("float16", "bfloat16")
 
 
-def use_full_attention(need_weights, dropout_active):
+def use_full_attention(need_weights):
     """Whether `MultiHeadAttention`'s full path should call `full_attention`.
 
     TensorFlow only (where it was measured; JAX was not; PyTorch has its own fused
-    kernel, `ops.fused_attention`), and only when the weights are not returned and no dropout
-    is drawn on them.
+    kernel, `ops.fused_attention`), and only when the weights are not returned.
     """
-    return keras.backend.backend() == "tensorflow" and not need_weights and not dropout_active
+    return keras.backend.backend() == "tensorflow" and not need_weights
 
 
-def full_attention(query, key, value, mask=None, bias=None):
+def full_attention(query, key, value, mask=None, bias=None, dropout_rate=0.0, dropout_seed=None):
     """`softmax(query keyᵀ + bias) value` per head, with a hand-written backward pass.
 
     Values and gradients (with respect to `query`, `key`, `value` and `bias`) equal those of
-    `masked_softmax` between two einsums, to float rounding. Half-precision scores are
+    `masked_softmax` between two einsums, to float rounding, with `ops.dropout` between the
+    softmax and the second einsum when `dropout_rate > 0` (the same keep decisions for the
+    same seed state on TensorFlow: `ops.dropout_mask`). Half-precision scores are
     normalised in float32, as `masked_softmax` does.
 
     Args:
@@ -50,6 +57,10 @@ def full_attention(query, key, value, mask=None, bias=None):
             `True` keeps a key. A row with no allowed key gives zeros (and zero gradient).
         bias: optional float tensor broadcastable to `(batch_size, num_heads, Tq, Tv)`, added
             to the scores.
+        dropout_rate: float in `[0, 1)`, dropout on the weights (inverted: kept weights are
+            scaled up). Defaults to `0.0`.
+        dropout_seed: a `keras.random.SeedGenerator` (a new mask at every call), an int or
+            `None`, as for `ops.dropout`.
 
     Returns:
         `(batch_size, Tq, num_heads, value_dim)` in the dtype of `query`.
@@ -77,7 +88,15 @@ def full_attention(query, key, value, mask=None, bias=None):
         tensors.append(bias)
     if mask is not None:
         tensors.append(as_bool_mask(mask))
-    has_bias, has_mask = bias is not None, mask is not None
+    if not 0 <= float(dropout_rate) < 1:
+        raise ValueError(
+            "full_attention: `dropout_rate` must be in [0, 1). "
+            f"Received: dropout_rate={dropout_rate!r}"
+        )
+    keep, scale = dropout_mask(_scores_shape(query, key), dropout_rate, dropout_seed)
+    if keep is not None:
+        tensors.append(keep)
+    has_bias, has_mask, has_keep = bias is not None, mask is not None, keep is not None
 
     @ops.custom_gradient
     def attention(*tensors):
@@ -85,18 +104,20 @@ def full_attention(query, key, value, mask=None, bias=None):
         # through the weights the backward pass reads (which it keeps anyway).
         q, k, v = (ops.transpose(x, (0, 2, 1, 3)) for x in tensors[:3])
         b = tensors[3] if has_bias else None
-        m = tensors[-1] if has_mask else None
+        m = tensors[3 + has_bias] if has_mask else None
+        # `scale` rounded once to `dtype`, as `ops.dropout` rounds it
+        drop = (tensors[-1], ops.convert_to_tensor(scale, dtype)) if has_keep else None
         weights = _weights(q, k, b, m, dtype)  # (B, H, Tq, Tv)
-        output = ops.matmul(weights, v)  # (B, H, Tq, dv)
+        dropped = weights if drop is None else _drop(weights, *drop)
+        output = ops.matmul(dropped, v)  # (B, H, Tq, dv)
 
         def grad(*args, upstream=None):
             d_out = upstream if upstream is not None else args[0]
             d_out = ops.transpose(ops.cast(d_out, dtype), (0, 2, 1, 3))  # (B, H, Tq, dv)
-            *grads, d_scores = _backward(q, k, v, weights, output, d_out, dtype)
+            *grads, d_scores = _backward(q, k, v, (weights, dropped), output, d_out, drop, dtype)
             if has_bias:
                 grads.append(_sum_to(d_scores, tuple(tensors[3].shape)))
-            if has_mask:
-                grads.append(None)
+            grads += [None] * (has_mask + has_keep)
             return tuple(grads)
 
         return ops.transpose(output, (0, 2, 1, 3)), grad
@@ -120,18 +141,31 @@ def _weights(q, k, bias, mask, dtype):
     return ops.cast(weights, dtype)
 
 
-def _backward(q, k, v, weights, output, d_out, dtype):
-    """`[d_query, d_key, d_value, d_scores]`, the first three in the `(B, T, H, d)` layout."""
+def _drop(x, keep, scale):
+    """`ops.dropout`'s output from its keep mask: `x * scale` where kept, else 0."""
+    return ops.where(keep, x * scale, ops.zeros_like(x))
+
+
+def _backward(q, k, v, weights, output, d_out, drop, dtype):
+    """`[d_query, d_key, d_value, d_scores]`, the first three in the `(B, T, H, d)` layout.
+
+    `weights` is `(P, D)`: the softmax and the weights after dropout (the same tensor
+    without dropout); `drop` is `(keep, scale)` or `None`.
+    """
+    weights, dropped = weights
     work = "float32" if dtype in _HALF_DTYPES else dtype
-    # rowsum(dP ⊙ P) = rowsum(dO ⊙ O): the softmax gradient's reduction, taken on (Tq, dv).
+    # rowsum(dP ⊙ P) = rowsum(dD ⊙ D) = rowsum(dO ⊙ O): the softmax gradient's reduction,
+    # taken on (Tq, dv).
     delta = ops.sum(ops.cast(d_out, work) * ops.cast(output, work), axis=-1, keepdims=True)
-    d_weights = ops.matmul(d_out, ops.swapaxes(v, -1, -2))  # (B, H, Tq, Tv)
+    d_weights = ops.matmul(d_out, ops.swapaxes(v, -1, -2))  # (B, H, Tq, Tv): dD
+    if drop is not None:
+        d_weights = _drop(d_weights, *drop)  # dP
     d_scores = ops.cast(weights, work) * (ops.cast(d_weights, work) - delta)
     d_scores = ops.cast(d_scores, dtype)
     d_query = ops.matmul(d_scores, k)  # (B, H, Tq, d)
     # Transposed products, (B, H, d, Tv): the d-wide factor is transposed, the block is not.
     d_key_t = ops.matmul(ops.swapaxes(q, -1, -2), d_scores)
-    d_value_t = ops.matmul(ops.swapaxes(d_out, -1, -2), weights)
+    d_value_t = ops.matmul(ops.swapaxes(d_out, -1, -2), dropped)
     return [
         ops.transpose(d_query, (0, 2, 1, 3)),
         ops.transpose(d_key_t, (0, 3, 1, 2)),

@@ -42,13 +42,31 @@ class MaskedCrossEntropy(keras.losses.Loss):
         self.pad_id = int(pad_id)
 
     def call(self, y_true, y_pred):
-        """The per-token loss `(batch_size, T)` (padding included; `__call__` masks it)."""
-        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)  # (B, T, V)
-        labels = ops.expand_dims(ops.cast(y_true, "int32"), -1)
-        nll = -ops.squeeze(ops.take_along_axis(log_probs, labels, axis=-1), -1)  # (B, T)
-        if not self.label_smoothing:
-            return nll
-        uniform = -ops.mean(log_probs, axis=-1)
+        """The per-token loss `(batch_size, T)` (padding included; `__call__` masks it).
+
+        On TensorFlow `-log p(label)` is Keras's sparse cross-entropy from logits, one
+        fused kernel that also computes its gradient, `softmax - one_hot`. (Gathering the
+        label's log-probability instead differentiates into a scatter over the whole
+        `(B, T, V)` block: 37 ms of a 450-ms BERT pre-training step on a 2-core CPU.) The
+        smoothing term `mean_v(-log p(v))` is then `logsumexp - mean` of the logits. On
+        JAX and PyTorch it is the gather of `log_softmax`.
+        """
+        logits = ops.cast(y_pred, "float32")  # (B, T, V)
+        labels = ops.cast(y_true, "int32")
+        # A padding label is not counted, so it is never looked up either: 0 in its place keeps
+        # a `pad_id` outside the vocabulary (e.g. -100) from failing the fused kernel.
+        labels = ops.where(ops.equal(labels, self.pad_id), ops.zeros_like(labels), labels)
+        if keras.backend.backend() == "tensorflow":
+            nll = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)  # (B, T)
+            if not self.label_smoothing:
+                return nll
+            uniform = ops.logsumexp(logits, axis=-1) - ops.mean(logits, axis=-1)
+        else:  # JAX's and PyTorch's gathers differentiate well; a -inf logit stays finite
+            log_probs = ops.log_softmax(logits, axis=-1)
+            nll = -ops.squeeze(ops.take_along_axis(log_probs, labels[..., None], axis=-1), -1)
+            if not self.label_smoothing:
+                return nll
+            uniform = -ops.mean(log_probs, axis=-1)
         return (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
 
     def __call__(self, y_true, y_pred, sample_weight=None):

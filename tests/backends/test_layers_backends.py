@@ -25,7 +25,7 @@ from keras_attention.layers import (
     TransformerDecoderBlock,
     TransformerEncoderBlock,
 )
-from keras_attention.ops import chunked_attention, full_attention
+from keras_attention.ops import chunked_attention, dropout_mask, full_attention
 from keras_attention.utils.masking import keras_mask
 from tests import autodiff
 
@@ -197,15 +197,18 @@ def test_chunked_path_equals_full_path_in_outputs_and_gradients(case):
         np.testing.assert_allclose(input_grads[name], expected, rtol=0, atol=1e-5, err_msg=name)
 
 
-def _reference_attention(q, k, v, mask):
-    """NumPy `softmax(q kᵀ) v` per head; rows without any allowed key give zeros."""
+def _reference_attention(q, k, v, mask, drop=1.0):
+    """NumPy `softmax(q kᵀ) v` per head; rows without any allowed key give zeros.
+
+    `drop`: the weights are multiplied by it (a dropout keep mask times its scale).
+    """
     scores = np.einsum("bqhd,bkhd->bhqk", q, k)
     scores = np.where(mask, scores, -np.inf)
     top = np.max(np.where(mask, scores, -1e30), -1, keepdims=True)
     weights = np.where(mask, np.exp(scores - top), 0.0)
     total = weights.sum(-1, keepdims=True)
     weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
-    return np.einsum("bhqk,bkhd->bqhd", weights, v)
+    return np.einsum("bhqk,bkhd->bqhd", weights * drop, v)
 
 
 def test_chunked_attention_op_gradient_with_a_fully_masked_row():
@@ -265,13 +268,41 @@ def test_full_attention_op_equals_the_reference_and_its_numeric_gradient():
     _assert_numeric_gradients(grads, arrays, mask, projection, [(0, 3, 1, 2), (1, 4, 0, 0), (1, 0, 1, 1)])
 
 
-def _assert_numeric_gradients(grads, arrays, mask, projection, indices):
+def test_full_attention_op_with_dropout_equals_the_reference_and_its_numeric_gradient():
+    """Dropout on the weights with `ops.dropout_mask`'s decisions (an int seed: the same mask
+    at every call), through the hand-written backward pass on this backend."""
+    rng = np.random.default_rng(2)
+    q, k, v = (rng.standard_normal((2, 5, 2, 3)).astype("float32") for _ in range(3))
+    mask = rng.random((2, 1, 5, 5)) > 0.3
+    keep, scale = dropout_mask((2, 2, 5, 5), 0.4, seed=3)
+    drop = _np(keep) * scale
+    assert 0 < np.mean(drop == 0) < 1
+    out = _np(full_attention(q, k, v, mask=mask, dropout_rate=0.4, dropout_seed=3))
+    np.testing.assert_allclose(out, _reference_attention(q, k, v, mask, drop), rtol=0, atol=1e-5)
+    assert np.abs(out - _reference_attention(q, k, v, mask)).max() > 0.1
+
+    projection = rng.standard_normal(out.shape).astype("float32")
+    holder = keras.layers.Identity()
+    holder.build(None)
+
+    def loss_fn(t):
+        result = full_attention(t["q"], t["k"], t["v"], mask=mask, dropout_rate=0.4, dropout_seed=3)
+        return keras.ops.sum(result * keras.ops.convert_to_tensor(projection))
+
+    arrays = {"q": q, "k": k, "v": v}
+    _, _, grads = autodiff.value_and_gradients(holder, loss_fn, arrays, ["q", "k", "v"])
+    _assert_numeric_gradients(grads, arrays, mask, projection,
+                              [(0, 3, 1, 2), (1, 4, 0, 0), (1, 0, 1, 1), (0, 1, 0, 0)], drop)  # fmt: skip
+
+
+def _assert_numeric_gradients(grads, arrays, mask, projection, indices, drop=1.0):
     """Each gradient entry at `indices` equals central differences in float64 on the reference."""
     ref = {n: a.astype("float64") for n, a in arrays.items()}
     eps = 1e-4
 
     def loss(tensors):
-        return np.sum(_reference_attention(tensors["q"], tensors["k"], tensors["v"], mask) * projection)
+        out = _reference_attention(tensors["q"], tensors["k"], tensors["v"], mask, drop)
+        return np.sum(out * projection)
 
     for name in ("q", "k", "v"):
         for index in indices:

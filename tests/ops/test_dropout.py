@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_attention.layers._dropout import Dropout
-from keras_attention.ops import dropout
+from keras_attention.ops import dropout, dropout_mask
 
 LEVELS = 65536
 
@@ -111,6 +111,36 @@ def test_arguments():
     with pytest.raises(ValueError, match="floating-point.*int32"):
         dropout(np.ones((3,), "int32"), 0.5, seed=1)
     np.testing.assert_array_equal(np.asarray(dropout(x, 1e-6, seed=1)), x)  # < 2**-17: none
+
+
+@pytest.mark.parametrize("seed", ["int", "generator", "traced_generator"])
+def test_dropout_mask_gives_the_decisions_and_scale_of_dropout(seed):
+    x = np.random.default_rng(1).uniform(0.5, 2.0, size=(4, 3, 33, 17)).astype("float32")
+    if seed == "int":
+        seeds = (5, 5)
+    else:
+        seeds = (keras.random.SeedGenerator(8), keras.random.SeedGenerator(8))
+
+    def both():
+        keep, scale = dropout_mask(tf.shape(x), 0.3, seeds[0])
+        return keep, tf.constant(scale, "float32"), dropout(x, 0.3, seeds[1])
+
+    both = tf.function(both) if seed == "traced_generator" else both
+    for _ in range(2):  # a generator advances alike in both
+        keep, scale, out = (np.asarray(t) for t in both())
+        assert keep.dtype == bool and keep.shape == x.shape and 0.65 < keep.mean() < 0.75
+        assert scale == np.float32(_scale(0.3))
+        np.testing.assert_array_equal(np.where(keep, x * scale, 0), out)
+
+
+def test_dropout_mask_when_nothing_drops_and_for_bad_rates():
+    assert dropout_mask((3, 4), 0.0, 1) == (None, 1.0)
+    assert dropout_mask((3, 4), 2**-18, 1) == (None, 1.0)  # rounds to no dropped value
+    keep, _ = dropout_mask((3, 4), 2**-16, 1)
+    assert keep is not None
+    for rate in (-0.5, 1.0):
+        with pytest.raises(ValueError, match=r"dropout_mask: `rate` must be in \[0, 1\)"):
+            dropout_mask((3, 4), rate, 1)
 
 
 def test_layer_is_keras_dropout_with_the_cheaper_mask():

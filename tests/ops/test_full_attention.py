@@ -1,8 +1,10 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_attention.layers import MultiHeadAttention
+from keras_attention.ops.dropout import dropout, dropout_mask
 from keras_attention.ops.full_attention import full_attention, use_full_attention
 from keras_attention.ops.softmax import masked_softmax
 from tests import numpy_reference as npref
@@ -204,10 +206,130 @@ def test_a_bias_of_another_rank_is_refused_by_name():
         full_attention(q, k, v, bias=np.zeros((H, TQ, TV), "float32"))
 
 
-def test_use_full_attention_only_without_weights_and_dropout():
-    assert use_full_attention(need_weights=False, dropout_active=False)  # TensorFlow here
-    assert not use_full_attention(need_weights=True, dropout_active=False)
-    assert not use_full_attention(need_weights=False, dropout_active=True)
+def test_use_full_attention_whenever_the_weights_are_not_returned():
+    assert use_full_attention(need_weights=False)  # TensorFlow here, dropout or not
+    assert not use_full_attention(need_weights=True)
+
+
+# -- dropout on the weights ---------------------------------------------------------------------
+
+DROPOUT_CASES = {
+    "plain": dict(),
+    "random_mask": dict(mask="random"),
+    "bias_only": dict(bias=(B, 1, 1, TV)),
+    "causal_and_bias": dict(mask="causal", bias=(1, H, TQ, TV)),
+}
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
+@pytest.mark.parametrize("case", list(DROPOUT_CASES))
+def test_dropout_equals_ops_dropout_between_the_einsums(case, compiled):
+    """The same keep decisions as `ops.dropout` from the same seed; gradients through them."""
+    c = DROPOUT_CASES[case]
+    q, k, v, bias = _data(bias_shape=c.get("bias"))
+    mask = None if "mask" not in c else _mask(c["mask"])
+    tensors = [tf.constant(x) for x in (q, k, v) + (() if bias is None else (bias,))]
+    upstream = tf.constant(np.random.default_rng(9).standard_normal((B, TQ, H, DV)), "float32")
+
+    def ours(q, k, v, b=None):
+        return full_attention(q, k, v, mask=mask, bias=b, dropout_rate=0.3, dropout_seed=17)
+
+    def theirs(q, k, v, b=None):
+        scores = tf.einsum("bqhd,bkhd->bhqk", q, k) + (0.0 if b is None else b)
+        weights = dropout(masked_softmax(scores, mask), 0.3, seed=17)
+        return tf.einsum("bhqk,bkhd->bqhd", weights, v)
+
+    out, grads = _value_and_grads(ours, tensors, upstream, compiled)
+    expected_out, expected_grads = _value_and_grads(theirs, tensors, upstream, compiled)
+    keep, scale = dropout_mask((B, H, TQ, TV), 0.3, seed=17)
+    keep = np.asarray(keep)
+    assert 0.6 < keep.mean() < 0.8  # dropout is drawn at all
+    scores = np.einsum("bqhd,bkhd->bhqk", q.astype("float64"), k.astype("float64"))
+    scores = scores if bias is None else scores + bias
+    weights = npref.softmax(scores, None if mask is None else np.broadcast_to(mask, scores.shape))
+    reference = np.einsum("bhqk,bkhd->bqhd", weights * keep * scale, v.astype("float64"))
+    np.testing.assert_allclose(out, reference, atol=1e-5)
+    np.testing.assert_allclose(out, expected_out, atol=1e-5)
+    without = full_attention(q, k, v, mask=mask, bias=bias).numpy()
+    assert np.abs(out - without).max() > 0.1  # and it changes the output
+    for name, g, e in zip("qkvb", grads, expected_grads, strict=False):
+        np.testing.assert_allclose(g, e, atol=2e-5, err_msg=name)
+
+
+def test_dropout_with_a_seed_generator_draws_a_new_mask_per_call_as_ops_dropout_does():
+    q, k, v, _ = _data()
+    ours, theirs = keras.random.SeedGenerator(3), keras.random.SeedGenerator(3)
+
+    def einsum_path():
+        scores = tf.einsum("bqhd,bkhd->bhqk", q, k)
+        return tf.einsum("bhqk,bkhd->bqhd", dropout(masked_softmax(scores), 0.5, theirs), v)
+
+    first = full_attention(q, k, v, dropout_rate=0.5, dropout_seed=ours).numpy()
+    second = full_attention(q, k, v, dropout_rate=0.5, dropout_seed=ours).numpy()
+    assert np.abs(first - second).max() > 0.1
+    np.testing.assert_allclose(first, einsum_path().numpy(), atol=1e-5)
+    np.testing.assert_allclose(second, einsum_path().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("rate", [0.0, 1e-6])
+def test_a_dropout_rate_that_drops_nothing_gives_the_output_without_dropout(rate):
+    q, k, v, _ = _data()
+    np.testing.assert_array_equal(
+        full_attention(q, k, v, dropout_rate=rate, dropout_seed=1).numpy(),
+        full_attention(q, k, v).numpy(),
+    )
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0])
+def test_a_dropout_rate_outside_0_1_is_refused_by_name(rate):
+    q, k, v, _ = _data()
+    with pytest.raises(ValueError, match=r"full_attention: `dropout_rate` must be in \[0, 1\)"):
+        full_attention(q, k, v, dropout_rate=rate, dropout_seed=1)
+
+
+def test_second_derivatives_with_dropout_equal_the_einsum_path():
+    q, k, v, _ = _data()
+    tensors = [tf.constant(x) for x in (q, k, v)]
+
+    def penalty(fn):
+        with tf.GradientTape() as outer:
+            outer.watch(tensors)
+            with tf.GradientTape() as inner:
+                inner.watch(tensors)
+                loss = tf.reduce_sum(tf.sin(fn(*tensors)))
+            grads = inner.gradient(loss, tensors)
+            total = sum(tf.reduce_sum(g * g) for g in grads)
+        return [g.numpy() for g in outer.gradient(total, tensors)]
+
+    def theirs(q, k, v):
+        weights = dropout(masked_softmax(tf.einsum("bqhd,bkhd->bhqk", q, k)), 0.4, seed=2)
+        return tf.einsum("bhqk,bkhd->bqhd", weights, v)
+
+    ours = penalty(lambda q, k, v: full_attention(q, k, v, dropout_rate=0.4, dropout_seed=2))
+    for name, g, e in zip("qkv", ours, penalty(theirs), strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-4, rtol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_with_dropout_stays_in_its_dtype_and_near_float32(dtype):
+    q, k, v, _ = _data()
+    mask = _mask("random")
+    half = [tf.constant(x, dtype) for x in (q, k, v)]
+    upstream = tf.ones((B, TQ, H, DV))
+
+    def run(tensors):
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            out = full_attention(*tensors, mask=mask, dropout_rate=0.2, dropout_seed=4)
+            loss = tf.reduce_sum(tf.cast(out, "float32") * upstream)
+        return out, tape.gradient(loss, tensors)
+
+    out, grads = run(half)
+    expected_out, expected_grads = run([tf.cast(x, "float32") for x in half])
+    assert out.dtype == dtype and all(g.dtype == dtype for g in grads)
+    np.testing.assert_allclose(tf.cast(out, "float32").numpy(), expected_out.numpy(), atol=0.05)
+    for g, e in zip(grads, expected_grads, strict=True):
+        np.testing.assert_allclose(tf.cast(g, "float32").numpy(), e.numpy(), atol=0.1)
 
 
 @pytest.mark.parametrize(
@@ -243,3 +365,89 @@ def test_multi_head_attention_full_path_matches_the_path_that_returns_weights(ca
 
     for fast, einsum in zip(value_and_grads(False), value_and_grads(True), strict=True):
         np.testing.assert_allclose(fast, einsum, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype_policy", ["float32", "mixed_bfloat16"])
+def test_multi_head_attention_training_with_dropout_takes_the_full_path_with_the_same_decisions(
+    dtype_policy, monkeypatch
+):
+    """Two identical layers (same seed): without weights asked for (`full_attention`) and with
+    them (einsum, masked softmax, the dropout layer) give the same outputs and gradients."""
+    keras.config.set_dtype_policy(dtype_policy)
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.standard_normal((2, 7, 12)), "float32")
+    masks = {
+        "value_mask": tf.constant(np.arange(7)[None] < np.array([[7], [4]])),
+        "query_mask": tf.constant(np.arange(7)[None] < np.array([[5], [7]])),
+    }
+    layers = [MultiHeadAttention(num_heads=3, key_dim=4, dropout=0.4, seed=11) for _ in range(2)]
+    for layer in layers:
+        layer(x, x)
+    layers[1].set_weights(layers[0].get_weights())
+    rates = _count_full_attention_calls(monkeypatch)
+
+    def value_and_grads(layer, with_weights):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x, x, return_attention_scores=with_weights, training=True, **masks)
+            out = tf.cast(out[0] if with_weights else out, "float32")
+            loss = tf.reduce_sum(tf.sin(out))
+        grads = tape.gradient(loss, [x] + layer.trainable_weights)
+        return [out.numpy()] + [tf.cast(g, "float32").numpy() for g in grads]
+
+    # bfloat16: the products round differently (a few units in the last of its 8 bits)
+    tol = dict(atol=2e-5) if dtype_policy == "float32" else dict(atol=0.05, rtol=0.02)
+    for _ in range(2):  # the second call draws a new mask on both
+        full, einsum = value_and_grads(layers[0], False), value_and_grads(layers[1], True)
+        for fast, slow in zip(full, einsum, strict=True):
+            np.testing.assert_allclose(fast, slow, **tol)
+    assert rates == [0.4, 0.4]  # the calls without weights, in training: full_attention
+    inference = layers[0](x, x, **masks).numpy()
+    assert np.abs(tf.cast(inference, "float32").numpy() - full[0]).max() > 0.05  # dropout drew
+    assert rates == [0.4, 0.4, 0.0]
+
+
+def _count_full_attention_calls(monkeypatch):
+    """The `dropout_rate` of every call `MultiHeadAttention` makes to `full_attention`."""
+    from keras_attention.layers import multi_head_attention
+
+    rates = []
+
+    def counted(*args, **kwargs):
+        rates.append(kwargs.get("dropout_rate", 0.0))
+        return full_attention(*args, **kwargs)
+
+    monkeypatch.setattr(multi_head_attention, "full_attention", counted)
+    return rates
+
+
+def test_training_with_dropout_and_lengths_unknown_while_tracing(monkeypatch):
+    """`chunk_size="auto"` with unknown lengths picks the path at run time (`ops.cond`); the
+    full branch draws the same dropout as the path with weights, gradients included."""
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.standard_normal((2, 9, 12)), "float32")
+    layers = [MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.3, seed=5) for _ in range(2)]
+    for layer in layers:
+        layer(x, x)
+    layers[1].set_weights(layers[0].get_weights())
+    rates = _count_full_attention_calls(monkeypatch)
+
+    def traced(layer, with_weights):
+        @tf.function(input_signature=[tf.TensorSpec((None, None, 12), "float32")])
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = layer(x, x, return_attention_scores=with_weights, training=True)
+                out = out[0] if with_weights else out
+                loss = tf.reduce_sum(tf.sin(out))
+            return [out] + tape.gradient(loss, [x] + layer.trainable_weights)
+
+        return run
+
+    full, einsum = traced(layers[0], False), traced(layers[1], True)
+    for _ in range(2):  # a new mask per call on both
+        got, expected = full(x), einsum(x)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-5)
+    assert rates == [0.3]  # traced once, in the full branch of the run-time choice
+    assert np.abs(got[0].numpy() - full(x)[0].numpy()).max() > 0.05

@@ -19,7 +19,9 @@ from pipelines import synthetic
 # attention 67-91% from run to run (its peak is often the neighbouring cell, whose features see
 # the object too), so soft gets the lower floor there. Soft captions were right for 99.7-100% of
 # the scenes; hard ones for 90-98% from 5,000 scenes (cells are sampled while training) and 100%
-# from 8,000, which the hard case trains on.
+# from 8,000, which the hard case trains on. Batches of 128 (64 before stop 31) halve the time of
+# each case (about 110 s instead of 220 s on 2 cores): with them soft reached 99.5% exact and 77%
+# of the peaks, hard 99.0% and 100%.
 CASES = {
     "soft": ({"initial_state": "zeros", "context_input": False}, 5000, 12, 0.9, 0.6),
     "hard": ({"context_input": False}, 8000, 10, 0.9, 0.8),
@@ -40,7 +42,9 @@ def test_captioner_learns_generated_scenes(attention, tmp_path):
         (train_files["images"], train_files["coco"], False),
         tmp_path / "run",
         config=config,
-        fit_config=FitConfig(epochs=epochs, batch_size=64, learning_rate=3e-3, clipnorm=1.0, verbose=0),
+        fit_config=FitConfig(
+            epochs=epochs, batch_size=128, learning_rate=3e-3, clipnorm=1.0, verbose=0
+        ),
     )
     captioner = run.task
     data = (test_files["images"], test_files["coco"], False)

@@ -117,6 +117,73 @@ def test_the_loss_masks_padding_labels_even_without_a_keras_mask():
         MaskedCrossEntropy(1.0)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_loss_gradient_is_softmax_minus_the_smoothed_target_over_unpadded_tokens(
+    smoothing, dtype
+):
+    """d loss / d logits = (softmax - (1 - e) one_hot - e / V) * w / sum(w), padding rows 0."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    logits = tf.constant(rng.normal(size=(3, 5, 11)) * 3, dtype)
+    labels = rng.integers(1, 11, size=(3, 5))
+    labels[1, 2:] = 0
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = MaskedCrossEntropy(smoothing)(labels, logits)
+    grad = tf.cast(tape.gradient(loss, logits), "float64").numpy()
+    x = tf.cast(logits, "float64").numpy()
+    probs = np.exp(x - x.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    target = (1 - smoothing) * np.eye(11)[labels] + smoothing / 11
+    valid = (labels != 0)[..., None]
+    expected = (probs - target) * valid / valid.sum()
+    tol = dict(atol=1e-6) if dtype == "float32" else dict(atol=2e-3)  # a bfloat16 gradient
+    np.testing.assert_allclose(grad, expected, **tol)
+    assert not grad[1, 2:].any()  # padding labels: no gradient
+    log_probs = x - np.log(np.exp(x).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+    per_token = (1 - smoothing) * nll - smoothing * log_probs.mean(-1)
+    np.testing.assert_allclose(float(loss), per_token[valid[..., 0]].mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("label", [-1, 11])
+def test_a_label_outside_the_vocabulary_is_an_error_not_a_wrapped_index(label):
+    """A gather would read `-1` as the last entry of the vocabulary; on TensorFlow's CPU
+    kernel the loss refuses a counted label outside `[0, V)`."""
+    logits = np.zeros((1, 2, 11), "float32")
+    with pytest.raises(Exception, match=f"label value of {label} which is outside the valid range"):
+        MaskedCrossEntropy()(np.array([[1, label]]), logits)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
+def test_a_padding_label_outside_the_vocabulary_is_not_read(compiled):
+    """`pad_id=-100` (PyTorch's convention): those positions are neither counted nor looked up."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    logits = tf.constant(rng.normal(size=(2, 4, 11)), "float32")
+    labels = np.array([[3, 5, -100, -100], [7, -100, -100, -100]])
+    loss = MaskedCrossEntropy(0.1, pad_id=-100)
+
+    def value_and_grad(labels):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            value = loss(labels, logits)
+        return value, tape.gradient(value, logits)
+
+    value_and_grad = tf.function(value_and_grad) if compiled else value_and_grad
+    value, grad = value_and_grad(tf.constant(labels))
+    # The same as padding with 0 (no real label here is 0) under the default `pad_id`.
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        expected = MaskedCrossEntropy(0.1)(np.where(labels < 0, 0, labels), logits)
+    np.testing.assert_allclose(float(value), float(expected), rtol=1e-6)
+    np.testing.assert_allclose(grad.numpy(), tape.gradient(expected, logits).numpy(), atol=1e-7)
+    assert np.isfinite(grad.numpy()).all() and not grad.numpy()[0, 2:].any()
+
+
 def test_cosine_schedule_follows_the_steps_or_the_budget_whichever_is_further():
     model, _ = _fit([], batches=1, epochs=1)
     schedule = LearningRateSchedule(1e-3, warmup_steps=0, schedule="cosine", total_steps=10,
