@@ -23,21 +23,34 @@ def _mask(kind, tv=TV):
     return mask
 
 
-def _reference(q, k, v, bias, mask):
-    """NumPy float64: masked softmax (zero weight where masked, zero rows) between two products."""
+def _reference(q, k, v, bias, mask, drop=1.0):
+    """NumPy float64: masked softmax (zero weight where masked, zero rows) between two products;
+    the weights are multiplied by `drop` (a dropout keep mask times its scale)."""
     scores = np.einsum("bqhd,bkhd->bhqk", q.astype("float64"), k.astype("float64"))
     if bias is not None:
         scores = scores + bias
     weights = npref.softmax(scores, None if mask is None else np.broadcast_to(mask, scores.shape))
-    return np.einsum("bhqk,bkhd->bqhd", weights, v.astype("float64"))
+    return np.einsum("bhqk,bkhd->bqhd", weights * drop, v.astype("float64"))
 
 
-def _einsum_path(q, k, v, bias, mask):
-    """The composition `full_attention` replaces, differentiated by TensorFlow."""
+def _einsum_path(q, k, v, bias, mask, rate=0.0, seed=None):
+    """The composition `full_attention` replaces, differentiated by TensorFlow (with
+    `ops.dropout` on the weights when `rate > 0`)."""
     scores = tf.einsum("bqhd,bkhd->bhqk", q, k)
     if bias is not None:
         scores = scores + tf.cast(bias, scores.dtype)
-    return tf.einsum("bhqk,bkhd->bqhd", masked_softmax(scores, mask), v)
+    weights = masked_softmax(scores, mask)
+    weights = dropout(weights, rate, seed) if rate else weights
+    return tf.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def _case(c):
+    """`(q, k, v, bias, mask, tensors, upstream)` of a case dict (`bias` shape, `mask` kind)."""
+    q, k, v, bias = _data(bias_shape=c.get("bias"))
+    mask = None if "mask" not in c else _mask(c["mask"])
+    tensors = [tf.constant(x) for x in (q, k, v) + (() if bias is None else (bias,))]
+    upstream = tf.constant(np.random.default_rng(9).standard_normal((B, TQ, H, DV)), "float32")
+    return q, k, v, bias, mask, tensors, upstream
 
 
 def _value_and_grads(fn, tensors, upstream, compiled):
@@ -68,11 +81,7 @@ CASES = {
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_outputs_and_gradients_equal_the_einsum_softmax_path(case, compiled):
-    c = CASES[case]
-    q, k, v, bias = _data(bias_shape=c.get("bias"))
-    mask = None if "mask" not in c else _mask(c["mask"])
-    tensors = [tf.constant(x) for x in (q, k, v) + (() if bias is None else (bias,))]
-    upstream = tf.constant(np.random.default_rng(9).standard_normal((B, TQ, H, DV)), "float32")
+    q, k, v, bias, mask, tensors, upstream = _case(CASES[case])
 
     def ours(q, k, v, b=None):
         return full_attention(q, k, v, mask=mask, bias=b)
@@ -225,30 +234,20 @@ DROPOUT_CASES = {
 @pytest.mark.parametrize("case", list(DROPOUT_CASES))
 def test_dropout_equals_ops_dropout_between_the_einsums(case, compiled):
     """The same keep decisions as `ops.dropout` from the same seed; gradients through them."""
-    c = DROPOUT_CASES[case]
-    q, k, v, bias = _data(bias_shape=c.get("bias"))
-    mask = None if "mask" not in c else _mask(c["mask"])
-    tensors = [tf.constant(x) for x in (q, k, v) + (() if bias is None else (bias,))]
-    upstream = tf.constant(np.random.default_rng(9).standard_normal((B, TQ, H, DV)), "float32")
+    q, k, v, bias, mask, tensors, upstream = _case(DROPOUT_CASES[case])
 
     def ours(q, k, v, b=None):
         return full_attention(q, k, v, mask=mask, bias=b, dropout_rate=0.3, dropout_seed=17)
 
     def theirs(q, k, v, b=None):
-        scores = tf.einsum("bqhd,bkhd->bhqk", q, k) + (0.0 if b is None else b)
-        weights = dropout(masked_softmax(scores, mask), 0.3, seed=17)
-        return tf.einsum("bhqk,bkhd->bqhd", weights, v)
+        return _einsum_path(q, k, v, b, mask, rate=0.3, seed=17)
 
     out, grads = _value_and_grads(ours, tensors, upstream, compiled)
     expected_out, expected_grads = _value_and_grads(theirs, tensors, upstream, compiled)
     keep, scale = dropout_mask((B, H, TQ, TV), 0.3, seed=17)
     keep = np.asarray(keep)
     assert 0.6 < keep.mean() < 0.8  # dropout is drawn at all
-    scores = np.einsum("bqhd,bkhd->bhqk", q.astype("float64"), k.astype("float64"))
-    scores = scores if bias is None else scores + bias
-    weights = npref.softmax(scores, None if mask is None else np.broadcast_to(mask, scores.shape))
-    reference = np.einsum("bhqk,bkhd->bqhd", weights * keep * scale, v.astype("float64"))
-    np.testing.assert_allclose(out, reference, atol=1e-5)
+    np.testing.assert_allclose(out, _reference(q, k, v, bias, mask, keep * scale), atol=1e-5)
     np.testing.assert_allclose(out, expected_out, atol=1e-5)
     without = full_attention(q, k, v, mask=mask, bias=bias).numpy()
     assert np.abs(out - without).max() > 0.1  # and it changes the output
@@ -261,8 +260,7 @@ def test_dropout_with_a_seed_generator_draws_a_new_mask_per_call_as_ops_dropout_
     ours, theirs = keras.random.SeedGenerator(3), keras.random.SeedGenerator(3)
 
     def einsum_path():
-        scores = tf.einsum("bqhd,bkhd->bhqk", q, k)
-        return tf.einsum("bhqk,bkhd->bqhd", dropout(masked_softmax(scores), 0.5, theirs), v)
+        return _einsum_path(q, k, v, None, None, rate=0.5, seed=theirs)
 
     first = full_attention(q, k, v, dropout_rate=0.5, dropout_seed=ours).numpy()
     second = full_attention(q, k, v, dropout_rate=0.5, dropout_seed=ours).numpy()
@@ -302,8 +300,7 @@ def test_second_derivatives_with_dropout_equal_the_einsum_path():
         return [g.numpy() for g in outer.gradient(total, tensors)]
 
     def theirs(q, k, v):
-        weights = dropout(masked_softmax(tf.einsum("bqhd,bkhd->bhqk", q, k)), 0.4, seed=2)
-        return tf.einsum("bhqk,bkhd->bqhd", weights, v)
+        return _einsum_path(q, k, v, None, None, rate=0.4, seed=2)
 
     ours = penalty(lambda q, k, v: full_attention(q, k, v, dropout_rate=0.4, dropout_seed=2))
     for name, g, e in zip("qkv", ours, penalty(theirs), strict=True):

@@ -184,6 +184,36 @@ def test_a_padding_label_outside_the_vocabulary_is_not_read(compiled):
     assert np.isfinite(grad.numpy()).all() and not grad.numpy()[0, 2:].any()
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_the_gather_loss_of_jax_and_pytorch_equals_the_fused_one(smoothing, monkeypatch):
+    """The branch other backends take (`log_softmax` and a gather), run here on TensorFlow's
+    ops: the same value and gradient as the fused kernel, padding labels of -100 included."""
+    import types
+
+    import tensorflow as tf
+
+    from keras_attention.tasks import losses
+
+    rng = np.random.default_rng(6)
+    logits = tf.constant(rng.normal(size=(3, 5, 11)) * 2, "float32")
+    labels = rng.integers(0, 11, size=(3, 5))
+    labels[2, 3:] = -100
+
+    def value_and_grad():
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            value = MaskedCrossEntropy(smoothing, pad_id=-100)(labels, logits)
+        return float(value), tape.gradient(value, logits).numpy()
+
+    fused = value_and_grad()
+    other = types.SimpleNamespace(backend=types.SimpleNamespace(backend=lambda: "jax"))
+    monkeypatch.setattr(losses, "keras", other)
+    gathered = value_and_grad()
+    np.testing.assert_allclose(gathered[0], fused[0], rtol=1e-6)
+    np.testing.assert_allclose(gathered[1], fused[1], atol=1e-7)
+    assert not fused[1][2, 3:].any()
+
+
 def test_cosine_schedule_follows_the_steps_or_the_budget_whichever_is_further():
     model, _ = _fit([], batches=1, epochs=1)
     schedule = LearningRateSchedule(1e-3, warmup_steps=0, schedule="cosine", total_steps=10,
