@@ -6,6 +6,7 @@ from keras import ops
 from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers._dropout import Dropout
 from keras_attention.layers.multi_head_attention import MultiHeadAttention
+from keras_attention.ops.activations import fused_gelu_in_training, gelu, gelu_approximate
 from keras_attention.ops.hard import position_selector
 from keras_attention.ops.masking import as_bool_mask
 from keras_attention.utils.masking import attach_keras_mask
@@ -162,8 +163,7 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
         if self._feedforward_layer_norm_first:
             self._feedforward_layer_norm = self._layer_norm("feedforward_layer_norm", shape)
         self._feedforward_intermediate_dense = keras.layers.Dense(
-            self.intermediate_dim,
-            activation=self.activation,
+            self.intermediate_dim,  # the activation follows in `_feedforward`
             name="feedforward_intermediate_dense",
             dtype=self.dtype_policy,
             **self._sublayer_weight_options(),
@@ -192,10 +192,22 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
     def _feedforward(self, x, training):
         residual = x
         x = self._pre_norm(self._feedforward_layer_norm, x)
-        x = self._feedforward_output_dense(self._feedforward_intermediate_dense(x))
+        x = self._activate(self._feedforward_intermediate_dense(x), training)
+        x = self._feedforward_output_dense(x)
         return self._add_residual(
             self._feedforward_layer_norm, self._feedforward_dropout, x, residual, training
         )
+
+    def _activate(self, x, training):
+        """The feed-forward activation; while training, GELU through `ops.gelu`'s fused kernels."""
+        # `fit` passes `True`; a tensor `training` (Keras makes one of a NumPy bool) keeps
+        # Keras's activation: the same values.
+        if training is True and fused_gelu_in_training():
+            if self.activation is keras.activations.gelu:
+                return gelu(x, approximate=False)
+            if self.activation is gelu_approximate:
+                return gelu(x, approximate=True)
+        return self.activation(x)
 
     def get_config(self):
         return {

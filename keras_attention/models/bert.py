@@ -11,6 +11,7 @@ from keras_attention.layers import (
 )
 from keras_attention.layers._dropout import Dropout
 from keras_attention.models.backbone import Backbone, check_transformer_sizes
+from keras_attention.ops.activations import gelu_approximate
 from keras_attention.utils import positive_int, positive_number, rate
 
 _INITIALIZER_STDDEV = 0.02
@@ -533,12 +534,6 @@ def bert_token_classifier(num_labels, backbone=None, vocabulary_size=None, **bac
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package="keras_attention", name="gelu_approximate")
-def gelu_approximate(x):
-    """GELU with the tanh approximation, the feed-forward activation of keras_hub's BERT."""
-    return keras.activations.gelu(x, approximate=True)
 
 
 def _initializer():

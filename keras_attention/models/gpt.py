@@ -6,7 +6,7 @@ from keras import ops
 from keras_attention.layers import MultiHeadAttention, PositionEmbedding, TransformerDecoderBlock
 from keras_attention.layers._dropout import Dropout
 from keras_attention.models.backbone import Backbone, check_transformer_sizes
-from keras_attention.models.bert import gelu_approximate
+from keras_attention.ops.activations import gelu_approximate
 from keras_attention.utils import describe, one_of, positive_int, positive_number
 from keras_attention.utils.masking import without_keras_mask
 

@@ -1,5 +1,7 @@
-"""Stateless attention math on `keras.ops`: scores, masks, masked softmax, full and chunked attention."""
+"""Stateless attention math on `keras.ops`: scores, masks, masked softmax, full and chunked
+attention, and the dropout and GELU kernels the layers train with."""
 
+from keras_attention.ops.activations import gelu, gelu_approximate
 from keras_attention.ops.chunked_attention import chunked_attention, dropout_keep_mask
 from keras_attention.ops.doubly_stochastic import doubly_stochastic_penalty
 from keras_attention.ops.dropout import dropout, dropout_mask
@@ -52,6 +54,8 @@ __all__ = [
     "dropout_keep_mask",
     "dropout_mask",
     "full_attention",
+    "gelu",
+    "gelu_approximate",
     "expected_monotonic_alignment",
     "gather_positions",
     "gumbel_noise",

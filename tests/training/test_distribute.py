@@ -126,10 +126,12 @@ _EVERY_TASK_SCRIPT = textwrap.dedent(
     cases = {  # the translator: the default run's test, over 3 epochs
         "masked-lm": (corpus, MaskedLMConfig(**bert)),
         "causal-lm": (corpus, CausalLMConfig(**bert)),
+        # The encoders of the BERT sizes above: the default size took 10-13 s a run here.
         "classifier": (([t for t, _ in sentiment], [label for _, label in sentiment]),
-                       ClassifierConfig(sequence_length=32, dropout=0.0, classifier_dropout=0.0)),
+                       ClassifierConfig(**{**bert, "sequence_length": 32},
+                                        classifier_dropout=0.0)),
         "token-classifier": (synthetic.grammar_tags(40, seed=5),
-                             ClassifierConfig(sequence_length=24, dropout=0.0,
+                             ClassifierConfig(**{**bert, "sequence_length": 24},
                                               classifier_dropout=0.0)),
         "captioning": ((scenes["images"], scenes["flickr8k"], False),
                        CaptioningConfig(freeze_encoder=True, feature_cache=True, units=16,
@@ -162,7 +164,8 @@ def test_every_task_trains_under_mirrored_like_on_one_device():
 
     assert sorted(out) == sorted(set(task_names()) - {"translation"})
     for task, (default, mirrored) in out.items():
-        # Open question: the token classifier's first update differs by ~0.5% under the
-        # strategy (its initial loss is identical); every other task agrees within 2e-4.
-        tolerance = 1e-2 if task == "token-classifier" else 2e-3
+        # Open question: the token classifier's first epoch differs under the strategy (its
+        # initial loss is identical): ~0.5% with the default-size encoder, ~0.09% with this
+        # one; every other task agrees within 2e-4.
+        tolerance = 3e-3
         assert abs(default - mirrored) <= tolerance * abs(default), (task, default, mirrored)
