@@ -377,10 +377,7 @@ def test_multi_head_attention_training_with_dropout_takes_the_full_path_with_the
         "value_mask": tf.constant(np.arange(7)[None] < np.array([[7], [4]])),
         "query_mask": tf.constant(np.arange(7)[None] < np.array([[5], [7]])),
     }
-    layers = [MultiHeadAttention(num_heads=3, key_dim=4, dropout=0.4, seed=11) for _ in range(2)]
-    for layer in layers:
-        layer(x, x)
-    layers[1].set_weights(layers[0].get_weights())
+    layers = _twin_layers(x, num_heads=3, key_dim=4, dropout=0.4, seed=11)
     rates = _count_full_attention_calls(monkeypatch)
 
     def value_and_grads(layer, with_weights):
@@ -404,6 +401,15 @@ def test_multi_head_attention_training_with_dropout_takes_the_full_path_with_the
     assert rates == [0.4, 0.4, 0.0]
 
 
+def _twin_layers(x, **options):
+    """Two `MultiHeadAttention` layers of the same options and weights, built on `x`."""
+    layers = [MultiHeadAttention(**options) for _ in range(2)]
+    for layer in layers:
+        layer(x, x)
+    layers[1].set_weights(layers[0].get_weights())
+    return layers
+
+
 def _count_full_attention_calls(monkeypatch):
     """The `dropout_rate` of every call `MultiHeadAttention` makes to `full_attention`."""
     from keras_attention.layers import multi_head_attention
@@ -423,10 +429,7 @@ def test_training_with_dropout_and_lengths_unknown_while_tracing(monkeypatch):
     full branch draws the same dropout as the path with weights, gradients included."""
     rng = np.random.default_rng(4)
     x = tf.constant(rng.standard_normal((2, 9, 12)), "float32")
-    layers = [MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.3, seed=5) for _ in range(2)]
-    for layer in layers:
-        layer(x, x)
-    layers[1].set_weights(layers[0].get_weights())
+    layers = _twin_layers(x, num_heads=2, key_dim=4, dropout=0.3, seed=5)
     rates = _count_full_attention_calls(monkeypatch)
 
     def traced(layer, with_weights):
