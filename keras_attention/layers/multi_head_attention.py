@@ -323,7 +323,9 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             (query_mask, value_mask, key_mask, attention_mask),
         )  # fmt: skip
         if attention_bias is not None:
-            self._check_attention_bias(attention_bias, query, value, key, cache)
+            self._check_attention_bias(
+                attention_bias, query, value, key, cache, projected_key_value
+            )
         query_mask, value_mask, key_mask, attention_mask = masks
         if cache is not None:
             cache_update_index = check_index_range(
@@ -474,11 +476,13 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             projected_key_value, rest = (rest[0], rest[1]), rest[2:]
         return query, value, key, cache, projected_key_value, tuple(rest)
 
-    def _check_attention_bias(self, bias, query, value, key, cache):
+    def _check_attention_bias(self, bias, query, value, key, cache, projected_key_value=None):
         """`attention_bias` must have rank 4 and sizes 1 or `(batch_size, num_heads, Tq, Tv)`."""
         if cache is not None:
             heads_first = id(self) in _decoding_state().heads_first
             memory = cache[0].shape[2 if heads_first else 1]
+        elif projected_key_value is not None:  # `(batch_size, Tv, heads, key_dim)` key heads
+            memory = projected_key_value[0].shape[1]
         else:
             memory = None if value is None else (value if key is None else key).shape[1]
         wanted = (query.shape[0], self.num_heads, query.shape[1], memory)

@@ -54,9 +54,14 @@ def chunked_attention(
         value: `(batch_size, Tv, heads, value_dim)`.
         value_mask: optional boolean `(batch_size, Tv)`; `False` marks padding.
         attention_mask: optional boolean `(batch_size or 1, Tq, Tv)`.
-        bias: optional float tensor added to the scores, broadcastable to
-            `(batch_size, heads, Tq, Tv)` and of rank 4 with its last axis `Tv`
-            (e.g. a relative position bias `(1, heads, Tq, Tv)`).
+        bias: optional float tensor added to the scores, of rank 4 and
+            broadcastable to `(batch_size, heads, Tq, Tv)` (e.g. a relative
+            position bias `(1, heads, Tq, Tv)`). Memory stays linear for a bias
+            whose query axis has the static size 1 (e.g. `(batch_size, 1, 1,
+            Tv)`). A bias is materialised at the scores' size on each axis
+            whose size is unknown while tracing and on a key axis of size 1:
+            a `(batch_size, heads, Tq, 1)` bias, or one traced as `(None,) * 4`,
+            costs `batch_size * heads * Tq * Tv` numbers.
         use_causal_mask: bool, query `i` sees key positions `<= i + causal_offset`.
         causal_offset: int or scalar int tensor, the position of the first query.
             Defaults to `0`.
@@ -100,6 +105,8 @@ def chunked_attention(
             "chunked_attention: `bias` must have rank 4, broadcastable to "
             f"`(batch_size, heads, Tq, Tv)`. Received: bias.shape={tuple(bias.shape)}"
         )
+    if bias is not None:
+        _check_bias_shape(bias.shape, query.shape, key.shape)
     out_dtype = keras.backend.standardize_dtype(query.dtype)
     # Half-precision inputs run in float32: the running sums need its range and precision.
     work = "float32" if out_dtype in _HALF_DTYPES else out_dtype
@@ -109,7 +116,7 @@ def chunked_attention(
     )
     tensors = {"query": query, "key": key, "value": value}
     if bias is not None:
-        tensors["bias"] = ops.cast(bias, work)
+        tensors["bias"] = _with_static_bias_axes(ops.cast(bias, work), query, key)
     if value_mask is not None:
         tensors["value_mask"] = as_bool_mask(value_mask, "value_mask")
     if attention_mask is not None:
@@ -576,6 +583,38 @@ def _token(x):
     if keras.backend.backend() != "tensorflow":
         return ops.zeros((), x.dtype)
     return ops.min(x, initial=0.0)
+
+
+def _check_bias_shape(bias_shape, query_shape, key_shape):
+    """Refuses a bias that does not broadcast to the scores `(B, H, Tq, Tv)`."""
+    scores = (query_shape[0], query_shape[2], query_shape[1], key_shape[1])
+    for size, full in zip(tuple(bias_shape), scores, strict=True):
+        if size is not None and full is not None and size not in (full, 1):
+            raise ValueError(
+                "chunked_attention: `bias` must broadcast to the scores `(batch_size, heads, "
+                f"Tq, Tv)` = {scores}. Received: bias.shape={tuple(bias_shape)}"
+            )
+
+
+def _with_static_bias_axes(bias, query, key):
+    """`bias`, broadcast on every axis whose size is unknown while tracing, and on a key axis of 1.
+
+    The kernel splits the key axis into blocks, and chooses from the bias's static shape which
+    other axes it broadcasts (its query axis of size 1 is never split; its gradient is summed
+    over the axes of size 1). An axis of unknown size (e.g. `tf.function(input_signature=
+    [TensorSpec((None,) * 4)])`) and a key axis of size 1 are broadcast to the scores' size
+    `(batch_size, heads, Tq, Tv)` on that axis only; autodiff sums the gradient back. A bias
+    of size 1 on such an axis then costs its broadcast size. `query` and `key` are heads-major
+    `(B, H, T, d)`.
+    """
+    static = tuple(bias.shape)
+    if None not in static and static[3] != 1:
+        return bias
+    scores = (ops.shape(query)[0], ops.shape(query)[1], ops.shape(query)[2], ops.shape(key)[2])
+    bias_shape = ops.shape(bias)
+    target = [scores[i] if size is None else bias_shape[i] for i, size in enumerate(static)]
+    target[3] = scores[3]
+    return ops.broadcast_to(bias, target)
 
 
 def _sum_to(x, shape):

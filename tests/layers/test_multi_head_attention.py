@@ -342,6 +342,10 @@ def test_bad_projected_key_value_raises():
         r"Received: projected_key_value=\[\(2, 5, 2, 4\), \(2, 4, 2, 4\)\]",
     ):
         layer(x, None, projected_key_value=(key_value[0], key_value[1][:, :4]))
+    # An attention bias is checked against the projected memory's length (5), as with `value`.
+    layer(x, None, projected_key_value=key_value, attention_bias=np.zeros((1, 4, 1, 5)))
+    with pytest.raises(ValueError, match=r"broadcastable to .*\(2, 4, 1, 5\).*shape=\(1, 4, 1, 6\)"):
+        layer(x, None, projected_key_value=key_value, attention_bias=np.zeros((1, 4, 1, 6)))
 
 
 @pytest.mark.slow
@@ -406,6 +410,9 @@ CHUNK_CASES = {
     "cross_padded": dict(kv_heads=4, causal=False, cross=True, padded=True),
     "grouped_causal_padded": dict(kv_heads=2, causal=True, cross=False, padded=True),
     "multi_query_explicit_mask": dict(kv_heads=1, causal=False, cross=True, explicit=True),
+    "key_bias_padded": dict(kv_heads=4, causal=False, cross=True, padded=True, bias=(3, 1, 1)),
+    # A bias of size 1 on the key axis (the chunked path broadcasts it over the key blocks).
+    "row_bias_causal": dict(kv_heads=2, causal=True, cross=False, bias=(1, 4, 9), key_axis=1),
 }
 
 
@@ -421,6 +428,9 @@ def test_chunked_path_equals_full_path_in_outputs_and_gradients(case):
         kwargs["query_mask"] = np.arange(9)[None, :] < np.array([[9], [7], [4]])
     if c.get("explicit"):
         kwargs["attention_mask"] = np.random.default_rng(4).random((3, 9, value.shape[1])) > 0.3
+    if c.get("bias"):
+        bias_shape = (*c["bias"], c.get("key_axis", value.shape[1]))
+        kwargs["attention_bias"] = np.random.default_rng(5).standard_normal(bias_shape) * 2
     init = {"num_heads": 4, "key_dim": 4, "num_key_value_heads": c["kv_heads"]}
     full = MultiHeadAttention(**init, chunk_size=None)
     chunked = MultiHeadAttention(**init, chunk_size=3)

@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -265,3 +267,63 @@ def test_rejects_bad_ranks():
         chunked_attention(q, k[:, :, 0], v)
     with pytest.raises(ValueError, match="bias.shape"):
         chunked_attention(q, k, v, bias=np.zeros((TQ, TV), "float32"))
+
+
+@pytest.mark.parametrize(
+    "bias_shape", [(1, H + 1, TQ, TV), (B + 1, H, TQ, TV), (1, H, TQ, 2), (1, H, TQ + 1, 1)]
+)
+def test_rejects_a_bias_that_does_not_broadcast_to_the_scores(bias_shape):
+    q, k, v, _ = _data()
+    with pytest.raises(ValueError, match=r"`bias` must broadcast .*bias.shape="):
+        chunked_attention(q, k, v, bias=np.zeros(bias_shape, "float32"), chunk_size=4)
+
+
+@pytest.mark.parametrize("bias_shape", [(1, H, 1, 1), (B, 1, TQ, 1)])
+def test_a_bias_of_key_size_one_changes_nothing_and_gets_a_zero_gradient(bias_shape):
+    """Constant along the keys, it shifts every score of a row alike: the softmax ignores it
+    (before, the kernel failed splitting its key axis into blocks)."""
+    q, k, v, bias = _data(seed=4, bias_shape=bias_shape)
+    bias = 3.0 * bias
+    fn = functools.partial(chunked_attention, use_causal_mask=True, chunk_size=4)
+    out, (dq, dk, dv, d_bias) = _value_and_grads(lambda q, k, v, b: fn(q, k, v, bias=b), q, k, v, bias)
+    expected, expected_grads = _value_and_grads(lambda q, k, v, _: fn(q, k, v), q, k, v, None)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    for name, got, want in zip("qkv", (dq, dk, dv), expected_grads, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
+    assert d_bias.shape == bias_shape
+    np.testing.assert_allclose(d_bias, 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("static", ["bias", "all"], ids=["unknown_bias", "all_unknown"])
+@pytest.mark.parametrize(
+    "bias_shape", [(1, H, TQ, TV), (B, 1, TQ, TV), (B, H, 1, TV), (1, 1, 1, TV), (B, H, TQ, 1)]
+)
+def test_a_bias_of_unknown_static_shape_gets_the_full_paths_gradient(bias_shape, static):
+    """Traced with `(None,) * 4` (the bias alone, or every input), which axes broadcast is
+    known only at run time: values and gradients (the bias's of its own shape) equal the
+    full computation's."""
+    q, k, v, bias = _data(seed=3, bias_shape=bias_shape)
+    unknown = [tf.TensorSpec((None,) * 4, "float32")]
+    spec = unknown * 3 if static == "all" else [tf.TensorSpec(x.shape) for x in (q, k, v)]
+
+    def value_and_grads(fn, signature=spec + unknown):
+        @tf.function(input_signature=signature)
+        def run(q, k, v, b):
+            with tf.GradientTape() as tape:
+                tape.watch([q, k, v, b])
+                out = fn(q, k, v, b)
+                loss = tf.reduce_sum(tf.sin(out))
+            return (out, *tape.gradient(loss, [q, k, v, b]))
+
+        return [x.numpy() for x in run(q, k, v, bias)]
+
+    ours = value_and_grads(
+        lambda q, k, v, b: chunked_attention(q, k, v, bias=b, use_causal_mask=True, chunk_size=4)
+    )
+    full = value_and_grads(  # the textbook computation, traced with every shape known
+        lambda q, k, v, b: _full(q, k, v, b, use_causal_mask=True),
+        [tf.TensorSpec(x.shape) for x in (q, k, v, bias)],
+    )
+    assert ours[4].shape == bias_shape
+    for name, got, expected in zip(("output", "dq", "dk", "dv", "d_bias"), ours, full, strict=True):
+        np.testing.assert_allclose(got, expected, atol=2e-5, err_msg=name)
