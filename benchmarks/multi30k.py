@@ -67,6 +67,12 @@ Model sizes (for a 2-core CPU and a 60-minute budget):
   dtype policy, budget rule and best-checkpoint restore as ours; no beam search and no export
   (the recipe has neither).
 
+`--transformer-sizes KEY=VALUE,...` changes the Transformer's sizes (`num_layers`, `hidden_dim`,
+`num_heads`, `intermediate_dim`, `dropout`; the keras_hub recipe takes the same, to stay of equal
+size), `--rnn-sizes` the RNN's (`embedding_dim`, `units`, `dropout`). A trained model's sizes
+go to its `training.json` and to `results.json` under `config.builder` (with `--throughput`:
+`results.json`'s `args.builders`); `--reuse-trained` refuses a translator trained at other sizes.
+
 Quality options (issue 17): `--shared-vocabulary` (one WordPiece vocabulary learned on both
 languages), `--tie-embeddings target|all` (`TransformerTranslator(tie_embeddings=...)`; `all`
 needs the shared vocabulary), `--average-last-epochs N` (`FitConfig(average_last_epochs=N)`:
@@ -154,6 +160,7 @@ TRANSFORMER_SIZES = {
     "intermediate_dim": 1024,
     "dropout": 0.1,
 }
+RNN_SIZE_KEYS = ("embedding_dim", "units", "dropout")
 CONFIGS = {
     "transformer": {
         "builder": {**TRANSFORMER_SIZES, "normalize_first": True, "sequence_length": MAX_LENGTH},
@@ -247,6 +254,18 @@ def parse_args(argv=None):
     parser.add_argument(
         "--tune-sentences", type=int, default=500, help="validation sentences for the tuning"
     )
+    parser.add_argument(
+        "--transformer-sizes",
+        default="",
+        help="KEY=VALUE,... over the Transformer's sizes (and the keras_hub recipe's: equal "
+        f"size), keys {sorted(TRANSFORMER_SIZES)}; e.g. num_layers=4,hidden_dim=128,"
+        "intermediate_dim=256,dropout=0.3",
+    )
+    parser.add_argument(
+        "--rnn-sizes",
+        default="",
+        help=f"KEY=VALUE,... over the RNN's sizes, keys {sorted(RNN_SIZE_KEYS)}",
+    )
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument(
         "--learning-rate", type=float, help="peak learning rate (default: per model, see CONFIGS)"
@@ -328,6 +347,20 @@ def parse_args(argv=None):
         parser.error("--tie-embeddings all needs --shared-vocabulary (one token table)")
     if "keras_hub" in args.reuse_trained:
         parser.error("--reuse-trained keras_hub: the keras_hub recipe has no saved translator")
+    transformer = _sizes(parser, "--transformer-sizes", args.transformer_sizes, TRANSFORMER_SIZES)
+    rnn = _sizes(parser, "--rnn-sizes", args.rnn_sizes, RNN_SIZE_KEYS)
+    args.builders = {
+        "transformer": {**CONFIGS["transformer"]["builder"], **transformer},
+        "keras_hub": {**CONFIGS["keras_hub"]["builder"], **transformer},
+        "rnn": {**CONFIGS["rnn"]["builder"], **rnn},
+    }
+    sizes = args.builders["transformer"]
+    if sizes["hidden_dim"] % sizes["num_heads"]:
+        parser.error(
+            "--transformer-sizes: hidden_dim must be a multiple of num_heads (the keras_hub "
+            f"recipe would silently narrow its heads). Received: hidden_dim={sizes['hidden_dim']}"
+            f", num_heads={sizes['num_heads']}"
+        )
     if args.average_last_epochs is not None and args.average_last_epochs < 2:
         parser.error(f"--average-last-epochs must be >= 2. Received: {args.average_last_epochs}")
     args.throughput_settings = [
@@ -510,6 +543,13 @@ def run_model(kind, args, data, source_tokenizer, target_tokenizer):
         model = reused.model
         with open(training_path, encoding="utf-8") as f:
             result = json.load(f)
+        trained = result.get("config", {}).get("builder")
+        if trained is not None and trained != args.builders[kind]:
+            raise ValueError(
+                f"--reuse-trained {kind}: the translator in '{translator_dir}' was trained "
+                f"with sizes {trained}, this run asks for {args.builders[kind]} (other "
+                "--transformer-sizes or --rnn-sizes)"
+            )
         result["reused_from"] = training_path
         result["parameters"] = int(model.count_params())
         print(f"{kind}: reusing the trained translator in {translator_dir}", flush=True)
@@ -531,10 +571,7 @@ def train_model(kind, args, data, source_tokenizer, target_tokenizer):
         fit,
     )
 
-    config = dict(CONFIGS[kind])
-    for key in ("learning_rate", "warmup_steps"):
-        if getattr(args, key) is not None:
-            config[key] = getattr(args, key)
+    config = model_config(kind, args)
     model = new_model(kind, args, args.dtype_policy, source_tokenizer, target_tokenizer)
     model_dir = os.path.join(args.output_dir, kind)
     os.makedirs(model_dir, exist_ok=True)
@@ -588,8 +625,18 @@ def train_model(kind, args, data, source_tokenizer, target_tokenizer):
     return model, summary
 
 
+def model_config(kind, args):
+    """`CONFIGS[kind]` with this run's sizes, `--learning-rate` and `--warmup-steps`."""
+    config = {**CONFIGS[kind], "builder": args.builders[kind]}
+    for key in ("learning_rate", "warmup_steps"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    return config
+
+
 def new_model(kind, args, dtype_policy, source_tokenizer, target_tokenizer):
-    """A new model of `CONFIGS[kind]` in `dtype_policy` (set globally: Keras's layers read it)."""
+    """A new model of `args.builders[kind]` (`CONFIGS[kind]["builder"]` with `--transformer-sizes`
+    or `--rnn-sizes`) in `dtype_policy` (set globally: Keras's layers read it)."""
     from keras_attention.models import seq2seq_translator, transformer_translator
 
     keras.backend.clear_session()
@@ -597,12 +644,12 @@ def new_model(kind, args, dtype_policy, source_tokenizer, target_tokenizer):
     keras.utils.set_random_seed(args.seed)
     sizes = (source_tokenizer.vocabulary_size, target_tokenizer.vocabulary_size)
     if kind == "keras_hub":
-        return keras_hub_model(*sizes)
+        return keras_hub_model(*sizes, args.builders[kind])
     if kind == "transformer":
         return transformer_translator(
-            *sizes, **CONFIGS[kind]["builder"], tie_embeddings=args.tie_embeddings
+            *sizes, **args.builders[kind], tie_embeddings=args.tie_embeddings
         )
-    return seq2seq_translator(*sizes, **CONFIGS[kind]["builder"])
+    return seq2seq_translator(*sizes, **args.builders[kind])
 
 
 def max_length(kind):
@@ -751,8 +798,8 @@ def tune_beam(translator, args, data):
 # -- the keras_hub recipe -----------------------------------------------------------------------
 
 
-def keras_hub_model(source_vocabulary_size, target_vocabulary_size):
-    """keras.io's KerasHub translation model at `CONFIGS["keras_hub"]` sizes.
+def keras_hub_model(source_vocabulary_size, target_vocabulary_size, size=None):
+    """keras.io's KerasHub translation model at `size` (default `CONFIGS["keras_hub"]`'s) sizes.
 
     keras_hub `TokenAndPositionEmbedding` (40 positions, id 0 masked), `TransformerEncoder`s,
     `TransformerDecoder`s (causal self-attention, cross-attention over the encoder outputs),
@@ -761,7 +808,7 @@ def keras_hub_model(source_vocabulary_size, target_vocabulary_size):
     """
     import keras_hub
 
-    size = CONFIGS["keras_hub"]["builder"]
+    size = size or CONFIGS["keras_hub"]["builder"]
     source = keras.Input((None,), dtype="int32", name="source")
     target_in = keras.Input((None,), dtype="int32", name="target_in")
 
@@ -992,7 +1039,7 @@ def measure_throughput(kind, policy, pairs, tokens, args, data, source_tokenizer
         fit,
     )
 
-    config = CONFIGS[kind]
+    config = model_config(kind, args)
     try:
         model = new_model(kind, args, policy, source_tokenizer, target_tokenizer)
         setting = argparse.Namespace(**{**vars(args), "batch_size": pairs, "tokens_per_batch": tokens})
@@ -1140,6 +1187,30 @@ def _numbers(parser, flag, value, kind):
         return [kind(item) for item in value.split(",") if item.strip()]
     except ValueError:
         parser.error(f"{flag} takes comma-separated numbers. Received: {value!r}")
+
+
+def _sizes(parser, flag, value, keys):
+    """`KEY=VALUE,...` as a dict: integers, and a float for `dropout` (in [0, 1))."""
+    sizes = {}
+    for item in (item.strip() for item in value.split(",")):
+        if not item:
+            continue
+        key, equals, number = item.partition("=")
+        key = key.strip()
+        try:
+            if not equals:
+                raise ValueError(f"{item!r} is not KEY=VALUE")
+            if key not in keys:
+                raise ValueError(f"unknown key {key!r}")
+            sizes[key] = float(number) if key == "dropout" else int(number)
+            if not (0 <= sizes[key] < 1 if key == "dropout" else sizes[key] >= 1):
+                raise ValueError(f"{key} out of range")
+        except ValueError as error:
+            parser.error(
+                f"{flag} takes KEY=VALUE,... with keys {sorted(keys)} (positive integers; "
+                f"dropout in [0, 1)). Received: {value!r} ({error})"
+            )
+    return sizes
 
 
 def _split_choices(parser, flag, value, choices):

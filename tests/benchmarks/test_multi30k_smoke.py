@@ -99,6 +99,71 @@ def test_quality_arguments_are_checked():
             multi30k.parse_args(bad)
 
 
+def test_model_sizes_override_the_transformer_the_recipe_and_the_rnn(capsys):
+    args = multi30k.parse_args(
+        ["--transformer-sizes", "num_layers=4, hidden_dim=128,intermediate_dim=256,dropout=0.3",
+         "--rnn-sizes", "units=128"]
+    )  # fmt: skip
+    tiny = {"num_layers": 4, "hidden_dim": 128, "num_heads": 4, "intermediate_dim": 256,
+            "dropout": 0.3}  # fmt: skip
+    assert args.builders["keras_hub"] == tiny  # the recipe stays at the Transformer's size
+    assert args.builders["transformer"] == {**tiny, "normalize_first": True, "sequence_length": 64}
+    assert args.builders["rnn"] == {**multi30k.CONFIGS["rnn"]["builder"], "units": 128}
+    defaults = multi30k.parse_args([])
+    assert defaults.builders["transformer"] == multi30k.CONFIGS["transformer"]["builder"]
+    assert multi30k.CONFIGS["transformer"]["builder"]["hidden_dim"] == 256  # not changed
+    for flag, value, reason in (
+        ("--transformer-sizes", "units=3", "unknown key 'units'"),
+        ("--transformer-sizes", "hidden_dim=12.5", "invalid literal for int() with base 10: '12.5'"),
+        ("--transformer-sizes", "num_layers=0", "num_layers out of range"),
+        ("--transformer-sizes", "num_heads=3", "hidden_dim must be a multiple of num_heads"),
+        ("--rnn-sizes", "dropout=1.5", "dropout out of range"),
+        ("--rnn-sizes", "units", "'units' is not KEY=VALUE"),
+    ):
+        with pytest.raises(SystemExit):
+            multi30k.parse_args([flag, value])
+        assert reason in capsys.readouterr().err
+
+
+def test_new_models_are_built_at_the_sizes_asked_for():
+    args = multi30k.parse_args(
+        ["--transformer-sizes", "num_layers=1,hidden_dim=8,num_heads=2,intermediate_dim=16",
+         "--rnn-sizes", "embedding_dim=6,units=10"]
+    )  # fmt: skip
+    tokenizer = _tiny_tokenizer()
+
+    def kernel_shapes(kind):
+        model = multi30k.new_model(kind, args, "float32", tokenizer, tokenizer)
+        return {tuple(w.shape) for w in model.weights if len(w.shape) == 2}
+
+    vocabulary = tokenizer.vocabulary_size
+    for kind in ("transformer", "keras_hub"):
+        shapes = kernel_shapes(kind)
+        # the token tables, the feed-forward (8 -> 16 -> 8) and the output layer at width 8
+        assert {(vocabulary, 8), (8, 16), (16, 8), (8, vocabulary)} <= shapes, kind
+        assert not any(256 in shape or 1024 in shape for shape in shapes), kind
+    shapes = kernel_shapes("rnn")
+    assert (vocabulary, 6) in shapes and not any(512 in shape for shape in shapes)
+
+
+def test_reuse_trained_refuses_other_sizes(tmp_path, monkeypatch):
+    from keras_attention.models import Translator
+
+    model_dir = tmp_path / "rnn"
+    (model_dir / "translator").mkdir(parents=True)
+    trained = {"config": {"builder": multi30k.CONFIGS["rnn"]["builder"]}}
+    (model_dir / multi30k.TRAINING_FILE).write_text(json.dumps(trained))
+    tokenizer = _tiny_tokenizer()
+    fake = type("Reused", (), {"source_tokenizer": tokenizer, "target_tokenizer": tokenizer,
+                               "model": None})  # fmt: skip
+    monkeypatch.setattr(Translator, "load", staticmethod(lambda path: fake))
+    args = multi30k.parse_args(
+        ["--reuse-trained", "rnn", "--rnn-sizes", "units=64", "--output-dir", str(tmp_path)]
+    )
+    with pytest.raises(ValueError, match=r"--reuse-trained rnn: .*trained with sizes"):
+        multi30k.run_model("rnn", args, None, tokenizer, tokenizer)
+
+
 class _FakeTranslator:
     def __init__(self, width, alpha):
         self.width, self.alpha = width, alpha
