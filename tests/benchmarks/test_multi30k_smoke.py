@@ -236,6 +236,15 @@ def test_reuse_trained_names_the_missing_file(tmp_path):
         multi30k.run_model("rnn", args, None, None, None)
 
 
+# The end-to-end runs check the script's plumbing, not the models: small ones trace, export and
+# compile for XLA in a fraction of the time (the benchmark's own sizes: 183 s with two pytest
+# workers, most of it tracing and exporting six-block models).
+TINY_SIZES = (
+    "--transformer-sizes", "num_layers=1,hidden_dim=32,num_heads=2,intermediate_dim=64",
+    "--rnn-sizes", "embedding_dim=16,units=32",
+)  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (DATA_DIR / "raw").is_dir(), reason="no Multi30K data beside the repo")
 def test_end_to_end_on_a_subset(tmp_path, capsys):
@@ -244,7 +253,8 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
     results = multi30k.main(
         [
             "--models", "rnn,transformer",
-            "--budget-minutes", "0.25",
+            *TINY_SIZES,
+            "--budget-minutes", "0.1",
             "--train-limit", "300",
             "--val-limit", "32",
             "--test-limit", "8",
@@ -288,6 +298,7 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
         [
             "--models", "rnn",
             "--reuse-trained", "rnn",
+            *TINY_SIZES,
             "--test-limit", "8",
             "--vocab-size", "400",
             "--train-limit", "300",
@@ -308,6 +319,7 @@ def test_throughput_compares_settings_side_by_side(tmp_path, capsys):
         [
             "--throughput",
             "--models", "transformer",
+            *TINY_SIZES,
             "--throughput-settings", "float32:16,mixed_bfloat16:tokens256",
             "--throughput-steps", "4",
             "--repeats", "1",
