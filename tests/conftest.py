@@ -6,7 +6,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-
 import gc  # noqa: E402
 import itertools  # noqa: E402
 
@@ -69,7 +68,7 @@ def pytest_configure(config):
     cores: four busy threads for two cores. In the slow run (training, exports, fresh
     processes) that made it up to 2x slower: two of its long tests side by side took 256 s,
     130 s with one intra-op thread each; the whole slow run 34.1 -> 27.8 min the same day. The
-    default run's small tests were faster with the shared pools (a third of it: 140 s against
+    default run's small tests were faster with the shared pools (270 of them: 140 s against
     158), so it keeps them. Set before the first TensorFlow operation (TensorFlow reads it when
     it starts its pools, not at import), inherited by the processes a test starts; a value set
     by hand wins.
