@@ -236,9 +236,9 @@ def test_reuse_trained_names_the_missing_file(tmp_path):
         multi30k.run_model("rnn", args, None, None, None)
 
 
-# The end-to-end runs check the script's plumbing, not the models: small ones trace, export and
-# compile for XLA in a fraction of the time (the benchmark's own sizes: 183 s with two pytest
-# workers, most of it tracing and exporting six-block models).
+# The end-to-end runs check the script's plumbing, not the models, so they train one-block
+# models: at the benchmark's own sizes (3 + 3 blocks, width 256) the end-to-end test took 117 s
+# alone and 183 s in the two-worker slow run; with these and a 0.1-minute budget, 86 s alone.
 TINY_SIZES = (
     "--transformer-sizes", "num_layers=1,hidden_dim=32,num_heads=2,intermediate_dim=64",
     "--rnn-sizes", "embedding_dim=16,units=32",
