@@ -25,6 +25,8 @@ replaced is `learn_with_thresh` and its binary search:
   once, one piece per step.
 """
 
+from array import array
+
 import numpy as np
 from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as _lib
 
@@ -66,6 +68,10 @@ def learn(
         list of str: the reserved tokens, every character (alone and with the
         joiner), then the pieces by count (most frequent first), ties in string order.
 
+    Counts are summed in float64, exactly up to 2**53. `word_counts` is read
+    once, so a generator of pairs works (tensorflow-text's `learn` reads it
+    twice and fails on one).
+
     Example:
 
     >>> counts = {"low": 30, "lower": 20, "newest": 40, "widest": 15}
@@ -99,17 +105,24 @@ def learn(
 
 
 class _Substrings:
-    """Every substring of the words, grouped by word and start, with ids per distinct token."""
+    """Every substring of the words, grouped by word and start, with ids per distinct token.
+
+    An entry is one `(word, start, end)` substring; a slot is one `(word, start)`,
+    whose entries are contiguous (ends in order). Stored compactly (int32 ids and
+    slots, int16 ends: 10 bytes an entry), since a corpus of 300k distinct words
+    has tens of millions of entries.
+    """
 
     def __init__(self, word_counts, joiner):
         self.joiner = joiner
         self.chars = _lib.extract_char_tokens(word_counts)
-        ids, tokens, lengths, parents = {}, [], [], []
-        entry_ids, entry_ends, entry_counts, slot_sizes = [], [], [], []
-        self.word_slots, self.word_lengths = [], []  # per word: first slot, length
+        ids, tokens, lengths, parents = {}, [], array("i"), array("i")
+        entry_ids, entry_ends = array("i"), array("h")  # words are at most 50 characters
+        slot_counts, slot_sizes = [], array("i")
+        word_slots, word_lengths = array("q"), array("i")  # per word: first slot, length
         for word, count in word_counts:
-            self.word_slots.append(len(slot_sizes))
-            self.word_lengths.append(len(word))
+            word_slots.append(len(slot_sizes))
+            word_lengths.append(len(word))
             for start in range(len(word)):
                 parent = -1
                 for end in range(start + 1, len(word) + 1):
@@ -124,21 +137,23 @@ class _Substrings:
                     entry_ids.append(token_id)
                     entry_ends.append(end)
                     parent = token_id
-                entry_counts.append(count)
+                slot_counts.append(count)
                 slot_sizes.append(len(word) - start)
-        self.tokens, self.lengths = tokens, np.asarray(lengths, np.int64)
-        self.parents = np.asarray(parents, np.int64)
-        self.by_string = {}
-        for token_id, token in enumerate(tokens):  # a few strings have two keys
-            self.by_string.setdefault(token, []).append(token_id)
+        del ids
+        self.tokens, self.lengths, self.parents = tokens, np.asarray(lengths), np.asarray(parents)
+        # The learner's membership test is on the string: a string counted at two lengths
+        # (a word that holds the joiner) has two ids, the second kept apart.
+        self.by_string, self.second_ids = {}, {}
+        for token_id, token in enumerate(tokens):
+            if self.by_string.setdefault(token, token_id) != token_id:
+                self.second_ids[token] = token_id
+        # Counts as float64 (`np.bincount`'s weights): exact up to 2**53.
+        self.slot_counts = np.asarray(slot_counts, np.float64)
         slot_sizes = np.asarray(slot_sizes, np.int64)
         self.slot_offsets = np.concatenate([[0], np.cumsum(slot_sizes)[:-1]]).astype(np.int64)
-        self.entry_slots = np.repeat(np.arange(len(slot_sizes)), slot_sizes)
-        self.entry_ids = np.asarray(entry_ids, np.int64)
-        self.entry_ends = np.asarray(entry_ends, np.int64)
-        self.entry_weights = np.repeat(np.asarray(entry_counts, np.float64), slot_sizes)
-        self.word_slots = np.asarray(self.word_slots, np.int64)
-        self.word_lengths = np.asarray(self.word_lengths, np.int64)
+        self.entry_slots = np.repeat(np.arange(len(slot_sizes), dtype=np.int32), slot_sizes)
+        self.entry_ids, self.entry_ends = np.asarray(entry_ids), np.asarray(entry_ends)
+        self.word_slots, self.word_lengths = np.asarray(word_slots), np.asarray(word_lengths)
         self.first = self._final_counts(np.ones(len(slot_sizes), bool))  # threshold-free
 
     def learn(self, thresh, num_iterations, reserved_tokens):
@@ -146,63 +161,59 @@ class _Substrings:
         current = self._ensure_chars({})
         for iteration in range(num_iterations):
             if iteration == 0:
-                raw, final = self.first
+                counted, final = self.first
             else:
-                raw, final = self._final_counts(self._split_slots(current))
-            current = self._ensure_chars(self._above(raw, final, thresh))
+                counted, final = self._final_counts(self._split_slots(current))
+            current = self._ensure_chars(self._above(counted, final, thresh))
         return _lib.generate_final_vocabulary(reserved_tokens, self.chars, current)
 
     def _final_counts(self, slots):
-        """Raw counts of the substrings that start at the chosen slots, and the counts left
-        after the learner's prefix subtraction."""
+        """For the substrings that start at the chosen slots: whether each token is counted,
+        and its count after the learner's prefix subtraction."""
         chosen = slots[self.entry_slots]
-        raw = np.bincount(
-            self.entry_ids[chosen], self.entry_weights[chosen], minlength=len(self.tokens)
-        )
+        ids = self.entry_ids[chosen]
+        size = len(self.tokens)
+        raw = np.bincount(ids, self.slot_counts[self.entry_slots[chosen]], minlength=size)
+        # Counted at all (a count may be 0 or negative: such tokens are in the learner's dict).
+        counted = np.bincount(ids, minlength=size) > 0
         has_parent = self.parents >= 0
-        extensions = np.bincount(
-            self.parents[has_parent], raw[has_parent], minlength=len(self.tokens)
-        )
-        return raw, raw - extensions
+        extensions = np.bincount(self.parents[has_parent], raw[has_parent], minlength=size)
+        return counted, raw - extensions
 
-    def _above(self, raw, final, thresh):
+    def _above(self, counted, final, thresh):
         """`next_tokens`: the counted tokens whose count is at least `thresh`, inserted
         longest first as the learner does (a string counted at two lengths keeps the shorter)."""
-        chosen = np.flatnonzero((raw > 0) & (final >= thresh))
+        chosen = np.flatnonzero(counted & (final >= thresh))
         chosen = chosen[np.argsort(-self.lengths[chosen], kind="stable")]
-        return {self.tokens[i]: int(final[i]) for i in chosen}
+        return {self.tokens[i]: float(final[i]) for i in chosen}  # only the order is used
 
     def _ensure_chars(self, tokens):
         return _lib.ensure_all_tokens_exist(self.chars, tokens, True, self.joiner)
 
     def _split_slots(self, current):
         """The slots `get_split_indices` starts a piece at, for every word: the greedy
-        longest match in `current` from each piece's end; a word with an unspellable
-        position has none."""
+        longest match in `current` from each piece's end. (Every character is in
+        `current`, alone and with the joiner, so every word can be spelled: the
+        learner's skip of a word it cannot split never happens.)"""
         known = np.zeros(len(self.tokens), bool)
         for token in current:
-            known[self.by_string.get(token, [])] = True
-        ends = np.where(known[self.entry_ids], self.entry_ends, 0)
-        longest = np.maximum.reduceat(ends, self.slot_offsets) if len(ends) else ends
+            for lookup in (self.by_string, self.second_ids):
+                token_id = lookup.get(token)
+                if token_id is not None:
+                    known[token_id] = True
         chosen = np.zeros(len(self.slot_offsets), bool)
+        if not len(self.entry_ids):
+            return chosen
+        ends = np.where(known[self.entry_ids], self.entry_ends, 0)
+        longest = np.maximum.reduceat(ends, self.slot_offsets)  # per slot; no slot is empty
         words = np.flatnonzero(self.word_lengths > 0)
         position = np.zeros(len(words), np.int64)
-        visited, spelled = [], np.ones(len(words), bool)
-        active = np.arange(len(words))
-        while len(active):
-            slots = self.word_slots[words[active]] + position[active]
-            end = longest[slots]
-            stuck = end <= position[active]
-            spelled[active[stuck]] = False
-            visited.append(slots[~stuck])
-            position[active[~stuck]] = end[~stuck]
-            active = active[~stuck & (end < self.word_lengths[words[active]])]
-        if visited:
-            visited = np.concatenate(visited)
-            owner = np.repeat(
-                np.arange(len(self.word_slots)),
-                np.diff(np.append(self.word_slots, len(self.slot_offsets))),
-            )
-            keep = spelled[np.searchsorted(words, owner[visited])]
-            chosen[visited[keep]] = True
+        while len(words):
+            slots = self.word_slots[words] + position
+            chosen[slots] = True
+            if np.any(longest[slots] <= position):  # cannot happen (see above): never loop
+                raise RuntimeError("wordpiece_learner: a word's position has no known piece")
+            position = longest[slots]
+            more = position < self.word_lengths[words]
+            words, position = words[more], position[more]
         return chosen

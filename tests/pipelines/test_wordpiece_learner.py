@@ -69,13 +69,40 @@ def test_same_vocabulary_as_tensorflow_text_fuzzed(
     )
 
 
-def test_counts_as_pairs_or_a_dict_and_every_word_too_long():
-    counts = {"abab": 30, "abba": 25, "baab": 12}
-    assert wordpiece_learner.learn(list(counts.items()), 30, RESERVED) == _reference(counts, 30)
-    # Every word is over-long: nothing but the reserved tokens is learned, as in tensorflow-text.
-    assert wordpiece_learner.learn(counts, 30, RESERVED, max_token_length=3) == _reference(
-        counts, 30, max_token_length=3
+# Inputs outside the fuzzed space, each compared with tensorflow-text's list.
+EDGE_CASES = {
+    # A string counted at two lengths (the word "#a" holds the joiner "#"): the
+    # learner's dict keeps the shorter one's count, which decides the order.
+    "joiner_inside_a_word": ({"#a": 30, "ya": 5, "yb": 32}, 40,
+                             {"joiner": "#", "lower_thresh": 1, "upper_thresh": 1,
+                              "num_iterations": 1}),
+    "empty_joiner": ({"abab": 30, "abba": 25, "baab": 12, "ab": 40}, 30,
+                     {"joiner": "", "lower_thresh": 2}),
+    "empty_word_and_reserved_word": ({"": 50, "[UNK]": 40, "abab": 30, "ab": 20}, 30,
+                                     {"lower_thresh": 2}),
+    "repeated_pairs": ([("abab", 30), ("abab", 25), ("ba", 40), ("abba", 12)], 30,
+                       {"lower_thresh": 2}),
+    "numpy_int_counts": ({"abab": np.int64(30), "abba": np.int32(25), "baab": np.uint16(12)},
+                         30, {"lower_thresh": 2}),
+    "zero_count_and_zero_threshold": ({"ab": 0, "cd": 1}, 40,
+                                      {"lower_thresh": None, "upper_thresh": 1}),
+    "negative_counts": ({"ab": -10, "cd": -1}, 40, {"lower_thresh": None, "upper_thresh": None}),
+    "float_counts": ({"cd": 10.7, "ab": 10.2, "abcd": 4.5}, 40, {"lower_thresh": 1}),
+    "every_word_too_long": ({"abab": 30, "abba": 25, "baab": 12}, 30, {"max_token_length": 3}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+def test_same_vocabulary_as_tensorflow_text_on_edge_cases(case):
+    counts, size, options = EDGE_CASES[case]
+    assert wordpiece_learner.learn(counts, size, RESERVED, **options) == _reference(
+        counts, size, **options
     )
+
+
+def test_a_generator_of_pairs_is_read_once():
+    pairs = [("abab", 30), ("abba", 25), ("baab", 12)]
+    assert wordpiece_learner.learn(iter(pairs), 30, RESERVED) == _reference(pairs, 30)
 
 
 def test_build_wordpiece_vocab_writes_the_reference_list(tmp_path):
