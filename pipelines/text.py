@@ -1,13 +1,14 @@
 """WordPiece vocabularies and a tokenizer/detokenizer on tensorflow-text.
 
 `build_wordpiece_vocab` learns a WordPiece vocabulary from training text with
-the tensorflow-text learner's algorithm (`pipelines.wordpiece_learner`, the
-same vocabulary ~30x faster) and writes it one token per line, with its preprocessing options in a JSON sidecar
-(`<vocab_path>.json`). `load_tokenizer` reads both back into a `TextTokenizer`,
-a `tf.Module` that tokenizes strings to ids and detokenizes ids to strings with
-tensorflow-text ops only, so it runs inside `tf.data`, inside a `tf.function`
-traced with `tf.string` inputs, and inside a SavedModel (load it in a process
-that has run `import tensorflow_text`, which registers the ops).
+the tensorflow-text learner's algorithm (`pipelines.wordpiece_learner`: the
+same vocabulary, ~30x faster) and writes it one token per line, with its
+preprocessing options in a JSON sidecar (`<vocab_path>.json`). `load_tokenizer`
+reads both back into a `TextTokenizer`, a `tf.Module` that tokenizes strings to
+ids and detokenizes ids to strings with tensorflow-text ops only, so it runs
+inside `tf.data`, inside a `tf.function` traced with `tf.string` inputs, and
+inside a SavedModel (load it in a process that has run `import
+tensorflow_text`, which registers the ops).
 
 Reserved tokens have fixed ids in every vocabulary:
 
@@ -203,10 +204,11 @@ def build_wordpiece_vocab(
     The text is preprocessed with `normalize_text` and split with
     `split_words`, then the tensorflow-text learner's algorithm
     (`pipelines.wordpiece_learner.learn`: the list keras_hub's
-    `compute_word_piece_vocabulary` gives, ~30x faster) picks the word pieces. A piece must occur at
-    least 10 times to be learned (the learner's floor); every character seen is
-    kept, so any text made of known characters can be spelled. The vocabulary
-    is deterministic for a given text and size.
+    `compute_word_piece_vocabulary` gives, ~30x faster) picks the word
+    pieces. A piece must occur at least 10 times to be learned (the
+    learner's floor); every character seen is kept, so any text made of
+    known characters can be spelled. The vocabulary is deterministic for a
+    given text and size.
 
     Two files are written: `vocab_path`, one token per line (UTF-8), the
     reserved tokens first at their fixed ids (see the module docstring); and
