@@ -111,15 +111,16 @@ class _Substrings:
 
     An entry is one `(word, start, end)` substring; a slot is one `(word, start)`,
     whose entries are contiguous (ends in order). Stored compactly (int32 ids and
-    slots, int16 ends: 10 bytes an entry), since a corpus of 300k distinct words
-    has tens of millions of entries.
+    slots, int16 ends for words under 32,768 characters: 10 bytes an entry),
+    since a corpus of 300k distinct words has tens of millions of entries.
     """
 
     def __init__(self, word_counts, joiner):
         self.joiner = joiner
         self.chars = _lib.extract_char_tokens(word_counts)
         ids, tokens, lengths, parents = {}, [], array("i"), array("i")
-        entry_ids, entry_ends = array("i"), array("h")  # words are at most 50 characters
+        longest = max((len(word) for word, _ in word_counts), default=0)
+        entry_ids, entry_ends = array("i"), array("h" if longest < 2**15 else "i")
         slot_counts, slot_sizes = [], array("i")
         word_slots, word_lengths = array("q"), array("i")  # per word: first slot, length
         for word, count in word_counts:
