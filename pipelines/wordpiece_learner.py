@@ -144,6 +144,7 @@ class _Substrings:
                 slot_sizes.append(len(word) - start)
         del ids
         self.tokens, self.lengths, self.parents = tokens, np.asarray(lengths), np.asarray(parents)
+        self.has_parent = self.parents >= 0
         # The learner's membership test is on the string: a string counted at two lengths
         # (a word that holds the joiner) has two ids, the second kept apart.
         self.by_string, self.second_ids = {}, {}
@@ -179,7 +180,7 @@ class _Substrings:
         raw = np.bincount(ids, self.slot_counts[self.entry_slots[chosen]], minlength=size)
         # Counted at all (a count may be 0 or negative: such tokens are in the learner's dict).
         counted = np.bincount(ids, minlength=size) > 0
-        has_parent = self.parents >= 0
+        has_parent = self.has_parent
         extensions = np.bincount(self.parents[has_parent], raw[has_parent], minlength=size)
         return counted, raw - extensions
 

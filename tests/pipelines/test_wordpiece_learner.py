@@ -18,8 +18,8 @@ def _reference(counts, size, reserved=RESERVED, **options):
     return reference.learn(counts, size, reserved, include_joiner_token=True, **options)
 
 
-def _word_counts(lines):
-    words = text.split_words(text.normalize_text(lines, lowercase=True))
+def _word_counts(lines, lowercase=True):
+    words = text.split_words(text.normalize_text(lines, lowercase=lowercase))
     return reference.count_words([words])
 
 
@@ -108,15 +108,10 @@ def test_a_generator_of_pairs_is_read_once():
 def test_build_wordpiece_vocab_writes_the_reference_list(tmp_path):
     lines = synthetic.grammar_corpus(60, seed=5) + ["Straße über Ärger"] * 12
     vocab = text.build_wordpiece_vocab(lines, tmp_path / "v.txt", 150, progress=False)
-    counts = _word_counts_like_build(lines)
+    counts = _word_counts(lines, lowercase=False)  # build_wordpiece_vocab's default
     expected = _reference(counts, 150, RESERVED, joiner=text.SUFFIX_INDICATOR)[:150]
     assert vocab == expected
     assert text.read_vocab(tmp_path / "v.txt") == expected
-
-
-def _word_counts_like_build(lines):
-    words = text.split_words(text.normalize_text(lines))  # build_wordpiece_vocab's defaults
-    return reference.count_words([words])
 
 
 @pytest.mark.slow
