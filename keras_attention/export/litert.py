@@ -9,7 +9,8 @@ name theirs, with TFLite builtin ops only:
   initial decoding state, one output per entry of the model's
   `decoding_state_spec` (`encoder_padding_mask`, per decoder block
   `kv_cache_k_<i>` / `kv_cache_v_<i>` (zeros) and `cross_k_<i>` /
-  `cross_v_<i>` for a Transformer; `memory`, `decoder_state_<j>` for an RNN);
+  `cross_v_<i>` for a Transformer; `memory`, `projected_memory` (additive or
+  concat scores), `decoder_state_<j>` for an RNN);
 - `prefill`: `tokens` int32 `(batch, T)`, `input_pos` int32 `(T,)` (the
   target positions of the tokens, consecutive), and every state entry ->
   `logits` float32 `(batch, T, vocabulary_size)` and the state entries the

@@ -105,11 +105,21 @@ class AdditiveAttention(WeightOptionsMixin, BaseScoreAttention):
         )
 
     def score(self, query, key, value_length):
+        return self.score_projected(query, self.project_key(key), value_length)
+
+    def project_key(self, key):
+        """`U h`: `(batch_size, Tv, units)`, the key's half of the score (see `BaseScoreAttention`)."""
+        key = ops.cast(key, self.compute_dtype)
+        return ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, Tv, units)
+
+    def score_projected(self, query, projected_key, value_length):
         projected_query = ops.matmul(
             query, ops.cast(self.query_kernel, query.dtype)
         )  # (B, Tq, units)
-        projected_key = ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, Tv, units)
         return additive_score(projected_query, projected_key, self.effective_v(), self.bias)
+
+    def projected_key_dim(self, key_dim):
+        return self.units
 
     def get_config(self):
         return {

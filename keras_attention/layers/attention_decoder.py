@@ -8,7 +8,11 @@ from keras import ops
 from keras_attention.layers._common import WeightOptionsMixin, clone_initializer, position_offset
 from keras_attention.layers._dropout import Dropout
 from keras_attention.layers._scores import make_score, score_names
-from keras_attention.layers.base_score_attention import BaseScoreAttention
+from keras_attention.layers.base_score_attention import (
+    BaseScoreAttention,
+    has_key_projection,
+    precomputed_key,
+)
 from keras_attention.layers.local_attention import LocalAttention
 from keras_attention.layers.monotonic_attention import MonotonicAttention
 from keras_attention.layers.pointer_attention import PointerAttention
@@ -115,6 +119,11 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         return_state: bool, also return the final state (sequence calls; a
             one-step call always returns it). Defaults to `False`.
         training: bool, whether dropout is active.
+        projected_memory: optional `(batch_size, S, d)`, `project_memory(memory)`:
+            the memory's half of the score (Bahdanau's `U h`), computed once for
+            all the steps of a decoding. A sequence call computes it itself
+            (once, not at every step); a one-step call projects the memory
+            again unless it is given (a decoding loop keeps it in its state).
 
     Every call checks ranks, the sizes the decoder was built with, and that the
     batch sizes and lengths of `inputs`, `memory`, `initial_state` and the masks
@@ -223,6 +232,22 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
     def _num_states(self):
         return self._num_cell_states + int(self.input_feeding)
 
+    def project_memory(self, memory):
+        """The memory's half of the score, `(batch_size, S, d)`, or `None` if the score has none.
+
+        `U h` for `"additive"` (Bahdanau) and the key's half of `"concat"`, the
+        same for a `HardAttention` over them; `None` for scores that use the
+        memory as it is (`"dot"`, `"general"`, ...). Pass it as
+        `projected_memory=` to one-step calls over the same memory. The decoder
+        must be built.
+        """
+        if not self.built:
+            raise ValueError(
+                f"{type(self).__name__}: `project_memory` needs a built decoder (call it once, "
+                "or `build(inputs_shape, memory_shape)`)."
+            )
+        return precomputed_key(self._attention_layer, memory)
+
     def get_initial_state(self, batch_size):
         """A zero state: a tuple of `(batch_size, units)` tensors in the compute dtype."""
         return tuple(
@@ -288,6 +313,7 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         training=None,
         inputs_mask=None,
         memory_mask=None,
+        projected_memory=None,
     ):
         # Keras fills `inputs_mask` / `memory_mask` with the implicit masks of `inputs` and
         # `memory` (an argument named `<input>_mask`); the explicit masks win over them.
@@ -301,8 +327,10 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             memory_mask = encoder_padding_mask
         start_index = position_offset(type(self).__name__, "start_index", start_index)
         states = self._initial_states(initial_state, ops.shape(inputs)[0])
-        inputs, memory, states, inputs_mask, memory_mask = self._check_call_inputs(
-            inputs, memory, states, inputs_mask, memory_mask, names
+        inputs, memory, states, inputs_mask, memory_mask, projected_memory = (
+            self._check_call_inputs(
+                inputs, memory, states, inputs_mask, memory_mask, names, projected_memory
+            )
         )
         if memory_mask is not None:
             memory_mask = ops.cast(memory_mask, "bool")
@@ -312,8 +340,9 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             return self._empty_outputs(inputs, memory, return_attention_scores, return_state)
         if len(inputs.shape) == 2:  # one step
             output, weights, states = self._step(
-                inputs, states, memory, memory_mask, inputs_mask, start_index, training
-            )
+                inputs, states, memory, memory_mask, inputs_mask, start_index, training,
+                projected_memory,
+            )  # fmt: skip
             output = self._output_dropout(output, training=training)
             results = (output, weights) if return_attention_scores else (output,)
             return results + (states,)
@@ -326,6 +355,7 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             start_index,
             return_attention_scores,
             training,
+            projected_memory,
         )
         outputs = self._output_dropout(outputs, training=training)
         if inputs_mask is not None:
@@ -399,6 +429,7 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         start_index,
         return_attention_scores,
         training,
+        projected_key=None,
     ):
         """Teacher forcing: the step in a loop over the `T` inputs (`ops.loops.step_loop`)."""
         batch_size, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
@@ -408,6 +439,8 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         weights = ops.zeros((batch_size, length, ops.shape(memory)[1]), self.compute_dtype)
         if not return_attention_scores:
             weights = ops.zeros((), self.compute_dtype)  # not collected
+        if projected_key is None:  # the memory's half of the score, once instead of every step
+            projected_key = precomputed_key(self._attention_layer, memory)
 
         def body(t, states, outputs, weights):
             step_mask = None if inputs_mask is None else ops.take(inputs_mask, t, axis=1)
@@ -419,6 +452,7 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
                 step_mask,
                 start_index + t,
                 training,
+                projected_key,
             )
             here = ops.reshape(ops.equal(time_steps, t), (1, -1, 1))  # (1, T, 1)
             outputs = ops.where(here, ops.expand_dims(output, 1), outputs)  # (B, T, units)
@@ -430,11 +464,14 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         states, outputs, weights = step_loop(length, body, (states, outputs, weights))
         return outputs, weights, states
 
-    def _step(self, inputs, states, memory, memory_mask, step_mask, position, training):
+    def _step(self, inputs, states, memory, memory_mask, step_mask, position, training,
+              projected_key=None):  # fmt: skip
         """One step: `(output (B, units), weights (B, S), new_states)`."""
         cell_states = list(states[: self._num_cell_states])
         if self.style == "bahdanau":
-            context, weights = self._attend(cell_states[0], memory, memory_mask, position, training)
+            context, weights = self._attend(
+                cell_states[0], memory, memory_mask, position, training, projected_key
+            )
             cell_input = ops.concatenate([inputs, ops.cast(context, inputs.dtype)], axis=-1)
             output, new_cell_states = self._cell(cell_input, cell_states, training=training)
             new_states = tuple(new_cell_states)
@@ -444,7 +481,9 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             else:
                 cell_input = without_keras_mask(inputs)  # the step mask is applied below
             hidden, new_cell_states = self._cell(cell_input, cell_states, training=training)
-            context, weights = self._attend(hidden, memory, memory_mask, position, training)
+            context, weights = self._attend(
+                hidden, memory, memory_mask, position, training, projected_key
+            )
             output = self._attentional_projection(
                 ops.concatenate([ops.cast(context, hidden.dtype), hidden], axis=-1)
             )  # h~ = tanh(W_c [c; h])
@@ -460,10 +499,12 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             )
         return output, weights, new_states
 
-    def _attend(self, query, memory, memory_mask, position, training):
+    def _attend(self, query, memory, memory_mask, position, training, projected_key=None):
         kwargs = {}
         if isinstance(self._attention_layer, LocalAttention):
             kwargs["query_offset"] = position
+        if projected_key is not None:
+            kwargs["projected_key"] = projected_key
         return self._attention_layer(
             query,
             memory,
@@ -485,17 +526,22 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         results += (states,) if return_state else ()
         return results[0] if len(results) == 1 else results
 
-    def _check_call_inputs(self, inputs, memory, states, inputs_mask, memory_mask, mask_names):
+    def _check_call_inputs(self, inputs, memory, states, inputs_mask, memory_mask, mask_names,
+                           projected_memory=None):  # fmt: skip
         """Ranks, built sizes, batch sizes, lengths and mask dtypes at every call (`ops.checks`)."""
         self._check_shapes(inputs.shape, memory.shape)
         input_dim, memory_dim = getattr(self, "_input_dims", (None, None))
         steps = ("T",) if len(inputs.shape) == 3 else ()
         state_sizes = tuple(self.state_size)
+        projected_dim = None
+        if projected_memory is not None:
+            projected_dim = self._projected_memory_dim(memory_dim)
         checked = check_inputs(
             type(self).__name__,
             [
                 ("inputs", inputs, ("batch_size", *steps, input_dim)),
                 ("memory", memory, ("batch_size", "S", memory_dim)),
+                ("projected_memory", projected_memory, ("batch_size", "S", projected_dim)),
                 *[
                     (f"initial_state[{i}]", state, ("batch_size", size))
                     for i, (state, size) in enumerate(zip(states, state_sizes, strict=True))
@@ -506,7 +552,20 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
                 (mask_names[1], memory_mask, ("batch_size", "S")),
             ],
         )
-        return checked[0], checked[1], tuple(checked[2:-2]), checked[-2], checked[-1]
+        inputs, memory, projected_memory = checked[:3]
+        return inputs, memory, tuple(checked[3:-2]), checked[-2], checked[-1], projected_memory
+
+    def _projected_memory_dim(self, memory_dim):
+        """The depth `project_memory` gives; raises if the score has no projection."""
+        layer = getattr(self, "_attention_layer", None)
+        if layer is not None and has_key_projection(layer):
+            return None if memory_dim is None else layer.projected_key_dim(memory_dim)
+        score = self.score if isinstance(self.score, str) else type(self.score).__name__
+        raise ValueError(
+            f"{type(self).__name__}: the score {score!r} uses the memory as it is, so there is "
+            "no projection to pass (`project_memory` returns None for it). Received: "
+            "projected_memory (a tensor); pass projected_memory=None."
+        )
 
     def _initial_states(self, initial_state, batch_size):
         name = type(self).__name__

@@ -28,6 +28,16 @@ class BaseScoreAttention(keras.layers.Layer):
     softmax, dropout, one-step queries and attention scores are handled here,
     the same way for every score function.
 
+    A score with a part that depends on the key alone (`U h` in Bahdanau's
+    `vᵀ tanh(W s + U h)`) also implements `project_key(key)` and
+    `score_projected(query, projected_key, value_length)`. A decoder that
+    attends to the same memory at every step then projects it once
+    (`projected = layer.project_key(memory)`) and passes
+    `projected_key=projected` to each step's call, instead of the layer
+    projecting the whole memory again at every step (`AttentionDecoder` and
+    the Show, Attend and Tell decoder do this; TensorFlow Addons' seq2seq did
+    the same with its `memory_layer`).
+
     Args:
         dropout: float in `[0, 1)`, dropout rate applied to the attention
             weights when `training=True`. Defaults to `0.0`.
@@ -48,6 +58,10 @@ class BaseScoreAttention(keras.layers.Layer):
             zero weight. Filled from the value's Keras mask when not given.
         key_mask: boolean `(batch_size, Tv)`, ANDed with `value_mask`. Filled
             from the key's Keras mask when not given.
+        projected_key: optional `(batch_size, Tv, d)`, `project_key(key)`
+            computed once by the caller; scored with `score_projected`
+            instead of projecting the key again (`key` is then only used for
+            its mask). Defaults to `None`.
         mask: `[query_mask, value_mask]` as taken by `keras.layers.Attention`;
             its non-`None` entries take precedence over `query_mask` and
             `value_mask`.
@@ -96,6 +110,24 @@ class BaseScoreAttention(keras.layers.Layer):
             f"{type(self).__name__} must implement `score(query, key, value_length)`."
         )
 
+    def project_key(self, key):
+        """The part of the score that depends on the key alone, `(batch_size, Tv, d)`.
+
+        The default is the key itself (in the compute dtype); a score with a key
+        projection returns it, so that
+        `score_projected(q, project_key(k), Tv) == score(q, k, Tv)`.
+        The layer must be built (called once, or `build`).
+        """
+        return ops.cast(key, self.compute_dtype)
+
+    def score_projected(self, query, projected_key, value_length):
+        """`score` from `project_key(key)`; the default scores it as the key."""
+        return self.score(query, projected_key, value_length)
+
+    def projected_key_dim(self, key_dim):
+        """The depth of `project_key`'s output for keys of depth `key_dim` (default: `key_dim`)."""
+        return key_dim
+
     # -- Keras API ------------------------------------------------------------------------------
 
     def build(self, query_shape, value_shape, key_shape=None):
@@ -120,6 +152,7 @@ class BaseScoreAttention(keras.layers.Layer):
         use_causal_mask=False,
         return_attention_scores=False,
         training=None,
+        projected_key=None,
     ):
         inputs = self._prepare_inputs(
             query,
@@ -132,7 +165,7 @@ class BaseScoreAttention(keras.layers.Layer):
             attention_mask,
             use_causal_mask,
         )
-        scores = self.score(inputs.query, inputs.key, inputs.value_length)  # (B, Tq, Tv)
+        scores = self._scores(inputs, value, projected_key)  # (B, Tq, Tv)
         combined_mask = compute_attention_mask(
             query_mask=inputs.query_mask,
             value_mask=inputs.padding_mask,
@@ -166,6 +199,26 @@ class BaseScoreAttention(keras.layers.Layer):
         return config
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _scores(self, inputs, value, projected_key):
+        """`score(query, key)`, or `score_projected(query, projected_key)` when one is given.
+
+        `projected_key` is checked like the other inputs: rank 3, the batch
+        size and length of `value`, the depth `projected_key_dim(dk)`.
+        """
+        if projected_key is None:
+            return self.score(inputs.query, inputs.key, inputs.value_length)
+        key_dim = getattr(self, "_input_dims", (None, None, None))[1]
+        depth = None if key_dim is None else self.projected_key_dim(key_dim)
+        _, projected_key = check_inputs(
+            type(self).__name__,
+            [
+                ("value", value, ("batch_size", "Tv", None)),
+                ("projected_key", projected_key, ("batch_size", "Tv", depth)),
+            ],
+        )
+        projected_key = ops.cast(projected_key, self.compute_dtype)
+        return self.score_projected(inputs.query, projected_key, inputs.value_length)
 
     def _prepare_inputs(
         self,
@@ -309,6 +362,22 @@ class BaseScoreAttention(keras.layers.Layer):
         key_dim = (key_shape or value_shape)[-1]
         self.validate_dims(query_shape[-1], key_dim, value_shape[-1])
         return query_shape[-1], key_dim, value_shape[-1]
+
+
+def precomputed_key(layer, key):
+    """`layer.project_key(key)` when `layer` has a key projection to save, else `None`.
+
+    For a loop that attends to the same `key` at every step: pass the result as
+    `projected_key=` to each step's call (`None` changes nothing).
+    """
+    if not has_key_projection(layer):
+        return None  # the key is scored as it is: nothing to compute once
+    return layer.project_key(key)
+
+
+def has_key_projection(layer):
+    """Whether `layer` overrides `BaseScoreAttention.project_key` (a part of the score to save)."""
+    return type(layer).project_key is not BaseScoreAttention.project_key
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """Concat attention (Luong "concat")."""
 
 import keras
+from keras import ops
 
 from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers._scores import register_score
 from keras_attention.layers.base_score_attention import BaseScoreAttention
-from keras_attention.ops import concat_score
+from keras_attention.ops import additive_score
 from keras_attention.utils.validation import positive_int
 
 
@@ -81,7 +82,21 @@ class ConcatAttention(WeightOptionsMixin, BaseScoreAttention):
         self.bias = self._add_bias("bias", (self.units,)) if self.use_bias else None
 
     def score(self, query, key, value_length):
-        return concat_score(query, key, self.kernel, self.attention_v, self.bias)
+        return self.score_projected(query, self.project_key(key), value_length)
+
+    def project_key(self, key):
+        """`W[dq:] h`: `(batch_size, Tv, units)`, the key's half of `W [s; h]`."""
+        key = ops.cast(key, self.compute_dtype)
+        query_dim = self.kernel.shape[0] - key.shape[-1]
+        return ops.matmul(key, ops.cast(self.kernel, key.dtype)[query_dim:])  # (B, Tv, units)
+
+    def score_projected(self, query, projected_key, value_length):
+        query_dim = query.shape[-1]
+        projected_query = ops.matmul(query, ops.cast(self.kernel, query.dtype)[:query_dim])
+        return additive_score(projected_query, projected_key, self.attention_v, self.bias)
+
+    def projected_key_dim(self, key_dim):
+        return self.units
 
     def get_config(self):
         return {

@@ -76,7 +76,8 @@ class HardAttention(BaseScoreAttention):
 
     Call arguments:
         query, value, key, query_mask, value_mask, key_mask, mask,
-        attention_mask, use_causal_mask: see `BaseScoreAttention`.
+        attention_mask, use_causal_mask, projected_key: see
+        `BaseScoreAttention` (`project_key` is the score layer's).
         return_attention_scores: bool, also return the one-hot weights that
             were used (in Gumbel training they carry the relaxation's
             gradient). Defaults to `False`.
@@ -182,6 +183,16 @@ class HardAttention(BaseScoreAttention):
     def score(self, query, key, value_length):
         return self.score_layer.score(query, key, value_length)
 
+    def project_key(self, key):
+        """The score layer's `project_key` (see `BaseScoreAttention`)."""
+        return self.score_layer.project_key(key)
+
+    def score_projected(self, query, projected_key, value_length):
+        return self.score_layer.score_projected(query, projected_key, value_length)
+
+    def projected_key_dim(self, key_dim):
+        return self.score_layer.projected_key_dim(key_dim)
+
     # -- Keras API ------------------------------------------------------------------------------
 
     def build(self, query_shape, value_shape, key_shape=None):
@@ -212,6 +223,7 @@ class HardAttention(BaseScoreAttention):
         return_attention_scores=False,
         return_log_prob=False,
         training=None,
+        projected_key=None,
     ):
         inputs = self._prepare_inputs(
             query,
@@ -224,7 +236,7 @@ class HardAttention(BaseScoreAttention):
             attention_mask,
             use_causal_mask,
         )
-        scores = ops.cast(self.score(inputs.query, inputs.key, inputs.value_length), "float32")
+        scores = ops.cast(self._scores(inputs, value, projected_key), "float32")
         combined_mask = compute_attention_mask(
             query_mask=inputs.query_mask,
             value_mask=inputs.padding_mask,

@@ -74,6 +74,8 @@ class SpatialAttention(WeightOptionsMixin, BaseScoreAttention):
             `(batch_size, H * W)`), `(batch_size, L)` for flat features;
             `False` locations get exactly zero weight.
         key_mask: like `value_mask`, ANDed with it.
+        projected_key: optional `(batch_size, L, units)`, `project_key(key)`
+            computed once for a decoder's steps (see `BaseScoreAttention`).
         mask: `[query_mask, value_mask]`, as in `keras.layers.Attention`.
         attention_mask: boolean `(batch_size, Tq, *locations)` (without `Tq`
             for one step), ANDed with the other masks.
@@ -158,11 +160,27 @@ class SpatialAttention(WeightOptionsMixin, BaseScoreAttention):
             self.gate_bias = self._add_bias("gate_bias", (1,))
 
     def score(self, query, key, value_length):
+        return self.score_projected(query, self.project_key(key), value_length)
+
+    def project_key(self, key):
+        """`U a_i` for every cell: `(batch_size, L, units)` from keys `(batch_size, L, D)`.
+
+        A grid `(batch_size, H, W, D)` is flattened to its `L = H·W` cells first,
+        in the order the call flattens the features.
+        """
+        if len(key.shape) > 3:
+            key = _flatten_locations(key, len(key.shape) - 2, features=True)
+        key = ops.cast(key, self.compute_dtype)
+        return ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, L, units)
+
+    def score_projected(self, query, projected_key, value_length):
         projected_query = ops.matmul(
             query, ops.cast(self.query_kernel, query.dtype)
         )  # (B, Tq, units)
-        projected_key = ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, L, units)
         return additive_score(projected_query, projected_key, self.attention_v, self.bias)
+
+    def projected_key_dim(self, key_dim):
+        return self.units
 
     # -- Keras API ------------------------------------------------------------------------------
 
@@ -180,6 +198,7 @@ class SpatialAttention(WeightOptionsMixin, BaseScoreAttention):
         return_attention_scores=False,
         return_gate=False,
         training=None,
+        projected_key=None,
     ):
         name = type(self).__name__
         if use_causal_mask:
@@ -221,7 +240,7 @@ class SpatialAttention(WeightOptionsMixin, BaseScoreAttention):
             value_mask=inputs.padding_mask,
             attention_mask=inputs.attention_mask,
         )
-        scores = self.score(inputs.query, inputs.key, inputs.value_length)  # (B, Tq, L)
+        scores = self._scores(inputs, flat_value, projected_key)  # (B, Tq, L)
         weights = masked_softmax(scores, combined_mask)  # (B, Tq, L)
         context = apply_attention(self._dropout_layer(weights, training=training), flat_value)
         gate = self._gate(inputs.query, inputs.query_mask)  # (B, Tq), float32

@@ -6,6 +6,7 @@ from keras import ops
 from keras_attention.layers import AttentionDecoder
 from keras_attention.layers._dropout import Dropout
 from keras_attention.layers.attention_decoder import CELLS
+from keras_attention.layers.base_score_attention import has_key_projection
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.utils import one_of, positive_int, rate, renamed_argument
 from keras_attention.utils.masking import padding_mask
@@ -35,7 +36,10 @@ class Seq2SeqTranslator(EncoderDecoderBackbone):
     Decoding (see `EncoderDecoderBackbone`): the state is `{"memory": (B, S,
     2 * encoder_units), "encoder_padding_mask": (B, S) bool,
     "decoder_state_<j>": (B, units)}` with the decoder's states `h` (`c` for
-    an LSTM, then `h~` with input feeding); its shapes do not change from
+    an LSTM, then `h~` with input feeding), and for a score with a memory
+    projection (`"additive"`, `"concat"`) `"projected_memory": (B, S, d)`,
+    the memory's half of the score computed once by `encode` instead of at
+    every step (`AttentionDecoder.project_memory`); its shapes do not change from
     step to step and there is no length limit (`max_length` is ignored). The
     step number goes to the attention (a local-m attention centres its window
     on it). A token id `0` (padding) leaves the state unchanged, as padded
@@ -218,6 +222,9 @@ class Seq2SeqTranslator(EncoderDecoderBackbone):
         zeros = self.decoder.get_initial_state(ops.shape(source_ids)[0])
         states = tuple(cell_state) + zeros[len(cell_state) :]  # h~ starts at zero
         state = {"memory": memory, "encoder_padding_mask": memory_mask}
+        projected_memory = self.decoder.project_memory(memory)  # None for a score without one
+        if projected_memory is not None:
+            state["projected_memory"] = projected_memory  # once, not at every step
         state.update({f"decoder_state_{j}": s for j, s in enumerate(states)})
         return state
 
@@ -235,6 +242,7 @@ class Seq2SeqTranslator(EncoderDecoderBackbone):
             start_index=index,
             return_state=True,
             training=False,
+            projected_memory=state.get("projected_memory"),
         )
         output, new_states = outputs
         new_state = dict(state)
@@ -262,6 +270,10 @@ class Seq2SeqTranslator(EncoderDecoderBackbone):
             "memory": ((None, None, 2 * self.encoder_units), dtype),
             "encoder_padding_mask": ((None, None), "bool"),
         }
+        attention = self.decoder._attention_layer
+        if has_key_projection(attention):
+            depth = attention.projected_key_dim(2 * self.encoder_units)
+            spec["projected_memory"] = ((None, None, depth), dtype)
         for j, size in enumerate(self.decoder.state_size):
             spec[f"decoder_state_{j}"] = ((None, size), dtype)
         return spec

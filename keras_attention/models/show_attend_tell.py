@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_attention.layers import HardAttention, SpatialAttention
 from keras_attention.layers._dropout import Dropout
+from keras_attention.layers.base_score_attention import precomputed_key
 from keras_attention.models.captioner_backbone import ImageCaptioner, check_image_arguments
 from keras_attention.ops import doubly_stochastic_penalty
 from keras_attention.ops.loops import step_loop
@@ -57,6 +58,12 @@ class ShowAttendTellDecoder(keras.layers.Layer):
         padding_mask: optional boolean `(batch_size, T)` (`(batch_size,)`
             for one step).
         training: bool.
+        projected_keys: optional `(batch_size, L, attention_units)`,
+            `attention_layer.project_key(keys)`: the cells' half of the score
+            (`U a_i`), computed once for all the words of a decoding. A
+            sequence call computes it itself (once, not at every word); a
+            one-step call projects the cells again unless it is given (the
+            decoding state keeps it).
 
     Returns:
         `(outputs, weights, state)`: `outputs` `(batch_size[, T], units + D)`,
@@ -107,7 +114,8 @@ class ShowAttendTellDecoder(keras.layers.Layer):
         context_dim = features_shape[-1] if self.context_input else 0
         self.cell.build((None, inputs_shape[-1] + context_dim))
 
-    def call(self, inputs, features, initial_state, padding_mask=None, keys=None, training=None):
+    def call(self, inputs, features, initial_state, padding_mask=None, keys=None, training=None,
+             projected_keys=None):  # fmt: skip
         state = tuple(initial_state)
         keys = features if keys is None else keys
         inputs = without_keras_mask(inputs)  # the padding mask is explicit below
@@ -115,7 +123,7 @@ class ShowAttendTellDecoder(keras.layers.Layer):
             padding_mask = ops.cast(padding_mask, "bool")
         if len(inputs.shape) == 2:
             output, weights, _, state = self._step(
-                inputs, features, keys, state, padding_mask, training
+                inputs, features, keys, state, padding_mask, training, projected_keys
             )
             return output, weights, state
         batch_size, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
@@ -124,12 +132,17 @@ class ShowAttendTellDecoder(keras.layers.Layer):
         outputs = ops.zeros((batch_size, length, depth), self.compute_dtype)
         weights = ops.zeros((batch_size, length, ops.shape(features)[1]), self.compute_dtype)
         log_probs = ops.zeros((batch_size, length), "float32")
+        # The cells' half of the score (`U a_i`), projected once instead of every word.
+        projected_key = projected_keys
+        if projected_key is None:
+            projected_key = precomputed_key(self.attention_layer, keys)
 
         def body(t, state, outputs, weights, log_probs):
             step_mask = None if padding_mask is None else ops.take(padding_mask, t, axis=1)
             output, step_weights, log_prob, state = self._step(
-                ops.take(inputs, t, axis=1), features, keys, state, step_mask, training
-            )
+                ops.take(inputs, t, axis=1), features, keys, state, step_mask, training,
+                projected_key,
+            )  # fmt: skip
             here = ops.reshape(ops.equal(steps, t), (1, -1))  # (1, T)
             outputs = ops.where(here[..., None], output[:, None], outputs)  # (B, T, units + D)
             weights = ops.where(here[..., None], ops.cast(step_weights, weights.dtype)[:, None],
@@ -154,18 +167,19 @@ class ShowAttendTellDecoder(keras.layers.Layer):
             attach_keras_mask(outputs, padding_mask)
         return outputs, weights, state
 
-    def _step(self, inputs, features, keys, state, step_mask, training):
+    def _step(self, inputs, features, keys, state, step_mask, training, projected_key=None):
         """One word: `(output (B, units + D), weights (B, L), log_prob (B,), new_state)`."""
         hidden, _ = state
         if self.attention == "soft":
             context, weights = self.attention_layer(
-                hidden, features, key=keys, return_attention_scores=True, training=training
-            )
+                hidden, features, key=keys, return_attention_scores=True, training=training,
+                projected_key=projected_key,
+            )  # fmt: skip
             log_prob = ops.zeros(ops.shape(hidden)[:1], "float32")
         else:
             context, weights, log_prob = self.attention_layer(
                 hidden, features, key=keys, return_attention_scores=True, return_log_prob=True,
-                training=training,
+                training=training, projected_key=projected_key,
             )  # fmt: skip
         context = ops.cast(context, inputs.dtype)
         cell_input = ops.concatenate([inputs, context], -1) if self.context_input else inputs
@@ -401,7 +415,14 @@ class ShowAttendTellCaptioner(ImageCaptioner):
         """The state of a decoding from `image_memory(images)` (`max_length` is unused)."""
         values, keys = memory
         h, c = self._initial_state(values)
-        return {"memory": values, "memory_keys": keys, "decoder_state_0": h, "decoder_state_1": c}
+        return {
+            "memory": values,
+            "memory_keys": keys,
+            # the cells' half of the score, once per image instead of at every word
+            "projected_keys": self.decoder.attention_layer.project_key(keys),
+            "decoder_state_0": h,
+            "decoder_state_1": c,
+        }
 
     def call_with_cache(self, token_ids, state, index):
         token_ids = ops.convert_to_tensor(token_ids, "int32")  # (B,) or (B, T)
@@ -413,6 +434,7 @@ class ShowAttendTellCaptioner(ImageCaptioner):
             padding_mask=padding_mask(token_ids),
             keys=state["memory_keys"],
             training=False,
+            projected_keys=state["projected_keys"],
         )
         logits = self._deep_output(embedded, outputs, training=False)
         return logits, {**state, "decoder_state_0": h, "decoder_state_1": c}
@@ -434,6 +456,8 @@ class ShowAttendTellCaptioner(ImageCaptioner):
         return {
             "memory": ((None, cells, depth), dtype),
             "memory_keys": ((None, cells, depth), dtype),
+            "projected_keys": ((None, cells, self.decoder.attention_layer.projected_key_dim(depth)),
+                               dtype),  # fmt: skip
             "decoder_state_0": ((None, self.units), dtype),
             "decoder_state_1": ((None, self.units), dtype),
         }

@@ -33,6 +33,10 @@ def test_initial_state_and_deep_output_follow_the_paper():
     mean = np.asarray(values).mean(axis=1)
     kernel, bias = (np.asarray(w) for w in model.initial_state_h.weights)
     np.testing.assert_allclose(state["decoder_state_0"], np.tanh(mean @ kernel + bias), atol=1e-5)
+    # U a_i, computed once per image; the step below (which uses it) matches a decoder call
+    # that projects the cells itself.
+    key_kernel = np.asarray(model.decoder.attention_layer.key_kernel)
+    np.testing.assert_allclose(state["projected_keys"], np.asarray(keys) @ key_kernel, atol=1e-5)
     # One step: logits = L_o(E y + L_h h + L_z z), with z the gated context of the decoder.
     tokens = np.array([2, 2, 2], "int32")
     logits, new_state = model.call_with_cache(tokens, state, 0)

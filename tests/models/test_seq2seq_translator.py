@@ -107,7 +107,12 @@ def test_encoder_final_states_ignore_padding():
         "decoder_state_1",  # c
         "encoder_padding_mask",
         "memory",
+        "projected_memory",  # U h of the additive score, computed once by `encode`
     ]
+    kernel = np.asarray(model.decoder._attention_layer.key_kernel)
+    np.testing.assert_allclose(
+        np.asarray(padded["projected_memory"]), np.asarray(padded["memory"]) @ kernel, atol=1e-6
+    )
     for name in ("decoder_state_0", "decoder_state_1"):
         np.testing.assert_allclose(
             np.asarray(short[name]), np.asarray(padded[name]), rtol=0, atol=1e-6
