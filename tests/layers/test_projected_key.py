@@ -130,7 +130,9 @@ def test_a_wrong_length_is_caught_at_run_time_with_unknown_shapes():
         return layer(query, value, key=key, projected_key=projected_key)
 
     good = attend(query, value, key, layer.project_key(key))
-    np.testing.assert_allclose(np.asarray(good), np.asarray(layer(query, value, key=key)), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(good), np.asarray(layer(query, value, key=key)), atol=1e-6
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match="projected_key"):
         attend(query, value, key, layer.project_key(key)[:, :5])
 
