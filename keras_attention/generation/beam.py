@@ -134,8 +134,7 @@ def beam_search(
     state = _common.check_state(name, state)
 
     batch_size = tf.shape(start_ids)[0]
-    # Rows of the flat batch: example-major, `b * width + k`.
-    example_offsets = tf.range(batch_size)[:, None] * width  # (B, 1)
+    example_offsets = tf.range(batch_size)[:, None] * width  # (B, 1); rows `b * width + k`
     state = tf.nest.map_structure(lambda x: tf.repeat(x, width, axis=0), state)
     neg_inf = tf.constant(float("-inf"), tf.float32)
     # The `width` copies of the start are one hypothesis: only the first one may expand.

@@ -135,6 +135,19 @@ DECODERS = {
         "style": "luong",
         "input_feeding": False,
     },
+    # Without input feeding these run the RNN first, then one attention call for all steps.
+    "luong_lstm_additive_no_feeding": {
+        "cell": "lstm",
+        "score": "additive",
+        "style": "luong",
+        "input_feeding": False,
+    },
+    "luong_gru_general_no_feeding": {
+        "cell": "gru",
+        "score": "general",
+        "style": "luong",
+        "input_feeding": False,
+    },
     "luong_lstm_local_m": {
         "cell": "lstm",
         "score": LocalAttention(window=2, mode="monotonic"),

@@ -154,13 +154,17 @@ def _decoder_gradients(decoder, inputs, memory, mask, step_by_step):
 
 
 @pytest.mark.parametrize("score", ["additive", "concat"])
-@pytest.mark.parametrize("style", ["bahdanau", "luong"])
+@pytest.mark.parametrize("style", ["bahdanau", "luong", "luong_no_feeding"])
 def test_decoder_gradients_are_those_of_projecting_at_every_step(score, style):
-    decoder = AttentionDecoder(units=4, score=score, style=style)
+    """Also for Luong without input feeding, whose sequence call runs the RNN over every step
+    first and then attends once for all of them."""
+    options = {"style": "luong", "input_feeding": False} if style == "luong_no_feeding" else {}
+    decoder = AttentionDecoder(units=4, score=score, **({"style": style} | options))
     inputs, memory = tf.constant(rand(3, 5, 2)), tf.constant(rand(3, 6, 8))
     mask = np.ones((3, 6), bool)
     mask[1, 3:] = False
     once_loss, once = _decoder_gradients(decoder, inputs, memory, mask, step_by_step=False)
+    assert decoder._attends_after_the_rnn() == (style == "luong_no_feeding")
     every_loss, every = _decoder_gradients(decoder, inputs, memory, mask, step_by_step=True)
     np.testing.assert_allclose(float(once_loss), float(every_loss), rtol=1e-6)
     assert sorted(once) == sorted(every)
