@@ -486,22 +486,15 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             and type(self._attention_layer).call is BaseScoreAttention.call
         )
 
-    def _luong_sequence(
-        self,
-        inputs,
-        memory,
-        states,
-        inputs_mask,
-        memory_mask,
-        start_index,
-        return_attention_scores,
-        training,
-        projected_key=None,
-    ):
-        """Teacher forcing without input feeding: the RNN's loop, then one attention call."""
-        batch_size, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
+    def _luong_sequence(self, inputs, memory, states, inputs_mask, memory_mask, start_index,
+                        return_attention_scores, training, projected_key=None):  # fmt: skip
+        """Teacher forcing without input feeding: the RNN's loop, then one attention call.
+
+        `start_index` is not used: the scores allowed here do not depend on the step.
+        """
+        length = ops.shape(inputs)[1]
         time_steps = ops.arange(length, dtype="int32")
-        hidden = ops.zeros((batch_size, length, self.units), self.compute_dtype)
+        hidden = ops.zeros((ops.shape(inputs)[0], length, self.units), self.compute_dtype)
         inputs = without_keras_mask(inputs)
 
         def body(t, states, hidden):
