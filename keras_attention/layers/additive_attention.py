@@ -109,7 +109,7 @@ class AdditiveAttention(WeightOptionsMixin, BaseScoreAttention):
 
     def project_key(self, key):
         """`U h`: `(batch_size, Tv, units)`, the key's half of the score (see `BaseScoreAttention`)."""
-        key = ops.cast(key, self.compute_dtype)
+        key = self._key_to_project(key)
         return ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, Tv, units)
 
     def score_projected(self, query, projected_key, value_length):

@@ -116,9 +116,10 @@ class BaseScoreAttention(keras.layers.Layer):
         The default is the key itself (in the compute dtype); a score with a key
         projection returns it, so that
         `score_projected(q, project_key(k), Tv) == score(q, k, Tv)`.
-        The layer must be built (called once, or `build`).
+        The layer must be built (called once, or `build`); the key's rank and
+        depth are checked (`ValueError` naming `key`).
         """
-        return ops.cast(key, self.compute_dtype)
+        return self._key_to_project(key)
 
     def score_projected(self, query, projected_key, value_length):
         """`score` from `project_key(key)`; the default scores it as the key."""
@@ -200,6 +201,34 @@ class BaseScoreAttention(keras.layers.Layer):
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _key_to_project(self, key):
+        """`key` in the compute dtype, after checking it is `(batch_size, Tv, dk)` as built."""
+        name = type(self).__name__
+        if not self.built:
+            raise ValueError(
+                f"{name}: `project_key` needs a built layer (call it once, or `build`)."
+            )
+        key = ops.convert_to_tensor(key)
+        key_dim = self._input_dims[1]
+        if len(key.shape) != 3 or key.shape[-1] != key_dim:
+            raise ValueError(
+                f"{name}: `project_key` takes keys `(batch_size, Tv, {key_dim})`, the depth the "
+                f"layer was built with. Received: key.shape={tuple(key.shape)}"
+            )
+        return ops.cast(key, self.compute_dtype)
+
+    def _projects_key(self):
+        """Whether the projected path computes this layer's own score.
+
+        True when a class below `BaseScoreAttention` defines `project_key` and no
+        subclass of that class redefines `score` (a subclass that changes `score`
+        alone would be bypassed by `score_projected`: it is scored as it was).
+        """
+        mro = type(self).__mro__
+        project_owner = next(c for c in mro if "project_key" in vars(c))
+        score_owner = next(c for c in mro if "score" in vars(c))
+        return project_owner is not BaseScoreAttention and issubclass(project_owner, score_owner)
+
     def _scores(self, inputs, value, projected_key):
         """`score(query, key)`, or `score_projected(query, projected_key)` when one is given.
 
@@ -217,6 +246,8 @@ class BaseScoreAttention(keras.layers.Layer):
                 ("projected_key", projected_key, ("batch_size", "Tv", depth)),
             ],
         )
+        if not self._projects_key():  # checked, but this score reads the key itself
+            return self.score(inputs.query, inputs.key, inputs.value_length)
         projected_key = ops.cast(projected_key, self.compute_dtype)
         return self.score_projected(inputs.query, projected_key, inputs.value_length)
 
@@ -376,8 +407,13 @@ def precomputed_key(layer, key):
 
 
 def has_key_projection(layer):
-    """Whether `layer` overrides `BaseScoreAttention.project_key` (a part of the score to save)."""
-    return type(layer).project_key is not BaseScoreAttention.project_key
+    """Whether `layer`'s score has a part that depends on the key alone, to compute once.
+
+    False for scores that read the key as it is (dot, bilinear, ...) and for a
+    subclass that redefines `score` below the class that defines `project_key`
+    (its own score would be bypassed).
+    """
+    return isinstance(layer, BaseScoreAttention) and layer._projects_key()
 
 
 @dataclasses.dataclass(frozen=True)

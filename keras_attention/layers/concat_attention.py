@@ -86,8 +86,8 @@ class ConcatAttention(WeightOptionsMixin, BaseScoreAttention):
 
     def project_key(self, key):
         """`W[dq:] h`: `(batch_size, Tv, units)`, the key's half of `W [s; h]`."""
-        key = ops.cast(key, self.compute_dtype)
-        query_dim = self.kernel.shape[0] - key.shape[-1]
+        key = self._key_to_project(key)
+        query_dim = self._input_dims[0]
         return ops.matmul(key, ops.cast(self.kernel, key.dtype)[query_dim:])  # (B, Tv, units)
 
     def score_projected(self, query, projected_key, value_length):

@@ -187,6 +187,9 @@ class HardAttention(BaseScoreAttention):
         """The score layer's `project_key` (see `BaseScoreAttention`)."""
         return self.score_layer.project_key(key)
 
+    def _projects_key(self):
+        return super()._projects_key() and self.score_layer._projects_key()
+
     def score_projected(self, query, projected_key, value_length):
         return self.score_layer.score_projected(query, projected_key, value_length)
 

@@ -170,7 +170,7 @@ class SpatialAttention(WeightOptionsMixin, BaseScoreAttention):
         """
         if len(key.shape) > 3:
             key = _flatten_locations(key, len(key.shape) - 2, features=True)
-        key = ops.cast(key, self.compute_dtype)
+        key = self._key_to_project(key)
         return ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, L, units)
 
     def score_projected(self, query, projected_key, value_length):

@@ -434,7 +434,7 @@ class ShowAttendTellCaptioner(ImageCaptioner):
             padding_mask=padding_mask(token_ids),
             keys=state["memory_keys"],
             training=False,
-            projected_keys=state["projected_keys"],
+            projected_keys=state.get("projected_keys"),  # absent from older states
         )
         logits = self._deep_output(embedded, outputs, training=False)
         return logits, {**state, "decoder_state_0": h, "decoder_state_1": c}

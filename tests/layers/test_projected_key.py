@@ -223,3 +223,65 @@ def test_decoder_refuses_a_projected_memory_of_the_wrong_shape(shape, message):
     with pytest.raises(ValueError, match="AttentionDecoder") as info:
         decoder(rand(2, 2), rand(2, 6, 8), projected_memory=np.zeros(shape, "float32"))
     assert message in str(info.value)
+
+
+class _TripledAdditive(AdditiveAttention):
+    """A subclass that changes `score` alone: the projected path must not bypass it."""
+
+    def score(self, query, key, value_length):
+        return 3.0 * super().score(query, key, value_length)
+
+
+def test_a_subclass_that_redefines_score_is_scored_its_own_way():
+    layer = _TripledAdditive(units=5)
+    query, value, key = rand(2, 3, 4), rand(2, 6, 4), rand(2, 6, 3)
+    expected = layer(query, value, key=key, return_attention_scores=True)
+    plain = AdditiveAttention(units=5)
+    plain(query, value, key=key)
+    plain.set_weights(layer.get_weights())
+    assert not np.allclose(np.asarray(expected[1]), np.asarray(plain(query, value, key=key,
+                           return_attention_scores=True)[1]), atol=1e-3)  # fmt: skip
+    assert precomputed_key(layer, key) is None
+    given = layer(query, value, key=key, return_attention_scores=True,
+                  projected_key=layer.project_key(key))  # fmt: skip
+    for got, want in zip(given, expected, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-6)
+    # In a decoder: the teacher-forced sequence still equals its steps.
+    decoder = AttentionDecoder(units=4, score=_TripledAdditive(units=5))
+    inputs, memory = tf.constant(rand(2, 4, 2)), tf.constant(rand(2, 6, 8))
+    sequence = decoder(inputs, memory)
+    assert decoder.project_memory(memory) is None
+    state = decoder.get_initial_state(2)
+    for t in range(4):
+        output, state = decoder(inputs[:, t], memory, initial_state=state)
+        np.testing.assert_allclose(np.asarray(output), np.asarray(sequence)[:, t], atol=1e-6)
+
+
+def test_hard_attention_over_a_score_without_projection_projects_nothing():
+    layer = HardAttention(score="dot")
+    query, value = rand(2, 3, 4), rand(2, 6, 4)
+    layer(query, value)
+    assert precomputed_key(layer, value) is None
+    decoder = AttentionDecoder(units=4, score=HardAttention(score="dot"), style="luong")
+    decoder(rand(2, 3, 2), rand(2, 6, 4))
+    assert decoder.project_memory(rand(2, 6, 4)) is None
+
+
+@pytest.mark.parametrize("name", ["additive", "concat", "spatial", "dot"])
+def test_project_key_refuses_a_key_of_another_depth_by_name(name):
+    layer, _, _, key = _built(name)
+    wrong = rand(2, 6, key.shape[-1] + 1)
+    with pytest.raises(ValueError, match=r"`project_key` takes keys `\(batch_size, Tv, \d+\)`"):
+        layer.project_key(wrong)
+    with pytest.raises(ValueError, match="project_key"):
+        layer.project_key(key[:, 0])  # rank 2
+    with pytest.raises(ValueError, match="needs a built layer"):
+        LAYERS[name][0]().project_key(key)
+
+
+def test_project_memory_refuses_a_memory_of_another_depth_by_name():
+    decoder = _decoder("additive")
+    with pytest.raises(ValueError, match=r"AttentionDecoder: `project_memory` takes a memory"):
+        decoder.project_memory(rand(2, 6, 3))
+    with pytest.raises(ValueError, match="project_memory"):
+        decoder.project_memory(rand(2, 8))

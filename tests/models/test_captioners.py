@@ -45,6 +45,9 @@ def test_initial_state_and_deep_output_follow_the_paper():
         embedded, values, initial_state=(state["decoder_state_0"], state["decoder_state_1"]),
         keys=keys,
     )  # fmt: skip
+    # A state without the projection (made before it existed) gives the same step.
+    older = {k: v for k, v in state.items() if k != "projected_keys"}
+    np.testing.assert_allclose(model.call_with_cache(tokens, older, 0)[0], logits, atol=1e-5)
     hidden, context = np.asarray(outputs)[:, :16], np.asarray(outputs)[:, 16:]
     np.testing.assert_allclose(hidden, new_state["decoder_state_0"], atol=1e-6)
     deep = (
