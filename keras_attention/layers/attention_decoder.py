@@ -10,6 +10,7 @@ from keras_attention.layers._dropout import Dropout
 from keras_attention.layers._scores import make_score, score_names
 from keras_attention.layers.base_score_attention import (
     BaseScoreAttention,
+    check_built_depth,
     has_key_projection,
     precomputed_key,
 )
@@ -254,13 +255,8 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
                 f"{name}: `project_memory` needs a built decoder (call it once, "
                 "or `build(inputs_shape, memory_shape)`)."
             )
-        memory = ops.convert_to_tensor(memory)
-        memory_dim = self._input_dims[1]
-        if len(memory.shape) != 3 or memory.shape[-1] != memory_dim:
-            raise ValueError(
-                f"{name}: `project_memory` takes a memory `(batch_size, S, {memory_dim})`, the "
-                f"depth the decoder was built with. Received: memory.shape={tuple(memory.shape)}"
-            )
+        memory = check_built_depth(f"{name}: `project_memory` takes a memory", "memory", memory,
+                                   ("batch_size", "S", self._input_dims[1]))  # fmt: skip
         return precomputed_key(self._attention_layer, memory)
 
     def get_initial_state(self, batch_size):

@@ -208,13 +208,8 @@ class BaseScoreAttention(keras.layers.Layer):
             raise ValueError(
                 f"{name}: `project_key` needs a built layer (call it once, or `build`)."
             )
-        key = ops.convert_to_tensor(key)
-        key_dim = self._input_dims[1]
-        if len(key.shape) != 3 or key.shape[-1] != key_dim:
-            raise ValueError(
-                f"{name}: `project_key` takes keys `(batch_size, Tv, {key_dim})`, the depth the "
-                f"layer was built with. Received: key.shape={tuple(key.shape)}"
-            )
+        key = check_built_depth(f"{name}: `project_key` takes keys", "key", key,
+                                ("batch_size", "Tv", self._input_dims[1]))  # fmt: skip
         return ops.cast(key, self.compute_dtype)
 
     def _projects_key(self):
@@ -393,6 +388,21 @@ class BaseScoreAttention(keras.layers.Layer):
         key_dim = (key_shape or value_shape)[-1]
         self.validate_dims(query_shape[-1], key_dim, value_shape[-1])
         return query_shape[-1], key_dim, value_shape[-1]
+
+
+def check_built_depth(what, name, x, axes):
+    """`x` as a tensor, after checking its rank and last size against `axes` (`ValueError`).
+
+    `what` starts the message (`"Layer: `project_key` takes keys"`), `name` names
+    the argument; `axes` is `(batch_axis, length_axis, depth)`.
+    """
+    x = ops.convert_to_tensor(x)
+    if len(x.shape) != len(axes) or x.shape[-1] != axes[-1]:
+        raise ValueError(
+            f"{what} `({', '.join(map(str, axes))})`, the depth it was built with. "
+            f"Received: {name}.shape={tuple(x.shape)}"
+        )
+    return x
 
 
 def precomputed_key(layer, key):
