@@ -1,25 +1,13 @@
 """benchmarks/captioning.py: its arguments, and a quick run end to end (table and JSON)."""
 
-import importlib.util
 import json
-import pathlib
 import re
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.benchmarks import load_benchmark
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "captioning_benchmark", ROOT / "benchmarks" / "captioning.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-captioning = _load_script()
+captioning = load_benchmark("captioning", "captioning_benchmark")
 
 
 def test_quick_fills_only_the_settings_not_given():

@@ -1,28 +1,15 @@
 """benchmarks/generation.py: its arguments and helpers; a quick speed run; exports, perplexity (slow)."""
 
-import importlib.util
 import json
 import math
-import pathlib
 
 import numpy as np
 import pytest
 
+from tests.benchmarks import load_benchmark
 from tests.benchmarks.test_masked_lm_benchmark import _data_dir
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "generation_benchmark", ROOT / "benchmarks" / "generation.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generation = _load_script()
+generation = load_benchmark("generation", "generation_benchmark")
 
 
 def test_arguments_are_checked():

@@ -1,6 +1,5 @@
 """benchmarks/masked_lm.py: its masked-token scores and arguments; end to end (slow)."""
 
-import importlib.util
 import json
 import math
 import pathlib
@@ -8,18 +7,12 @@ import pathlib
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.benchmarks import ROOT, load_benchmark
+
 DATA_DIR = ROOT.parent / "shared" / "data"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("masked_lm", ROOT / "benchmarks" / "masked_lm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-masked_lm = _load_script()
+masked_lm = load_benchmark("masked_lm")
 
 
 def test_masked_token_scores_against_known_probabilities():

@@ -1,25 +1,17 @@
 """benchmarks/multi30k.py: its loss, schedule, budget, token count and BLEU; end to end (slow)."""
 
-import importlib.util
 import json
-import pathlib
 
 import keras
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.benchmarks import ROOT, load_benchmark
+
 DATA_DIR = ROOT.parent / "shared" / "data" / "multi30k"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("multi30k", ROOT / "benchmarks" / "multi30k.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-multi30k = _load_script()
+multi30k = load_benchmark("multi30k")
 
 
 def test_count_target_tokens_counts_end_tokens_of_the_pairs_make_dataset_keeps():
