@@ -2,7 +2,8 @@
 
 The decisions (log-softmax, GNMT's length penalty, `top_k` with the lower index first on ties,
 keeping greedy search's hypothesis, the early stop) are TensorFlow's, made in float32 NumPy on
-the host; `step_fn` runs on the backend and its state is reordered with `keras.ops.take`.
+the host; `step_fn` runs on the backend and its state is reordered with `keras.ops.take`
+(but for the entries no step has changed, as TensorFlow's loop leaves them).
 """
 
 import keras
@@ -41,18 +42,37 @@ def beam_search(step_fn, state, start_ids, end_id, max_length, beam_width=4,
     state = keras.tree.map_structure(lambda x: keras.ops.repeat(x, width, axis=0), state)
     search = _Search(batch_size, width, max_length, alpha, pad_id)
     token_ids = np.repeat(start_ids, width)
+    changed = set()  # state entries some step returned anew (`_reorder_beams`)
     with _greedy_loop._inference():
         for step in range(max_length):
             if not search.go_on():
                 break
+            old_state = keras.tree.flatten(state)
             logits, state = _greedy_loop._call_step_fn(
                 name, step_fn, keras.ops.convert_to_tensor(token_ids, "int32"), state,
                 keras.ops.convert_to_tensor(step, "int32"), end_id,
             )  # fmt: skip
             log_probs = _greedy_loop._log_softmax(logits).reshape(batch_size, width, -1)
             rows, token_ids = search.advance(log_probs, step, end_id, keep_greedy)
-            state = keras.tree.map_structure(lambda x, r=rows: keras.ops.take(x, r, axis=0), state)
+            state = _reorder_beams(old_state, state, rows, changed)
     return search.best()
+
+
+def _reorder_beams(old_flat, new_state, rows, changed):
+    """`new_state` with its rows taken by `rows`, except entries no step has changed.
+
+    TensorFlow's loop does the same (`_common.reorder_beams`): an entry every step returned as
+    it came in (the same tensor: the memory, its projection, cross-attention keys and values)
+    holds the same values in every beam of an example, so taking its rows would copy it.
+    `changed` (the flat indices of entries some step returned anew) is kept across steps: an
+    entry changed once is reordered from then on.
+    """
+    flat = []
+    for index, (old, new) in enumerate(zip(old_flat, keras.tree.flatten(new_state), strict=True)):
+        if new is not old:
+            changed.add(index)
+        flat.append(keras.ops.take(new, rows, axis=0) if index in changed else new)
+    return keras.tree.pack_sequence_as(new_state, flat)
 
 
 class _Search:

@@ -78,7 +78,8 @@ def beam_search(
     `tf.while_loop`, so it runs eagerly, inside a `tf.function` (also with
     `jit_compile=True` and an unknown batch size) and in a SavedModel. On JAX
     and PyTorch `keras_attention.generation.beam_search` is the Python loop
-    of `_beam_search_loop` instead, with the same decisions.
+    of `_beam_search_loop` instead, with the same decisions (and the same
+    tensors left unreordered).
 
     Args:
         step_fn: `step_fn(token_ids, state, step) -> (logits, new_state)`, as

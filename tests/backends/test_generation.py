@@ -251,6 +251,48 @@ def test_sampling_draws_with_the_softmax_probabilities():
 
 
 @off_tensorflow
+def test_beam_search_takes_no_rows_of_entries_returned_unchanged(monkeypatch):
+    """Off TensorFlow too (`_beam_search_loop`): an entry the step returns as it came in is never
+    reordered, and the search equals that of a step returning a new tensor (reordered)."""
+    from keras_attention.generation import beam_search
+
+    rng = np.random.default_rng(3)
+    table = keras.ops.convert_to_tensor(rng.normal(size=(6, 6)).astype("float32"))
+    # Per example and token: it changes the decisions, and is the same in all beams of a row.
+    offsets = rng.normal(size=(4, 6)).astype("float32")
+    starts = [2, 3, 4, 5]
+
+    def step_fn(copy):
+        def step(token_ids, state, step):
+            offset = state["offset"] + 0.0 if copy else state["offset"]
+            history = state["history"] + keras.ops.cast(token_ids, "float32")
+            logits = keras.ops.take(table, token_ids, axis=0) + offset + 0.1 * history[:, None]
+            return logits, {"offset": offset, "history": history}
+
+        return step
+
+    original, taken = keras.ops.take, []
+
+    def counting_take(x, indices, axis=None):
+        if tuple(x.shape) == (12, 6):  # the offsets, 3 beams of 4 examples
+            taken.append(x)
+        return original(x, indices, axis=axis)
+
+    monkeypatch.setattr(keras.ops, "take", counting_take)
+    results = {}
+    for copy in (False, True):
+        taken.clear()
+        state = {"offset": offsets, "history": np.zeros(4, "float32")}
+        results[copy] = [numpy(x) for x in beam_search(step_fn(copy), state, starts, 1, 6, 3)]
+        assert bool(taken) == copy
+    for unchanged, reordered in zip(results[False], results[True], strict=True):
+        np.testing.assert_array_equal(unchanged, reordered)
+    no_offsets = {"offset": np.zeros((4, 6), "float32"), "history": np.zeros(4, "float32")}
+    reference = numpy(beam_search(step_fn(False), no_offsets, starts, 1, 6, 3).tokens)
+    assert not np.array_equal(results[False][0], reference)  # the offsets count
+
+
+@off_tensorflow
 def test_tensorflow_only_decoders_name_the_backend():
     from keras_attention.generation import sample_next
 
