@@ -494,7 +494,8 @@ def _export(args):
 def _export_task(args):
     """`keras-attention export RUN_DIR`: the task's SavedModel and/or its on-device decoding."""
     from keras_attention.export import convert_task_tflite, export_task
-    from keras_attention.export.tflite import tflite_signature_names
+    from keras_attention.export.litert import check_tflite_task
+    from keras_attention.export.tflite import check_output_path, tflite_signature_names
     from keras_attention.tasks import Task
 
     if args.quantization == "int8":
@@ -503,6 +504,9 @@ def _export_task(args):
             "calibration inputs of the decode step). Received: quantization='int8'"
         )
     task = Task.load(args.model)
+    if args.tflite:  # refused before the SavedModel is written
+        check_tflite_task("--tflite", task)
+        check_output_path(args.tflite, args.overwrite, "--tflite")
     if not args.no_saved_model:
         path = export_task(
             task, base_dir=args.base_dir, name=args.name or task.export_name,

@@ -21,68 +21,110 @@ DOCSTART = "-DOCSTART-"
 _TEXT_COLUMNS = ("sentence", "text")
 
 
-def read_labeled_texts(path_or_rows):
+def read_labeled_texts(path_or_rows, labels=None):
     """Reads labelled texts: a `sentence<TAB>label` file, or `(text, label)` pairs.
 
     In a file (UTF-8, plain or gzip) the label is the last tab-separated
-    field and the text is the rest of the line (or, when the header names a
-    `sentence` or `text` column, that column). A first line whose last field
-    is `label` is a header and is skipped. Blank lines are skipped; texts and
-    labels are stripped of surrounding whitespace.
+    field and the text is the rest of the line. A first line whose last field
+    is `label` is a header and is skipped; the text is then the column it
+    names `sentence` or `text`, or its one other column, and an `index`,
+    `id` or `idx` column is ignored (GLUE's layout). A header with two text
+    columns (sentence pairs, e.g. QNLI's `question` and `sentence`) is
+    refused, as is one that names a text column but no `label` (SST-2's
+    unlabelled `test.tsv`): one text per row is classified. Blank lines are
+    skipped; texts and labels are stripped of surrounding whitespace.
 
     Args:
         path_or_rows: str or `os.PathLike`, the file; or a list of
             `(text, label)` pairs (labels may be ints).
+        labels: optional list of the labels a model knows (its classes): a
+            row with any other label is refused, its file and line named (or
+            its index). Defaults to `None` (any label).
 
     Returns:
         `(texts, labels)`: two lists of `str`.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a line without a tab, an empty label, a line that is not
-            UTF-8, a file without rows (the file and 1-based line named), or a
-            bad pair (its index named).
+        ValueError: a line without a tab, an empty text or label, a label not
+            in `labels`, a header with no or two text columns, a line whose
+            fields do not match its header's, a line that is not UTF-8, a file
+            without rows (the file and 1-based line named), or a bad pair
+            (its index named).
 
     Example:
 
     >>> read_labeled_texts([("a fine film", 1), ("dull", 0)])
     (['a fine film', 'dull'], ['1', '0'])
     """
+    known = None if labels is None else {str(label) for label in labels}
     if not isinstance(path_or_rows, str | os.PathLike):
-        return _labeled_rows(path_or_rows)
+        return _labeled_rows(path_or_rows, known)
     path = os.fspath(path_or_rows)
     lines = read_lines(path)
     if not any(line.strip() for line in lines):
         raise ValueError(f"'{path}': the file holds no rows.")
     texts, labels = [], []
-    column = None
+    header = None  # (number of fields, the text column) when the first line is a header
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
-        if number == 1 and fields[-1].strip().lower() == "label":
-            names = [field.strip().lower() for field in fields]
-            column = next((names.index(name) for name in _TEXT_COLUMNS if name in names), None)
+        if number == 1 and (header := _header(path, fields)) is not None:
             continue
+        where = f"'{path}', line {number}"
         if len(fields) < 2:
+            raise ValueError(f"{where}: expected `text<TAB>label`, found no tab: {line[:80]!r}")
+        if header is not None and len(fields) != header[0]:
             raise ValueError(
-                f"'{path}', line {number}: expected `text<TAB>label`, found no tab: {line[:80]!r}"
+                f"{where}: expected the header's {header[0]} tab-separated fields, found "
+                f"{len(fields)}: {line[:80]!r}"
             )
+        text = (fields[header[1]] if header is not None else "\t".join(fields[:-1])).strip()
         label = fields[-1].strip()
         if not label:
-            raise ValueError(f"'{path}', line {number}: the label is empty: {line[:80]!r}")
-        if column is not None and column < len(fields) - 1:
-            text = fields[column]
-        else:
-            text = "\t".join(fields[:-1])
-        texts.append(text.strip())
+            raise ValueError(f"{where}: the label is empty: {line[:80]!r}")
+        if not text:
+            raise ValueError(f"{where}: the text is empty: {line[:80]!r}")
+        if known is not None and label not in known:
+            raise ValueError(
+                f"{where}: label {label!r} is not one of the model's labels "
+                f"{sorted(known)[:20]}: {line[:80]!r}"
+            )
+        texts.append(text)
         labels.append(label)
     if not texts:
         raise ValueError(f"'{path}': the file holds a header but no rows.")
     return texts, labels
 
 
-def read_tagged_words(path_or_rows):
+_INDEX_COLUMNS = ("index", "id", "idx")
+
+
+def _header(path, fields):
+    """`(number of fields, text column)` of a header line, `None` for a data line."""
+    names = [field.strip().lower() for field in fields]
+    if names[-1] != "label":
+        if len(names) > 1 and any(name in _TEXT_COLUMNS for name in names):
+            raise ValueError(
+                f"'{path}', line 1: the header names no `label` column (its last one): "
+                f"{fields!r}. Texts without labels (such as SST-2's test.tsv) can be "
+                "classified (`predict`), not trained on or evaluated."
+            )
+        return None
+    named = [i for i, name in enumerate(names[:-1]) if name in _TEXT_COLUMNS]
+    others = [i for i, name in enumerate(names[:-1]) if name not in _INDEX_COLUMNS]
+    columns = named if len(named) == 1 and len(others) == 1 else others
+    if len(columns) != 1:
+        raise ValueError(
+            f"'{path}', line 1: expected one text column besides `label` (and an optional "
+            f"index), found {[fields[i] for i in others]}: one text per row is classified "
+            "(sentence pairs are not supported)."
+        )
+    return len(fields), columns[0]
+
+
+def read_tagged_words(path_or_rows, tags=None):
     """Reads token-classification data: CoNLL-style `word<TAB>tag` lines, sentences apart.
 
     One word per line, its tag in the last column (tab-separated, or
@@ -93,23 +135,28 @@ def read_tagged_words(path_or_rows):
     Args:
         path_or_rows: str or `os.PathLike`, the file (UTF-8, plain or gzip);
             or a list of sentences, each a list of `(word, tag)` pairs.
+        tags: optional list of the tags a model knows: a word with any other
+            tag is refused, its file and line named (or its indices).
+            Defaults to `None` (any tag).
 
     Returns:
         `(sentences, tags)`: aligned lists of lists of `str`.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a line without a tag, an empty word, a line that is not
-            UTF-8, no sentence at all (the file and 1-based line named), or a
-            bad pair (its indices named).
+        ValueError: a line without a tag, an empty word, a word with a space
+            in it (a tagger splits its input on whitespace), a tag not in
+            `tags`, a line that is not UTF-8, no sentence at all (the file and
+            1-based line named), or a bad pair (its indices named).
 
     Example:
 
     >>> read_tagged_words([[("EU", "B-ORG"), ("rejects", "O")], [("Peter", "B-PER")]])
     ([['EU', 'rejects'], ['Peter']], [['B-ORG', 'O'], ['B-PER']])
     """
+    known = None if tags is None else {str(tag) for tag in tags}
     if not isinstance(path_or_rows, str | os.PathLike):
-        return _tagged_rows(path_or_rows)
+        return _tagged_rows(path_or_rows, known)
     path = os.fspath(path_or_rows)
     sentences, tags = [], []
     words, word_tags = [], []
@@ -127,8 +174,7 @@ def read_tagged_words(path_or_rows):
             raise ValueError(
                 f"'{path}', line {number}: expected `word<TAB>tag`, found no tag: {line[:80]!r}"
             )
-        if not fields[0]:
-            raise ValueError(f"'{path}', line {number}: the word is empty: {line[:80]!r}")
+        _check_word(f"'{path}', line {number}", fields[0], fields[-1], known, repr(line[:80]))
         words.append(fields[0])
         word_tags.append(fields[-1])
     if words:
@@ -330,7 +376,7 @@ def _width(padding_mask):
     return tf.reduce_max(tf.reduce_sum(padding_mask, axis=1))
 
 
-def _labeled_rows(rows):
+def _labeled_rows(rows, known=None):
     if not isinstance(rows, list | tuple):
         raise ValueError(
             "`path_or_rows` must be a path or a list of (text, label) pairs. "
@@ -342,20 +388,41 @@ def _labeled_rows(rows):
             not isinstance(row, list | tuple)
             or len(row) != 2
             or not isinstance(row[0], str)
+            or not row[0].strip()
             or not str(row[1]).strip()
         ):
             raise ValueError(
-                "`path_or_rows` must hold (text, label) pairs with a non-empty label. "
+                "`path_or_rows` must hold (text, label) pairs with a non-empty text and label. "
                 f"Received: path_or_rows[{i}]={row!r}"
             )
+        label = str(row[1]).strip()
+        if known is not None and label not in known:
+            raise ValueError(
+                f"`path_or_rows`: label {label!r} is not one of the model's labels "
+                f"{sorted(known)[:20]}. Received: path_or_rows[{i}]={row!r}"
+            )
         texts.append(row[0].strip())
-        labels.append(str(row[1]).strip())
+        labels.append(label)
     if not texts:
         raise ValueError("`path_or_rows` holds no rows. Received: path_or_rows=[]")
     return texts, labels
 
 
-def _tagged_rows(rows):
+def _check_word(where, word, tag, known, received):
+    if not word:
+        raise ValueError(f"{where}: the word is empty: {received}")
+    if len(word.split()) != 1:
+        raise ValueError(
+            f"{where}: the word {word!r} holds whitespace: a tagger splits its text on "
+            f"whitespace, so it would tag it as {len(word.split())} words: {received}"
+        )
+    if known is not None and tag not in known:
+        raise ValueError(
+            f"{where}: tag {tag!r} is not one of the model's tags {sorted(known)[:20]}: {received}"
+        )
+
+
+def _tagged_rows(rows, known=None):
     if not isinstance(rows, list | tuple):
         raise ValueError(
             "`path_or_rows` must be a path or a list of sentences of (word, tag) pairs. "
@@ -374,6 +441,8 @@ def _tagged_rows(rows):
                     "`path_or_rows` must hold sentences of (word, tag) pairs of non-empty strings. "
                     f"Received: path_or_rows[{i}][{j}]={pair!r}"
                 )
+            _check_word("`path_or_rows`", pair[0], pair[1], known,
+                        f"Received: path_or_rows[{i}][{j}]={pair!r}")  # fmt: skip
             words.append(pair[0])
             word_tags.append(pair[1])
         if words:

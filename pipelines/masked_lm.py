@@ -461,6 +461,7 @@ def make_dataset(
     shuffle=True,
     documents=None,
     progress=None,
+    redraw=True,
 ):
     """Masked-LM pre-training batches from a corpus, masks re-drawn every epoch.
 
@@ -484,7 +485,10 @@ def make_dataset(
     prefetches. So iterating the dataset twice gives different masks and
     orders, while a dataset built again with the same `seed` gives identical
     batches, epoch for epoch (under the same `tf.random.set_seed`, if any:
-    TensorFlow mixes the global seed into `tf.data`'s seeds).
+    TensorFlow mixes the global seed into `tf.data`'s seeds). With
+    `redraw=False` the per-batch number is the batch's index instead: every
+    iteration draws the same masks (held-out data: scores comparable from
+    epoch to epoch), whatever the global seed.
 
     Args:
         files_or_texts: what `read_corpus` reads; `None` when `documents` is
@@ -504,6 +508,7 @@ def make_dataset(
         documents: optional, the documents `read_corpus` returned (lists of
             paragraphs), instead of `files_or_texts`. Defaults to `None`.
         progress: bool, tqdm bars. Defaults to `None`: only on a terminal.
+        redraw: bool, new masks at every iteration. Defaults to `True`.
 
     Returns:
         A `tf.data.Dataset` of `(inputs, mask_ids, mask_weights)`: `inputs` a
@@ -536,6 +541,7 @@ def make_dataset(
         name, mask_rate, max_predictions, whole_word, sequence_length
     )
     boolean(name, "shuffle", shuffle)
+    boolean(name, "redraw", redraw)
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"{name}: `seed` must be an integer. Received: seed={seed!r}")
     examples = pack_examples(
@@ -547,7 +553,10 @@ def make_dataset(
     indices = tf.data.Dataset.range(count)
     if shuffle:
         indices = indices.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    if redraw:
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    else:
+        keys = tf.data.Dataset.range(-(-count // batch_size))
     base = tf.constant(int(seed), tf.int64)
 
     def corrupt(batch, key):

@@ -320,13 +320,8 @@ def convert_task_tflite(task, output_path=None, quantization=None, overwrite=Fal
             task.backbone, quantization=quantization, signatures=task.tflite_signatures(),
             output_path=output_path, overwrite=overwrite,
         )  # fmt: skip
-    backbone = getattr(task, "backbone", None)
-    if not isinstance(backbone, EncoderDecoderBackbone):
-        raise ValueError(
-            "convert_task_tflite: on-device decoding needs a task with an encoder-decoder "
-            f"backbone (a Translator or a Captioner). Received: task={type(task).__name__} with backbone "
-            f"{describe(backbone)}"
-        )
+    check_tflite_task("convert_task_tflite", task)
+    backbone = task.backbone
     max_length = None if backbone.target_sequence_length is None else task.max_length
     return convert_decoding_tflite(
         backbone,
@@ -334,6 +329,27 @@ def convert_task_tflite(task, output_path=None, quantization=None, overwrite=Fal
         quantization=quantization,
         output_path=output_path,
         overwrite=overwrite,
+    )
+
+
+def check_tflite_task(fn_name, task):
+    """Raises a `ValueError` naming the task kinds that have a `.tflite` form, for any other.
+
+    Those are a task with `tflite_signatures()` (a `TextClassifier`), a `CausalLM` and a task
+    whose backbone decodes (`EncoderDecoderBackbone`: a `Translator`, a `Captioner`). Called
+    before anything is converted or written.
+    """
+    backbone = getattr(task, "backbone", None)
+    if (
+        hasattr(task, "tflite_signatures")
+        or isinstance(backbone, GPTCausalLM | EncoderDecoderBackbone)
+    ):
+        return
+    raise ValueError(
+        f"{fn_name}: a {type(task).__name__} has no .tflite form; one exists for a Translator, a "
+        "Captioner (on-device decoding), a CausalLM (prefill / decode) and a TextClassifier "
+        f"(ids in, probabilities out). Received: task={type(task).__name__} with backbone "
+        f"{describe(backbone)}"
     )
 
 
@@ -346,6 +362,7 @@ def tflite_predictor(task, flatbuffer):
 
     Example: `tflite_predictor(Task.load("runs/dates"), "dates.tflite")(["3 march 2021"])`.
     """
+    check_tflite_task("tflite_predictor", task)
     if hasattr(task, "tflite_signatures"):  # one pass, no decoding loop (a classifier)
         return _single_pass_predictor(task, flatbuffer)
     if isinstance(getattr(task, "backbone", None), GPTCausalLM):

@@ -69,6 +69,10 @@ class MaskedLM(Task):
         preprocessor: a `pipelines.masked_lm.MaskedLMPreprocessor` with the
             model's vocabulary.
         top_k: positive int, candidates per `[MASK]`. Defaults to `5`.
+        masking: optional dict of the masking the model was trained with
+            (`mode`, `mask_rate`, `whole_word`, as in `MaskedLMConfig`), which
+            `evaluate` then draws its masks with. A task trained by `train`
+            saves it in `task.json`. Defaults to `None`: `MaskedLMConfig`'s.
 
     Example:
 
@@ -97,7 +101,7 @@ class MaskedLM(Task):
     serving_outputs = {"serving_default": ("probabilities", "sequence", "status", "tokens")}
     prediction_output = "sequence"
 
-    def __init__(self, backbone, preprocessor, top_k=5):
+    def __init__(self, backbone, preprocessor, top_k=5, masking=None):
         if not isinstance(backbone, BertMaskedLM):
             raise ValueError(
                 f"{_NAME}: `backbone` must be a keras_attention.models.BertMaskedLM. "
@@ -106,18 +110,21 @@ class MaskedLM(Task):
         check_bert_preprocessor(_NAME, backbone.backbone, preprocessor)
         super().__init__(backbone, preprocessor)
         self.top_k = positive_int(_NAME, "top_k", top_k)
-        if self.top_k > backbone.backbone.vocabulary_size:
-            raise ValueError(
-                f"{_NAME}: `top_k` may not exceed the vocabulary size "
-                f"({backbone.backbone.vocabulary_size}). Received: top_k={top_k}"
-            )
         self.training_options = None  # the MaskedLMConfig of a task built for training
+        self.masking = _masking(preprocessor, masking)
         tokenizer = preprocessor.tokenizer
         # Never predicted: reserved tokens, and `##` continuations (a [MASK] stands for a word:
         # a continuation would be glued to the word before it).
         reserved = np.zeros([tokenizer.vocabulary_size], "float32")
         reserved[: len(tokenizer.reserved_tokens)] = -np.inf
         reserved[[t.startswith("##") for t in tokenizer.vocabulary]] = -np.inf
+        predictable = int(np.isfinite(reserved).sum())
+        if self.top_k > predictable:
+            raise ValueError(
+                f"{_NAME}: `top_k` may not exceed the number of tokens a [MASK] can be filled "
+                f"with ({predictable}: the vocabulary's {tokenizer.vocabulary_size} less reserved "
+                f"tokens and ## continuations). Received: top_k={top_k}"
+            )
         self._reserved = tf.constant(reserved)
         self._vocabulary = tf.constant(tokenizer.vocabulary)
         spec = tf.TensorSpec([None], tf.string, name="text")
@@ -182,7 +189,13 @@ class MaskedLM(Task):
         return tf.constant(list(inputs), tf.string, shape=[len(inputs)])
 
     def get_config(self):
-        return {"top_k": self.top_k}
+        return {"top_k": self.top_k, "masking": self._masking_options()}
+
+    def _masking_options(self):
+        """`{"mode", "mask_rate", "whole_word"}`: the training run's, else the task's."""
+        if self.training_options is not None:
+            return {name: getattr(self.training_options, name) for name in _MASKING}
+        return dict(self.masking)
 
     def serving_signatures(self):
         """`{"serving_default": (serve, {"text": tf.string (batch_size,)})}`.
@@ -212,14 +225,10 @@ class MaskedLM(Task):
             exponential).
         """
         documents = self.read_data(data)
-        options = self.training_options or MaskedLMConfig(
-            sequence_length=self.preprocessor.sequence_length
-        )
         dataset = pipeline.make_dataset(
             documents, self.preprocessor, self.preprocessor.sequence_length,
             batch_size=positive_int(f"{_NAME}.evaluate", "batch_size", batch_size),
-            mode=options.mode, mask_rate=options.mask_rate, whole_word=options.whole_word,
-            seed=seed, shuffle=False,
+            seed=seed, shuffle=False, redraw=False, **self._masking_options(),
         )  # fmt: skip
         if limit is not None:
             limit = positive_int(f"{_NAME}.evaluate", "limit", limit)
@@ -293,14 +302,15 @@ class MaskedLM(Task):
         return self.backbone
 
     def make_dataset(self, data, batch_size=32, shuffle=False, seed=None):
-        """Masked-LM batches of a corpus (`pipelines.masked_lm.make_dataset`), masks re-drawn every epoch."""
-        options = self.training_options or MaskedLMConfig(
-            sequence_length=self.preprocessor.sequence_length
-        )
+        """Masked-LM batches of a corpus (`pipelines.masked_lm.make_dataset`).
+
+        Shuffled (training), the masks are re-drawn every epoch; not shuffled (validation),
+        every epoch scores the same masks, so `val_loss` compares epochs, not mask draws.
+        """
         return pipeline.make_dataset(
             data, self.preprocessor, self.preprocessor.sequence_length, batch_size=batch_size,
-            mode=options.mode, mask_rate=options.mask_rate, whole_word=options.whole_word,
-            seed=0 if seed is None else seed, shuffle=shuffle,
+            seed=0 if seed is None else seed, shuffle=shuffle, redraw=shuffle,
+            **self._masking_options(),
         )  # fmt: skip
 
     def loss(self, config=None):
@@ -392,3 +402,19 @@ def _as_text(text):
         except UnicodeDecodeError:
             return text
     return text
+
+
+_MASKING = ("mode", "mask_rate", "whole_word")
+
+
+def _masking(preprocessor, masking):
+    """The masking options of `MaskedLM(masking=...)`, checked by `MaskedLMConfig`."""
+    if masking is None:
+        masking = {}
+    if not isinstance(masking, dict) or set(masking) - set(_MASKING):
+        raise ValueError(
+            f"{_NAME}: `masking` must be a dict with keys among {list(_MASKING)}. "
+            f"Received: masking={masking!r}"
+        )
+    config = MaskedLMConfig(sequence_length=preprocessor.sequence_length, **masking)
+    return {name: getattr(config, name) for name in _MASKING}

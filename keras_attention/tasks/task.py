@@ -30,7 +30,7 @@ class Task:
       `keras_attention.utils.options.option`, which generate the CLI flags and
       the resume check), and `data_class`, the dataclass of its data flags;
     - the training hooks the generic trainer (`keras_attention.training`)
-      calls: `read_data`, `build_preprocessor`, `load_preprocessor`, `build`,
+      calls: `read_data` (and `read_valid_data`), `build_preprocessor`, `load_preprocessor`, `build`,
       `make_dataset`, `loss`, `metrics`;
     - `predict(inputs)` (what `keras-attention predict` prints),
       `evaluate(data)` (a dict of metrics), `serving_signatures()` (the
@@ -65,6 +65,16 @@ class Task:
     def training_network(self):
         """The `keras.Model` `fit` trains: the backbone (a task may train a part of it)."""
         return self.backbone
+
+    @classmethod
+    def read_valid_data(cls, valid_data, train_data):
+        """`read_data(valid_data)`, checked against the training data it is read with.
+
+        Called by `train` before anything is written; a classifier refuses a
+        validation label the training data does not have (its file and line
+        named), which the model would have no class for.
+        """
+        return cls.read_data(valid_data)
 
     def get_config(self):
         """The task's own options (neither the backbone nor the preprocessor)."""

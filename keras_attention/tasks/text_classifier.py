@@ -109,6 +109,11 @@ class _BertClassification(Task):
         return self.preprocessor.labels
 
     @classmethod
+    def read_valid_data(cls, valid_data, train_data):
+        """`read_data(valid_data)`, refusing labels the training data does not have."""
+        return cls.read_data(valid_data, classification.label_vocabulary(train_data[1]))
+
+    @classmethod
     def build_preprocessor(cls, config, data, assets_dir):
         """The vocabulary (learned, or the pre-trained model's) and the labels of the data."""
         texts, labels = data
@@ -159,8 +164,8 @@ class _BertClassification(Task):
         return {"serving_default": (self.serve, {"text": tf.TensorSpec([None], tf.string)})}
 
     def _evaluation_data(self, data, limit):
-        """`read_data(data)`, its first `limit` examples."""
-        inputs, labels = self.read_data(data)
+        """`read_data(data)` (labels the model has no class for refused), its first `limit`."""
+        inputs, labels = self.read_data(data, self.labels)
         if limit is not None:
             limit = positive_int(f"{type(self).__name__}.evaluate", "limit", limit)
             inputs, labels = inputs[:limit], labels[:limit]
@@ -169,7 +174,7 @@ class _BertClassification(Task):
 
 @register_task
 class TextClassifier(_BertClassification):
-    """Sentence (or sentence-pair) classification on a BERT encoder: strings in, labels out.
+    """Sentence classification on a BERT encoder: strings in, labels out (one text per example).
 
     One `tf.function` traced for a `tf.string` `(batch_size,)` input, the one
     the SavedModel serves, tokenizes (`[CLS] text [SEP]`, truncated to the
@@ -299,17 +304,28 @@ class TextClassifier(_BertClassification):
     # -- training -------------------------------------------------------------------------------
 
     @classmethod
-    def read_data(cls, data):
-        """`(texts, labels)` from a TSV (`pipelines.classification.read_labeled_texts`) or lists."""
+    def read_data(cls, data, labels=None):
+        """`(texts, labels)` from a TSV (`pipelines.classification.read_labeled_texts`) or lists.
+
+        With `labels` (the model's), any other label is refused, its file and line (or
+        index) named.
+        """
         if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], list):
-            texts, labels = data
-            if len(texts) != len(labels):
+            texts, given = data
+            if len(texts) != len(given):
                 raise ValueError(
                     f"TextClassifier: `texts` and `labels` must be aligned. Received: "
-                    f"{len(texts)} texts, {len(labels)} labels"
+                    f"{len(texts)} texts, {len(given)} labels"
                 )
-            return [str(t) for t in texts], [str(label) for label in labels]
-        return classification.read_labeled_texts(data)
+            known = None if labels is None else set(labels)
+            for i, label in enumerate(given):
+                if known is not None and str(label) not in known:
+                    raise ValueError(
+                        f"TextClassifier: label {str(label)!r} is not one of the model's labels "
+                        f"{sorted(known)[:20]}. Received: labels[{i}]={label!r}"
+                    )
+            return [str(t) for t in texts], [str(label) for label in given]
+        return classification.read_labeled_texts(data, labels)
 
     def make_dataset(self, data, batch_size=32, shuffle=False, seed=None):
         texts, labels = data
@@ -422,11 +438,24 @@ class TokenClassifier(_BertClassification):
         ]
 
     @classmethod
-    def read_data(cls, data):
-        """`(sentences, tags)` lists of word lists (`pipelines.classification.read_tagged_words`)."""
+    def read_data(cls, data, labels=None):
+        """`(sentences, tags)` lists of word lists (`pipelines.classification.read_tagged_words`).
+
+        With `labels` (the model's tags), any other tag is refused, its file and line (or
+        indices) named.
+        """
         if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], list):
-            return [list(s) for s in data[0]], [list(t) for t in data[1]]
-        return classification.read_tagged_words(data)
+            sentences, tags = [list(s) for s in data[0]], [list(t) for t in data[1]]
+            known = None if labels is None else set(labels)
+            for i, row in enumerate(tags):
+                for j, tag in enumerate(row):
+                    if known is not None and str(tag) not in known:
+                        raise ValueError(
+                            f"TokenClassifier: tag {str(tag)!r} is not one of the model's tags "
+                            f"{sorted(known)[:20]}. Received: tags[{i}][{j}]={tag!r}"
+                        )
+            return sentences, tags
+        return classification.read_tagged_words(data, labels)
 
     def make_dataset(self, data, batch_size=32, shuffle=False, seed=None):
         sentences, tags = data

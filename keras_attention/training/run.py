@@ -153,7 +153,8 @@ def train(
     # Reading the data first: missing or misaligned files fail before anything is written.
     given = (train_data, valid_data)
     train_data = task_cls.read_data(train_data)
-    valid_data = None if valid_data is None else task_cls.read_data(valid_data)
+    valid_data = None if valid_data is None else task_cls.read_valid_data(valid_data, train_data)
+    _check_init_from(config, output_dir)
     output_dir = distribute.worker_dir(os.fspath(output_dir), strategy)  # chief: output_dir
     description = _description(task_cls, config, fit_config, train_data, valid_data, given)
     with run_lock(output_dir):  # one process per run directory, released however it ends
@@ -293,6 +294,19 @@ def _description(task_cls, config, fit_config, train_data, valid_data, given=(No
             split: fingerprint.data_record(raw, read) for split, (raw, read) in splits.items()
         },
     }
+
+
+def _check_init_from(config, output_dir):
+    """Refuses a run whose output directory is the run it starts from (it would be replaced)."""
+    init_from = getattr(config, "init_from", None)
+    if init_from is None:
+        return
+    if os.path.realpath(os.fspath(init_from)) == os.path.realpath(os.fspath(output_dir)):
+        raise ValueError(
+            "train: `output_dir` is the run `init_from` starts from; writing there would "
+            "replace the pre-trained model before it is read. Choose another output directory. "
+            f"Received: output_dir={os.fspath(output_dir)!r}, init_from={init_from!r}"
+        )
 
 
 def _prepare_run_dir(output_dir, description, config, resume, overwrite):

@@ -48,6 +48,50 @@ def test_read_labeled_texts_errors_name_file_and_line(tmp_path, content, message
         classification.read_labeled_texts(path)
 
 
+def test_read_labeled_texts_headers_pick_one_text_column(tmp_path):
+    path = tmp_path / "data.tsv"
+    for header, row, expected in (
+        ("review\tlabel", "a fine film\t1", "a fine film"),  # the one other column
+        ("idx\treview\tlabel", "7\ta fine film\t1", "a fine film"),  # an index is ignored
+        ("id\ttext\tlabel", "7\ta fine film\t1", "a fine film"),
+    ):
+        path.write_text(f"{header}\n{row}\n", encoding="utf-8")
+        assert classification.read_labeled_texts(path) == ([expected], ["1"])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        # Sentence pairs (QNLI, RTE): one text per row is classified, so refused, not merged.
+        ("index\tquestion\tsentence\tlabel\n0\twho ?\tme .\t1\n",
+         r"line 1: expected one text column besides `label`.*\['question', 'sentence'\]"),
+        ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\t1\n", r"line 1: expected one text column"),
+        # SST-2's test.tsv: no labels.
+        ("index\tsentence\n0\ta fine film\n", r"line 1: the header names no `label` column"),
+        ("sentence\tlabel\ngood\t1\n7\tgood\t1\n", r"line 3: expected the header's 2"),
+        ("good\t1\n \t0\n", r"line 2: the text is empty"),
+    ],
+)
+def test_read_labeled_texts_refuses_what_it_would_misread(tmp_path, content, message):
+    path = tmp_path / "bad.tsv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.tsv', " + message):
+        classification.read_labeled_texts(path)
+
+
+def test_read_labeled_texts_checks_labels_against_a_models(tmp_path):
+    path = tmp_path / "dev.tsv"
+    path.write_text("sentence\tlabel\ngood\t1\n\nbad\tneg\n", encoding="utf-8")
+    assert classification.read_labeled_texts(path, labels=["neg", "1"])[1] == ["1", "neg"]
+    with pytest.raises(ValueError, match=r"dev\.tsv', line 4: label 'neg' is not one of the "
+                                         r"model's labels \['0', '1'\]"):  # fmt: skip
+        classification.read_labeled_texts(path, labels=["0", "1"])
+    with pytest.raises(ValueError, match=r"label '2'.*path_or_rows\[1\]"):
+        classification.read_labeled_texts([("a", 1), ("b", 2)], labels=[0, 1])
+    with pytest.raises(ValueError, match=r"non-empty text.*path_or_rows\[0\]"):
+        classification.read_labeled_texts([(" ", 1)])
+
+
 def test_read_labeled_texts_bad_rows():
     with pytest.raises(ValueError, match=r"Received: path_or_rows\[1\]=\('x', ''\)"):
         classification.read_labeled_texts([("a", "1"), ("x", "")])
@@ -88,6 +132,17 @@ def test_read_tagged_words(tmp_path):
         classification.read_tagged_words(bad)
     with pytest.raises(ValueError, match=r"path_or_rows\[0\]\[1\]"):
         classification.read_tagged_words([[("a", "O"), ("b",)]])
+    # A tagger splits its text on whitespace: a word holding a space could never be tagged.
+    bad.write_text("the\tDET\nNew York\tB-LOC\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.txt', line 2: the word 'New York' holds whitespace"):
+        classification.read_tagged_words(bad)
+    with pytest.raises(ValueError, match=r"holds whitespace.*path_or_rows\[0\]\[0\]"):
+        classification.read_tagged_words([[("New York", "B-LOC")]])
+    # Tags a model knows.
+    assert classification.read_tagged_words(path, tags=["B-ORG", "O", "B-PER", "I-PER"])[1][0] == [
+        "B-ORG", "O"]  # fmt: skip
+    with pytest.raises(ValueError, match=r"ner\.txt', line 8: tag 'I-PER' is not one of the"):
+        classification.read_tagged_words(path, tags=["B-ORG", "O", "B-PER"])
 
 
 def test_label_vocabulary():

@@ -222,6 +222,28 @@ def test_same_seed_same_batches_epochs_and_seeds_differ(corpus, tokenizer):
     a, b = _batches(fixed), _batches(fixed)
     assert not np.array_equal(a[0][0]["token_ids"], b[0][0]["token_ids"])
     np.testing.assert_array_equal(a[0][0]["padding_mask"], b[0][0]["padding_mask"])
+    # redraw=False (held-out data): the same masks every epoch and under any global seed; masks
+    # still differ between batches and between seeds.
+    import keras
+
+    held = []
+    for global_seed in (3, 4):
+        keras.utils.set_random_seed(global_seed)
+        dataset = build(1, shuffle=False, redraw=False)
+        held += [_batches(dataset), _batches(dataset)]
+    for epoch in held[1:]:
+        for (inputs, ids, weights), (want_inputs, want_ids, want_weights) in zip(
+            epoch, held[0], strict=True
+        ):
+            for key, value in inputs.items():
+                np.testing.assert_array_equal(value, want_inputs[key])
+            np.testing.assert_array_equal(ids, want_ids)
+            np.testing.assert_array_equal(weights, want_weights)
+    assert not np.array_equal(held[0][0][1], held[0][1][1])
+    other_seed = _batches(build(2, shuffle=False, redraw=False))
+    assert not np.array_equal(held[0][0][0]["token_ids"], other_seed[0][0]["token_ids"])
+    with pytest.raises(ValueError, match="redraw"):
+        build(1, redraw=1)
 
 
 def test_whole_word_masking_chooses_all_pieces(corpus, tokenizer):

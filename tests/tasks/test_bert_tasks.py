@@ -1,6 +1,8 @@
 """The BERT tasks: fill_mask and classification against the model's own numbers, training, the CLI."""
 
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -100,6 +102,12 @@ def test_fill_mask_without_masks_truncated_masks_and_empty_batches(masked_lm):
 def test_masked_lm_checks_its_parts(masked_lm):
     with pytest.raises(ValueError, match="BertMaskedLM"):
         MaskedLM(masked_lm.backbone.backbone, masked_lm.preprocessor)
+    # top_k beyond the words a [MASK] can be (no reserved token, no ## piece) is refused.
+    words = sum(not t.startswith("##") for t in VOCABULARY[len(RESERVED) :])
+    assert len(MaskedLM(masked_lm.backbone, masked_lm.preprocessor, top_k=words).fill_mask(
+        ["the [MASK] ."])[0]["tokens"][0]) == words  # fmt: skip
+    with pytest.raises(ValueError, match=rf"top_k.*\({words}: the vocabulary's {len(VOCABULARY)}"):
+        MaskedLM(masked_lm.backbone, masked_lm.preprocessor, top_k=words + 1)
     with pytest.raises(ValueError, match="max_sequence_length"):
         MaskedLM(masked_lm.backbone, MaskedLMPreprocessor(tokenizer(), SEQUENCE_LENGTH * 2))
 
@@ -193,11 +201,28 @@ def _mlm_options(**options):
 
 def test_train_masked_lm_then_a_classifier_from_it(tmp_path):
     corpus = synthetic.grammar_corpus(60, seed=1)
-    run = train("masked-lm", corpus, tmp_path / "mlm", config=_mlm_options(),
+    run = train("masked-lm", corpus, tmp_path / "mlm",
+                config=_mlm_options(mode="pairs", mask_rate=0.4),
                 fit_config=FitConfig(epochs=1, batch_size=16, verbose=0))  # fmt: skip
     task = Task.load(run.output_dir)
     assert isinstance(task, MaskedLM)
     assert task.fill_mask(["the [MASK] cat ."]) == run.task.fill_mask(["the [MASK] cat ."])
+    # The loaded task masks as the run trained (pairs, 40%): its evaluation is the run's.
+    assert task.masking == {"mode": "pairs", "mask_rate": 0.4, "whole_word": False}
+    held_out = synthetic.grammar_corpus(20, seed=9)
+    keras.utils.set_random_seed(5)
+    loaded = task.evaluate(held_out)
+    keras.utils.set_random_seed(6)  # the masks do not depend on the global seed
+    assert loaded == run.task.evaluate(held_out)
+    default = MaskedLM(task.backbone, task.preprocessor, top_k=task.top_k)
+    assert default.evaluate(held_out)["predictions"] < 0.6 * loaded["predictions"]  # 15% vs 40%
+    # Validation batches (not shuffled) score the same masks every epoch.
+    valid = task.make_dataset(held_out, batch_size=8)
+    np.testing.assert_array_equal(*(next(iter(valid))[0]["token_ids"] for _ in range(2)))
+    with pytest.raises(ValueError, match="masking"):
+        MaskedLM(task.backbone, task.preprocessor, masking={"rate": 0.2})
+    with pytest.raises(ValueError, match="mask_rate"):
+        MaskedLM(task.backbone, task.preprocessor, masking={"mask_rate": 1.5})
     examples = synthetic.grammar_sentiment(64, seed=2)
     data = ([t for t, _ in examples], [label for _, label in examples])
     classifier = train(
@@ -272,6 +297,20 @@ def test_cli_train_predict_evaluate_export_classifier(tmp_path, capsys):
     assert len(predicted) == 2 and set(predicted) <= {"positive", "negative"}
     assert main(["evaluate", str(run_dir), "--file", str(tsv)]) == 0
     assert "macro F1" in capsys.readouterr().out
+    # Labels the model has no class for: refused, the file and line named (not scored 0%).
+    other = tmp_path / "other.tsv"
+    other.write_text("sentence\tlabel\nthe kind cat .\tpositive\na bad dog .\tneg\n")
+    assert main(["evaluate", str(run_dir), "--file", str(other)]) == 2
+    assert re.search(r"other\.tsv', line 3: label 'neg' is not one of the model's labels",
+                     capsys.readouterr().err)  # fmt: skip
+    unlabeled = tmp_path / "test.tsv"  # SST-2's test.tsv layout
+    unlabeled.write_text("index\tsentence\n0\tthe kind cat .\n")
+    assert main(["evaluate", str(run_dir), "--file", str(unlabeled)]) == 2
+    assert "line 1: the header names no `label` column" in capsys.readouterr().err
+    code = main(["train", "classifier", "--train-file", str(tsv), "--valid-file", str(other),
+                 "--output-dir", str(tmp_path / "run2"), "--epochs", "1"])  # fmt: skip
+    assert code == 2 and "other.tsv', line 3: label 'neg'" in capsys.readouterr().err
+    assert not (tmp_path / "run2").exists()  # refused before anything was written
     base = tmp_path / "saved_models"
     assert main(["export", str(run_dir), "--base-dir", str(base)]) == 0
     served = ServedTask(base / "classifier")
@@ -304,6 +343,34 @@ def test_cli_train_masked_lm_and_token_classifier(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "tok"), "the kind cat sees a dog ."]) == 0
     tagged = capsys.readouterr().out.strip().splitlines()[-1].split()
     assert len(tagged) == 7 and all("/" in w for w in tagged)
+    # Unknown tags and words holding a space (a tagger splits on whitespace): file and line.
+    bad = tmp_path / "bad.txt"
+    bad.write_text("the\tDET\ncat\tXX\n")
+    assert main(["evaluate", str(tmp_path / "tok"), "--file", str(bad)]) == 2
+    assert "bad.txt', line 2: tag 'XX' is not one of the model's tags" in capsys.readouterr().err
+    bad.write_text("the\tDET\nkind cat\tNOUN\n")
+    assert main(["evaluate", str(tmp_path / "tok"), "--file", str(bad)]) == 2
+    assert "bad.txt', line 2: the word 'kind cat' holds whitespace" in capsys.readouterr().err
+    # No .tflite form for a masked LM or a tagger: refused before the SavedModel is written.
+    for run in ("mlm", "tok"):
+        base = tmp_path / f"saved_{run}"
+        code = main(["export", str(tmp_path / run), "--base-dir", str(base),
+                     "--tflite", str(tmp_path / f"{run}.tflite")])  # fmt: skip
+        assert code == 2 and "has no .tflite form" in capsys.readouterr().err
+        assert not base.exists() and not (tmp_path / f"{run}.tflite").exists()
+        (tmp_path / f"{run}.tflite").write_bytes(b"not a model")
+        code = main(["predict", str(tmp_path / run), "--tflite", str(tmp_path / f"{run}.tflite"),
+                     "the kind cat ."])  # fmt: skip
+        assert code == 2 and "has no .tflite form" in capsys.readouterr().err
+    # A run that would replace the run it starts from is refused; the pre-trained run is kept.
+    (tmp_path / "tsv.tsv").write_text("the kind cat .\tpositive\na bad dog .\tnegative\n")
+    code = main(["train", "classifier", "--train-file", str(tmp_path / "tsv.tsv"),
+                 "--output-dir", str(tmp_path / "mlm"), "--init-from", str(tmp_path / "mlm"),
+                 "--overwrite", "--epochs", "1", "--sequence-length", "24"])  # fmt: skip
+    assert code == 2 and "`output_dir` is the run `init_from` starts from" in (
+        capsys.readouterr().err
+    )
+    assert isinstance(Task.load(tmp_path / "mlm"), MaskedLM)
 
 
 # -- quality (slow): pre-training helps, and the tasks learn the grammar ---------------------------
