@@ -268,6 +268,11 @@ def _predict_batch(predictor, batch, start):
 def _evaluate(args, extra):
     from keras_attention.tasks import Task
 
+    if args.json and os.path.exists(args.json) and not args.overwrite:  # before the evaluation
+        raise FileExistsError(
+            f"--json: {args.json!r} exists; the scores would replace it. Received: "
+            f"json={args.json!r}"
+        )
     task = Task.load(args.run)
     parser = argparse.ArgumentParser(prog=f"keras-attention evaluate {args.run}")
     add_arguments(parser, task.data_class, title="data")
@@ -340,6 +345,9 @@ def _add_predict_parsers(commands):
         help="inputs per batch (default: %(default)s)",
     )  # fmt: skip
     evaluate.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    evaluate.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --json file"
+    )
     evaluate.set_defaults(handler=_evaluate, accepts_extra=True)
 
 

@@ -77,7 +77,7 @@ class BertOptions:
                 f"{owner}: `init_from` must be a masked-lm run directory (or saved MaskedLM). "
                 f"Received: init_from={init_from!r}"
             )
-        limit = _pretrained_length(init_from)
+        limit = _pretrained_length(owner, init_from)
         if limit is not None and self.sequence_length > limit:
             raise ValueError(
                 f"{owner}: the pre-trained encoder of `init_from` reads at most {limit} tokens; "
@@ -93,13 +93,30 @@ class BertOptions:
                 )
 
 
-def _pretrained_length(run_dir):
-    """The `max_sequence_length` of the masked LM saved in `run_dir`, or `None` if unreadable."""
+def _pretrained_length(owner, run_dir):
+    """The `max_sequence_length` of the masked LM saved in `run_dir` (checked to be one).
+
+    Checked when the options are made, before a run writes anything: a directory without a
+    finished task (an interrupted run, a SavedModel export) or with another task is refused,
+    naming `init_from`.
+    """
     try:
-        model = read_task_file(run_dir)["backbone"]["config"]
+        description = read_task_file(run_dir)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{owner}: `init_from` must be a finished masked-lm run directory (or saved "
+            f"MaskedLM): {error} Received: init_from={run_dir!r}"
+        ) from error
+    if description.get("task") != "masked-lm":
+        raise ValueError(
+            f"{owner}: `init_from` must hold a pre-trained masked LM; {run_dir!r} holds a "
+            f"{description.get('task')!r} task. Received: init_from={run_dir!r}"
+        )
+    try:
+        model = description["backbone"]["config"]
         return int(model["backbone"]["config"]["max_sequence_length"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # not a masked-LM run: `build` says so with the task's own error
+    except (KeyError, TypeError):
+        return None  # `build` reads the model and says what is wrong with it
 
 
 @dataclasses.dataclass

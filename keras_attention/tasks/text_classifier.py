@@ -519,7 +519,12 @@ def label_scores(predicted, gold, labels):
         f1 = 0.0 if hits == 0 else 2 * precision * recall / (precision + recall)
         per_label[label] = {"precision": precision, "recall": recall, "f1": f1,
                             "support": int(np.sum(gold == label))}  # fmt: skip
-    present = [v["f1"] for v in per_label.values() if v["support"]]
+    # The labels of the gold data or of the predictions (scikit-learn's `f1_score(average=
+    # "macro")`): a label only predicted, wrongly, counts with F1 0; a label neither in the
+    # data nor predicted is left out.
+    present = [
+        v["f1"] for label, v in per_label.items() if v["support"] or np.any(predicted == label)
+    ]
     return {
         "accuracy": float(np.mean(predicted == gold)) if len(gold) else 0.0,
         "macro_f1": float(np.mean(present)) if present else 0.0,

@@ -1,6 +1,7 @@
 """The BERT tasks: fill_mask and classification against the model's own numbers, training, the CLI."""
 
 
+import json
 import re
 
 import keras
@@ -159,6 +160,9 @@ def test_label_scores():
     assert scores["per_label"]["a"] == {"precision": 0.5, "recall": 1.0,
                                         "f1": pytest.approx(2 / 3), "support": 1}  # fmt: skip
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    # scikit-learn's macro average: labels of the data or of the predictions, not the others.
+    scores = label_scores(["a", "c", "b"], ["a", "b", "b"], ["a", "b", "c", "d"])
+    assert scores["macro_f1"] == pytest.approx((1.0 + 2 / 3 + 0.0) / 3)
 
 
 # -- TokenClassifier ------------------------------------------------------------------------------
@@ -240,6 +244,13 @@ def test_train_masked_lm_then_a_classifier_from_it(tmp_path):
         train("classifier", data, tmp_path / "cls2",
               config=ClassifierConfig(init_from=str(tmp_path / "cls"), sequence_length=32),
               fit_config=FitConfig(epochs=1, verbose=0))  # fmt: skip
+    # A directory without a finished task (an interrupted run, an export) is refused when the
+    # options are made, naming init_from: nothing of a run is written yet.
+    (tmp_path / "interrupted").mkdir()
+    with pytest.raises(ValueError, match=r"`init_from` must be a finished masked-lm run.*"
+                                         r"task\.json is missing.*init_from="):  # fmt: skip
+        ClassifierConfig(init_from=str(tmp_path / "interrupted"), sequence_length=32)
+    assert not (tmp_path / "cls2").exists()
 
 
 def test_a_classifier_starts_from_the_pretrained_encoder(tmp_path):
@@ -297,6 +308,14 @@ def test_cli_train_predict_evaluate_export_classifier(tmp_path, capsys):
     assert len(predicted) == 2 and set(predicted) <= {"positive", "negative"}
     assert main(["evaluate", str(run_dir), "--file", str(tsv)]) == 0
     assert "macro F1" in capsys.readouterr().out
+    # An existing --json file is kept unless --overwrite (checked before evaluating).
+    scores = tmp_path / "scores.json"
+    scores.write_text("mine")
+    assert main(["evaluate", str(run_dir), "--file", str(tsv), "--json", str(scores)]) == 2
+    assert "add --overwrite" in capsys.readouterr().err and scores.read_text() == "mine"
+    assert main(["evaluate", str(run_dir), "--file", str(tsv), "--json", str(scores),
+                 "--overwrite"]) == 0  # fmt: skip
+    assert "accuracy" in json.loads(scores.read_text())
     # Labels the model has no class for: refused, the file and line named (not scored 0%).
     other = tmp_path / "other.tsv"
     other.write_text("sentence\tlabel\nthe kind cat .\tpositive\na bad dog .\tneg\n")
