@@ -10,6 +10,7 @@ pre-training), each batch cut to its longest sequence.
 
 import numbers
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -99,29 +100,54 @@ def read_labeled_texts(path_or_rows, labels=None):
 
 
 _INDEX_COLUMNS = ("index", "id", "idx")
+# The second text of GLUE's pair tasks (QNLI, RTE, MNLI, QQP, MRPC, WNLI) and of common layouts.
+_PAIR_COLUMNS = ("question", "question1", "question2", "sentence1", "sentence2", "premise",
+                 "hypothesis", "text_a", "text_b", "#1 string", "#2 string")  # fmt: skip
+# What a tagger's `tf.strings.split` splits words on: ASCII whitespace only (a no-break space
+# stays inside a word, as "10\xa0000").
+_SPLIT = re.compile(r"[ \t\n\v\f\r]+")
+
+
+def split_words(text):
+    """`text` split into words as a tagger splits it in TensorFlow (`tf.strings.split`).
+
+    Example:
+
+    >>> split_words(" New  York\tcity 10\xa0000 ")
+    ['New', 'York', 'city', '10\xa0000']
+    """
+    return [word for word in _SPLIT.split(text) if word]
 
 
 def _header(path, fields):
     """`(number of fields, text column)` of a header line, `None` for a data line."""
     names = [field.strip().lower() for field in fields]
     if names[-1] != "label":
-        if len(names) > 1 and any(name in _TEXT_COLUMNS for name in names):
+        # SST-2's test.tsv: `index<TAB>sentence`, texts without labels.
+        if len(names) > 1 and names[-1] in _TEXT_COLUMNS and set(names[:-1]) <= set(_INDEX_COLUMNS):
             raise ValueError(
                 f"'{path}', line 1: the header names no `label` column (its last one): "
                 f"{fields!r}. Texts without labels (such as SST-2's test.tsv) can be "
                 "classified (`predict`), not trained on or evaluated."
             )
         return None
-    named = [i for i, name in enumerate(names[:-1]) if name in _TEXT_COLUMNS]
-    others = [i for i, name in enumerate(names[:-1]) if name not in _INDEX_COLUMNS]
-    columns = named if len(named) == 1 and len(others) == 1 else others
-    if len(columns) != 1:
+    columns = names[:-1]
+    pairs = [fields[i] for i, name in enumerate(columns) if name in _PAIR_COLUMNS]
+    named = [i for i, name in enumerate(columns) if name in _TEXT_COLUMNS]
+    others = [i for i, name in enumerate(columns) if name not in _INDEX_COLUMNS]
+    if pairs:
         raise ValueError(
-            f"'{path}', line 1: expected one text column besides `label` (and an optional "
-            f"index), found {[fields[i] for i in others]}: one text per row is classified "
-            "(sentence pairs are not supported)."
+            f"'{path}', line 1: the columns {pairs} hold sentence pairs (GLUE's QNLI, RTE, MNLI "
+            "layouts): one text per row is classified, pairs are not supported."
         )
-    return len(fields), columns[0]
+    if len(named) == 1:
+        return len(fields), named[0]  # other columns (a source, a title) are left out
+    if not named and len(others) == 1:
+        return len(fields), others[0]
+    raise ValueError(
+        f"'{path}', line 1: expected one text column besides `label` (and an optional index), "
+        f"found {[fields[i] for i in others]}: name the one to classify `sentence` or `text`."
+    )
 
 
 def read_tagged_words(path_or_rows, tags=None):
@@ -411,10 +437,10 @@ def _labeled_rows(rows, known=None):
 def _check_word(where, word, tag, known, received):
     if not word:
         raise ValueError(f"{where}: the word is empty: {received}")
-    if len(word.split()) != 1:
+    if len(split_words(word)) != 1 or split_words(word)[0] != word:
         raise ValueError(
             f"{where}: the word {word!r} holds whitespace: a tagger splits its text on "
-            f"whitespace, so it would tag it as {len(word.split())} words: {received}"
+            f"whitespace, so it would tag it as {len(split_words(word))} words: {received}"
         )
     if known is not None and tag not in known:
         raise ValueError(

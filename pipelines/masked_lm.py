@@ -542,6 +542,11 @@ def make_dataset(
     )
     boolean(name, "shuffle", shuffle)
     boolean(name, "redraw", redraw)
+    if shuffle and not redraw:
+        raise ValueError(
+            f"{name}: `redraw=False` keeps each batch's masks, which needs batches in a fixed "
+            "order: pass shuffle=False with it. Received: shuffle=True, redraw=False"
+        )
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"{name}: `seed` must be an integer. Received: seed={seed!r}")
     examples = pack_examples(

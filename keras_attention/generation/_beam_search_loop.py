@@ -47,7 +47,7 @@ def beam_search(step_fn, state, start_ids, end_id, max_length, beam_width=4,
         for step in range(max_length):
             if not search.go_on():
                 break
-            old_state = keras.tree.flatten(state)
+            old_state = [(x, _version(x)) for x in keras.tree.flatten(state)]
             logits, state = _greedy_loop._call_step_fn(
                 name, step_fn, keras.ops.convert_to_tensor(token_ids, "int32"), state,
                 keras.ops.convert_to_tensor(step, "int32"), end_id,
@@ -58,18 +58,26 @@ def beam_search(step_fn, state, start_ids, end_id, max_length, beam_width=4,
     return search.best()
 
 
+def _version(tensor):
+    """PyTorch's count of a tensor's in-place writes (`None` on JAX, whose arrays never change)."""
+    return getattr(tensor, "_version", None)
+
+
 def _reorder_beams(old_flat, new_state, rows, changed):
     """`new_state` with its rows taken by `rows`, except entries no step has changed.
 
     TensorFlow's loop does the same (`_common.reorder_beams`): an entry every step returned as
     it came in (the same tensor: the memory, its projection, cross-attention keys and values)
     holds the same values in every beam of an example, so taking its rows would copy it.
-    `changed` (the flat indices of entries some step returned anew) is kept across steps: an
-    entry changed once is reordered from then on.
+    `old_flat` holds `(tensor, _version(tensor))` of the state the step was given: a PyTorch
+    tensor the step wrote into in place (`cache[:, step] = ...`) comes back as the same object
+    with a new version, and counts as changed. `changed` (the flat indices of entries some step
+    returned anew) is kept across steps: an entry changed once is reordered from then on.
     """
     flat = []
-    for index, (old, new) in enumerate(zip(old_flat, keras.tree.flatten(new_state), strict=True)):
-        if new is not old:
+    new_flat = keras.tree.flatten(new_state)
+    for index, ((old, version), new) in enumerate(zip(old_flat, new_flat, strict=True)):
+        if new is not old or _version(new) != version:
             changed.add(index)
         flat.append(keras.ops.take(new, rows, axis=0) if index in changed else new)
     return keras.tree.pack_sequence_as(new_state, flat)

@@ -519,9 +519,10 @@ def label_scores(predicted, gold, labels):
         f1 = 0.0 if hits == 0 else 2 * precision * recall / (precision + recall)
         per_label[label] = {"precision": precision, "recall": recall, "f1": f1,
                             "support": int(np.sum(gold == label))}  # fmt: skip
-    # The labels of the gold data or of the predictions (scikit-learn's `f1_score(average=
-    # "macro")`): a label only predicted, wrongly, counts with F1 0; a label neither in the
-    # data nor predicted is left out.
+    # Over the labels (of `labels`) that occur in the gold data or in the predictions, as
+    # scikit-learn's macro average does: a label only predicted, wrongly, counts with F1 0; one
+    # neither in the data nor predicted is left out. (A word past the sequence length, tagged
+    # "", is not a label: it lowers the accuracy and its gold label's recall.)
     present = [
         v["f1"] for label, v in per_label.items() if v["support"] or np.any(predicted == label)
     ]
@@ -535,7 +536,7 @@ def label_scores(predicted, gold, labels):
 def _joined_words(words, index):
     """A sentence given as words, as the text `tag` splits on whitespace again."""
     for word in words:
-        if not isinstance(word, str) or not word or word != "".join(word.split()):
+        if not isinstance(word, str) or classification.split_words(word) != [word]:
             raise ValueError(
                 f"TokenClassifier: a word must be a non-empty string without whitespace (text "
                 f"is split into words on whitespace). Received: sentences[{index}] word {word!r}"

@@ -27,35 +27,11 @@ if BACKEND == "torch":
 
     torch.set_num_threads(1)
 
-collect_ignore = ["test_layer_contract.py"] if BACKEND == "tensorflow" else []
+collect_ignore_glob = ["test_layer_contract*.py"] if BACKEND == "tensorflow" else []
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """The `backends` mark, and an `xdist_group` per test module for `--dist loadgroup`.
-
-    `.ci/run` runs this stage with `--dist loadgroup`: a module's tests stay on one worker (its
-    module fixtures are built once), but the layer contract, most of the stage's time (260 of
-    450 worker-seconds on JAX), is split by layer module, so that one worker no longer runs it
-    alone while the other finishes the rest and idles (JAX: 278 s with `loadfile`). Longest
-    groups first (`--no-loadscope-reorder` keeps this order; xdist's own orders by test count,
-    which would leave the few long model tests for last): the other modules (a few tests of
-    seconds each), then the contract's groups, each part by its number of tests.
-    """
-    groups = {}
     for item in items:
-        path = pathlib.Path(str(item.fspath))
-        if _HERE not in path.parents:
-            continue
-        item.add_marker(pytest.mark.backends)
-        group = path.stem
-        spec_id = getattr(getattr(item, "callspec", None), "params", {}).get("spec_id")
-        if spec_id is not None:
-            group = f"{group}:{spec_id.split(':')[0]}"
-        item.add_marker(pytest.mark.xdist_group(group))
-        groups.setdefault(group, []).append(item)
-    if not groups:
-        return
-    ordered = sorted(groups, key=lambda g: (":" in g, -len(groups[g])))
-    rank = {id(item): i for i, group in enumerate(ordered) for item in groups[group]}
-    items.sort(key=lambda item: rank.get(id(item), -1))
+        if _HERE in pathlib.Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.backends)

@@ -68,12 +68,41 @@ def left_out(spec_id):
     return set(_gather()[1][spec_id])
 
 
-def contract_params():
+# The contract runs from this many test files (`test_layer_contract.py` and
+# `test_layer_contract_<i>.py`), a share of the layer modules each: `.ci/run` hands whole files
+# to its two workers (`--dist loadfile`), and the contract, about 260 of the JAX stage's 450
+# worker-seconds, in one file kept one worker busy alone at the end (JAX 278 s).
+CONTRACT_SHARDS = 3
+
+
+def contract_shard(spec_id):
+    """The shard of a spec: its layer module's, the modules spread by their number of params."""
+    return _shards()[spec_id.split(":")[0]]
+
+
+@functools.cache
+def _shards():
+    sizes = {}
+    for param in contract_params():
+        module = param.values[0].split(":")[0]
+        sizes[module] = sizes.get(module, 0) + 1
+    loads, shards = [0] * CONTRACT_SHARDS, {}
+    for module in sorted(sizes, key=lambda m: (-sizes[m], m)):  # largest first, to the least
+        shard = loads.index(min(loads))
+        shards[module] = shard
+        loads[shard] += sizes[module]
+    return shards
+
+
+def contract_params(shard=None):
     """`(spec_id, check)` pytest params for every spec and every check it runs in tests/layers.
 
     The export checks (SavedModel, TFLite) export from TensorFlow only: they are left out
-    here, where the backend is JAX or PyTorch (`tests/layers` runs them on TensorFlow).
+    here, where the backend is JAX or PyTorch (`tests/layers` runs them on TensorFlow). With
+    `shard` (below `CONTRACT_SHARDS`), those of the layer modules of that shard only.
     """
+    if shard is not None:
+        return [p for p in contract_params() if contract_shard(p.values[0]) == shard]
     exports = {check.__name__.removeprefix("check_") for check in SLOW_CHECKS}
     params = []
     for spec_id in all_specs():
@@ -87,3 +116,13 @@ def contract_params():
                 )
             )
     return params
+
+
+def contract_test(shard):
+    """The parametrized contract test of one shard, for a `test_layer_contract*.py` module."""
+
+    @pytest.mark.parametrize(("spec_id", "check"), contract_params(shard))
+    def test_layer_contract(spec_id, check, tmp_path):
+        check(all_specs()[spec_id], tmp_path)
+
+    return test_layer_contract

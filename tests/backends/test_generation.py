@@ -292,6 +292,38 @@ def test_beam_search_takes_no_rows_of_entries_returned_unchanged(monkeypatch):
     assert not np.array_equal(results[False][0], reference)  # the offsets count
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch tensors alone change in place")
+def test_beam_search_reorders_a_state_tensor_written_in_place():
+    """A step that writes its history into the state tensor in place and returns the same
+    object: reordered like a step that returns a new tensor (the same search)."""
+    import torch
+
+    from keras_attention.generation import beam_search
+
+    rng = np.random.default_rng(0)
+    table = torch.tensor(rng.normal(size=(6, 6)).astype("float32"))
+    weights = torch.tensor(rng.normal(size=(8, 6)).astype("float32"))
+
+    def step_fn(in_place):
+        def step(token_ids, state, step):
+            history = state["history"] if in_place else state["history"].clone()
+            history[:, int(step)] = token_ids.float()
+            # Every earlier token counts: a beam that kept another beam's history goes astray.
+            logits = table[token_ids.long()] + 2.0 * torch.sin(history @ weights)
+            logits[:, 1] -= 4.0  # the end token late, so that the beams live long
+            return logits, {"history": history}
+
+        return step
+
+    results = []
+    for in_place in (True, False):
+        state = {"history": np.zeros((3, 8), "float32")}
+        results.append([numpy(x) for x in beam_search(step_fn(in_place), state, [2, 3, 4], 1,
+                                                       8, 3)])  # fmt: skip
+    for in_place, copied in zip(*results, strict=True):
+        np.testing.assert_array_equal(in_place, copied)
+
+
 @off_tensorflow
 def test_tensorflow_only_decoders_name_the_backend():
     from keras_attention.generation import sample_next

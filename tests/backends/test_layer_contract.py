@@ -7,21 +7,26 @@ collected there). Each spec runs the checks its own test module runs, but the ex
 """
 
 import inspect
+import pathlib
 
 import keras
-import pytest
 
 import keras_attention.layers
 from keras_attention.layers import BaseScoreAttention
-from tests.backends.specs import LAYER_TESTS, all_specs, contract_params, left_out
+from tests.backends.specs import (
+    CONTRACT_SHARDS,
+    LAYER_TESTS,
+    all_specs,
+    contract_params,
+    contract_test,
+    left_out,
+)
 from tests.layer_contract import FAST_CHECKS, SLOW_CHECKS, contract_checks
 
 SPECS = all_specs()
 
 
-@pytest.mark.parametrize(("spec_id", "check"), contract_params())
-def test_layer_contract(spec_id, check, tmp_path):
-    check(SPECS[spec_id], tmp_path)
+test_layer_contract = contract_test(0)  # the other shards: test_layer_contract_<i>.py
 
 
 def _public_layer_classes():
@@ -66,3 +71,12 @@ def test_specs_are_gathered_from_every_layer_test_module():
     assert len(params) == sum(
         len([c for c in contract_checks() if c.id not in left_out(s) | exports]) for s in SPECS
     )
+    # The shards' files split the params: each once, a whole layer module per shard.
+    shards = [[p.id for p in contract_params(shard)] for shard in range(CONTRACT_SHARDS)]
+    assert sorted(sum(shards, [])) == sorted(p.id for p in params)
+    assert all(shards)
+    here = pathlib.Path(__file__).parent
+    files = sorted(path.name for path in here.glob("test_layer_contract*.py"))
+    assert files == ["test_layer_contract.py"] + [
+        f"test_layer_contract_{i}.py" for i in range(1, CONTRACT_SHARDS)
+    ]

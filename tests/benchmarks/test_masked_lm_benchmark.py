@@ -111,7 +111,7 @@ def test_task_text_adds_the_sst2_training_sentences_once_each(tmp_path):
     (wikitext / "train.txt").write_text(" = Cats = \n Cats sleep . \n = Dogs = \n Dogs bark . \n")
     (wikitext / "test.txt").write_text(" = Birds = \n Birds sing . \n")
     (tmp_path / "sst-2").mkdir()
-    rows = ["a fine film\t1", "dull\t0", "a fine film\t1", "  \t0", "fine\t1", "bad\t0"]
+    rows = ["a fine film\t1", "dull\t0", "a fine film\t1", "fine\t1", "bad\t0"]
     (tmp_path / "sst-2" / "train.tsv").write_text("\n".join(["sentence\tlabel", *rows]) + "\n")
     # No dev.tsv: task text never reads it.
     base = ["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]

@@ -54,9 +54,14 @@ def test_read_labeled_texts_headers_pick_one_text_column(tmp_path):
         ("review\tlabel", "a fine film\t1", "a fine film"),  # the one other column
         ("idx\treview\tlabel", "7\ta fine film\t1", "a fine film"),  # an index is ignored
         ("id\ttext\tlabel", "7\ta fine film\t1", "a fine film"),
+        ("sentence\tsource\tlabel", "a fine film\timdb\t1", "a fine film"),  # metadata left out
+        ("title\ttext\tlabel", "Jaws\ta fine film\t1", "a fine film"),
     ):
         path.write_text(f"{header}\n{row}\n", encoding="utf-8")
         assert classification.read_labeled_texts(path) == ([expected], ["1"])
+    # No header: a first text that is a column name is a text like any other.
+    path.write_text("text\tpos\nsentence\tneg\n", encoding="utf-8")
+    assert classification.read_labeled_texts(path) == (["text", "sentence"], ["pos", "neg"])
 
 
 @pytest.mark.parametrize(
@@ -64,8 +69,10 @@ def test_read_labeled_texts_headers_pick_one_text_column(tmp_path):
     [
         # Sentence pairs (QNLI, RTE): one text per row is classified, so refused, not merged.
         ("index\tquestion\tsentence\tlabel\n0\twho ?\tme .\t1\n",
-         r"line 1: expected one text column besides `label`.*\['question', 'sentence'\]"),
-        ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\t1\n", r"line 1: expected one text column"),
+         r"line 1: the columns \['question'\] hold sentence pairs"),
+        ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\t1\n",
+         r"line 1: the columns \['sentence1', 'sentence2'\] hold sentence pairs"),
+        ("review\tsummary\tlabel\na\tb\t1\n", r"line 1: expected one text column.*`sentence`"),
         # SST-2's test.tsv: no labels.
         ("index\tsentence\n0\ta fine film\n", r"line 1: the header names no `label` column"),
         ("sentence\tlabel\ngood\t1\n7\tgood\t1\n", r"line 3: expected the header's 2"),
@@ -138,6 +145,9 @@ def test_read_tagged_words(tmp_path):
         classification.read_tagged_words(bad)
     with pytest.raises(ValueError, match=r"holds whitespace.*path_or_rows\[0\]\[0\]"):
         classification.read_tagged_words([[("New York", "B-LOC")]])
+    # A no-break space is not where a tagger splits (`tf.strings.split`): one word.
+    bad.write_text("the\tDET\n10\xa0000\tCD\n", encoding="utf-8")
+    assert classification.read_tagged_words(bad)[0] == [["the", "10\xa0000"]]
     # Tags a model knows.
     assert classification.read_tagged_words(path, tags=["B-ORG", "O", "B-PER", "I-PER"])[1][0] == [
         "B-ORG", "O"]  # fmt: skip

@@ -244,6 +244,8 @@ def test_same_seed_same_batches_epochs_and_seeds_differ(corpus, tokenizer):
     assert not np.array_equal(held[0][0][0]["token_ids"], other_seed[0][0]["token_ids"])
     with pytest.raises(ValueError, match="redraw"):
         build(1, redraw=1)
+    with pytest.raises(ValueError, match="pass shuffle=False with it"):
+        build(1, redraw=False)  # shuffled batches: a batch's masks would move to other rows
 
 
 def test_whole_word_masking_chooses_all_pieces(corpus, tokenizer):
