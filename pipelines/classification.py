@@ -28,12 +28,14 @@ def read_labeled_texts(path_or_rows, labels=None):
     In a file (UTF-8, plain or gzip) the label is the last tab-separated
     field and the text is the rest of the line. A first line whose last field
     is `label` is a header and is skipped; the text is then the column it
-    names `sentence` or `text`, or its one other column, and an `index`,
-    `id` or `idx` column is ignored (GLUE's layout). A header with two text
-    columns (sentence pairs, e.g. QNLI's `question` and `sentence`) is
-    refused, as is one that names a text column but no `label` (SST-2's
-    unlabelled `test.tsv`): one text per row is classified. Blank lines are
-    skipped; texts and labels are stripped of surrounding whitespace.
+    names `sentence` or `text` (other columns, e.g. a source or a title, are
+    left out), or else its one column besides an `index`, `id` or `idx`
+    column (GLUE's layout). A header with a sentence-pair column (GLUE's
+    `question`, `sentence1`, `premise`, ...) or with several unnamed text
+    columns is refused, as is `index<TAB>sentence` with no `label` (SST-2's
+    unlabelled `test.tsv`): one text per row is classified, and rows must
+    have the header's number of fields. Blank lines are skipped; texts and
+    labels are stripped of surrounding whitespace.
 
     Args:
         path_or_rows: str or `os.PathLike`, the file; or a list of
