@@ -89,11 +89,7 @@ def read_labeled_texts(path_or_rows, labels=None):
             raise ValueError(f"{where}: the label is empty: {line[:80]!r}")
         if not text:
             raise ValueError(f"{where}: the text is empty: {line[:80]!r}")
-        if known is not None and label not in known:
-            raise ValueError(
-                f"{where}: label {label!r} is not one of the model's labels "
-                f"{sorted(known)[:20]}: {line[:80]!r}"
-            )
+        check_known(where, label, known, received=f": {line[:80]!r}")
         texts.append(text)
         labels.append(label)
     if not texts:
@@ -424,16 +420,21 @@ def _labeled_rows(rows, known=None):
                 f"Received: path_or_rows[{i}]={row!r}"
             )
         label = str(row[1]).strip()
-        if known is not None and label not in known:
-            raise ValueError(
-                f"`path_or_rows`: label {label!r} is not one of the model's labels "
-                f"{sorted(known)[:20]}. Received: path_or_rows[{i}]={row!r}"
-            )
+        check_known("`path_or_rows`", label, known, received=f". Received: path_or_rows[{i}]={row!r}")
         texts.append(row[0].strip())
         labels.append(label)
     if not texts:
         raise ValueError("`path_or_rows` holds no rows. Received: path_or_rows=[]")
     return texts, labels
+
+
+def check_known(where, value, known, what="label", received=""):
+    """Raises a `ValueError` when `known` (a set of a model's labels or tags) lacks `value`."""
+    if known is not None and value not in known:
+        raise ValueError(
+            f"{where}: {what} {value!r} is not one of the model's {what}s "
+            f"{sorted(known)[:20]}{received}"
+        )
 
 
 def _check_word(where, word, tag, known, received):
@@ -444,10 +445,7 @@ def _check_word(where, word, tag, known, received):
             f"{where}: the word {word!r} holds whitespace: a tagger splits its text on "
             f"whitespace, so it would tag it as {len(split_words(word))} words: {received}"
         )
-    if known is not None and tag not in known:
-        raise ValueError(
-            f"{where}: tag {tag!r} is not one of the model's tags {sorted(known)[:20]}: {received}"
-        )
+    check_known(where, tag, known, "tag", f": {received}")
 
 
 def _tagged_rows(rows, known=None):

@@ -319,11 +319,8 @@ class TextClassifier(_BertClassification):
                 )
             known = None if labels is None else set(labels)
             for i, label in enumerate(given):
-                if known is not None and str(label) not in known:
-                    raise ValueError(
-                        f"TextClassifier: label {str(label)!r} is not one of the model's labels "
-                        f"{sorted(known)[:20]}. Received: labels[{i}]={label!r}"
-                    )
+                classification.check_known("TextClassifier", str(label), known,
+                                           received=f". Received: labels[{i}]={label!r}")  # fmt: skip
             return [str(t) for t in texts], [str(label) for label in given]
         return classification.read_labeled_texts(data, labels)
 
@@ -449,11 +446,8 @@ class TokenClassifier(_BertClassification):
             known = None if labels is None else set(labels)
             for i, row in enumerate(tags):
                 for j, tag in enumerate(row):
-                    if known is not None and str(tag) not in known:
-                        raise ValueError(
-                            f"TokenClassifier: tag {str(tag)!r} is not one of the model's tags "
-                            f"{sorted(known)[:20]}. Received: tags[{i}][{j}]={tag!r}"
-                        )
+                    classification.check_known("TokenClassifier", str(tag), known, "tag",
+                                               f". Received: tags[{i}][{j}]={tag!r}")  # fmt: skip
             return sentences, tags
         return classification.read_tagged_words(data, labels)
 
