@@ -116,6 +116,11 @@ def parse_args(argv=None):
     add("--finetune-budget-minutes", type=float, help="optional budget per fine-tuning run")
     add("--finetune-runs", default="pretrained,scratch",
         help="SST-2 fine-tuning runs, comma-separated subset of %(default)s")  # fmt: skip
+    add("--finetune-pooling", default="first", choices=("first", "mean"),
+        help="what both classifiers classify: the pooled [CLS] output or the mean token output")
+    add("--finetune-only", action="store_true",
+        help="no pre-training: fine-tune from the run already in --output-dir (its ours/ and "
+             "vocabulary); results go to results_sst2_<pooling>.json / .md beside its own")  # fmt: skip
     add("--train-limit", type=int, help="read the first N lines of train.txt")
     add("--test-limit", type=int, help="read the first N lines of test.txt")
     add("--sst-limit", type=int, help="fine-tune on the first N SST-2 training sentences")
@@ -151,6 +156,9 @@ def parse_args(argv=None):
         parser.error("--warmup-steps and --finetune-warmup-steps must be >= 0")
     if args.skip_pretraining:
         args.skip_finetune = True
+    if args.finetune_only and (args.skip_finetune or args.speed_matrix):
+        parser.error("--finetune-only fine-tunes: leave out --skip-finetune / --skip-pretraining "
+                     "and --speed-matrix")  # fmt: skip
     if not args.skip_finetune and "ours" not in args.models:
         parser.error("SST-2 fine-tuning starts from ours: add it to --models or --skip-finetune")
     return args
@@ -196,6 +204,8 @@ def main(argv=None):
         write_results(args, results)
     if args.skip_pretraining:
         return results
+    if args.finetune_only:
+        return finetune_only(args, results, vocab_path)
     for kind in args.models:
         print(f"\n=== pre-training {kind} ===", flush=True)
         results["pretraining"][kind] = pretrain(kind, args, corpus, vocab_path, data_info,
@@ -211,6 +221,22 @@ def main(argv=None):
     table = results_table(results)
     print("\n" + table, flush=True)
     write_results(args, results, table)
+    return results
+
+
+def finetune_only(args, results, vocab_path):
+    """SST-2 from the pre-trained run already in `--output-dir` (`--finetune-only`)."""
+    task_dir = os.path.join(args.output_dir, "ours")
+    if not os.path.exists(os.path.join(task_dir, "task.json")):
+        raise SystemExit(f"--finetune-only: no pre-trained run in {task_dir!r} (task.json missing)")
+    previous = os.path.join(args.output_dir, "results.json")
+    if os.path.exists(previous):
+        with open(previous, encoding="utf-8") as f:
+            results["pretraining"] = json.load(f).get("pretraining", {})
+    results["sst2"] = finetune_sst2(args, vocab_path, task_dir)
+    table = results_table(results)
+    print("\n" + table, flush=True)
+    write_results(args, results, table, name=f"results_sst2_{args.finetune_pooling}")
     return results
 
 
@@ -623,9 +649,11 @@ def finetune_sst2(args, vocab_path, pretrained_dir):
     for name, init_from in ((name, starts[name]) for name in args.finetune_runs):
         print(f"\n=== SST-2 fine-tuning, {name} ===", flush=True)
         keras.backend.clear_session()
-        config = ClassifierConfig(init_from=init_from, sequence_length=args.sequence_length)
+        config = ClassifierConfig(init_from=init_from, sequence_length=args.sequence_length,
+                                  pooling=args.finetune_pooling)  # fmt: skip
+        suffix = "" if args.finetune_pooling == "first" else f"_{args.finetune_pooling}"
         begin = time.perf_counter()
-        run = train("classifier", data["train"], os.path.join(args.output_dir, f"sst2_{name}"),
+        run = train("classifier", data["train"], os.path.join(args.output_dir, f"sst2_{name}{suffix}"),
                     config=config, fit_config=fit_config, resume=False, overwrite=True)  # fmt: skip
         seconds = time.perf_counter() - begin
         scores = run.task.evaluate(data["dev"])
@@ -671,7 +699,10 @@ def results_table(results):
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, r in models.items():
-        ratio = f"{r['tokens_per_second'] / hub['tokens_per_second']:.2f}x" if hub else "-"
+        # keras_hub's rate is 0 when its budget ended before a timed step (a tiny budget, a
+        # busy machine): no ratio then.
+        hub_rate = hub["tokens_per_second"] if hub else 0.0
+        ratio = f"{r['tokens_per_second'] / hub_rate:.2f}x" if hub_rate else "-"
         median = r.get("median_tokens_per_second", 0.0)
         hub_median = hub.get("median_tokens_per_second", 0.0) if hub else 0.0
         median_ratio = f"{median / hub_median:.2f}x" if hub_median else "-"
@@ -688,9 +719,10 @@ def results_table(results):
         lines += ["", speed_table(results["speed_matrix"])]
     sst = results.get("sst2")
     if sst:
+        pooling = results["args"].get("finetune_pooling", "first")
         lines += [
             "",
-            f"| SST-2 ({sst['train_sentences']} training sentences) | dev accuracy "
+            f"| SST-2 ({sst['train_sentences']} training sentences, pooling {pooling}) | dev accuracy "
             f"({sst['dev_sentences']}) | epochs | minutes |",
             "|---|---:|---:|---:|",
         ]
@@ -703,14 +735,14 @@ def results_table(results):
     return "\n".join(lines)
 
 
-def write_results(args, results, table=None):
-    paths = [os.path.join(args.output_dir, "results.json")] + ([args.json] if args.json else [])
+def write_results(args, results, table=None, name="results"):
+    paths = [os.path.join(args.output_dir, f"{name}.json")] + ([args.json] if args.json else [])
     for path in paths:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2, ensure_ascii=False, default=str)
             f.write("\n")
     if table is not None:
-        with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as f:
+        with open(os.path.join(args.output_dir, f"{name}.md"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
 
 

@@ -236,6 +236,14 @@ def _predict(args, extra=()):
     texts = [*args.texts, *extra] or [line.rstrip("\n").rstrip("\r") for line in sys.stdin]
     if not texts:
         raise ValueError("no text: give inputs as arguments or one per line on stdin")
+    if args.attention_png and not args.overwrite:  # every file checked before one is written
+        for index in range(len(texts)):
+            path = _png_path(args.attention_png, index, len(texts))
+            if os.path.lexists(path):
+                raise FileExistsError(
+                    f"--attention-png: {path!r} exists; the plot would replace it. Received: "
+                    f"attention_png={args.attention_png!r}"
+                )
     for start in range(0, len(texts), args.batch_size):
         batch = texts[start : start + args.batch_size]
         if not args.attention_png:
@@ -324,6 +332,9 @@ def _add_predict_parsers(commands):
             "--attention-png",
             default=None,
             help="also write the alignment heat map here (several inputs: <name>-1.png, ...)",
+        )
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace existing --attention-png files"
         )
         parser.add_argument(
             "--batch-size", type=positive_int_argument, default=64,

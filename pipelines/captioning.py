@@ -31,6 +31,7 @@ from pipelines.translation import _as_tokenizer, _check_boundaries
 
 RESIZE_MODES = ("pad", "crop")
 VOCABULARY = "vocab.txt"
+PREPROCESSOR_FILE = "preprocessor.json"  # the image size, sequence length and resize mode
 FEATURE_DTYPES = ("float32", "float16")
 CAPTION_FORMATS = ("coco", "flickr8k", "tsv")
 
@@ -43,7 +44,7 @@ _CONTRAST_RANGE = (0.8, 1.2)
 _SHIFT_FRACTION = 1 / 16
 
 
-def read_captions(captions, images_dir=None, skip_bad_images=False, progress=None):
+def read_captions(captions, images_dir=None, skip_bad_images=False, progress=None, image_list=None):
     """Reads an image-captioning dataset's captions and checks its images.
 
     Three caption file formats are read, recognised from the content (not
@@ -66,7 +67,7 @@ def read_captions(captions, images_dir=None, skip_bad_images=False, progress=Non
     file name is looked up in the captions file's folder first, then in its
     `images/` subfolder (the layout of `pipelines.synthetic.write_shape_scenes`
     and of many downloads). Every image is then decoded once (TensorFlow's
-    JPEG, PNG, GIF and BMP decoders, in parallel, with a tqdm bar), so a
+    JPEG, PNG, GIF, BMP and WebP decoders, in parallel, with a tqdm bar), so a
     truncated or mislabelled file is found here, not in the middle of an epoch.
 
     Args:
@@ -78,6 +79,12 @@ def read_captions(captions, images_dir=None, skip_bad_images=False, progress=Non
             says how many. Defaults to `False`.
         progress: bool, tqdm bars while reading and checking. Defaults to
             `None`: only on a terminal.
+        image_list: optional str or `os.PathLike`, a file of image file names,
+            one per line (Flickr8k's `Flickr_8k.trainImages.txt`,
+            `devImages.txt`, `testImages.txt`): only those images are read
+            (in the captions file's order); a listed name the captions file
+            has no caption for raises, naming the list's file and line.
+            Defaults to `None` (every image of the captions file).
 
     Returns:
         `(image_paths, captions)`: two aligned lists, the unique image paths
@@ -127,6 +134,8 @@ def read_captions(captions, images_dir=None, skip_bad_images=False, progress=Non
         )
     file_format = _caption_format(path)
     entries = _read_coco(path) if file_format == "coco" else _read_text(path, file_format, progress)
+    if image_list is not None:
+        entries = _listed(entries, image_list, path, skip_bad_images)
     image_paths, wheres, image_captions = [], [], []
     for file_name, (where, texts) in entries.items():
         candidates = [os.path.join(folder, file_name) for folder in folders]
@@ -157,7 +166,7 @@ def decode_image(image_bytes, image_size, resize="pad"):
     """Decodes one encoded image and resizes it to a square.
 
     TensorFlow ops only (`tf.io.decode_image`: JPEG, PNG, GIF (first frame),
-    BMP), so it runs in `tf.data`, a `tf.function` and a SavedModel.
+    BMP, WebP), so it runs in `tf.data`, a `tf.function` and a SavedModel.
     Grayscale images are repeated over 3 channels, an alpha channel is
     dropped. Resizing is bilinear with antialiasing:
 
@@ -198,7 +207,7 @@ def decode_image(image_bytes, image_size, resize="pad"):
 
 
 def is_image(image_bytes):
-    """Whether encoded bytes start like a JPEG, PNG, GIF or BMP file (what `decode_image` reads).
+    """Whether encoded bytes start like a JPEG, PNG, GIF, BMP or WebP file (what `decode_image` reads).
 
     A `tf.string` tensor of any shape -> a `bool` tensor of the same shape.
     It looks at the signature only: bytes that pass may still fail to decode
@@ -221,7 +230,8 @@ def is_image(image_bytes):
     png = at(0, b"\x89PNG\r\n\x1a\n")
     gif = at(0, b"GIF87a") | at(0, b"GIF89a")
     bmp = at(0, b"BM") & at(6, b"\x00\x00\x00\x00")  # "BM", file size, 4 reserved zero bytes
-    return jpeg | png | gif | bmp
+    webp = at(0, b"RIFF") & at(8, b"WEBP")  # "RIFF", chunk size, "WEBP"
+    return jpeg | png | gif | bmp | webp
 
 
 class CaptioningPreprocessor:
@@ -377,15 +387,26 @@ class CaptioningPreprocessor:
     # -- files ----------------------------------------------------------------------------------
 
     def save_assets(self, directory):
-        """Writes the tokenizer (`TextTokenizer.save`) into `directory`; returns the 2 paths."""
+        """Writes the tokenizer (`TextTokenizer.save`) and `get_config()` into `directory`.
+
+        Returns:
+            The 3 paths: the vocabulary, its options, `preprocessor.json`.
+        """
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
-        return self.tokenizer.save(os.path.join(directory, VOCABULARY))
+        paths = list(self.tokenizer.save(os.path.join(directory, VOCABULARY)))
+        paths.append(os.path.join(directory, PREPROCESSOR_FILE))
+        write_json(paths[-1], self.get_config())
+        return paths
 
     @classmethod
     def from_assets(cls, directory, **config):
-        """A preprocessor from the tokenizer `save_assets` wrote and its `get_config()`."""
-        return cls(load_tokenizer(os.path.join(os.fspath(directory), VOCABULARY)), **config)
+        """A preprocessor from what `save_assets` wrote; `config` defaults to its `preprocessor.json`."""
+        directory = os.fspath(directory)
+        if not config:
+            with open(os.path.join(directory, PREPROCESSOR_FILE), encoding="utf-8") as f:
+                config = json.load(f)
+        return cls(load_tokenizer(os.path.join(directory, VOCABULARY)), **config)
 
     def get_config(self):
         """The image and caption options (the tokenizer is an asset)."""
@@ -484,8 +505,9 @@ def make_dataset(
         augment: bool, see above. Defaults to `False`.
         cache: `False`, `True` (cache the decoded, resized images, or the
             features, with the token ids, in memory: `image_size² · 12` bytes
-            per image) or a file path prefix (cache on disk). Defaults to
-            `False`.
+            per image) or a file path prefix (on disk, as `<prefix>-<digest of
+            the images, caption ids and options>`: other data's cache is never
+            read). Defaults to `False`.
         feature_extractor: optional callable mapping `float32` images
             `(b, image_size, image_size, 3)` (values `0..255`: include the
             model's own input scaling) to feature grids `(b, h, w, channels)`.
@@ -567,7 +589,7 @@ def make_dataset(
         )  # fmt: skip
         dataset, input_name = _feature_elements(features, used, token_ids), "features"
     if cache is not False:
-        dataset = dataset.cache("" if cache is True else os.fspath(cache))
+        dataset = dataset.cache(_cache_path(cache, sources, used, token_ids, preprocessor, feature_key))
     if shuffle is not None:
         dataset = dataset.shuffle(int(shuffle), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.flat_map(
@@ -790,7 +812,12 @@ def _read_text(path, file_format, progress):
                 f"'{path}', line {number}: expected `{expected}` ({file_format} format), found "
                 f"no tab. Received: line={line[:80]!r}"
             )
-        file_name, caption = line.split("\t", 1)
+        file_name, caption, *extra = line.split("\t")
+        if any(field.strip() for field in extra):  # a third column (a split, a source)
+            raise ValueError(
+                f"'{path}', line {number}: expected `{expected}` ({file_format} format), found "
+                f"{line.count(chr(9)) + 1} tab-separated fields. Received: line={line[:80]!r}"
+            )
         file_name = file_name.strip()
         if file_format == "flickr8k":
             match = _FLICKR_NAME.fullmatch(file_name)
@@ -809,6 +836,41 @@ def _read_text(path, file_format, progress):
     if not entries:
         raise ValueError(f"'{path}' holds no captions: expected `{expected}` lines.")
     return entries
+
+
+def _listed(entries, image_list, captions_path, skip_missing):
+    """The `entries` (`{file_name: (where, captions)}`) of the images `image_list` names.
+
+    A listed name without captions raises, or with `skip_missing` is counted in a warning.
+    """
+    if not _is_path(image_list):
+        raise ValueError(f"`image_list` must be a file path. Received: image_list={image_list!r}")
+    list_path = os.fspath(image_list)
+    if not os.path.isfile(list_path):
+        raise FileNotFoundError(f"No such image list file: '{list_path}'")
+    names = {}
+    for number, line in enumerate(read_lines(list_path), start=1):
+        name = line.strip().removeprefix("\ufeff")
+        if name:
+            names.setdefault(name, number)
+    if not names:
+        raise ValueError(f"'{list_path}' names no image: expected one image file name per line.")
+    missing = [(name, number) for name, number in names.items() if name not in entries]
+    if missing and not skip_missing:
+        name, number = missing[0]
+        more = f" ({len(missing) - 1} more listed names have none)" if len(missing) > 1 else ""
+        raise ValueError(
+            f"'{list_path}', line {number}: '{name}' has no caption in '{captions_path}'{more}. "
+            "Is it the image list of another dataset? Pass skip_bad_images=True to leave such "
+            "names out."
+        )
+    if missing:
+        warnings.warn(
+            f"read_captions: {len(missing)} of the {len(names)} images '{list_path}' names have "
+            f"no caption in '{captions_path}' and were left out (the first: '{missing[0][0]}')",
+            stacklevel=3,
+        )
+    return {name: entry for name, entry in entries.items() if name in names}
 
 
 def _read_coco(path):
@@ -889,7 +951,7 @@ def _check_images(paths, wheres, captions, skip_bad_images, progress, owner):
         i = broken[0]
         more = f" ({len(broken) - 1} more images do not decode)" if len(broken) > 1 else ""
         raise ValueError(
-            f"{wheres[i]}: '{paths[i]}' is not a readable image (JPEG, PNG, GIF or BMP){more}. "
+            f"{wheres[i]}: '{paths[i]}' is not a readable image (JPEG, PNG, GIF, BMP or WebP){more}. "
             "Pass skip_bad_images=True to leave out such images and their captions."
         )
     bad = sorted(missing + broken)
@@ -1045,6 +1107,28 @@ def _feature_grids(sources, preprocessor, extractor, path, key, dtype, batch_siz
     os.replace(staged, path)
     write_json(sidecar, {**fingerprint, "shape": shape})  # last: marks the features complete
     return np.load(path, mmap_mode="r")
+
+
+def _cache_path(prefix, sources, used, token_ids, preprocessor, feature_key):
+    """`<prefix>-<16 hex digits>`: the disk cache's files, named by what they hold (`cache=True`:
+    `""`, in memory).
+
+    TensorFlow's cache holds the images (or features) and the caption ids, and replays them
+    whatever the pipeline now reads: a fingerprint of the images, the caption ids, the
+    preprocessor's options and the features' key in the name keeps other data from being
+    replayed (or failing half-read).
+    """
+    if prefix is True:
+        return ""
+    digest = hashlib.sha256()
+    fingerprint = {"images": _images_fingerprint(sources), "preprocessor": preprocessor.get_config(),
+                   "feature_key": None if feature_key is None else str(feature_key)}  # fmt: skip
+    digest.update(json.dumps(fingerprint, sort_keys=True).encode())
+    digest.update(np.asarray(used, np.int64).tobytes())
+    digest.update(token_ids.flat_values.numpy().astype(np.int64).tobytes())
+    for lengths in token_ids.nested_row_lengths():
+        digest.update(lengths.numpy().astype(np.int64).tobytes())
+    return f"{os.fspath(prefix)}-{digest.hexdigest()[:16]}"
 
 
 def _images_fingerprint(sources):

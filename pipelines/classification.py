@@ -86,7 +86,7 @@ def read_labeled_texts(path_or_rows, labels=None):
         text = (fields[header[1]] if header is not None else "\t".join(fields[:-1])).strip()
         label = fields[-1].strip()
         if not label:
-            raise ValueError(f"{where}: the label is empty: {line[:80]!r}")
+            raise ValueError(f"{where}: the label is empty: {line[:80]!r}{_trailing_tab(fields)}")
         if not text:
             raise ValueError(f"{where}: the text is empty: {line[:80]!r}")
         check_known(where, label, known, received=f": {line[:80]!r}")
@@ -115,6 +115,16 @@ def split_words(text):
     ['New', 'York', 'city', '10\xa0000']
     """
     return [word for word in _SPLIT.split(text) if word]
+
+
+def _trailing_tab(fields):
+    """A hint for a line whose last field is empty: it ends with a tab (a header's too)."""
+    if len(fields) < 2 or fields[-1].strip():
+        return ""
+    hint = ". The line ends with a tab: the label is the last tab-separated field"
+    if fields[-2].strip().lower() == "label":
+        hint += " (a header line must end with `label`, without a tab after it)"
+    return hint
 
 
 def _header(path, fields):

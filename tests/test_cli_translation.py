@@ -278,6 +278,17 @@ def test_train_rnn_then_translate_from_the_run_and_from_the_saved_model(
         assert (tmp_path / "plots" / f"align-{i}.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "plots" / "align-3.png").exists()  # the empty line has no tokens
     assert "input 3 has no tokens" in captured.err
+    # Existing plots are kept unless --overwrite (all checked before anything is written).
+    (tmp_path / "plots" / "align-4.png").write_bytes(b"mine")
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(t + "\n" for t in texts)))
+    assert main(["translate", "--translator", str(base / "dates"), "--attention-png", str(png)]) == 2
+    assert "align-1.png' exists" in capsys.readouterr().err
+    assert (tmp_path / "plots" / "align-4.png").read_bytes() == b"mine"
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(t + "\n" for t in texts)))
+    assert main(["translate", "--translator", str(base / "dates"), "--attention-png", str(png),
+                 "--overwrite"]) == 0  # fmt: skip
+    assert (tmp_path / "plots" / "align-4.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
     # The exported version directory itself, and the Translator's own API, agree too.
     assert main(["translate", "--translator", str(base / "dates" / "1"), *texts]) == 0
     assert capsys.readouterr().out.splitlines() == from_run

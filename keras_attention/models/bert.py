@@ -18,6 +18,8 @@ _INITIALIZER_STDDEV = 0.02
 # keras_hub's `MaskedLMHead` default, which its `BertMaskedLM` keeps.
 _MASKED_LM_LAYER_NORM_EPSILON = 1e-5
 _INPUTS = ("token_ids", "segment_ids", "padding_mask")
+# What `BertClassifier` classifies: the pooled `[CLS]` output, or the mean of the token outputs.
+POOLINGS = ("first", "mean")
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -335,9 +337,14 @@ class BertMaskedLM(_BertTask):
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class BertClassifier(_BertTask):
-    """BERT for sequence classification: `logits = W Dropout(pooled_output) + b`.
+    """BERT for sequence classification: `logits = W Dropout(pooled) + b`.
 
-    keras_hub's `BertTextClassifier` (same weights, same logits).
+    With `pooling="first"` (the default) `pooled` is the backbone's
+    `pooled_output` (`tanh(W h_[CLS] + b)`), keras_hub's `BertTextClassifier`
+    (same weights, same logits). With `pooling="mean"` it is the mean of the
+    `sequence_output` over the real tokens (`padding_mask`), the backbone's
+    pooler left unused: an encoder pre-trained by masked language modelling
+    alone never trained its `[CLS]` position or its pooler for anything.
 
     Args:
         backbone: a `BertBackbone`.
@@ -346,6 +353,7 @@ class BertClassifier(_BertTask):
             Defaults to `0.1`.
         activation: optional activation of the outputs (`"softmax"` gives
             probabilities). Defaults to `None` (logits).
+        pooling: `"first"` or `"mean"`, as above. Defaults to `"first"`.
         **kwargs: `name` (defaults to `"bert_classifier"`), `trainable`,
             `dtype` (defaults to the backbone's policy).
 
@@ -367,12 +375,18 @@ class BertClassifier(_BertTask):
     (1, 3)
     """
 
-    def __init__(self, backbone, num_classes, dropout=0.1, activation=None, **kwargs):
+    def __init__(
+        self, backbone, num_classes, dropout=0.1, activation=None, pooling="first", **kwargs
+    ):
         owner = type(self).__name__
         _check_backbone(owner, backbone)
         num_classes = positive_int(owner, "num_classes", num_classes)
         dropout = rate(owner, "dropout", dropout)
         activation = keras.activations.get(activation)
+        if pooling not in POOLINGS:
+            raise ValueError(
+                f"{owner}: `pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}"
+            )
         kwargs.setdefault("name", "bert_classifier")
         self.backbone = backbone
         self.output_dropout = Dropout(
@@ -389,7 +403,13 @@ class BertClassifier(_BertTask):
 
         # === Functional model ===
         inputs = _backbone_inputs()
-        pooled = backbone(inputs)["pooled_output"]  # (B, hidden_dim)
+        outputs = backbone(inputs)
+        if pooling == "first":
+            pooled = outputs["pooled_output"]  # (B, hidden_dim)
+        else:  # the sequence output is zero at padded positions
+            count = ops.sum(ops.cast(ops.not_equal(inputs["padding_mask"], 0), "float32"), 1)
+            total = ops.sum(ops.cast(outputs["sequence_output"], "float32"), axis=1)
+            pooled = total / ops.maximum(count, 1.0)[:, None]  # (B, hidden_dim)
         logits = self.output_dense(self.output_dropout(pooled))  # (B, num_classes)
         super().__init__(backbone, inputs=inputs, outputs=logits, **kwargs)
 
@@ -397,6 +417,7 @@ class BertClassifier(_BertTask):
         self.num_classes = num_classes
         self.dropout = dropout
         self.activation = activation
+        self.pooling = pooling
 
     def get_config(self):
         return {
@@ -404,6 +425,7 @@ class BertClassifier(_BertTask):
             "num_classes": self.num_classes,
             "dropout": self.dropout,
             "activation": keras.activations.serialize(self.activation),
+            "pooling": self.pooling,
         }
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import os
 
+from keras_attention.models.bert import POOLINGS
 from keras_attention.tasks.task import read_task_file
 from keras_attention.utils import boolean, one_of, positive_int, rate
 from keras_attention.utils.options import option, positive_int_argument
@@ -177,6 +178,14 @@ class ClassifierConfig(BertOptions):
     classifier_dropout: float = option(
         0.1, "dropout before the classification layer", type=float, resume=True
     )
+    pooling: str = option(
+        "first",
+        "what a text classifier classifies: 'first' (the pooled [CLS] output, as BERT) or "
+        "'mean' (the mean of the token outputs; e.g. for an encoder pre-trained without a "
+        "sentence-level task, whose [CLS] output learned nothing of its own)",
+        choices=POOLINGS,
+        resume=True,
+    )
     encoder_dropout: float = option(
         None,
         "dropout in the pre-trained encoder while fine-tuning (with init_from; default: the "
@@ -189,6 +198,7 @@ class ClassifierConfig(BertOptions):
         super().__post_init__()
         owner = type(self).__name__
         rate(owner, "classifier_dropout", self.classifier_dropout)
+        one_of(owner, "pooling", self.pooling, POOLINGS)
         if self.encoder_dropout is not None:
             rate(owner, "encoder_dropout", self.encoder_dropout)
             if self.init_from is None:

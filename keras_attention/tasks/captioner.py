@@ -1,9 +1,9 @@
 """The captioning task: image bytes or arrays in, captions out, the image decoding inside."""
 
 import hashlib
-import json
 import os
 import re
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -30,7 +30,6 @@ from pipelines.text import START_ID, build_wordpiece_vocab
 _NAME = "Captioner"
 _PUNCTUATION = re.compile(r"[^\w\s]")
 FEATURE_CACHE = "features"
-_OPTIONS_FILE = "preprocessor.json"
 ENCODER_WEIGHTS = "encoder.weights.h5"
 
 
@@ -39,7 +38,7 @@ class Captioner(Task):
     """Captions images with a captioner backbone and its caption tokenizer.
 
     One `tf.function` traced for a `tf.string` `(batch_size,)` input of
-    encoded images (JPEG, PNG, GIF, BMP) does everything, and is what the
+    encoded images (JPEG, PNG, GIF, BMP, WebP) does everything, and is what the
     SavedModel export serves, so served and in-memory captions cannot
     diverge:
 
@@ -296,9 +295,10 @@ class Captioner(Task):
     @classmethod
     def read_data(cls, data):
         """Reads and checks captioned images: `(image_paths, captions)` (a list of lists each)."""
-        if isinstance(data, tuple) and len(data) == 3 and isinstance(data[2], bool):
-            images, captions, skip = data
-            return read_captions(captions, images, skip_bad_images=skip)
+        if isinstance(data, tuple) and len(data) in (3, 4) and isinstance(data[2], bool):
+            images, captions, skip, *listed = data  # `CaptioningData.resolve`
+            return read_captions(captions, images, skip_bad_images=skip,
+                                 image_list=listed[0] if listed else None)  # fmt: skip
         if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], list):
             paths, captions = data
             if len(paths) != len(captions):
@@ -307,7 +307,7 @@ class Captioner(Task):
                     f"{len(paths)} paths, {len(captions)} captions"
                 )
             captions = [[c] if isinstance(c, str) else list(c) for c in captions]
-            return check_image_files(paths, captions)
+            return check_image_files(*_grouped_by_image(paths, captions))
         if isinstance(data, tuple) and len(data) == 2:
             images, captions = data
             return read_captions(captions, images)
@@ -315,6 +315,26 @@ class Captioner(Task):
             f"{_NAME}: the data must be `(images_dir, captions_file)` or `(image_paths, "
             f"captions)`. Received: data={describe(data)}"
         )
+
+    @classmethod
+    def read_valid_data(cls, valid_data, train_data):
+        """`read_data(valid_data)`; a warning when validation images are training images too.
+
+        (Flickr8k's one token file holds every split: `--image-list` / `--valid-image-list`
+        pick them.)
+        """
+        valid = cls.read_data(valid_data)
+        train_images = {os.path.realpath(path) for path in train_data[0]}
+        shared = sum(1 for path in valid[0] if os.path.realpath(path) in train_images)
+        if shared:
+            warnings.warn(
+                f"{_NAME}: {shared} of the {len(valid[0])} validation images are training images "
+                "too, so validation scores measure memory, not captioning. Give each split its "
+                "own images (for Flickr8k, --image-list Flickr_8k.trainImages.txt and "
+                "--valid-image-list Flickr_8k.devImages.txt).",
+                stacklevel=2,
+            )
+        return valid
 
     @classmethod
     def build_preprocessor(cls, config, data, assets_dir):
@@ -329,16 +349,15 @@ class Captioner(Task):
         preprocessor = CaptioningPreprocessor(
             path, image_size, config.sequence_length, config.resize
         )
-        # The image size may come from the data: a resumed run reads it back from here.
-        with open(os.path.join(assets_dir, _OPTIONS_FILE), "w", encoding="utf-8") as f:
-            json.dump(preprocessor.get_config(), f)
+        # The image size may come from the data: a resumed run reads it back from the assets
+        # (which every save of the task writes again, the final one too).
+        preprocessor.save_assets(assets_dir)
         return preprocessor
 
     @classmethod
     def load_preprocessor(cls, config, assets_dir):
         """The preprocessor `build_preprocessor` wrote into `assets_dir`."""
-        with open(os.path.join(assets_dir, _OPTIONS_FILE), encoding="utf-8") as f:
-            return CaptioningPreprocessor.from_assets(assets_dir, **json.load(f))
+        return CaptioningPreprocessor.from_assets(assets_dir)
 
     @classmethod
     def build(cls, config, preprocessor):
@@ -685,3 +704,16 @@ def _size(batch):
 
 def _text(value):
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _grouped_by_image(paths, captions):
+    """`(paths, captions)` with one row per image: a repeated path's captions joined, in order.
+
+    A list given one row per caption (`[a, a, b]`, `["c1", "c2", "c3"]`) is one image with
+    every caption as a reference, as `make_dataset` and the caption files read it.
+    """
+    rows = {}
+    for path, group in zip(paths, captions, strict=True):
+        rows.setdefault(os.fspath(path), (path, []))[1].extend(group)
+    return [path for path, _ in rows.values()], [group for _, group in rows.values()]
+

@@ -235,9 +235,14 @@ class CaptioningData:
     skip_bad_images: bool = option(
         False, "skip missing or unreadable images (with a count) instead of stopping"
     )
+    image_list: str = option(
+        None,
+        "only the images this file names, one per line (a split of the captions file, e.g. "
+        "Flickr8k's Flickr_8k.trainImages.txt / devImages.txt / testImages.txt)",
+    )
 
     def resolve(self, prefix="", required=True, split="training"):
-        """`(images, captions, skip_bad_images)` for `Captioner.read_data`, or `None`."""
+        """`(images, captions, skip_bad_images, image_list)` for `Captioner.read_data`, or `None`."""
         flag = prefix.replace("_", "-")
         received = f"Received: {prefix}images={self.images!r}, {prefix}captions={self.captions!r}"
         if self.captions is None:
@@ -256,4 +261,9 @@ class CaptioningData:
             raise ValueError(f"no such file: {self.captions!r}. {received}")
         if self.images is not None and not os.path.isdir(self.images):
             raise ValueError(f"no such folder: {self.images!r}. {received}")
-        return (self.images, self.captions, bool(self.skip_bad_images))
+        if self.image_list is not None and not os.path.isfile(self.image_list):
+            raise ValueError(
+                f"no such file: {self.image_list!r}. Received: {prefix}image_list="
+                f"{self.image_list!r}"
+            )
+        return (self.images, self.captions, bool(self.skip_bad_images), self.image_list)

@@ -146,8 +146,14 @@ class _BertClassification(Task):
             encoder = BertBackbone(preprocessor.tokenizer.vocabulary_size,
                                    **config.encoder_options())  # fmt: skip
         model = cls._model_class(encoder, len(preprocessor.labels),
-                                 dropout=config.classifier_dropout)  # fmt: skip
+                                 dropout=config.classifier_dropout,
+                                 **cls._head_options(config))  # fmt: skip
         return cls(model, preprocessor)
+
+    @classmethod
+    def _head_options(cls, config):
+        """The head's options from `config` beyond the dropout (`pooling` for a text classifier)."""
+        return {"pooling": config.pooling}
 
     def _inputs(self, texts):
         texts = text_batch(texts, type(self).__name__)
@@ -204,6 +210,12 @@ class TextClassifier(_BertClassification):
     _model_class = BertClassifier
     serving_outputs = {"serving_default": ("label", "probabilities", "status")}
     prediction_output = "label"
+
+    def training_network(self):
+        """The classifier; with mean pooling its backbone's pooler is frozen (it is not used)."""
+        if self.backbone.pooling == "mean":
+            self.backbone.backbone.pooled_dense.trainable = False
+        return self.backbone
 
     def predict_proba(self, texts):
         """Label probabilities, float32 `(batch_size, num_labels)` (columns in `labels` order)."""
@@ -380,6 +392,15 @@ class TokenClassifier(_BertClassification):
     serving_outputs = {"serving_default": ("status", "tagged", "tags", "words")}
     prediction_output = "tagged"
 
+    @classmethod
+    def _head_options(cls, config):
+        if config.pooling != "first":
+            raise ValueError(
+                "TokenClassifier: `pooling` applies to sentence classification; a tag per word "
+                f"reads each word's own output. Received: pooling={config.pooling!r}"
+            )
+        return {}
+
     def training_network(self):
         """The token classifier, its pooler frozen (per-token logits give it no gradient)."""
         self.backbone.backbone.pooled_dense.trainable = False
@@ -425,13 +446,22 @@ class TokenClassifier(_BertClassification):
                 got = [t for _, t in row] + [""] * (len(expected) - len(row))
                 predicted += got[: len(expected)]
                 gold += expected
+        # Words past the sequence length get no tag (""): wrong for the accuracy, and counted.
         return {"sentences": len(sentences), "words": len(gold),
+                "untagged_words": sum(1 for tag in predicted if tag == ""),
                 **label_scores(predicted, gold, self.labels)}  # fmt: skip
 
     def summarize(self, result, split="validation"):
+        untagged = result.get("untagged_words", 0)
         return [
             f"{split}: {result['sentences']} sentences, {result['words']} words, accuracy "
             f"{result['accuracy']:.2%}, macro F1 {result['macro_f1']:.2%}"
+            + (
+                f" ({untagged} words past the sequence length left untagged, counted as wrong; "
+                "a longer `sequence_length` tags them)"
+                if untagged
+                else ""
+            )
         ]
 
     @classmethod

@@ -58,6 +58,8 @@ def test_arguments_are_checked():
         ["--speed-settings", ","],
         ["--finetune-runs", "pretrained,bogus"],
         ["--finetune-runs", "scratch,scratch"],
+        ["--finetune-only", "--skip-finetune"],
+        ["--finetune-pooling", "max"],
     ):
         with pytest.raises(SystemExit):
             masked_lm.parse_args(bad)
@@ -84,6 +86,15 @@ def test_results_table_with_one_or_both_finetuning_runs():
     assert "gain" not in table and "3 distinct SST-2 training phrases" in table
     results["sst2"].update(pretrained={**run, "dev_accuracy": 0.825}, gain=0.025)
     assert "| gain from pre-training | +2.50 points | | |" in masked_lm.results_table(results)
+    # keras_hub without a timed step (its budget spent on tracing): no ratio, no error.
+    scores = {"accuracy": 0.1, "perplexity": 500.0}
+    results["pretraining"] = {
+        "ours": {"parameters": 1e6, "steps": 3, "epochs": 0.1, "tokens_per_second": 900.0,
+                 "median_tokens_per_second": 950.0, "test": scores},
+        "keras_hub": {"parameters": 1e6, "steps": 1, "epochs": 0.01, "tokens_per_second": 0.0,
+                      "median_tokens_per_second": 0.0, "test": scores},
+    }  # fmt: skip
+    assert "| ours | 1.00M | 3 | 0.10 | 900 | - | 950 | - |" in masked_lm.results_table(results)
 
 
 def _data_dir(tmp_path):
@@ -139,8 +150,7 @@ def test_the_vocabulary_is_learned_again_when_task_text_changes(tmp_path):
 @pytest.mark.slow
 def test_end_to_end_on_a_subset(tmp_path, capsys):
     json_path = tmp_path / "all.json"
-    results = masked_lm.main(
-        [
+    options = [
             "--data-dir", str(_data_dir(tmp_path)),
             "--output-dir", str(tmp_path / "out"),
             "--json", str(json_path),
@@ -157,8 +167,8 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
             "--vocabulary-size", "800",
             "--warmup-steps", "5",
             "--verbose", "0",
-        ]
-    )  # fmt: skip
+    ]  # fmt: skip
+    results = masked_lm.main(options)
     saved = json.loads(json_path.read_text())
     assert saved["pretraining"].keys() == {"ours", "keras_hub"}
     ours, hub = (saved["pretraining"][kind] for kind in ("ours", "keras_hub"))
@@ -182,6 +192,18 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
     assert "median-step tokens/s" in table
     assert table in capsys.readouterr().out
     assert results["pretraining"]["ours"]["steps"] == ours["steps"]
+    # Fine-tuning again from the same pre-trained run, mean pooling: its own results files.
+    before = (tmp_path / "out" / "results.json").read_text()
+    json_path.unlink()
+    again = masked_lm.main(options + ["--finetune-only", "--finetune-pooling", "mean",
+                                      "--finetune-runs", "pretrained"])  # fmt: skip
+    assert (tmp_path / "out" / "results.json").read_text() == before
+    mean = json.loads((tmp_path / "out" / "results_sst2_mean.json").read_text())
+    assert mean["pretraining"] == saved["pretraining"] == again["pretraining"]
+    assert 0.0 <= mean["sst2"]["pretrained"]["dev_accuracy"] <= 1.0 and "scratch" not in mean["sst2"]
+    assert mean["sst2"]["pretrained"]["run_dir"].endswith("sst2_pretrained_mean")
+    assert "pooling mean" in (tmp_path / "out" / "results_sst2_mean.md").read_text()
+    assert json.loads(json_path.read_text()) == mean
 
 
 @pytest.mark.slow

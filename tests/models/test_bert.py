@@ -65,6 +65,11 @@ SPECS = [
         INPUTS,
     ),
     ModelSpec(
+        "bert_classifier_mean_pooling",
+        lambda: BertClassifier(bert_encoder(VOCABULARY_SIZE, **TINY), 3, pooling="mean"),
+        INPUTS,
+    ),
+    ModelSpec(
         "bert_token_classifier",
         lambda: bert_token_classifier(5, vocabulary_size=VOCABULARY_SIZE, **TINY),
         INPUTS,
@@ -255,6 +260,25 @@ def test_classifier_can_start_from_a_masked_lm_backbone():
     np.testing.assert_allclose(_np(classifier(INPUTS)), pooled @ kernel + bias, rtol=0, atol=1e-5)
 
 
+def test_mean_pooling_averages_the_real_tokens_outputs():
+    backbone = bert_encoder(VOCABULARY_SIZE, **TINY)
+    classifier = BertClassifier(backbone, 3, pooling="mean")
+    assert classifier.get_config()["pooling"] == "mean"
+    sequence = _np(backbone(INPUTS)["sequence_output"])
+    pooled = np.stack([sequence[row, :valid].mean(0) for row, valid in enumerate(VALID)])
+    kernel, bias = (_np(w) for w in classifier.output_dense.weights)
+    np.testing.assert_allclose(_np(classifier(INPUTS)), pooled @ kernel + bias, rtol=0, atol=1e-5)
+    # Padding does not move it: the same rows padded further give the same logits.
+    longer = {key: np.pad(value, [(0, 0), (0, 2)]) for key, value in INPUTS.items()}
+    np.testing.assert_allclose(
+        _np(classifier(longer)), _np(classifier(INPUTS)), rtol=0, atol=1e-5
+    )
+    # The first-position classifier on the same backbone reads the pooler instead.
+    first = BertClassifier(backbone, 3)
+    first.output_dense.set_weights(classifier.output_dense.get_weights())
+    assert not np.allclose(_np(first(INPUTS)), _np(classifier(INPUTS)), atol=1e-3)
+
+
 def test_builders_share_a_given_backbone():
     backbone = bert_encoder(VOCABULARY_SIZE, **TINY)
     assert bert_masked_lm(backbone=backbone).backbone is backbone
@@ -285,10 +309,11 @@ def test_mixed_bfloat16_outputs_are_finite():
 
 
 @pytest.mark.slow
-def test_classifier_converts_to_tflite_builtins():
+@pytest.mark.parametrize("pooling", ["first", "mean"])
+def test_classifier_converts_to_tflite_builtins(pooling):
     from keras_attention.export import convert_tflite, run_tflite
 
-    model = bert_classifier(3, vocabulary_size=VOCABULARY_SIZE, **TINY)
+    model = BertClassifier(bert_encoder(VOCABULARY_SIZE, **TINY), 3, pooling=pooling)
     flatbuffer = convert_tflite(model)
     for length, valid in ((LENGTH, VALID), (6, [6, 2])):
         inputs = make_inputs(length, valid, seed=length)
@@ -332,6 +357,9 @@ def test_bad_task_arguments_raise():
         BertMaskedLM(keras.layers.Dense(2))
     with pytest.raises(ValueError, match=r"`num_classes` must be a positive integer"):
         BertClassifier(backbone, 0)
+    with pytest.raises(ValueError, match=r"BertClassifier: `pooling` must be one of \('first', "
+                       r"'mean'\). Received: pooling='max'"):  # fmt: skip
+        BertClassifier(backbone, 2, pooling="max")
     with pytest.raises(ValueError, match=r"BertTokenClassifier: `dropout` must be a float"):
         BertTokenClassifier(backbone, 3, dropout=-0.1)
     with pytest.raises(ValueError, match=r"give either a `backbone` or the options"):

@@ -112,6 +112,24 @@ def bad_dir(tmp_path):
     return tmp_path
 
 
+def test_read_captions_keeps_the_images_a_split_list_names(bad_dir):
+    captions = bad_dir / "captions.txt"  # Flickr8k's token file: every split in one
+    every = read_captions(captions)
+    listed = _write(bad_dir / "Flickr_8k.devImages.txt", ["scene_00003.png", "", "scene_00001.png"])
+    paths, texts = read_captions(captions, image_list=listed)
+    assert paths == [every[0][1], every[0][3]] and texts == [every[1][1], every[1][3]]  # file order
+    other = _write(bad_dir / "other.txt", ["scene_00001.png", "bad.jpg", "nowhere.jpg"])
+    with pytest.raises(ValueError, match=r"other\.txt', line 2: 'bad\.jpg' has no caption in .*"
+                                         r"captions\.txt' \(1 more listed names have none\)"):
+        read_captions(captions, image_list=other)
+    with pytest.warns(UserWarning, match=r"2 of the 3 images .*other\.txt' names have no caption"):
+        assert read_captions(captions, image_list=other, skip_bad_images=True)[0] == [every[0][1]]
+    with pytest.raises(ValueError, match="names no image"):
+        read_captions(captions, image_list=_write(bad_dir / "empty.txt", ["", " "]))
+    with pytest.raises(FileNotFoundError, match="No such image list file"):
+        read_captions(captions, image_list=bad_dir / "absent.txt")
+
+
 def test_read_captions_names_a_missing_image_and_its_line(bad_dir):
     path = _write(bad_dir / "c.tsv", ["scene_00000.png\ta red circle", "missing.png\ta cat"])
     with pytest.raises(
@@ -149,6 +167,10 @@ def test_read_captions_names_a_corrupt_image(bad_dir):
 def test_read_captions_names_bad_lines(bad_dir):
     tsv = _write(bad_dir / "c.tsv", ["scene_00000.png\ta red circle", "scene_00001.png a cat"])
     with pytest.raises(ValueError, match=r"c\.tsv', line 2: .*no tab"):
+        read_captions(tsv)
+    # A third column (a split) is refused, not read as words of the caption; a trailing tab is not.
+    tsv = _write(bad_dir / "c.tsv", ["scene_00000.png\ta red circle\t", "scene_00001.png\ta cat\ttrain"])
+    with pytest.raises(ValueError, match=r"c\.tsv', line 2: .*found 3 tab-separated fields"):
         read_captions(tsv)
     flickr = _write(bad_dir / "c.txt", ["scene_00000.png#0\ta red circle", "", "scene_00001.png#1"])
     with pytest.raises(ValueError, match=r"c\.txt', line 3: .*no tab"):
@@ -274,17 +296,21 @@ def test_decode_image_channels_aspect_and_range():
         decode_image(wide, 32, resize="stretch")
 
 
-def test_decode_image_reads_gif_and_bmp():
+def test_decode_image_reads_gif_bmp_and_webp(preprocessor):
     pil = pytest.importorskip("PIL.Image")
     import io
 
     pixels = np.zeros([8, 8, 3], np.uint8)
     pixels[:4] = (255, 0, 0)
-    for file_format in ("BMP", "GIF"):
+    for file_format in ("BMP", "GIF", "WEBP"):
         buffer = io.BytesIO()
-        pil.fromarray(pixels).save(buffer, file_format)
+        pil.fromarray(pixels).save(buffer, file_format, **({"lossless": True} if file_format == "WEBP" else {}))
         assert bool(is_image(buffer.getvalue()))
         np.testing.assert_allclose(decode_image(buffer.getvalue(), 8), pixels, atol=1e-3)
+        # What serving reads: a valid image, not the all-zero answer to "not an image".
+        images, valid = preprocessor.preprocess_images(tf.constant([buffer.getvalue()]))
+        assert valid.numpy().tolist() == [True] and float(tf.reduce_max(images)) > 200
+    assert not bool(is_image(b"RIFF\x24\x00\x00\x00WAVEfmt "))  # RIFF, but audio
 
 
 def test_preprocess_images_gives_non_images_a_defined_output(preprocessor):
@@ -477,6 +503,15 @@ def test_bucketing_and_cache(preprocessor, tmp_path):
         cached = make_dataset(SCENES["images"], SCENES["captions"], preprocessor, cache=cache)
         assert _pairs(_elements(cached), preprocessor) == EXPECTED_PAIRS
         assert _pairs(_elements(cached), preprocessor) == EXPECTED_PAIRS  # second epoch
+    # Other data with the same disk prefix gets its own files: the first data's are not replayed.
+    prefix = str(tmp_path / "cache")
+    for count in (3, 5):
+        images, captions = SCENES["images"][:count], SCENES["captions"][:count]
+        other = make_dataset(images, captions, preprocessor, cache=prefix)
+        expected = sorted((i, c) for i, pair in enumerate(captions) for c in pair)
+        assert _pairs(_elements(other), preprocessor) == expected
+    names = {name.split(".")[0] for name in os.listdir(tmp_path) if name.startswith("cache-")}
+    assert len(names) == 3 and all(len(name) == len("cache-") + 16 for name in names)
     with pytest.raises(ValueError, match="Received: cache=3"):
         make_dataset(SCENES["images"], SCENES["captions"], preprocessor, cache=3)
 

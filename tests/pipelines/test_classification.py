@@ -35,7 +35,9 @@ def test_read_labeled_texts_header_gzip_and_rows(tmp_path):
     "content, message",
     [
         (b"sentence\tlabel\ngood\t1\nno tab here\n", r"line 3: expected `text<TAB>label`"),
-        (b"good\t1\nbad\t \n", r"line 2: the label is empty"),
+        (b"good\t1\nbad\t \n", r"line 2: the label is empty: 'bad\\t '\. The line ends with a tab"),
+        (b"good\t1\t\n", r"line 1: the label is empty.*ends with a tab: the label is the last"),
+        (b"sentence\tlabel\t\ngood\t1\n", r"line 1: .*must end with `label`, without a tab"),
         (b"good\t1\nok\t0\nbad \xff\t0\n", r"line 3: not valid UTF-8"),
         (b"\n\n", r"holds no rows"),
         (b"sentence\tlabel\n", r"a header but no rows"),

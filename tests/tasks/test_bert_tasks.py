@@ -193,6 +193,15 @@ def test_token_classifier_tags_every_word_from_its_first_piece():
     long = task.tag([["the"] * 40])[0]
     assert len(long) == 40 and long[-1][1] == ""  # words past the sequence length: no tag
     assert task.predict(["the cats"])[0].count("/") == 2
+    # Evaluation counts the untagged words, as wrong, and its summary says so.
+    untagged = sum(1 for _, tag in long if tag == "")
+    assert 0 < untagged < 40
+    gold = [tag or "A" for _, tag in long]  # the model's own tags where it gave one
+    scores = task.evaluate(([["the"] * 40], [gold]))
+    assert scores["untagged_words"] == untagged
+    assert scores["accuracy"] == pytest.approx((40 - untagged) / 40)
+    assert f"{untagged} words past the sequence length" in task.summarize(scores)[0]
+    assert "past the sequence" not in task.summarize(task.evaluate(([["the"]], [["A"]])))[0]
 
 
 # -- training, init_from, the CLI -----------------------------------------------------------------
@@ -284,6 +293,19 @@ def test_a_classifier_starts_from_the_pretrained_encoder(tmp_path):
         assert (not np.allclose(first, second)) == differs
     np.testing.assert_allclose(np.asarray(tuned(inputs)["sequence_output"]),
                                np.asarray(pretrained(inputs)["sequence_output"]), atol=1e-6)
+    # Mean pooling over the pre-trained encoder's token outputs; the unused pooler is frozen.
+    mean = TextClassifier.build(
+        ClassifierConfig(init_from=str(run.output_dir), sequence_length=32, pooling="mean"),
+        preprocessor,
+    )
+    assert mean.backbone.pooling == "mean" and built.backbone.pooling == "first"
+    network = mean.training_network()
+    assert not network.backbone.pooled_dense.trainable
+    assert built.training_network().backbone.pooled_dense.trainable
+    with pytest.raises(ValueError, match=r"ClassifierConfig: `pooling` must be one of"):
+        ClassifierConfig(sequence_length=32, pooling="max")
+    with pytest.raises(ValueError, match=r"TokenClassifier: `pooling` applies to sentence"):
+        TokenClassifier.build(ClassifierConfig(sequence_length=32, pooling="mean"), preprocessor)
     with pytest.raises(ValueError, match="encoder_dropout.*init_from=None"):
         ClassifierConfig(sequence_length=32, encoder_dropout=0.1)
     with pytest.raises(ValueError, match="encoder_dropout"):
@@ -299,10 +321,11 @@ def test_cli_train_predict_evaluate_export_classifier(tmp_path, capsys):
                  "--output-dir", str(run_dir), "--epochs", "1", "--batch-size", "16",
                  "--vocabulary-size", "200", "--num-layers", "1", "--hidden-dim", "16",
                  "--num-heads", "2", "--intermediate-dim", "16", "--sequence-length", "24",
-                 "--verbose", "0"])  # fmt: skip
+                 "--pooling", "mean", "--verbose", "0"])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "TextClassifier saved to" in out
+    assert Task.load(run_dir).backbone.pooling == "mean"  # saved with the model, served below
     assert main(["predict", str(run_dir), "the kind cat sees a dog .", "a bad dog ."]) == 0
     predicted = capsys.readouterr().out.split()
     assert len(predicted) == 2 and set(predicted) <= {"positive", "negative"}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ import tensorflow as tf
 
 from keras_attention.cli import main
 from keras_attention.models import ShowAttendTellCaptioner
-from keras_attention.tasks import Captioner, CaptioningConfig, ServedTask, Task
+from keras_attention.tasks import Captioner, CaptioningConfig, CaptioningData, ServedTask, Task
 from keras_attention.tasks.captioner import caption_scores
 from keras_attention.training import FitConfig, train
 from pipelines import synthetic
@@ -147,11 +148,44 @@ def test_train_save_load_and_feature_cache(tmp_path):
     assert reloaded.caption(paths[:5]) == run.task.caption(paths[:5])
     result = reloaded.evaluate(data, limit=10)
     assert result["images"] == 10 and {"bleu_4", "exact_match"} <= set(result)
+    # One row per caption (a repeated path) is one image scored against all of its captions.
+    paths, references = reloaded.read_data(data)
+    rows = [(path, caption) for path, group in zip(paths[:3], references[:3], strict=True)
+            for caption in group]  # fmt: skip
+    per_row = reloaded.evaluate(([p for p, _ in rows], [c for _, c in rows]))
+    assert per_row == reloaded.evaluate((paths[:3], references[:3])) and per_row["images"] == 3
+    # The finished run's assets hold the preprocessor's options: a run stopped between its
+    # final save and the end of the run resumes from them.
+    assets = str(tmp_path / "run" / "assets")
+    assert Captioner.load_preprocessor(config, assets).get_config() == run.task.preprocessor.get_config()
     # A new run in the same directory does not read the earlier run's frozen encoder.
     with open(tmp_path / "run" / "cache" / "encoder.weights.h5", "wb") as f:
         f.write(b"an earlier run's file")
     train("captioning", data, tmp_path / "run", config=config, overwrite=True,
           fit_config=FitConfig(epochs=1, batch_size=16, verbose=0))  # fmt: skip
+
+
+def test_split_lists_pick_the_images_and_shared_images_are_named(tmp_path):
+    files = synthetic.write_shape_scenes(tmp_path / "flickr", 6, 32, seed=0)
+    names = [f"scene_{i:05d}.jpg" for i in range(6)]
+    (tmp_path / "train.txt").write_text("\n".join(names[:4]) + "\n")
+    (tmp_path / "dev.txt").write_text("\n".join(names[4:]) + "\n")
+    train_data = CaptioningData(files["images"], files["flickr8k"],
+                                image_list=str(tmp_path / "train.txt")).resolve()  # fmt: skip
+    train_paths, _ = Captioner.read_data(train_data)
+    assert [os.path.basename(p) for p in train_paths] == names[:4]
+    valid_data = CaptioningData(files["images"], files["flickr8k"],
+                                image_list=str(tmp_path / "dev.txt")).resolve()  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no shared image: no warning
+        valid = Captioner.read_valid_data(valid_data, (train_paths, None))
+    assert [os.path.basename(p) for p in valid[0]] == names[4:]
+    everything = CaptioningData(files["images"], files["flickr8k"]).resolve()
+    with pytest.warns(UserWarning, match="4 of the 6 validation images are training images"):
+        Captioner.read_valid_data(everything, (train_paths, None))
+    with pytest.raises(ValueError, match=r"no such file: .*Received: valid_image_list="):
+        CaptioningData(files["images"], files["flickr8k"],
+                       image_list=str(tmp_path / "absent.txt")).resolve(prefix="valid_")  # fmt: skip
 
 
 @pytest.mark.slow
