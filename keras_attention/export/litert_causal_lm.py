@@ -28,6 +28,7 @@ from keras_attention.export.tflite import (
     check_output_path,
     convert_tflite,
 )
+from keras_attention.generation._options import token_list
 from keras_attention.models.gpt import GPTCausalLM
 from keras_attention.utils import describe, positive_int
 
@@ -184,8 +185,21 @@ class TFLiteCausalLM:
 
         `prefill` runs them, or `decode` when `T == 1`.
         """
-        token_ids = np.asarray(token_ids, np.int32).reshape(1, -1)
+        token_ids = np.asarray(token_ids)
+        if token_ids.ndim != 1 or not token_ids.size or not np.issubdtype(token_ids.dtype, np.integer):
+            raise ValueError(
+                f"{_CLASS}.run: `token_ids` must be integer ids of shape `(T,)`, T >= 1. "
+                f"Received: token_ids.shape={token_ids.shape}, dtype={token_ids.dtype}"
+            )
+        self._check_tokens(f"{_CLASS}.run", "token_ids", token_ids)
+        token_ids = token_ids.astype(np.int32).reshape(1, -1)
         length = token_ids.shape[1]
+        start = positive_int(f"{_CLASS}.run", "start", start, minimum=0)
+        if start + length > self.cache_length:  # LiteRT would clamp the positions silently
+            raise ValueError(
+                f"{_CLASS}.run: positions `start` to `start + T - 1` must fit in the file's KV "
+                f"cache ({self.cache_length} positions). Received: start={start}, T={length}"
+            )
         runner = self._decode if length == 1 else self._prefill
         positions = np.arange(start, start + length, dtype=np.int32)
         outputs = runner(tokens=token_ids, input_pos=positions, **cache)
@@ -195,6 +209,7 @@ class TFLiteCausalLM:
     def logits(self, token_ids):
         """Full sequences `(batch, T)` from position `0` -> float32 logits `(batch, T, V)`."""
         token_ids = _integer_rows(token_ids, "token_ids")
+        self._check_tokens(f"{_CLASS}.logits", "token_ids", token_ids)
         if token_ids.shape[1] > self.cache_length:
             raise ValueError(
                 f"{_CLASS}.logits: `token_ids` is longer than the file's KV cache "
@@ -224,15 +239,14 @@ class TFLiteCausalLM:
             The prompts, the generated tokens (a stop token included), then
             `pad_id`, as `generate(..., sampler="greedy")` returns them.
         """
+        owner = f"{_CLASS}.generate"
         max_length = self._max_length(max_length)
         prompts = self._prompts(token_ids, padding_mask, max_length)
-        if isinstance(stop_token_ids, int | np.integer):
-            stop_token_ids = (stop_token_ids,)
-        stops = {positive_int(_CLASS, "stop_token_ids", int(i), minimum=0) for i in stop_token_ids}
-        self._suppressed = [
-            positive_int(_CLASS, "suppress_token_ids", int(i), minimum=0)
-            for i in suppress_token_ids
-        ]
+        stops = set(token_list("stop_token_ids", stop_token_ids))  # None: none, as in `generate`
+        suppressed = list(token_list("suppress_token_ids", suppress_token_ids))
+        self._check_tokens(owner, "stop_token_ids", np.asarray(sorted(stops), np.int64))
+        self._check_tokens(owner, "suppress_token_ids", np.asarray(suppressed, np.int64))
+        self._suppressed = suppressed
         if max_new_tokens is not None:
             max_new_tokens = positive_int(_CLASS, "max_new_tokens", max_new_tokens)
         tokens = np.full((len(prompts), max_length), self.pad_id, np.int32)
@@ -259,6 +273,15 @@ class TFLiteCausalLM:
                 break
             logits, cache = self.run(row[index : index + 1], index, cache)
         return row
+
+    def _check_tokens(self, owner, name, ids):
+        """Refuses ids outside the vocabulary (LiteRT would gather out of range, or fail raw)."""
+        bad = ids[(ids < 0) | (ids >= self.vocabulary_size)]
+        if bad.size:
+            raise ValueError(
+                f"{owner}: `{name}` must be tokens of the vocabulary of size "
+                f"{self.vocabulary_size}. Received: {name} holds {int(bad[0])}"
+            )
 
     def _max_length(self, max_length):
         if max_length is None:
@@ -302,6 +325,7 @@ class TFLiteCausalLM:
                     f"{owner}: a prompt is longer than {what} ({limit} positions). Received: "
                     f"prompt lengths {lengths.tolist()}, max_length={max_length}"
                 )
+        self._check_tokens(owner, "token_ids", token_ids[padding_mask])
         return [row[:length] for row, length in zip(token_ids, lengths, strict=True)]
 
 

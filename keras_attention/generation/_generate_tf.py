@@ -89,7 +89,9 @@ def _filtered_draw(logits, seed, temperature, top_k, top_p):
     keep = tf.logical_or(top_k <= 0, ranks < top_k)[None, :]  # (1, V)
     values = tf.where(keep, values, float("-inf"))
     mass_before = tf.cumsum(tf.nn.softmax(values), axis=-1, exclusive=True)
-    nucleus = tf.logical_or(tf.logical_or(top_p >= 1.0, top_p <= 0.0), mass_before < top_p)
+    # `top_p` outside (0, 1), NaN included, keeps every token.
+    in_range = tf.logical_and(top_p > 0.0, top_p < 1.0)
+    nucleus = tf.logical_or(tf.logical_not(in_range), mass_before < top_p)
     values = tf.where(nucleus, values, float("-inf"))
     return tf.gather(indices, _gumbel_argmax(values, seed), batch_dims=1)
 
@@ -122,7 +124,10 @@ def _generate_loop(model, token_ids, options, sampling, prompt, buffer, start, l
     batch_size = tf.shape(token_ids)[0]
     windows = _cache_windows(token_ids.shape[1], options)
     cache = model.init_cache(batch_size, windows[0])
-    logits, cache = model.call_with_cache(token_ids, cache, 0)  # prefill (its logits are unused)
+    # Prefill on the cleaned prompt: what a caller left after a prompt (any padding value) is
+    # never looked up in the embedding.
+    prompt_ids = buffer[:, : token_ids.shape[1] or tf.shape(token_ids)[1]]
+    logits, cache = model.call_with_cache(prompt_ids, cache, 0)  # its logits are unused
     if logits.shape[-1] is not None and logits.shape[-1] != model.vocabulary_size:
         raise ValueError(
             f"{_NAME}: `model.call_with_cache` must return logits over the vocabulary (of size "

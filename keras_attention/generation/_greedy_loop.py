@@ -105,7 +105,8 @@ def generate(model, token_ids, padding_mask, options, max_new_tokens, functions,
     call = _model_call(model, options, functions)
     with _inference():
         cache = model.init_cache(batch_size, max_length)
-        logits, cache = call(token_ids, cache, 0)  # prefill (its logits are unused)
+        # Prefill on the cleaned prompt: padding values are never looked up (its logits unused).
+        logits, cache = call(buffer[:, :width], cache, 0)
         if logits.shape[-1] != model.vocabulary_size:
             raise ValueError(
                 f"{_options.NAME}: `model.call_with_cache` must return logits over the "

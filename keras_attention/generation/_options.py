@@ -93,15 +93,21 @@ def check_sampling(temperature, top_k, top_p, seed):
         temperature = number(NAME, "temperature", temperature, low=0.0,
                              what="a non-negative float")  # fmt: skip
     if not keras.ops.is_tensor(top_k):
-        top_k = positive_int(NAME, "top_k", 0 if top_k is None else top_k, minimum=0)
+        top_k = int32_option(NAME, "top_k", 0 if top_k is None else top_k, minimum=0)
     if not keras.ops.is_tensor(top_p):
         top_p = number(NAME, "top_p", 1.0 if top_p is None else top_p, low=0.0, high=1.0,
                        low_open=True, what="a float in (0, 1]")  # fmt: skip
     if seed is not None and not keras.ops.is_tensor(seed):
-        seed = positive_int(NAME, "seed", seed, minimum=-(2**31))
-        if seed >= 2**31:
-            raise ValueError(f"{NAME}: `seed` must fit in int32. Received: seed={seed}")
+        seed = int32_option(NAME, "seed", seed, minimum=-(2**31))
     return temperature, top_k, top_p, seed
+
+
+def int32_option(owner, name, value, minimum):
+    """`value`, an int in `[minimum, 2**31)` (it becomes an int32 tensor: never wrapped around)."""
+    value = positive_int(owner, name, value, minimum=minimum)
+    if value >= 2**31:
+        raise ValueError(f"{owner}: `{name}` must fit in int32. Received: {name}={value}")
+    return value
 
 
 def check_prompt_values(token_ids, padding_mask, options):

@@ -145,7 +145,11 @@ def _gumbel_argmax(logits, seed):
     bits = tf.random.stateless_uniform(
         tf.shape(logits), seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox"
     )
-    mantissa = tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32)
-    uniform = (mantissa + 0.5) * (2.0**-24)  # in (0, 1), never 0 or 1
+    # 23 bits: `(m + 0.5) * 2**-23` is exact in float32, so the uniform is in (0, 1), never 0
+    # or 1, and the noise is finite. (With 24 bits, `2**24 - 0.5` rounds to `2**24`: a uniform
+    # of 1, an infinite noise, once in 2**24 draws: a token drawn whatever its probability, and
+    # NaN beside a logit of -inf.)
+    mantissa = tf.cast(tf.bitwise.right_shift(bits, tf.constant(9, tf.uint32)), tf.float32)
+    uniform = (mantissa + 0.5) * (2.0**-23)
     gumbel = -tf.math.log(-tf.math.log(uniform))
     return tf.argmax(logits + gumbel, axis=-1, output_type=tf.int32)

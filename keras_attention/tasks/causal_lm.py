@@ -6,6 +6,7 @@ import os
 import tensorflow as tf
 
 from keras_attention.generation import generate as generate_ids
+from keras_attention.generation._options import int32_option
 from keras_attention.models.gpt import GPTCausalLM, gpt_causal_lm
 from keras_attention.tasks.bert_config import TextData
 from keras_attention.tasks.causal_lm_config import (
@@ -124,7 +125,7 @@ class CausalLM(Task):
         self.sampler = one_of(_NAME, "sampler", sampler, SERVED_SAMPLERS)
         self.temperature = number(_NAME, "temperature", temperature, low=0.0,
                                   what="a non-negative float")  # fmt: skip
-        self.top_k = positive_int(_NAME, "top_k", top_k, minimum=0)
+        self.top_k = int32_option(_NAME, "top_k", top_k, minimum=0)
         self.top_p = number(_NAME, "top_p", top_p, low=0.0, high=1.0, low_open=True,
                             what="a float in (0, 1]")  # fmt: skip
         self.training_options = None  # the CausalLMConfig of a task built for training
@@ -500,7 +501,7 @@ class CausalLM(Task):
                               SAMPLERS),
             "temperature": number(owner, "temperature", self.temperature if temperature is None
                                   else temperature, low=0.0, what="a non-negative float"),
-            "top_k": positive_int(owner, "top_k", self.top_k if top_k is None else top_k,
+            "top_k": int32_option(owner, "top_k", self.top_k if top_k is None else top_k,
                                   minimum=0),
             "top_p": number(owner, "top_p", self.top_p if top_p is None else top_p, low=0.0,
                             high=1.0, low_open=True, what="a float in (0, 1]"),
@@ -512,7 +513,7 @@ class CausalLM(Task):
                 f"most {self.max_length - 1}. Received: max_new_tokens={options['max_new_tokens']}"
             )
         if seed is not None:
-            options["seed"] = positive_int(owner, "seed", seed, minimum=-(2**31))
+            options["seed"] = int32_option(owner, "seed", seed, minimum=-(2**31))
         return options
 
     # -- on device ------------------------------------------------------------------------------

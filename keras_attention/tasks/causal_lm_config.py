@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from keras_attention.generation._options import int32_option
 from keras_attention.utils import boolean, number, one_of, positive_int, rate
 from keras_attention.utils.options import option, positive_int_argument
 
@@ -98,7 +99,7 @@ class CausalLMConfig:
                     f"num_key_value_heads={self.num_key_value_heads}"
                 )
         number(owner, "temperature", self.temperature, low=0.0, what="a non-negative float")
-        positive_int(owner, "top_k", self.top_k, minimum=0)
+        int32_option(owner, "top_k", self.top_k, minimum=0)
         number(owner, "top_p", self.top_p, low=0.0, high=1.0, low_open=True,
                what="a float in (0, 1]")  # fmt: skip
 

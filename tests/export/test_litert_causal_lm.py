@@ -184,6 +184,31 @@ def test_the_host_loop_checks_its_arguments(converted, tmp_path):
         lm.generate(PROMPTS, PROMPTS[:, :3] != 0)
     with pytest.raises(ValueError, match=r"integer ids.*Received: token_ids.shape=\(6,\)"):
         lm.generate(PROMPTS[0])
+    # Ids outside the vocabulary: refused, naming the argument (LiteRT would gather out of
+    # range: garbage for a negative id, a raw error past the end).
+    for prompt in ([[2, -3, 9]], [[2, VOCAB, 9]]):
+        with pytest.raises(ValueError, match=r"generate: `token_ids` must be tokens of the "
+                                             r"vocabulary of size 40"):  # fmt: skip
+            lm.generate(np.array(prompt), np.ones((1, 3)), max_length=6)
+    with pytest.raises(ValueError, match=r"`suppress_token_ids` must be tokens.*holds 45"):
+        lm.generate(PROMPTS, max_length=10, suppress_token_ids=[45])
+    with pytest.raises(ValueError, match=r"`stop_token_ids` must be tokens.*holds 40"):
+        lm.generate(PROMPTS, max_length=10, stop_token_ids=40)
+    with pytest.raises(ValueError, match=r"logits: `token_ids` must be tokens"):
+        lm.logits(np.array([[2, -1]]))
+    # None means none, as in `generate`.
+    np.testing.assert_array_equal(
+        lm.generate(PROMPTS, max_length=8, stop_token_ids=None, suppress_token_ids=None),
+        lm.generate(PROMPTS, max_length=8),
+    )
+    # `run` keeps its positions inside the cache (LiteRT would clamp them silently).
+    cache = lm.empty_cache()
+    for start, tokens in ((CACHE, [5]), (-1, [5]), (CACHE - 1, [5, 6])):
+        with pytest.raises(ValueError, match=r"run: .*(start|KV cache)"):
+            lm.run(tokens, start, cache)
+    with pytest.raises(ValueError, match=r"run: `token_ids` must be integer ids of shape"):
+        lm.run([], 0, cache)
+    assert lm.run([5], CACHE - 1, cache)[0].shape == (1, VOCAB)
     with pytest.raises(ValueError, match="Received: pad_id=-1"):
         TFLiteCausalLM(flatbuffer, pad_id=-1)
     with pytest.raises(ValueError, match="no signature 'prefill'"):

@@ -275,6 +275,39 @@ def test_sample_next_keeps_to_top_k_and_top_p():
         np.testing.assert_array_equal(sample_next(logits, seed_pair), anything)  # seeded
 
 
+def test_sample_next_keeps_every_token_for_a_top_p_outside_the_unit_interval():
+    logits = np.log(np.array([[0.4, 0.3, 0.3]] * 300, "float32"))
+    everything = np.asarray(sample_next(logits, tf.constant([3, 0]), top_p=1.0))
+    for top_p in (float("nan"), 0.0, 1.5):  # as documented: all tokens, not the top one
+        drawn = np.asarray(sample_next(logits, tf.constant([3, 0]), top_p=top_p))
+        np.testing.assert_array_equal(drawn, everything, err_msg=str(top_p))
+    assert set(everything) == {0, 1, 2}
+
+
+def test_the_sampling_noise_is_finite_at_the_extreme_random_bits(monkeypatch):
+    """Every Philox word drawn as all ones (or all zeros) still gives a finite noise: the most
+    likely kept token wins, never an arbitrary or a filtered one (a uniform of 1 gave +inf)."""
+    from keras_attention.generation import sampling
+
+    logits = tf.constant([[-5.0, 5.0, float("-inf"), 1.0]])
+    for word in (0xFFFFFFFF, 0):
+        monkeypatch.setattr(
+            tf.random, "stateless_uniform",
+            lambda shape, *args, word=word, **kwargs: tf.fill(shape, tf.constant(word, tf.uint32)),
+        )  # fmt: skip
+        assert int(sampling._gumbel_argmax(logits, tf.constant([1, 2]))[0]) == 1
+        xla = tf.function(sampling._gumbel_argmax, jit_compile=True)
+        assert int(xla(logits, tf.constant([1, 2]))[0]) == 1
+
+
+def test_padding_values_after_a_prompt_are_never_looked_up(learned):
+    """Whatever a caller leaves after a prompt (here ids past the vocabulary) is padding."""
+    prompts = np.where(MASK, PROMPTS, learned.vocabulary_size + 7)
+    for jit in (False, True):
+        tokens = generate(learned, prompts, MASK, max_length=MAX_LENGTH, jit_compile=jit)
+        np.testing.assert_array_equal(np.asarray(tokens), _greedy_reference(learned)[0])
+
+
 # -- options --------------------------------------------------------------------------------------
 
 

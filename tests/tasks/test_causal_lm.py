@@ -98,6 +98,16 @@ def test_errors_name_the_argument(task):
         CausalLM(task.backbone, task.preprocessor, max_length=40)
     with pytest.raises(ValueError, match="sequence_length may not exceed"):
         CausalLM(task.backbone, CausalLMPreprocessor(TextTokenizer(VOCABULARY), 32))
+    # Seeds and top_k become int32 tensors: outside int32 they are refused, not wrapped (2**32 + 5
+    # drew what 5 draws).
+    for options in ({"seed": 2**32 + 5}, {"seed": 2**31}, {"top_k": 2**31}):
+        name = next(iter(options))
+        with pytest.raises(ValueError, match=rf"`{name}` must fit in int32"):
+            task.generate(["the"], sampler="sample", **options)
+        with pytest.raises(ValueError, match=rf"`{name}` must fit in int32"):
+            next(task.stream("the", sampler="sample", **options))
+    with pytest.raises(ValueError, match=r"`top_k` must fit in int32"):
+        CausalLM(task.backbone, task.preprocessor, top_k=2**31)
 
 
 def test_save_load_keeps_options(task, tmp_path):
