@@ -14,6 +14,7 @@ ASSETS_DIR = "assets"
 WEIGHTS_FILE = "model.weights.h5"
 _FORMAT = "keras_attention.task"
 _VERSION = 1
+_OLD_ASSETS = ".old"  # `assets.old/`: the assets being replaced by `Task.save`
 
 
 class Task:
@@ -109,13 +110,24 @@ class Task:
         """
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
+        recover_assets(directory)
+        # A task saved before is no task while this one is written: its task.json goes first.
+        task_file = os.path.join(directory, TASK_FILE)
+        if os.path.isfile(task_file):
+            os.remove(task_file)
         assets = os.path.join(directory, ASSETS_DIR)
         staged = tempfile.mkdtemp(prefix=".assets-", dir=directory)
         try:
             os.chmod(staged, 0o777 & ~_umask())  # mkdtemp's 0700 would hide it from other users
             self.preprocessor.save_assets(staged)
-            shutil.rmtree(assets, ignore_errors=True)
+            # Swapped in by renames: a kill at any point leaves `assets/` or `assets.old/`
+            # (`recover_assets` puts it back), never neither.
+            old = assets + _OLD_ASSETS
+            shutil.rmtree(old, ignore_errors=True)
+            if os.path.isdir(assets):
+                os.replace(assets, old)
             os.replace(staged, assets)
+            shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         self.backbone.save_weights(os.path.join(directory, WEIGHTS_FILE))
@@ -189,3 +201,20 @@ def _umask():
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def recover_assets(directory):
+    """Undoes an assets swap of `Task.save` that a killed process left half done.
+
+    `assets/` missing and `assets.old/` there: the old assets are put back; both there: the
+    old ones are removed.
+    """
+    assets = os.path.join(os.fspath(directory), ASSETS_DIR)
+    old = assets + _OLD_ASSETS
+    if not os.path.isdir(old):
+        return
+    if os.path.isdir(assets):
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(old, assets)
+

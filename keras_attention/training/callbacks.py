@@ -12,6 +12,8 @@ import time
 import keras
 import numpy as np
 
+from keras_attention.utils.files import write_json
+
 
 class WallClockBudget(keras.callbacks.Callback):
     """Stops training when the budget, counted from `start`, is spent.
@@ -242,9 +244,7 @@ class BestValue(keras.callbacks.Callback):
             return
         if self.best is None or float(value) < self.best["value"]:
             self.best = {"monitor": self.monitor, "epoch": epoch + 1, "value": float(value)}
-            with open(self.path, "w", encoding="utf-8") as f:
-                json.dump(self.best, f, indent=2)
-                f.write("\n")
+            write_json(self.path, self.best)  # atomic: a kill leaves the old record or the new
 
     @staticmethod
     def read(path, monitor):
@@ -252,8 +252,35 @@ class BestValue(keras.callbacks.Callback):
         if not os.path.isfile(path):
             return None
         with open(path, encoding="utf-8") as f:
-            best = json.load(f)
-        return best if best.get("monitor") == monitor else None
+            try:
+                best = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"'{path}' (the best epoch of the interrupted run) is not valid JSON: {error}. "
+                    "Start over (resume=False, command line: --no-resume) or restore the file."
+                ) from None
+        return best if isinstance(best, dict) and best.get("monitor") == monitor else None
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping` that a resumed run continues instead of starting over.
+
+    Keras's callback forgets its best value and patience count at the start of
+    every `fit`; a run resumed after `resumed_from` epochs starts from the
+    saved best record (`BestValue`: `{"epoch" (1-based), "value"}`), having
+    waited `resumed_from - epoch` epochs since it.
+    """
+
+    def __init__(self, monitor, patience, best=None, resumed_from=0):
+        super().__init__(monitor=monitor, patience=patience)
+        self._resume = (best, int(resumed_from))
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        best, resumed_from = self._resume
+        if best is not None and resumed_from:
+            self.best = float(best["value"])
+            self.wait = max(0, resumed_from - int(best["epoch"]))
 
 
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -279,9 +306,10 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         backup_dir: the backup directory.
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, start=None):
         super().__init__(os.fspath(backup_dir))
         self.stopped_on_nan = False
+        self.start = start  # `time.perf_counter()` of the run's start: the elapsed time is kept
 
     def on_train_begin(self, logs=None):
         recover_backup(self.backup_dir)
@@ -296,8 +324,10 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
                     variable.assign(value)
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        # Every logged loss (validation too) and every weight finite, or no backup: a NaN from
+        # the epoch's last step leaves a finite mean loss but NaN weights and `val_loss`.
+        losses = [v for k, v in (logs or {}).items() if k == "loss" or k.endswith("_loss")]
+        if not all(math.isfinite(float(v)) for v in losses) or not _finite_weights(self.model):
             self.stopped_on_nan = True
             return
         super().on_epoch_end(epoch, logs)
@@ -317,6 +347,8 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         }
         np.savez(os.path.join(staged, _SEED_STATES), **states)
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        if self.start is not None:
+            metadata["elapsed_seconds"] = time.perf_counter() - self.start
         with open(os.path.join(staged, os.path.basename(self._training_metadata_path)), "w") as f:
             json.dump(metadata, f)
         old = self.backup_dir + _OLD
@@ -370,6 +402,15 @@ def recover_backup(backup_dir):
 _STAGED, _OLD = ".staged", ".old"
 _KEEP_BACKUP = contextvars.ContextVar("keep_backup", default=False)
 _SEED_STATES = "seed_states.npz"
+
+
+def _finite_weights(model):
+    """Whether every weight of `model` is finite."""
+    return all(
+        np.isfinite(keras.ops.convert_to_numpy(weight)).all()
+        for weight in model.weights
+        if keras.backend.standardize_dtype(weight.dtype).startswith(("float", "bfloat"))
+    )
 
 
 def _seed_states(model):

@@ -114,7 +114,9 @@ class FitConfig:
                 "worker's clock would stop it after a different step). "
                 f"Received: budget_minutes={self.budget_minutes}, strategy='multi-worker'"
             )
-        positive_int(_OWNER, "seed", self.seed, minimum=-(2**31))
+        # What `keras.utils.set_random_seed` takes (checked here: before a run writes anything).
+        if positive_int(_OWNER, "seed", self.seed, minimum=0) >= 2**32:
+            raise ValueError(f"{_OWNER}: `seed` must be below 2**32. Received: seed={self.seed}")
         one_of(_OWNER, "verbose", self.verbose, (0, 1, 2))
 
     @property

@@ -15,6 +15,7 @@ from keras_attention.training.callbacks import (
     BestValue,
     FiniteModelCheckpoint,
     LearningRateSchedule,
+    ResumedEarlyStopping,
     SafeBackupAndRestore,
     WallClockBudget,
     WeightAverage,
@@ -164,7 +165,7 @@ def fit(
             metrics=metrics or None,
             jit_compile=config.keras_jit_compile,
         )
-    start = time.perf_counter()
+    start = _start_time(output_dir, resumed_from)
     built_in = _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_from)
     with distribute.strategy_fit(network, strategy, train_dataset):
         history = network.fit(
@@ -205,11 +206,23 @@ def fit(
 
 def finished_epochs(output_dir):
     """The epochs an interrupted run in `output_dir` finished (its backup's count), or `0`."""
+    return int(_backup_metadata(output_dir).get("epoch", 0))
+
+
+def _start_time(output_dir, resumed_from):
+    """`time.perf_counter()` of the run's start; a resumed run counts the time its interrupted
+    epochs spent (saved with the backup), so its budget and schedule go on where they stopped."""
+    metadata = _backup_metadata(output_dir) if resumed_from else {}
+    return time.perf_counter() - float(metadata.get("elapsed_seconds", 0.0))
+
+
+def _backup_metadata(output_dir):
+    """The backup's `training_metadata.json` (epoch, batch, elapsed seconds), or `{}`."""
     path = os.path.join(os.fspath(output_dir), BACKUP_DIR, "training_metadata.json")
     if not os.path.isfile(path):
-        return 0
+        return {}
     with open(path, encoding="utf-8") as f:
-        return int(json.load(f).get("epoch", 0))
+        return json.load(f)
 
 
 def _stop_reason(history, built_in):
@@ -279,8 +292,9 @@ def _array_dataset(arrays, config):
 
 def _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_from):
     """The built-in callbacks, by role, in the order they run."""
+    # The backup last of the three: an epoch is marked finished only once its checkpoint and
+    # best record are written (a kill in between re-runs the epoch).
     callbacks = {
-        "backup": SafeBackupAndRestore(os.path.join(output_dir, BACKUP_DIR)),
         "checkpoint": FiniteModelCheckpoint(
             os.path.join(output_dir, CHECKPOINT),
             monitor=monitor,
@@ -288,6 +302,7 @@ def _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_
             initial_value_threshold=None if best is None else best["value"],
         ),
         "best": BestValue(os.path.join(output_dir, BEST_FILE), monitor, initial=best),
+        "backup": SafeBackupAndRestore(os.path.join(output_dir, BACKUP_DIR), start=start),
         "tensorboard": keras.callbacks.TensorBoard(
             os.path.join(output_dir, LOG_DIR), write_graph=False
         ),
@@ -295,6 +310,13 @@ def _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_
     }
     if config.schedule != "constant" or config.warmup_steps:
         steps = _steps_per_epoch(train_dataset)
+        if steps is None and config.schedule != "constant" and config.budget_seconds is None:
+            raise ValueError(
+                f"fit: schedule={config.schedule!r} decays over the run's steps, and the training "
+                "data's number of batches is unknown (e.g. after `filter`): the rate would stay "
+                "at its peak. Give the dataset its size (`dataset.apply(tf.data.experimental."
+                "assert_cardinality(batches))`), a `budget_minutes`, or schedule='constant'."
+            )
         callbacks["schedule"] = LearningRateSchedule(
             config.learning_rate,
             config.warmup_steps,
@@ -309,9 +331,10 @@ def _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_
     if config.average_last_epochs is not None:
         callbacks["average"] = WeightAverage(config.average_last_epochs)
     if config.early_stopping_patience is not None:
-        callbacks["early_stopping"] = keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=config.early_stopping_patience
-        )
+        callbacks["early_stopping"] = ResumedEarlyStopping(
+            monitor=monitor, patience=config.early_stopping_patience, best=best,
+            resumed_from=resumed_from,
+        )  # fmt: skip
     return callbacks
 
 

@@ -10,12 +10,12 @@ import numpy as np
 
 import keras_attention
 from keras_attention.tasks import Task, get_task, is_saved_task
-from keras_attention.tasks.task import ASSETS_DIR, TASK_FILE, WEIGHTS_FILE
+from keras_attention.tasks.task import ASSETS_DIR, TASK_FILE, WEIGHTS_FILE, recover_assets
 from keras_attention.training import distribute, fingerprint
 from keras_attention.training.callbacks import keep_backup_until_saved, recover_backup
 from keras_attention.training.config import FitConfig
 from keras_attention.training.fit import BACKUP_DIR, CHECKPOINT, LOG_DIR, finished_epochs, fit
-from keras_attention.training.lock import run_lock
+from keras_attention.training.lock import LOCK_FILE, run_lock
 from keras_attention.utils.files import read_json, write_json
 from keras_attention.utils.options import to_dict
 
@@ -315,6 +315,8 @@ def _prepare_run_dir(output_dir, description, config, resume, overwrite):
         raise ValueError(
             f"`output_dir` must be a directory. Received: output_dir={output_dir!r} (a file)"
         )
+    _check_not_foreign(output_dir, overwrite)
+    recover_assets(output_dir)  # a process killed while it saved the task
     backup = os.path.join(output_dir, BACKUP_DIR)
     recover_backup(backup)  # a process killed while it replaced the backup
     if os.path.isdir(backup) and not resume:
@@ -337,6 +339,26 @@ def _prepare_run_dir(output_dir, description, config, resume, overwrite):
     os.makedirs(output_dir, exist_ok=True)
     _write_run_file(output_dir, description)
     return False
+
+
+def _check_not_foreign(output_dir, overwrite):
+    """Refuses a non-empty directory holding no run of this package, unless `overwrite`.
+
+    Its files are not a run's: a run would mix its checkpoints and logs with them and replace
+    its `assets/`, `cache/` and weights.
+    """
+    if overwrite or not os.path.isdir(output_dir):
+        return
+    if os.path.isfile(os.path.join(output_dir, RUN_FILE)) or is_saved_task(output_dir):
+        return
+    others = sorted(name for name in os.listdir(output_dir) if name != LOCK_FILE)
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise FileExistsError(
+            f"{output_dir!r} is not empty ({shown}) and holds no keras-attention run "
+            f"({RUN_FILE}); choose a new or empty output directory, or pass overwrite=True to "
+            "train into it anyway"
+        )
 
 
 def _check_resumable(output_dir, description, config):

@@ -182,3 +182,93 @@ def test_checkpoint_averaging_keeps_the_best_epoch_when_the_mean_is_worse(tmp_pa
     for bad in (1, 0, 2.5):
         with pytest.raises(ValueError, match=f"average_last_epochs.*Received: average_last_epochs={bad}"):
             FitConfig(average_last_epochs=bad)
+
+
+def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(tmp_path):
+    config = FitConfig(epochs=20, learning_rate=0.05, early_stopping_patience=2, verbose=0)
+    spoiled = set(range(2, 20))  # no epoch after the second improves on it
+    whole = fit(_model(), _data(), tmp_path / "whole", loss="mse", config=config,
+                callbacks=[_Spoil(spoiled)])  # fmt: skip
+    assert whole.stop_reason == "early_stopping" and whole.epochs == [0, 1, 2, 3]
+    with pytest.raises(_Interrupt):
+        fit(_model(), _data(), tmp_path / "cut", loss="mse", config=config,
+            callbacks=[_Spoil(spoiled), _InterruptAt(2)])  # fmt: skip
+    resumed = fit(_model(), _data(), tmp_path / "cut", loss="mse", config=config,
+                  callbacks=[_Spoil(spoiled)])  # fmt: skip
+    assert resumed.resumed_from == 3 and resumed.epochs == [3]  # waited one epoch already
+    assert resumed.stop_reason == "early_stopping" and resumed.best == whole.best
+
+
+def test_a_resumed_run_counts_the_time_its_interrupted_epochs_spent(tmp_path):
+    config = FitConfig(epochs=3, verbose=0)
+    with pytest.raises(_Interrupt):
+        fit(_model(), _data(), tmp_path, loss="mse", config=config, callbacks=[_InterruptAt(1)])
+    metadata = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+    assert metadata["epoch"] == 2 and metadata["elapsed_seconds"] > 0
+    resumed = fit(_model(), _data(), tmp_path, loss="mse", config=config)
+    # The budget and the schedule's time progress go on from there (one clock for the run).
+    assert resumed.train_seconds >= metadata["elapsed_seconds"]
+
+
+def test_an_epoch_is_backed_up_only_after_its_checkpoint(tmp_path, monkeypatch):
+    from keras_attention.training import callbacks
+    from keras_attention.training.fit import finished_epochs
+
+    original = callbacks.FiniteModelCheckpoint._save_model
+
+    def killed_at_the_second_epoch(self, epoch, batch, logs):
+        if epoch == 1:
+            raise _Interrupt  # a kill while the checkpoint of epoch 2 is written
+        return original(self, epoch, batch, logs)
+
+    monkeypatch.setattr(callbacks.FiniteModelCheckpoint, "_save_model", killed_at_the_second_epoch)
+    config = FitConfig(epochs=3, learning_rate=0.05, verbose=0)
+    with pytest.raises(_Interrupt):
+        fit(_model(), _data(), tmp_path, loss="mse", config=config)
+    assert finished_epochs(tmp_path) == 1  # epoch 2 is not marked done: it runs again
+    monkeypatch.setattr(callbacks.FiniteModelCheckpoint, "_save_model", original)
+    resumed = fit(_model(), _data(), tmp_path, loss="mse", config=config)
+    whole = fit(_model(), _data(), tmp_path / "whole", loss="mse", config=config)
+    assert resumed.best == whole.best and resumed.epochs == [1, 2]
+
+
+def test_no_backup_of_an_epoch_with_a_nan_validation_loss_or_nan_weights(tmp_path):
+    from keras_attention.training.callbacks import SafeBackupAndRestore
+
+    for case, logs in (("val", {"loss": 1.0, "val_loss": float("nan")}),
+                       ("weights", {"loss": 1.0}), ("finite", {"loss": 1.0})):  # fmt: skip
+        model = _model()
+        if case == "weights":
+            model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
+        backup = SafeBackupAndRestore(tmp_path / case)
+        backup.set_model(model)
+        backup.on_train_begin()
+        backup.on_epoch_end(0, logs)
+        assert (tmp_path / case / "training_metadata.json").exists() == (case == "finite")
+        assert backup.stopped_on_nan == (case != "finite")
+
+
+def test_a_corrupt_best_record_is_named(tmp_path):
+    config = FitConfig(epochs=3, verbose=0)
+    with pytest.raises(_Interrupt):
+        fit(_model(), _data(), tmp_path, loss="mse", config=config, callbacks=[_InterruptAt(0)])
+    (tmp_path / "checkpoints" / "best.json").write_text('{"monitor": "lo')
+    with pytest.raises(ValueError, match=r"best\.json' \(the best epoch of the interrupted run\) "
+                                         r"is not valid JSON"):  # fmt: skip
+        fit(_model(), _data(), tmp_path, loss="mse", config=config)
+
+
+def test_a_decaying_schedule_needs_the_number_of_batches_or_a_budget(tmp_path):
+    unknown = _data().filter(lambda x, y: True)  # cardinality unknown
+    with pytest.raises(ValueError, match=r"schedule='cosine' decays over the run's steps.*"
+                                         r"assert_cardinality"):  # fmt: skip
+        fit(_model(), unknown, tmp_path / "a", loss="mse",
+            config=FitConfig(epochs=2, schedule="cosine", verbose=0))  # fmt: skip
+    fit(_model(), unknown, tmp_path / "b", loss="mse",
+        config=FitConfig(epochs=2, schedule="cosine", budget_minutes=5, verbose=0))  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_that_set_random_seed_refuses_is_refused_first(seed):
+    with pytest.raises(ValueError, match=r"`seed`"):
+        FitConfig(seed=seed)

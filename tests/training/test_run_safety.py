@@ -335,6 +335,54 @@ def test_a_crash_while_saving_the_task_resumes_with_nothing_left_to_train(tmp_pa
     assert json.loads((run / "run.json").read_text())["result"]["epochs"] == 2
 
 
+def test_a_kill_inside_the_assets_swap_leaves_a_run_that_resumes(tmp_path, monkeypatch):
+    """`Task.save` swaps `assets/` in by renames: a kill between them loses neither copy."""
+    pairs = synthetic.dates(64, seed=0)
+    options = {"embedding_dim": 8, "units": 8, "vocabulary_size": 200, "verbose": 0,
+               "epochs": 1, "batch_size": 32}  # fmt: skip
+    run = tmp_path / "run"
+    replace = os.replace
+
+    def killed_moving_the_new_assets_in(source, target):
+        if os.path.basename(source).startswith(".assets-"):
+            raise OSError("killed")
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", killed_moving_the_new_assets_in)
+    with pytest.raises(OSError, match="killed"):
+        training.train_translation(pairs, run, **options)
+    monkeypatch.setattr(os, "replace", replace)
+    assert not (run / "assets").exists() and (run / "assets.old").is_dir()
+    assert not (run / "task.json").exists()  # not a task while it is rewritten
+    again = training.train_translation(pairs, run, **options)  # recovered, nothing to train
+    assert again.resumed_from == 1 and again.epochs == []
+    assert Translator.load(run).translate(["3 mar 2021"]) == again.task.translate(["3 mar 2021"])
+    assert not (run / "assets.old").exists()
+
+
+def test_a_directory_of_other_files_is_refused_unless_overwrite(tmp_path, capsys):
+    pairs = synthetic.dates(32, seed=0)
+    options = {"embedding_dim": 8, "units": 8, "vocabulary_size": 200, "verbose": 0,
+               "epochs": 1, "batch_size": 32}  # fmt: skip
+    mine = tmp_path / "mine"
+    (mine / "assets").mkdir(parents=True)
+    (mine / "assets" / "notes.txt").write_text("my notes")
+    (mine / "cache").mkdir()
+    with pytest.raises(FileExistsError, match=r"is not empty \(assets, cache\) and holds no "
+                                              r"keras-attention run"):  # fmt: skip
+        training.train_translation(pairs, mine, **options)
+    assert (mine / "assets" / "notes.txt").read_text() == "my notes" and (mine / "cache").is_dir()
+    assert sorted(os.listdir(mine)) == ["assets", "cache"]  # nothing written, not even a lock
+    src, tgt = _write_pairs(tmp_path, 32, 0)
+    assert cli.main(_train_argv(src, tgt, mine, "--epochs", "1")) == 2
+    assert "add --overwrite" in capsys.readouterr().err
+    training.train_translation(pairs, mine, overwrite=True, **options)  # asked for
+    assert (mine / "task.json").is_file()
+    # An empty directory, and a run's own directory, need nothing.
+    (tmp_path / "empty").mkdir()
+    training.train_translation(pairs, tmp_path / "empty", **options)
+
+
 def test_a_run_records_checkpoint_averaging(tmp_path):
     """`--average-last-epochs`: the run's result says which epochs were averaged and if kept."""
     pairs = synthetic.dates(64, seed=0)
