@@ -9,6 +9,8 @@ import numbers
 import keras
 from keras import ops
 
+from keras_attention.ops.checks import static_int
+
 
 class WeightOptionsMixin:
     """Holds `kernel_*` and `bias_*` options, creates weights with them and serializes them."""
@@ -75,7 +77,8 @@ def clone_initializer(initializer):
 def position_offset(layer_name, name, value):
     """Returns a checked position offset: a non-negative int, or a scalar integer tensor.
 
-    A tensor's value is not known while tracing, so it is not checked here.
+    A tensor's value is checked when it is known now (an eager or constant
+    tensor); while tracing it is not known, so it is not checked here.
     """
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         if value >= 0:
@@ -83,9 +86,12 @@ def position_offset(layer_name, name, value):
         received = repr(value)
     elif hasattr(value, "dtype") and hasattr(value, "shape"):
         dtype = keras.backend.standardize_dtype(value.dtype)
-        if "int" in dtype and len(value.shape) == 0:
+        known = static_int(value) if "int" in dtype and len(value.shape) == 0 else None
+        if "int" in dtype and len(value.shape) == 0 and (known is None or known >= 0):
             return value
-        received = f"<tensor shape={tuple(value.shape)} dtype={dtype}>"
+        received = f"<tensor shape={tuple(value.shape)} dtype={dtype}" + (
+            f" value={known}>" if known is not None else ">"
+        )
     else:
         received = repr(value)
     raise ValueError(

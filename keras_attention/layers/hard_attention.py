@@ -202,6 +202,15 @@ class HardAttention(BaseScoreAttention):
         self._input_dims = self._validate_shapes(query_shape, value_shape, key_shape)
         if not self.score_layer.built:
             self.score_layer.build(query_shape, value_shape, key_shape)
+        else:  # a score layer built (and trained) elsewhere: its weights fix the depths it scores
+            built = getattr(self.score_layer, "_input_dims", None)
+            if built is not None and tuple(built[:2]) != tuple(self._input_dims[:2]):
+                raise ValueError(
+                    f"HardAttention: the `score` layer was built for query and key depths "
+                    f"{tuple(built[:2])}; this call's are {tuple(self._input_dims[:2])}. "
+                    f"Received: query.shape={tuple(query_shape)}, key or value shape="
+                    f"{tuple(key_shape if key_shape is not None else value_shape)}"
+                )
         if self.estimator == "reinforce":
             self.reward_baseline = self.add_weight(
                 name="reward_baseline",

@@ -83,12 +83,21 @@ class LocationAttention(WeightOptionsMixin, BaseScoreAttention):
         self.bias = self._add_bias("bias", (self.max_length,)) if self.use_bias else None
 
     def score(self, query, key, value_length):
+        message = f"LocationAttention: the memory is longer than `max_length={self.max_length}`."
         static_length = key.shape[1]
         if static_length is not None and static_length > self.max_length:
-            raise ValueError(
-                f"LocationAttention: the memory is longer than `max_length={self.max_length}`. "
-                f"Received: value.shape={tuple(key.shape)}"
+            raise ValueError(f"{message} Received: value.shape={tuple(key.shape)}")
+        if static_length is None and keras.backend.backend() == "tensorflow":
+            # Known only at run time (a traced signature with `None` lengths): asserted there,
+            # instead of the scores silently keeping `max_length` columns.
+            import tensorflow as tf  # noqa: PLC0415 (TensorFlow only on its own backend)
+
+            assertion = tf.debugging.Assert(
+                tf.cast(value_length, "int32") <= self.max_length,
+                [message, "Received: value length", value_length],
             )
+            with tf.control_dependencies([assertion]):
+                value_length = tf.identity(value_length)
         return location_score(query, self.kernel, value_length, self.bias)
 
     def get_config(self):

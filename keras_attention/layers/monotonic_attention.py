@@ -8,6 +8,7 @@ from keras import ops
 from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import additive_score, apply_attention, bilinear_score, dot_score
+from keras_attention.ops.checks import check_inputs
 from keras_attention.ops.loops import step_loop
 from keras_attention.ops.monotonic import (
     expected_monotonic_alignment,
@@ -45,7 +46,9 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
     and zero weight. A query sequence `(batch_size, Tq, dq)` runs the
     recurrence over its steps; a single step `(batch_size, dq)` with
     `previous_alignment` is the streaming form, and
-    `return_attention_scores=True` returns the new alignment to feed back.
+    `return_attention_scores=True` returns the new alignment to feed back (for
+    a padded step, `query_mask` false, the previous alignment unchanged, and a
+    zero context), so a step-by-step decode equals one sequence call.
 
     Args:
         units: positive int, hidden size of the additive score; required for
@@ -239,6 +242,18 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
 
         if previous_alignment is None:
             previous_alignment = self.initial_alignment(batch_size, value_length)
+        else:  # checked against this call's memory at every call
+            _, previous_alignment = check_inputs(
+                type(self).__name__,
+                [("value", value, ("batch_size", "Tv", None)),
+                 ("previous_alignment", previous_alignment, ("batch_size", "Tv"))],
+            )  # fmt: skip
+            dtype = keras.backend.standardize_dtype(previous_alignment.dtype)
+            if not dtype.startswith(("float", "bfloat")):
+                raise ValueError(
+                    f"{type(self).__name__}: `previous_alignment` must be a float tensor (weights "
+                    f"over the memory). Received: previous_alignment.dtype={dtype}"
+                )
         previous_alignment = ops.cast(previous_alignment, "float32")
         if query_mask is None:
             step_mask = ops.ones((batch_size, query_length), "float32")
@@ -259,7 +274,7 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         alignments = ops.zeros((batch_size, query_length, value_length), "float32")
         # `maximum_iterations` bounds the loop, which XLA needs to differentiate it (`fori_loop`
         # alone gives "XLA compilation requires a fixed tensor list size" in the gradient).
-        _, alignments = step_loop(
+        carried, alignments = step_loop(
             query_length,
             lambda i, *state: body(i, state),
             (previous_alignment, alignments),
@@ -267,6 +282,10 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
         )
         weights = ops.cast(alignments, self.compute_dtype)  # (B, Tq, Tv)
         context = apply_attention(weights, value)  # (B, Tq, dv)
+        if inputs.single_step and return_attention_scores:
+            # The streaming form returns the alignment to feed back: a padded step's is the
+            # previous one, unchanged (its context is zero), not its zero weights.
+            weights = ops.expand_dims(ops.cast(carried, self.compute_dtype), 1)
 
         outputs = (context, weights) if return_attention_scores else (context,)
         return self._finish_outputs(inputs, outputs)

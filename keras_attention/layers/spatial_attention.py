@@ -220,19 +220,22 @@ class SpatialAttention(WeightOptionsMixin, BaseScoreAttention):
         num_axes = len(value.shape) - 2  # 2 for a grid (H, W), 1 for flat locations (L,)
         grid_shape = tuple(ops.shape(value)[1:-1])
         flat_value = _flatten_locations(value, num_axes, features=True)  # (B, L, C)
+        grid = tuple(value.shape[1:-1])  # the static grid, for the masks' check
+
+        def flat_mask(x, name, leading_axes=0):
+            return _flatten_locations(x, num_axes, leading_axes, name=name, grid=grid)
+
         if isinstance(mask, list | tuple) and len(mask) == 2:
-            mask = [mask[0], _flatten_locations(mask[1], num_axes, name="value_mask")]
+            mask = [mask[0], flat_mask(mask[1], "value_mask")]
         inputs = self._prepare_inputs(
             query,
             flat_value,
             None if key is None else _flatten_locations(key, num_axes, features=True),
             mask,
             query_mask,
-            _flatten_locations(value_mask, num_axes, name="value_mask"),
-            _flatten_locations(key_mask, num_axes, name="key_mask"),
-            _flatten_locations(
-                attention_mask, num_axes, 0 if single_step else 1, name="attention_mask"
-            ),
+            flat_mask(value_mask, "value_mask"),
+            flat_mask(key_mask, "key_mask"),
+            flat_mask(attention_mask, "attention_mask", 0 if single_step else 1),
             use_causal_mask=False,
         )
         combined_mask = compute_attention_mask(
@@ -334,15 +337,20 @@ class SpatialAttention(WeightOptionsMixin, BaseScoreAttention):
         return query_shape[-1], key_dim, value_shape[-1]
 
 
-def _flatten_locations(tensor, num_location_axes, leading_axes=0, features=False, name=None):
+def _flatten_locations(
+    tensor, num_location_axes, leading_axes=0, features=False, name=None, grid=None
+):
     """Merges the location axes of a grid into one: `(B, [Tq,] H, W[, C]) -> (B, [Tq,] L[, C])`.
 
     `leading_axes` counts the axes between the batch axis and the locations
     (a step axis). A tensor whose locations are already flat passes through;
-    a mask (`name` given) of any other rank raises.
+    a mask (`name` given) of any other rank raises, and so does a grid mask
+    whose location axes differ from `grid` (the value's, where known).
     """
     if tensor is None:
         return tensor
+    if not hasattr(tensor, "shape"):  # a list: as the other layers take masks
+        tensor = ops.convert_to_tensor(tensor)
     grid_rank = 1 + leading_axes + num_location_axes + int(features)
     flat_rank = grid_rank - num_location_axes + 1
     rank = len(tensor.shape)
@@ -354,6 +362,13 @@ def _flatten_locations(tensor, num_location_axes, leading_axes=0, features=False
         )
     if rank == flat_rank:
         return tensor
+    if name is not None and grid is not None and num_location_axes > 1:
+        axes = tuple(tensor.shape[1 + leading_axes : 1 + leading_axes + num_location_axes])
+        if any(a is not None and g is not None and a != g for a, g in zip(axes, grid, strict=True)):
+            raise ValueError(
+                f"SpatialAttention: `{name}` must have the value's grid {grid} on its location "
+                f"axes. Received: {name}.shape={tuple(tensor.shape)}"
+            )
     shape = ops.shape(tensor)
     locations = shape[1 + leading_axes : 1 + leading_axes + num_location_axes]
     # The number of locations where it is known: a `-1` cannot be inferred for an empty batch

@@ -114,15 +114,23 @@ def gather_positions(value, index, valid=None):
     """
     batch_size, value_length = ops.shape(value)[0], ops.shape(value)[1]
     query_length, value_dim = ops.shape(index)[1], value.shape[-1]
-    if value.shape[1] == 0:  # an empty memory: nothing to gather (a traced one must not be empty)
+    if value.shape[1] == 0:  # an empty memory: nothing to gather
         return ops.zeros((batch_size, query_length, value_dim), value.dtype)
     offsets = ops.expand_dims(ops.arange(batch_size, dtype="int32") * value_length, 1)  # (B, 1)
-    flat_index = ops.reshape(ops.cast(index, "int32") + offsets, (-1,))  # (B * Tq,)
-    rows = ops.take(ops.reshape(value, (-1, value_dim)), flat_index, axis=0)  # (B * Tq, dv)
-    context = ops.reshape(rows, (batch_size, query_length, value_dim))
-    if valid is None:
-        return context
-    return ops.where(ops.expand_dims(valid, -1), context, ops.zeros_like(context))
+    flat_index = ops.cast(index, "int32") + offsets
+    if valid is not None or value.shape[1] is None:
+        # Invalid rows, and every row of a memory empty at run time (a traced `None` length),
+        # read one zero row after the table: never out of range.
+        blank = ops.shape(value)[0] * value_length  # the zero row's index
+        keep = ops.greater(value_length, 0)
+        if valid is not None:
+            keep = ops.logical_and(valid, keep)
+        flat_index = ops.where(keep, flat_index, blank)
+    table = ops.reshape(value, (-1, value_dim))
+    if valid is not None or value.shape[1] is None:
+        table = ops.concatenate([table, ops.zeros((1, value_dim), value.dtype)], axis=0)
+    rows = ops.take(table, ops.reshape(flat_index, (-1,)), axis=0)  # (B * Tq, dv)
+    return ops.reshape(rows, (batch_size, query_length, value_dim))
 
 
 def position_selector(positions, length):

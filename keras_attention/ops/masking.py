@@ -42,7 +42,8 @@ def causal_mask(query_length, value_length, offset=0):
            [1, 1, 0],
            [1, 1, 1]])
     """
-    rows = ops.expand_dims(ops.arange(query_length, dtype="int32") + offset, 1)
+    # The offset as int32 (an int64 or uint8 scalar tensor would not add to int32 positions).
+    rows = ops.expand_dims(ops.arange(query_length, dtype="int32") + ops.cast(offset, "int32"), 1)
     cols = ops.expand_dims(ops.arange(value_length, dtype="int32"), 0)
     return ops.expand_dims(ops.greater_equal(rows, cols), 0)  # (1, Tq, Tv)
 

@@ -11,6 +11,7 @@ from keras_attention.layers import (
     BilinearAttention,
     HardAttention,
     LocalAttention,
+    LocationAttention,
 )
 from keras_attention.layers import hard_attention as hard_attention_module
 from keras_attention.layers.hard_attention import ESTIMATORS
@@ -418,6 +419,34 @@ def test_bad_calls_raise():
         HardAttention().reinforce_loss(np.zeros(2, "float32"), np.zeros(2, "float32"))
     with pytest.raises(ValueError, match="before `reinforce_loss`"):
         HardAttention(estimator="reinforce").reinforce_loss(np.zeros(2), np.zeros(2))
+    # A score layer built elsewhere keeps its depths: another call's are refused by name.
+    built = BilinearAttention()
+    built(rand(2, 3, 4), rand(2, 5, 4))
+    with pytest.raises(ValueError, match=r"`score` layer was built for query and key depths "
+                                         r"\(4, 4\); this call's are \(6, 4\)"):  # fmt: skip
+        HardAttention(built)(rand(2, 3, 6), rand(2, 5, 4))
+    HardAttention(built)(rand(2, 3, 4), rand(2, 5, 4))  # its own depths work
+
+
+def test_a_memory_empty_only_at_run_time_gives_zeros():
+    layer = HardAttention(score="dot", seed=1)
+    spec = tf.TensorSpec((None, None, 4), tf.float32)
+    call = tf.function(lambda q, v: layer(q, v, return_attention_scores=True),
+                       input_signature=[spec, spec])  # fmt: skip
+    context, weights = call(rand(2, 3, 4), np.zeros((2, 0, 4), "float32"))
+    assert tuple(context.shape) == (2, 3, 4) and tuple(weights.shape) == (2, 3, 0)
+    np.testing.assert_array_equal(np.asarray(context), 0.0)
+    context, _ = call(rand(2, 3, 4), rand(2, 5, 4))  # and a real memory still gathers
+    assert np.abs(np.asarray(context)).sum() > 0
+
+
+def test_location_score_refuses_a_memory_past_max_length_at_run_time():
+    spec = tf.TensorSpec((None, None, 4), tf.float32)
+    for layer in (LocationAttention(10), HardAttention(score="location", score_kwargs={"max_length": 10})):
+        call = tf.function(lambda q, v, layer=layer: layer(q, v), input_signature=[spec, spec])
+        call(rand(2, 3, 4), rand(2, 10, 4))
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"longer than `max_length=10`"):
+            call(rand(2, 3, 4), rand(2, 12, 4))
 
 
 # -- learning ---------------------------------------------------------------------------------

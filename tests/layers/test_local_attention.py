@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_attention.layers import LocalAttention
 from tests import numpy_reference as npref
@@ -159,5 +160,18 @@ def test_bad_call_arguments_raise():
     layer = LocalAttention(score="dot")
     with pytest.raises(ValueError, match="Received: query_offset=-1"):
         layer(rand(2, 3, 4), rand(2, 5, 4), query_offset=-1)
+    with pytest.raises(ValueError, match=r"Received: query_offset=<tensor .* value=-4>"):
+        layer(rand(2, 4), rand(2, 5, 4), query_offset=tf.constant(-4))  # known now: checked
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint8", "int16"])
+def test_a_causal_offset_of_any_integer_dtype(dtype):
+    layer = LocalAttention(1, score="dot")
+    s, h = rand(2, 4), rand(2, 5, 4)
+    expected = layer(s, h, query_offset=2, use_causal_mask=True, return_attention_scores=True)
+    for offset in (np.array(2, dtype), tf.constant(2, dtype)):
+        got = layer(s, h, query_offset=offset, use_causal_mask=True, return_attention_scores=True)
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="query_dim=4, key_dim=6"):
         LocalAttention(score="dot")(rand(2, 3, 4), rand(2, 5, 6))

@@ -127,6 +127,42 @@ def test_step_wise_calls_equal_the_full_sequence(training):
         np.testing.assert_allclose(np.asarray(context), np.asarray(full_context)[:, i], atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["hard", "expected"])
+def test_a_padded_step_leaves_the_fed_back_alignment_unchanged(mode):
+    layer = MonotonicAttention(score="dot", score_bias_init=0.0, mode=mode)
+    s, h = rand(2, 4, 4), rand(2, 5, 4)
+    steps = np.array([[False, True, True, True], [True, False, True, False]])
+    full_context, full = layer(s, h, query_mask=steps, return_attention_scores=True)
+    alignment = layer.initial_alignment(2, 5)
+    for i in range(4):
+        previous = np.asarray(alignment)
+        context, alignment = layer(s[:, i], h, query_mask=steps[:, i],
+                                   previous_alignment=alignment, return_attention_scores=True)  # fmt: skip
+        np.testing.assert_allclose(np.asarray(context), np.asarray(full_context)[:, i], atol=1e-6)
+        for row in range(2):
+            if steps[row, i]:
+                np.testing.assert_allclose(np.asarray(alignment)[row], np.asarray(full)[row, i], atol=1e-6)
+            else:  # zero context, the alignment carried on
+                np.testing.assert_array_equal(np.asarray(alignment)[row], previous[row])
+                np.testing.assert_array_equal(np.asarray(context)[row], 0.0)
+    assert np.asarray(full).sum() > 0
+
+
+def test_previous_alignment_is_checked_at_every_call():
+    layer = MonotonicAttention(units=4)
+    s, h = rand(2, 4), rand(2, 5, 3)
+    layer(s, h, previous_alignment=layer.initial_alignment(2, 5))
+    for bad, match in (
+        (np.ones((3, 5), "float32"), r"`previous_alignment` must have shape `\(batch_size, Tv\)` "
+                                     r"with `batch_size` = 2 as in `value`"),
+        (np.ones((2, 6), "float32"), r"with `Tv` = 5 as in `value`"),
+        (np.ones((2, 1, 5), "float32"), r"`previous_alignment` must have rank 2"),
+        (np.ones((2, 5), "int32"), r"`previous_alignment` must be a float tensor"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            layer(s, h, previous_alignment=bad)
+
+
 def test_initial_alignment():
     np.testing.assert_array_equal(
         np.asarray(MonotonicAttention(units=2).initial_alignment(2, 3)), [[1, 0, 0], [1, 0, 0]]

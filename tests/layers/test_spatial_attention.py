@@ -300,6 +300,21 @@ def test_bad_call_arguments_raise():
         SpatialAttention(units=4)(rand(2, 3, 4), rand(2, 3, 3, 5), key=rand(2, 3, 2, 5))
     with pytest.raises(ValueError, match=r"Received: query.shape=\(2, 1, 3, 4\)"):
         SpatialAttention(units=4)(rand(2, 1, 3, 4), rand(2, 3, 3, 5))
+    # A grid mask of another grid is named with the shapes given, not the flattened ones.
+    with pytest.raises(ValueError, match=r"`value_mask` must have the value's grid \(2, 3\) on "
+                                         r"its location axes. Received: value_mask.shape=\(2, 1, 5\)"):  # fmt: skip
+        layer(rand(2, 3, 4), rand(2, 2, 3, 5), value_mask=np.ones((2, 1, 5), bool))
+
+
+def test_masks_may_be_lists_as_for_the_other_layers():
+    layer = SpatialAttention(units=4)
+    q, grid = rand(2, 4), rand(2, 2, 2, 5)
+    mask = [[[1, 1], [0, 0]], [[1, 0], [0, 0]]]
+    expected = layer(q, grid, value_mask=np.array(mask, bool), return_attention_scores=True)
+    for got in (layer(q, grid, value_mask=mask, return_attention_scores=True),
+                layer(q, grid, mask=[None, mask], return_attention_scores=True)):  # fmt: skip
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 # -- slow: TFLite on the grid, and learning ------------------------------------------------------
