@@ -522,6 +522,16 @@ def _export_task(args):
             "a task's .tflite file takes --quantization float16 or dynamic (int8 needs "
             "calibration inputs of the decode step). Received: quantization='int8'"
         )
+    if args.no_saved_model and not args.tflite:  # it would write nothing and say nothing
+        raise ValueError(
+            "--no-saved-model leaves only the .tflite file to write: add --tflite FILE. "
+            "Received: no_saved_model=True, tflite=None"
+        )
+    if args.quantization is not None and not args.tflite:
+        raise ValueError(
+            f"--quantization applies to the .tflite file: add --tflite FILE. Received: "
+            f"quantization={args.quantization!r}, tflite=None"
+        )
     task = Task.load(args.model)
     if args.tflite:  # refused before the SavedModel is written
         check_tflite_task("--tflite", task)

@@ -23,6 +23,7 @@ token, greedy, as `keras_attention.generation.greedy_search` decides
 (`never_generated` tokens masked, finished rows padded).
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -195,6 +196,9 @@ class TFLiteGenerator:
             for name, detail in decode_inputs.items()
             if name not in ("tokens", "input_pos")
         }
+        logits = self._decode.get_output_details().get("logits")
+        # The size of the ids the file generates (`None` when the file has no `logits` output).
+        self.vocabulary_size = None if logits is None else int(logits["shape"][-1])
 
     def encode(self, source_ids):
         """Source ids `(batch, S)`, or a captioner's images `(batch, S, S, 3)` -> the state (NumPy)."""
@@ -374,6 +378,14 @@ def tflite_predictor(task, flatbuffer):
             stacklevel=2,
         )
     generator = TFLiteGenerator(flatbuffer, never_generated=task.never_generated_ids)
+    expected = getattr(task.backbone, "target_vocabulary_size", None)
+    if None not in (expected, generator.vocabulary_size) and expected != generator.vocabulary_size:
+        # Another model's file: its ids would be detokenized with this task's vocabulary.
+        raise ValueError(
+            f"tflite_predictor: the .tflite file generates ids of a vocabulary of "
+            f"{generator.vocabulary_size}; the task's has {expected}: the file was converted from "
+            f"another model. Received: flatbuffer={_short_path(flatbuffer)}"
+        )
 
     def predict(inputs):
         if not len(inputs):
@@ -391,6 +403,12 @@ def tflite_predictor(task, flatbuffer):
 def _causal_lm_predictor(task, flatbuffer):
     """`predict` for a causal LM: the prompts framed on the host, greedy decoding in LiteRT."""
     generator = TFLiteCausalLM(flatbuffer, pad_id=task.preprocessor.pad_id)
+    if generator.vocabulary_size != task.backbone.vocabulary_size:  # another model's file
+        raise ValueError(
+            f"tflite_predictor: the .tflite file generates ids of a vocabulary of "
+            f"{generator.vocabulary_size}; the task's has {task.backbone.vocabulary_size}: the "
+            f"file was converted from another model. Received: flatbuffer={_short_path(flatbuffer)}"
+        )
     if task.sampler != "greedy":
         warnings.warn(
             f"tflite_predictor: the on-device loop decodes greedily; the task's sampler="
@@ -429,3 +447,9 @@ def _single_pass_predictor(task, flatbuffer):
         return [output if ok else "" for output, ok in zip(outputs, valid, strict=True)]
 
     return predict
+
+
+def _short_path(flatbuffer):
+    """A file path as given, or a note for bytes."""
+    return repr(flatbuffer) if isinstance(flatbuffer, str | os.PathLike) else f"<{len(flatbuffer)} bytes>"
+

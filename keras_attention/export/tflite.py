@@ -675,15 +675,23 @@ def _cast_feed(feed, inputs, signature):
 
 
 def _read(flatbuffer):
+    """The bytes of a `.tflite` model (given as bytes or a path), checked to be one."""
     if isinstance(flatbuffer, bytes | bytearray):
-        return bytes(flatbuffer)
-    if isinstance(flatbuffer, str | os.PathLike) and os.path.isfile(flatbuffer):
+        data = bytes(flatbuffer)
+    elif isinstance(flatbuffer, str | os.PathLike) and os.path.isfile(flatbuffer):
         with open(flatbuffer, "rb") as file:
-            return file.read()
-    raise ValueError(
-        "`flatbuffer` must be the bytes of a .tflite model or the path of a .tflite file. "
-        f"Received: flatbuffer={_short(flatbuffer)}"
-    )
+            data = file.read()
+    else:
+        raise ValueError(
+            "`flatbuffer` must be the bytes of a .tflite model or the path of a .tflite file. "
+            f"Received: flatbuffer={_short(flatbuffer)}"
+        )
+    if data[4:8] != b"TFL3":  # the file identifier of every TFLite flatbuffer
+        raise ValueError(
+            "`flatbuffer` is not a TFLite model (no `TFL3` file identifier): convert one with "
+            f"`keras-attention export RUN --tflite FILE`. Received: flatbuffer={_short(flatbuffer)}"
+        )
+    return data
 
 
 def _describe(obj):

@@ -7,7 +7,7 @@ import threading
 import keras
 from keras import ops
 
-from keras_attention.layers._common import WeightOptionsMixin
+from keras_attention.layers._common import WeightOptionsMixin, position_offset
 from keras_attention.layers._dropout import Dropout
 from keras_attention.layers.rotary_embedding import RotaryEmbedding
 from keras_attention.ops import compute_attention_mask, masked_softmax, merge_padding_masks
@@ -15,7 +15,8 @@ from keras_attention.ops.checks import check_index_range, check_inputs
 from keras_attention.ops.chunked_attention import DEFAULT_CHUNK_SIZE, chunked_attention
 from keras_attention.ops.full_attention import full_attention, use_full_attention
 from keras_attention.ops.fused_attention import fused_attention, use_fused_attention
-from keras_attention.utils.masking import attach_keras_mask, without_keras_mask
+from keras_attention.ops.masking import large_negative
+from keras_attention.utils.masking import attach_keras_mask, keras_mask, without_keras_mask
 from keras_attention.utils.validation import positive_int, positive_number, rate
 
 # `chunk_size="auto"` chunks when a call's score matrix has at least this many entries per
@@ -318,16 +319,33 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             raise ValueError(
                 "MultiHeadAttention: `cache` needs `cache_update_index`. Received: cache_update_index=None"
             )
+        if cache is None and cache_update_index is not None:
+            raise ValueError(
+                "MultiHeadAttention: `cache_update_index` is the write position in a `cache`; no "
+                f"cache was given. Received: cache_update_index={cache_update_index!r}, cache=None"
+            )
+        if cache is not None:
+            # The keys are the cache's: the Keras mask Keras passes from this call's value (or
+            # key), `(B, Tq)`, is no mask over them; an explicit `(B, max_length)` one is kept.
+            if value_mask is not None and value_mask is keras_mask(value):
+                value_mask = None
+            if key_mask is not None and key is not None and key_mask is keras_mask(key):
+                key_mask = None
         query, value, key, cache, projected_key_value, masks = self._check_call_inputs(
             query, value, key, cache, projected_key_value,
             (query_mask, value_mask, key_mask, attention_mask),
         )  # fmt: skip
         if attention_bias is not None:
+            if not hasattr(attention_bias, "shape"):  # a nested list
+                attention_bias = ops.convert_to_tensor(attention_bias, self.compute_dtype)
             self._check_attention_bias(
                 attention_bias, query, value, key, cache, projected_key_value
             )
         query_mask, value_mask, key_mask, attention_mask = masks
         if cache is not None:
+            cache_update_index = position_offset(  # an int or an integer scalar, never a float
+                "MultiHeadAttention", "cache_update_index", cache_update_index
+            )
             cache_update_index = check_index_range(
                 "MultiHeadAttention",
                 "cache_update_index",
@@ -564,8 +582,11 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
             )  # fmt: skip
             return context, None
         scores = ops.einsum("bqhd,bkhd->bhqk", query_heads, key_heads)  # (B, H, Tq, Tv)
-        if attention_bias is not None:
-            scores = scores + ops.cast(attention_bias, scores.dtype)
+        if attention_bias is not None:  # a bias of -inf: the most negative float, never NaN
+            scores = ops.maximum(
+                scores + ops.cast(attention_bias, scores.dtype),
+                ops.cast(large_negative(scores.dtype), scores.dtype),
+            )
         weights = masked_softmax(scores, mask)
         dropped = self._dropout_layer(weights, training=training)
         context = ops.einsum("bhqk,bkhd->bqhd", dropped, value_heads)  # (B, Tq, H, value_dim)
@@ -615,6 +636,12 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                 "MultiHeadAttention: `project_key_value` needs a built layer (call it once "
                 "or call `build`). Received: an unbuilt layer"
             )
+        _, value_dim, key_dim = self._input_dims
+        value, key = check_inputs(  # the depths the projections were built for, at every call
+            "MultiHeadAttention.project_key_value",
+            [("value", value, ("batch_size", "Tv", value_dim)),
+             ("key", key, ("batch_size", "Tv", key_dim))],
+        )  # fmt: skip
         if key is None:
             key = value
         key_heads = self._project(self._key_dense, key)

@@ -301,8 +301,8 @@ class _Kernel:
                 value_chunk = ops.take(chunks["value"], j_dep, axis=2)  # (B, H, ck, dv)
                 scores = ops.matmul(query_chunk, ops.swapaxes(key_chunk, -1, -2))  # (B,H,cq,ck)
                 bias = self.bias(i_dep, j_dep)
-                if bias is not None:
-                    scores = scores + bias
+                if bias is not None:  # a bias of -inf: the most negative float, never NaN
+                    scores = ops.maximum(scores + bias, fill)
                 allowed = self.allowed(i_dep, j_dep)
                 if allowed is not None:
                     scores = ops.where(allowed, scores, fill)
@@ -410,8 +410,8 @@ class _Kernel:
                 query_chunk = ops.take(chunks["query"], i_dep, axis=2)  # (B, H, cq, d)
                 scores = ops.matmul(query_chunk, key_t)  # (B, H, cq, ck)
                 bias = self.bias(i_dep, j_dep)
-                if bias is not None:
-                    scores = scores + bias
+                if bias is not None:  # as the forward pass clamps it
+                    scores = ops.maximum(scores + bias, fill)
                 allowed = self.allowed(i_dep, j_dep)
                 if allowed is not None:  # masked keys: weight 0 (a row with none: c = 0)
                     scores = ops.where(allowed, scores, fill)

@@ -132,6 +132,8 @@ def _weights(q, k, bias, mask, dtype):
         scores = scores + bias
     if dtype in _HALF_DTYPES:
         scores = ops.cast(scores, "float32")
+    if bias is not None:  # a bias of -inf (or one that overflowed in half precision): finite
+        scores = ops.maximum(scores, ops.cast(large_negative(scores.dtype), scores.dtype))
     if mask is not None:
         scores = ops.where(mask, scores, ops.cast(large_negative(scores.dtype), scores.dtype))
     # One key: weight 1 (Keras's softmax warns on a size-1 axis).

@@ -78,6 +78,11 @@ class ServedTask:
         return self.task_class.write_attention_png(result, row, label, path)
 
     def _call(self, name, inputs):
+        if isinstance(inputs, str | bytes):  # a string is iterable: it would be one per character
+            raise ValueError(
+                f"ServedTask: inputs must be a list (wrap one input in a list). Received: "
+                f"inputs={inputs[:80]!r}"
+            )
         signature = self._signatures[name]
         (argument,) = signature.structured_input_signature[1]
         return signature(**{argument: self.task_class.serving_input(list(inputs))})

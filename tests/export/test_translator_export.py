@@ -79,6 +79,32 @@ def test_an_existing_version_is_kept_without_overwrite(untrained, tmp_path):
     assert (version / "saved_model.pb").read_bytes() == b"an earlier export"
 
 
+@pytest.mark.slow
+def test_another_models_tflite_file_is_refused_not_detokenized(untrained, tmp_path):
+    """Its ids past this vocabulary would crash tensorflow-text's detokenizer (a segfault)."""
+    from keras_attention.export import (
+        TFLiteGenerator,
+        convert_decoding_tflite,
+        convert_task_tflite,
+        tflite_predictor,
+    )
+
+    other = seq2seq_translator(len(VOCABULARY), len(VOCABULARY) + 30, 8, units=16)
+    path = tmp_path / "other.tflite"
+    path.write_bytes(convert_decoding_tflite(other, max_length=MAX_OUTPUT))
+    assert TFLiteGenerator(str(path)).vocabulary_size == len(VOCABULARY) + 30
+    with pytest.raises(ValueError, match=rf"vocabulary of {len(VOCABULARY) + 30}; the task's has "
+                                         rf"{len(VOCABULARY)}.*another model"):  # fmt: skip
+        tflite_predictor(untrained, str(path))
+    own = tmp_path / "own.tflite"
+    convert_task_tflite(untrained, own)
+    assert tflite_predictor(untrained, str(own))(["3 march 2021"]) == untrained.predict(["3 march 2021"])
+    fake = tmp_path / "fake.tflite"
+    fake.write_bytes(b"notflite at all")
+    with pytest.raises(ValueError, match=r"not a TFLite model \(no `TFL3` file identifier\)"):
+        tflite_predictor(untrained, str(fake))
+
+
 def test_string_inputs_make_rest_bodies_in_both_formats():
     # verify_export sends the texts as TF Serving REST bodies, one row per sentence.
     texts = np.array(["", "3. März"], dtype=object)

@@ -283,6 +283,54 @@ def test_bad_cache_raises():
         ValueError, match=r"\(batch_size, max_length, 2, 4\).*Received: cache=\[\(2, 5, 4, 4\)"
     ):
         layer(x, x, cache=wrong, cache_update_index=0)
+    with pytest.raises(ValueError, match=r"`cache_update_index` is the write position in a `cache`"):
+        layer(x, x, cache_update_index=3)  # not silently ignored
+    import tensorflow as tf
+
+    for index in (2.5, tf.constant(2.0), tf.constant([2]), True):
+        with pytest.raises(ValueError, match=r"`cache_update_index` must be a non-negative int or "
+                                             r"a scalar integer tensor"):  # fmt: skip
+            layer(x, x, cache=layer.init_cache(2, 5), cache_update_index=index)
+
+
+def test_projected_key_value_checks_its_memory_and_a_list_bias_works():
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    query, value = rand(2, 3, 8), rand(2, 5, 6)
+    layer(query, value)
+    with pytest.raises(ValueError, match=r"project_key_value: `value` must have shape "
+                                         r"`\(batch_size, Tv, 6\)`"):  # fmt: skip
+        layer.project_key_value(rand(2, 5, 8))
+    bias = np.random.default_rng(1).standard_normal((1, 2, 3, 5)).astype("float32")
+    np.testing.assert_array_equal(
+        np.asarray(layer(query, value, attention_bias=bias.tolist())),
+        np.asarray(layer(query, value, attention_bias=bias)),
+    )
+
+
+def test_cached_decoding_from_keras_masked_inputs():
+    """An embedding's Keras mask `(B, Tq)` is no mask over the cache: decoding from it works."""
+    from keras_attention.layers import TokenAndPositionEmbedding, TransformerDecoderBlock
+
+    embedding = TokenAndPositionEmbedding(20, 8, 8, mask_zero=True)
+    tokens = np.array([[3, 4, 5, 6]])
+    for layer in (TransformerDecoderBlock(16, 2), MultiHeadAttention(num_heads=2, key_dim=4)):
+        x = embedding(tokens)
+        if isinstance(layer, TransformerDecoderBlock):
+            full = np.asarray(layer(x, use_causal_mask=True))
+            cache = layer.init_cache(1, 8)
+            out, cache = layer(embedding(tokens[:, :3]), self_attention_cache=cache,
+                               self_attention_cache_update_index=0)  # fmt: skip
+            step, _ = layer(embedding(tokens[:, 3:], start_index=3), self_attention_cache=cache,
+                            self_attention_cache_update_index=3)  # fmt: skip
+        else:
+            full = np.asarray(layer(x, x, use_causal_mask=True))
+            cache = layer.init_cache(1, 8)
+            prefix = embedding(tokens[:, :3])
+            out, cache = layer(prefix, prefix, cache=cache, cache_update_index=0)
+            last = embedding(tokens[:, 3:], start_index=3)
+            step, _ = layer(last, last, cache=cache, cache_update_index=3)
+        np.testing.assert_allclose(np.asarray(out), full[:, :3], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(step), full[:, 3:], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2])
@@ -477,6 +525,42 @@ def test_attention_bias_is_added_to_the_scores_in_both_paths():
     )
 
 
+def test_a_bias_of_minus_infinity_gives_no_nan_in_any_path():
+    import tensorflow as tf
+
+    x = rand(1, 6, 8)
+    bias = np.zeros((1, 1, 1, 6), "float32")
+    bias[..., 3:] = -np.inf  # keys 3.. forbidden by the bias alone
+    layers = [MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=c) for c in (None, 2)]
+    layers[0](x, x)
+    layers[1](x, x)
+    layers[1].set_weights(layers[0].get_weights())
+    outputs, grads = [], []
+    for layer in layers:
+        with tf.GradientTape() as tape:
+            xt = tf.constant(x)
+            tape.watch(xt)
+            out = layer(xt, xt, attention_bias=bias)
+            total = tf.reduce_sum(out)
+        outputs.append(np.asarray(out))
+        grads.append(np.asarray(tape.gradient(total, xt)))
+    _, weights = layers[0](x, x, attention_bias=bias, return_attention_scores=True)
+    np.testing.assert_array_equal(np.asarray(weights)[..., 3:], 0.0)
+    for out, grad in zip(outputs, grads, strict=True):
+        assert np.isfinite(out).all() and np.isfinite(grad).all()
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(grads[1], grads[0], rtol=0, atol=1e-5)
+    # Under mixed_float16 a bias of -1e9 becomes -inf when cast: still finite.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for chunk_size in (None, 2):
+            layer = MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=chunk_size)
+            out = np.asarray(layer(x, x, attention_bias=np.where(bias < 0, -1e9, 0.0)))
+            assert np.isfinite(out.astype("float32")).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_auto_chunk_size_chooses_by_length():
     import tensorflow as tf
 
@@ -591,8 +675,9 @@ def test_cache_index_outside_the_cache_raises(index, length):
     cache = layer.init_cache(2, 4)
     cache = layer(x, x, cache=cache, cache_update_index=0)[-1]
     before = [np.asarray(c).copy() for c in cache]
-    with pytest.raises(ValueError, match=r"`cache_update_index` must be in .*Received: "
-                                         rf"cache_update_index={index}"):  # fmt: skip
+    # (a negative index: "must be a non-negative int"; one past the cache: "must be in [0, ...]")
+    with pytest.raises(ValueError, match=r"`cache_update_index` must be (in|a non-negative) .*"
+                                         rf"Received: cache_update_index={index}"):  # fmt: skip
         layer(x, x, cache=cache, cache_update_index=index)
     import tensorflow as tf
 

@@ -354,11 +354,19 @@ def test_cli_train_predict_evaluate_export_classifier(tmp_path, capsys):
     assert code == 2 and "other.tsv', line 3: label 'neg'" in capsys.readouterr().err
     assert not (tmp_path / "run2").exists()  # refused before anything was written
     base = tmp_path / "saved_models"
+    # An export that would write nothing, or ignore an option, is refused.
+    assert main(["export", str(run_dir), "--base-dir", str(base), "--no-saved-model"]) == 2
+    assert "add --tflite FILE" in capsys.readouterr().err
+    assert main(["export", str(run_dir), "--base-dir", str(base), "--quantization", "dynamic"]) == 2
+    assert "--quantization applies to the .tflite file" in capsys.readouterr().err
+    assert not base.exists()
     assert main(["export", str(run_dir), "--base-dir", str(base)]) == 0
     served = ServedTask(base / "classifier")
     texts = ["the kind cat sees a dog .", "", "ü"]
     assert served.task_class is TextClassifier
     assert served.predict(texts) == Task.load(run_dir).predict(texts)
+    with pytest.raises(ValueError, match="wrap one input in a list"):
+        served.predict("the kind cat")  # not one prediction per character
 
 
 def test_cli_train_masked_lm_and_token_classifier(tmp_path, capsys):
