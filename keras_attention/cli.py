@@ -233,7 +233,7 @@ def _predict(args, extra=()):
     flag = "translator" if args.command == "translate" else "run"
     what = "translator" if args.command == "translate" else "task"
     predictor = _load_predictor(args.run, args.tflite, what=what, flag=flag)
-    texts = [*args.texts, *extra] or [line.rstrip("\n").rstrip("\r") for line in sys.stdin]
+    texts = [_input_text(t) for t in (*args.texts, *extra)] or _stdin_lines()
     if not texts:
         raise ValueError("no text: give inputs as arguments or one per line on stdin")
     if args.attention_png and not args.overwrite:  # every file checked before one is written
@@ -260,6 +260,31 @@ def _predict(args, extra=()):
                 print(f"input {index + 1} has no tokens: no attention plot", file=sys.stderr)
             print(output, flush=True)
     return 0
+
+
+def _input_text(text):
+    """An argument as given: `str`, or its bytes when they are not UTF-8 (Python keeps such
+    bytes as surrogates), so the task answers it as `invalid_utf8` instead of the batch failing."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text)
+    return text
+
+
+def _stdin_lines():
+    """The lines of stdin (newline stripped): `str`, or `bytes` for a line that is not UTF-8."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream (e.g. replaced in a test)
+        return [line.rstrip("\n").rstrip("\r") for line in sys.stdin]
+    lines = []
+    for raw in stream:
+        raw = raw.rstrip(b"\n").rstrip(b"\r")
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(raw)
+    return lines
 
 
 def _predict_batch(predictor, batch, start):
@@ -376,7 +401,7 @@ def _generate(args, extra=()):
             f"`generate` continues prompts with a causal LM (`train causal-lm`); {args.run!r} "
             f"holds a {type(task).__name__}: use `predict`. Received: run={args.run!r}"
         )
-    prompts = [*args.prompts, *extra] or [line.rstrip("\n").rstrip("\r") for line in sys.stdin]
+    prompts = [_input_text(t) for t in (*args.prompts, *extra)] or _stdin_lines()
     if not prompts:
         raise ValueError("no prompt: give prompts as arguments or one per line on stdin")
     options = {

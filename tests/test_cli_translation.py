@@ -289,6 +289,19 @@ def test_train_rnn_then_translate_from_the_run_and_from_the_saved_model(
                  "--overwrite"]) == 0  # fmt: skip
     assert (tmp_path / "plots" / "align-4.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
+    # Bytes that are not UTF-8, on stdin or as an argument (Python keeps them as surrogates):
+    # that input is answered "" with its status, the others are translated.
+    class _BinaryStdin:
+        buffer = io.BytesIO(b"the 3rd of march 2021\ncaf\xe9 2021\n")
+
+    monkeypatch.setattr("sys.stdin", _BinaryStdin())
+    assert main(["translate", "--translator", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [from_run[0], ""]
+    assert "input 2: invalid_utf8" in captured.err
+    assert main(["translate", "--translator", str(base / "dates"), "caf\udce9", texts[0]]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["", from_run[0]] and "input 1: invalid_utf8" in captured.err
     # The exported version directory itself, and the Translator's own API, agree too.
     assert main(["translate", "--translator", str(base / "dates" / "1"), *texts]) == 0
     assert capsys.readouterr().out.splitlines() == from_run
