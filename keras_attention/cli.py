@@ -509,7 +509,7 @@ def _export(args):
 
         path = export_saved_model(
             model, base_dir=args.base_dir, name=args.name, version=args.version,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, container_base_path=args.container_base_path,
         )  # fmt: skip
         print(
             f"SavedModel written to {path} (listed in {os.path.join(args.base_dir, 'models.config')})"
@@ -565,6 +565,7 @@ def _export_task(args):
         path = export_task(
             task, base_dir=args.base_dir, name=args.name or task.export_name,
             version=args.version, overwrite=args.overwrite,
+            container_base_path=args.container_base_path,
         )  # fmt: skip
         print(
             f"SavedModel written to {path} (listed in {os.path.join(args.base_dir, 'models.config')})"
@@ -613,6 +614,11 @@ def _add_export_parsers(commands):
     export.add_argument(
         "--base-dir", default="saved_models", help="TF Serving base path (default: %(default)s)"
     )
+    export.add_argument(
+        "--container-base-path", default=None,
+        help="where the TF Serving container sees --base-dir, for models.config (default: the "
+        "model's existing entry, else /models)",
+    )  # fmt: skip
     export.add_argument(
         "--version", type=positive_int_argument, default=None,
         help="version (default: the next free one)",

@@ -47,7 +47,7 @@ def export_saved_model(
     signatures=None,
     overwrite=False,
     assets=None,
-    container_base_path="/models",
+    container_base_path=None,
     warmup_requests=None,
 ):
     """Exports a Keras model (or layer) as `<base_dir>/<name>/<version>/` for TF Serving.
@@ -83,7 +83,8 @@ def export_saved_model(
             before it answers requests. Defaults to `None`: no file.
         container_base_path: the absolute path at which the TF Serving container sees
             `base_dir`; `models.config` lists `<container_base_path>/<name>`. Defaults to
-            `"/models"` (`docker run -v "$PWD/saved_models:/models" ...`).
+            `None`: the `base_path` an existing entry of `name` has (one set by hand is kept),
+            else `"/models"` (`docker run -v "$PWD/saved_models:/models" ...`).
 
     Returns:
         The export path `<base_dir>/<name>/<version>` as a string.
@@ -189,7 +190,7 @@ def _write_warmup_requests(export_dir, requests, name):
             writer.write(log.SerializeToString())
 
 
-def update_models_config(base_dir, name, container_base_path="/models"):
+def update_models_config(base_dir, name, container_base_path=None):
     """Adds (or updates) model `name` in `<base_dir>/models.config`; returns the config path.
 
     The file is a TF Serving `ModelServerConfig` text proto with a `model_config_list`; it is
@@ -202,7 +203,9 @@ def update_models_config(base_dir, name, container_base_path="/models"):
     Args:
         base_dir: the directory holding `models.config`.
         name: the model name (see `export_saved_model`).
-        container_base_path: the container path of `base_dir`. Defaults to `"/models"`.
+        container_base_path: the container path of `base_dir`. Defaults to `None`: an
+            existing entry's `base_path` is kept (e.g. one edited by hand), a new entry gets
+            `"/models/<name>"`.
 
     Returns:
         The path of `models.config` as a string.
@@ -225,12 +228,12 @@ def update_models_config(base_dir, name, container_base_path="/models"):
     if config_path.exists():
         lines = config_path.read_text().splitlines(keepends=True)
         header = "".join(line for line in _leading_comments(lines))
-    base_path = posixpath.join(container_base_path, name)
     entries = config.model_config_list.config
     entry = next((e for e in entries if e.name == name), None)
     if entry is None:
         entry = entries.add(name=name)
-    entry.base_path = base_path
+    if container_base_path is not None or not entry.base_path:
+        entry.base_path = posixpath.join(container_base_path or "/models", name)
     entry.model_platform = "tensorflow"
     text = header + _config_to_text(config)
     if not config_path.exists() or config_path.read_text() != text:
@@ -448,6 +451,8 @@ def _check_name(obj, name):
 
 
 def _check_container_base_path(container_base_path):
+    if container_base_path is None:  # keep an existing entry's, else "/models"
+        return None
     if (
         not isinstance(container_base_path, str)
         or not container_base_path.startswith("/")

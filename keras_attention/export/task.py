@@ -91,7 +91,8 @@ def export_translator(
     return export_task(translator, base_dir, name=name, version=version, overwrite=overwrite)
 
 
-def export_task(task, base_dir="saved_models", name=None, version=None, overwrite=False):
+def export_task(task, base_dir="saved_models", name=None, version=None, overwrite=False,
+                container_base_path=None):  # fmt: skip
     """Exports any task for TF Serving: its serving signatures, its preprocessor's files as assets.
 
     The SavedModel (`export_saved_model`: `<base_dir>/<name>/<version>/`,
@@ -115,6 +116,9 @@ def export_task(task, base_dir="saved_models", name=None, version=None, overwrit
             (`"translator"` for a translator).
         version: positive int, or `None` for the next free version.
         overwrite: bool, replace an existing version (else `FileExistsError`).
+        container_base_path: where the TF Serving container sees `base_dir`
+            (`export_saved_model`). Defaults to `None`: the model's existing
+            `models.config` entry, else `"/models"`.
 
     Returns:
         The export path `<base_dir>/<name>/<version>` as a string.
@@ -134,4 +138,5 @@ def export_task(task, base_dir="saved_models", name=None, version=None, overwrit
             overwrite=overwrite,
             assets=task.preprocessor.save_assets(assets_dir),
             warmup_requests=task.warmup_requests(),
+            container_base_path=container_base_path,
         )

@@ -78,6 +78,19 @@ def test_models_config_keeps_its_mode_and_a_new_one_is_world_readable(tmp_path):
     assert [p for p in os.listdir(tmp_path) if p != "models.config"] == []  # no temp files
 
 
+def test_models_config_keeps_a_base_path_set_by_hand_unless_given(tmp_path):
+    update_models_config(tmp_path, "a")
+    config = tmp_path / "models.config"
+    assert 'base_path: "/models/a"' in config.read_text()
+    config.write_text(config.read_text().replace("/models/a", "/srv/tfs/a"))  # a mount elsewhere
+    update_models_config(tmp_path, "a")  # another export of the same model
+    assert 'base_path: "/srv/tfs/a"' in config.read_text()
+    update_models_config(tmp_path, "a", container_base_path="/data")  # asked for
+    assert 'base_path: "/data/a"' in config.read_text()
+    with pytest.raises(ValueError, match="absolute POSIX path"):
+        update_models_config(tmp_path, "a", container_base_path="relative")
+
+
 def test_a_file_as_base_dir_is_refused_before_tracing(model, tmp_path, no_tracing):
     base = tmp_path / "saved_models"
     base.write_text("not a folder")
