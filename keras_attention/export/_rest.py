@@ -112,6 +112,13 @@ def arrays_to_rest(arrays, format):
     {'inputs': {'x': [[1.0, 2.0], [3.0, 4.0]]}}
     """
     arrays = {name: np.asarray(value) for name, value in arrays.items()}
+    empty = [name for name, a in arrays.items() if a.ndim > 1 and a.shape[0] == 0]
+    if empty:  # `[]` in JSON: TF Serving would read shape `[0]`, not `[0, ...]`
+        raise ValueError(
+            "JSON cannot carry the shape of an empty batch (it is `[]`, read as shape [0]); "
+            f"send at least one example. Received: empty batches of {sorted(empty)} with shapes "
+            f"{[arrays[name].shape for name in sorted(empty)]}"
+        )
     if format == "inputs":
         return {"inputs": {name: _to_json(a) for name, a in arrays.items()}}
     if format != "instances":
@@ -123,6 +130,11 @@ def arrays_to_rest(arrays, format):
             f"size. Received: batch sizes={sizes}"
         )
     batch = next(iter(sizes.values()))
+    if batch == 0:  # TF Serving refuses an empty `instances` list
+        raise ValueError(
+            "The row format ('instances') cannot send a batch of 0 (TF Serving refuses an empty "
+            f"list). Received: batch sizes={sizes}"
+        )
     return {
         "instances": [{name: _to_json(a[i]) for name, a in arrays.items()} for i in range(batch)]
     }

@@ -369,6 +369,11 @@ def verify_export(path, examples, model=None, signature_name="serving_default", 
             bodies[format] = arrays_to_rest(examples, format)
         except ValueError as error:
             notes.append(f"{format}: not sent ({error})")
+    if not bodies:  # nothing a server could be sent: no check to report as passed
+        raise ValueError(
+            "verify_export: the examples cannot be sent to TF Serving in either request format: "
+            + "; ".join(notes)
+        )
     child = _run_child(path, signature_name, bodies)
     problems += child["problems"]
     max_abs_diff = {}

@@ -268,6 +268,22 @@ def test_causal_lm_decode_step_signature_next_to_serving_default(tmp_path):
     ]
 
 
+def test_a_batch_of_zero_is_refused_by_name_not_sent_as_json(tmp_path):
+    """JSON has no shape for an empty batch: a clear error, not a failed fresh process."""
+    with pytest.raises(ValueError, match="cannot send a batch of 0"):
+        arrays_to_rest({"x": np.zeros((0,), "float32")}, "instances")
+    for format in ("instances", "inputs"):
+        with pytest.raises(ValueError, match="JSON cannot carry the shape of an empty batch"):
+            arrays_to_rest({"x": np.zeros((0, 3), "float32")}, format)
+    model = _small_model()
+    empty = {"x": np.zeros((0, 5, 4), "float32")}
+    model(empty)
+    path = export_saved_model(model, tmp_path, name="m")
+    with pytest.raises(ValueError, match=r"verify_export: the examples cannot be sent .*"
+                                         r"instances: not sent.*inputs: not sent"):  # fmt: skip
+        verify_export(path, empty, model=model)
+
+
 def test_verify_reports_a_difference_beyond_atol(tmp_path):
     model = _score_attention_model()
     examples = _score_attention_examples()
