@@ -285,13 +285,20 @@ class TFLiteGenerator:
             max_length: as for `generate`.
 
         Returns:
-            A list of `str`.
+            A list of `str`: `""` for a text with no token or not UTF-8 (as the
+            SavedModel answers), never a translation of nothing.
         """
         if not texts:
             return []
-        _, source_ids = preprocessor.generate_preprocess(tf.constant(list(texts), tf.string))
+        from keras_attention.tasks.serving_status import sanitize  # noqa: PLC0415 (no cycle)
+
+        text, valid = sanitize(tf.constant([t if isinstance(t, bytes) else str(t) for t in texts],
+                                           tf.string))  # fmt: skip
+        source_tokens, source_ids = preprocessor.generate_preprocess(text)
         tokens, _ = self.generate(source_ids.numpy(), max_length)
-        return [t.decode("utf-8") for t in preprocessor.generate_postprocess(tokens).numpy()]
+        answered = valid.numpy() & (source_tokens.row_lengths().numpy() > 0)
+        outputs = [t.decode("utf-8") for t in preprocessor.generate_postprocess(tokens).numpy()]
+        return [output if ok else "" for output, ok in zip(outputs, answered, strict=True)]
 
 
 def convert_task_tflite(task, output_path=None, quantization=None, overwrite=False):

@@ -99,6 +99,10 @@ def test_another_models_tflite_file_is_refused_not_detokenized(untrained, tmp_pa
     own = tmp_path / "own.tflite"
     convert_task_tflite(untrained, own)
     assert tflite_predictor(untrained, str(own))(["3 march 2021"]) == untrained.predict(["3 march 2021"])
+    # The generator's own strings-in API answers "" for no text and bad bytes, as the task does.
+    texts = ["", b"caf\xe9", "3 march 2021", " \u2028 "]
+    generated = TFLiteGenerator(str(own)).generate_texts(texts, untrained.preprocessor, MAX_OUTPUT)
+    assert generated == untrained.translate(texts) and generated[:2] == ["", ""]
     fake = tmp_path / "fake.tflite"
     fake.write_bytes(b"notflite at all")
     with pytest.raises(ValueError, match=r"not a TFLite model \(no `TFL3` file identifier\)"):
