@@ -338,7 +338,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         if attention_bias is not None:
             if not hasattr(attention_bias, "shape"):  # a nested list
                 attention_bias = ops.convert_to_tensor(attention_bias, self.compute_dtype)
-            self._check_attention_bias(
+            attention_bias = self._check_attention_bias(
                 attention_bias, query, value, key, cache, projected_key_value
             )
         query_mask, value_mask, key_mask, attention_mask = masks
@@ -508,11 +508,34 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
         ok = len(shape) == 4 and all(
             b is None or w is None or b in (1, w) for b, w in zip(shape, wanted, strict=True)
         )
+        message = (
+            "MultiHeadAttention: `attention_bias` must have rank 4 and be broadcastable to "
+            f"`(batch_size, num_heads, Tq, Tv)` = {wanted}."
+        )
         if not ok:
-            raise ValueError(
-                "MultiHeadAttention: `attention_bias` must have rank 4 and be broadcastable to "
-                f"`(batch_size, num_heads, Tq, Tv)` = {wanted}. Received: attention_bias.shape={shape}"
-            )
+            raise ValueError(f"{message} Received: attention_bias.shape={shape}")
+        unknown = [i for i, (b, w) in enumerate(zip(shape, wanted, strict=True))
+                   if b != 1 and (b is None or w is None)]  # fmt: skip
+        if not unknown or keras.backend.backend() != "tensorflow":
+            return bias
+        # Sizes known only at run time (a traced signature with `None` axes): asserted there.
+        import tensorflow as tf  # noqa: PLC0415 (TensorFlow only on its own backend)
+
+        source = projected_key_value[0] if projected_key_value is not None else (
+            value if key is None else key)  # fmt: skip
+        if cache is not None:
+            source = cache[0]
+        memory_axis = 2 if cache is not None and id(self) in _decoding_state().heads_first else 1
+        full = [tf.shape(query)[0], self.num_heads, tf.shape(query)[1],
+                tf.shape(source)[memory_axis]]  # fmt: skip
+        sizes = tf.shape(bias)
+        checks = [tf.logical_or(tf.equal(sizes[i], 1), tf.equal(sizes[i], full[i])) for i in unknown]
+        assertion = tf.debugging.Assert(
+            tf.reduce_all(tf.stack(checks)),
+            [message, "Received: attention_bias.shape=", sizes, "scores shape=", tf.stack(full)],
+        )
+        with tf.control_dependencies([assertion]):
+            return tf.identity(bias)
 
     def _chunk_size_for(
         self, query_heads, key_heads, return_attention_scores, dropout_active=False

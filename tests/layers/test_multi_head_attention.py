@@ -307,6 +307,24 @@ def test_projected_key_value_checks_its_memory_and_a_list_bias_works():
     )
 
 
+def test_a_traced_bias_of_the_wrong_size_is_named_at_run_time():
+    import tensorflow as tf
+
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    x = rand(2, 5, 8)
+    layer(x, x)
+    spec = tf.TensorSpec((None, None, 8))
+    call = tf.function(lambda q, v, b: layer(q, v, attention_bias=b),
+                       input_signature=[spec, spec, tf.TensorSpec((None,) * 4)])  # fmt: skip
+    np.testing.assert_allclose(
+        np.asarray(call(x, x, np.zeros((1, 2, 5, 5), "float32"))), np.asarray(layer(x, x)),
+        rtol=0, atol=1e-6,
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`attention_bias` must have rank 4 "
+                                                             r"and be broadcastable"):  # fmt: skip
+        call(x, x, np.zeros((1, 2, 5, 4), "float32"))  # Tv is 5
+
+
 def test_cached_decoding_from_keras_masked_inputs():
     """An embedding's Keras mask `(B, Tq)` is no mask over the cache: decoding from it works."""
     from keras_attention.layers import TokenAndPositionEmbedding, TransformerDecoderBlock
