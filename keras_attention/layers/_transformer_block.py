@@ -1,5 +1,7 @@
 """What the Transformer encoder and decoder blocks share: arguments, sublayers, feed-forward."""
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -72,7 +74,7 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         if (
             isinstance(layer_norm_epsilon, bool)
-            or not isinstance(layer_norm_epsilon, int | float)
+            or not isinstance(layer_norm_epsilon, numbers.Real)
             or not layer_norm_epsilon > 0
         ):
             raise ValueError(

@@ -1,5 +1,7 @@
 """Hard attention: exactly one memory position per query (Xu et al. 2015)."""
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -159,7 +161,7 @@ class HardAttention(BaseScoreAttention):
             )
         if (
             isinstance(baseline_decay, bool)
-            or not isinstance(baseline_decay, int | float)
+            or not isinstance(baseline_decay, numbers.Real)
             or not 0.0 <= baseline_decay < 1.0
         ):
             raise ValueError(

@@ -1,5 +1,6 @@
 """Monotonic attention (Raffel et al. 2017): expected alignments in training, hard at inference."""
 
+import numbers
 import warnings
 
 import keras
@@ -138,14 +139,14 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
             raise ValueError(f"{name}: `mode` must be one of {_MODES}. Received: mode={mode!r}")
         if score == "additive" or units is not None:
             units = positive_int(name, "units", units)
-        if isinstance(score_bias_init, bool) or not isinstance(score_bias_init, int | float):
+        if isinstance(score_bias_init, bool) or not isinstance(score_bias_init, numbers.Real):
             raise ValueError(
                 f"{name}: `score_bias_init` must be a number. "
                 f"Received: score_bias_init={score_bias_init!r}"
             )
         if (
             isinstance(sigmoid_noise, bool)
-            or not isinstance(sigmoid_noise, int | float)
+            or not isinstance(sigmoid_noise, numbers.Real)
             or not sigmoid_noise >= 0
         ):
             raise ValueError(

@@ -1,6 +1,7 @@
 """Scaled dot-product attention."""
 
 import math
+import numbers
 
 import keras
 
@@ -44,7 +45,7 @@ class ScaledDotAttention(BaseScoreAttention):
         if scale is not None:
             if (
                 isinstance(scale, bool)
-                or not isinstance(scale, int | float)
+                or not isinstance(scale, numbers.Real)
                 or not math.isfinite(scale)
                 or scale <= 0
             ):

@@ -1,6 +1,7 @@
 """Show, Attend and Tell: soft attention over a CNN feature grid, with the gating scalar."""
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -127,7 +128,7 @@ class SpatialAttention(WeightOptionsMixin, BaseScoreAttention):
         name = type(self).__name__
         units = positive_int(name, "units", units)
         strength = doubly_stochastic_regularization
-        if isinstance(strength, bool) or not isinstance(strength, int | float) or strength < 0:
+        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or strength < 0:
             raise ValueError(
                 f"{name}: `doubly_stochastic_regularization` must be a number >= 0. "
                 f"Received: doubly_stochastic_regularization={strength!r}"

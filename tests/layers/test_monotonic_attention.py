@@ -264,3 +264,20 @@ def test_training_gradients_under_xla_match_eager():
     eager = gradients(query, value)
     for a, b in zip(xla, eager, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_scalars_are_numbers_and_configs_stay_json():
+    import json
+
+    from keras_attention.layers import HardAttention, ScaledDotAttention, SpatialAttention
+
+    layers = [
+        MonotonicAttention(units=4, score_bias_init=np.float32(-2), sigmoid_noise=np.float64(0.5)),
+        ScaledDotAttention(scale=np.float32(0.5)),
+        SpatialAttention(4, doubly_stochastic_regularization=np.float32(1.0)),
+        HardAttention(estimator="reinforce", baseline_decay=np.float32(0.9)),
+    ]
+    for layer in layers:
+        config = json.loads(json.dumps(layer.get_config()))
+        assert type(layer).from_config(config).get_config() == config
+    assert layers[0].score_bias_init == -2.0 and layers[1].scale == 0.5
