@@ -117,6 +117,10 @@ class FitConfig:
         # What `keras.utils.set_random_seed` takes (checked here: before a run writes anything).
         if positive_int(_OWNER, "seed", self.seed, minimum=0) >= 2**32:
             raise ValueError(f"{_OWNER}: `seed` must be below 2**32. Received: seed={self.seed}")
+        if isinstance(self.verbose, bool):  # `True == 1`: refused rather than read as 1
+            raise ValueError(
+                f"{_OWNER}: `verbose` must be one of (0, 1, 2). Received: verbose={self.verbose}"
+            )
         one_of(_OWNER, "verbose", self.verbose, (0, 1, 2))
 
     @property

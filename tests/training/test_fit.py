@@ -272,3 +272,8 @@ def test_a_decaying_schedule_needs_the_number_of_batches_or_a_budget(tmp_path):
 def test_a_seed_that_set_random_seed_refuses_is_refused_first(seed):
     with pytest.raises(ValueError, match=r"`seed`"):
         FitConfig(seed=seed)
+
+
+def test_verbose_must_be_an_int_level():
+    with pytest.raises(ValueError, match=r"`verbose` must be one of \(0, 1, 2\)"):
+        FitConfig(verbose=True)
