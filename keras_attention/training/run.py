@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import os
+import re
 import shutil
 
 import keras
@@ -351,7 +352,12 @@ def _check_not_foreign(output_dir, overwrite):
         return
     if os.path.isfile(os.path.join(output_dir, RUN_FILE)) or is_saved_task(output_dir):
         return
-    others = sorted(name for name in os.listdir(output_dir) if name != LOCK_FILE)
+    # The lock, and other workers' directories (`worker-<i>`, made by a multi-worker run's
+    # other processes, possibly before this chief writes its run.json), are the run's own.
+    others = sorted(
+        name for name in os.listdir(output_dir)
+        if name != LOCK_FILE and not re.fullmatch(r"(worker|chief|evaluator|ps)-\d+", name)
+    )  # fmt: skip
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise FileExistsError(

@@ -378,9 +378,12 @@ def test_a_directory_of_other_files_is_refused_unless_overwrite(tmp_path, capsys
     assert "add --overwrite" in capsys.readouterr().err
     training.train_translation(pairs, mine, overwrite=True, **options)  # asked for
     assert (mine / "task.json").is_file()
-    # An empty directory, and a run's own directory, need nothing.
+    # An empty directory, and one holding only other workers' directories of a multi-worker
+    # run (made before the chief writes its run.json), need nothing.
     (tmp_path / "empty").mkdir()
     training.train_translation(pairs, tmp_path / "empty", **options)
+    (tmp_path / "workers" / "worker-1").mkdir(parents=True)
+    training.train_translation(pairs, tmp_path / "workers", **options)
 
 
 def test_a_run_records_checkpoint_averaging(tmp_path):
