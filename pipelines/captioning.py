@@ -162,6 +162,23 @@ def check_image_files(image_paths, captions, skip_bad_images=False, progress=Non
     return [paths[i] for i in kept], [captions[i] for i in kept]
 
 
+def group_by_image(image_paths, captions):
+    """One row per image: `(paths, captions)`, a repeated path's caption lists joined in order.
+
+    Paths (as `str`) keep the order of their first row; a list given one row per caption is
+    one image with every caption, as `make_dataset` and `Captioner.evaluate` read it.
+
+    Example:
+
+    >>> group_by_image(["a.jpg", "b.jpg", "a.jpg"], [["x"], ["y"], ["z"]])
+    (['a.jpg', 'b.jpg'], [['x', 'z'], ['y']])
+    """
+    rows = {}
+    for path, group in zip(image_paths, captions, strict=True):
+        rows.setdefault(os.fspath(path), []).extend(group)
+    return list(rows), list(rows.values())
+
+
 def decode_image(image_bytes, image_size, resize="pad"):
     """Decodes one encoded image and resizes it to a square.
 
@@ -739,14 +756,9 @@ def _read_examples(images, captions, skip_bad_images, progress, check_images=Tru
                 raise ValueError(
                     f"{name}: `images` as a list must hold file paths. Received: images[{i}]={path!r}"
                 )
-        lists = _caption_lists(captions, len(images))
-        unique = {}
-        for path, texts in zip(images, lists, strict=True):
-            unique.setdefault(os.fspath(path), []).extend(texts)
-        paths = list(unique)
+        paths, image_captions = group_by_image(images, _caption_lists(captions, len(images)))
         index = {os.fspath(path): i for i, path in reversed(list(enumerate(images)))}
         wheres = [f"`images[{index[path]}]`" for path in paths]
-        image_captions = [unique[path] for path in paths]
         if not check_images:  # already checked (`read_captions`)
             return paths, image_captions
         checked = [path if os.path.isfile(path) else [path] for path in paths]

@@ -23,7 +23,6 @@ token, greedy, as `keras_attention.generation.greedy_search` decides
 (`never_generated` tokens masked, finished rows padded).
 """
 
-import os
 import warnings
 
 import numpy as np
@@ -33,6 +32,7 @@ from keras_attention.export.litert_causal_lm import TFLiteCausalLM, convert_caus
 from keras_attention.export.tflite import (
     _interpreter,
     _read,
+    _short,
     _signature_runner,
     check_output_path,
     convert_tflite,
@@ -290,8 +290,6 @@ class TFLiteGenerator:
         """
         if not texts:
             return []
-        from keras_attention.tasks.serving_status import sanitize  # noqa: PLC0415 (no cycle)
-
         text, valid = sanitize(tf.constant([t if isinstance(t, bytes) else str(t) for t in texts],
                                            tf.string))  # fmt: skip
         source_tokens, source_ids = preprocessor.generate_preprocess(text)
@@ -385,14 +383,8 @@ def tflite_predictor(task, flatbuffer):
             stacklevel=2,
         )
     generator = TFLiteGenerator(flatbuffer, never_generated=task.never_generated_ids)
-    expected = getattr(task.backbone, "target_vocabulary_size", None)
-    if None not in (expected, generator.vocabulary_size) and expected != generator.vocabulary_size:
-        # Another model's file: its ids would be detokenized with this task's vocabulary.
-        raise ValueError(
-            f"tflite_predictor: the .tflite file generates ids of a vocabulary of "
-            f"{generator.vocabulary_size}; the task's has {expected}: the file was converted from "
-            f"another model. Received: flatbuffer={_short_path(flatbuffer)}"
-        )
+    _check_same_vocabulary(generator, getattr(task.backbone, "target_vocabulary_size", None),
+                           flatbuffer)  # fmt: skip
 
     def predict(inputs):
         if not len(inputs):
@@ -410,12 +402,7 @@ def tflite_predictor(task, flatbuffer):
 def _causal_lm_predictor(task, flatbuffer):
     """`predict` for a causal LM: the prompts framed on the host, greedy decoding in LiteRT."""
     generator = TFLiteCausalLM(flatbuffer, pad_id=task.preprocessor.pad_id)
-    if generator.vocabulary_size != task.backbone.vocabulary_size:  # another model's file
-        raise ValueError(
-            f"tflite_predictor: the .tflite file generates ids of a vocabulary of "
-            f"{generator.vocabulary_size}; the task's has {task.backbone.vocabulary_size}: the "
-            f"file was converted from another model. Received: flatbuffer={_short_path(flatbuffer)}"
-        )
+    _check_same_vocabulary(generator, task.backbone.vocabulary_size, flatbuffer)
     if task.sampler != "greedy":
         warnings.warn(
             f"tflite_predictor: the on-device loop decodes greedily; the task's sampler="
@@ -456,7 +443,14 @@ def _single_pass_predictor(task, flatbuffer):
     return predict
 
 
-def _short_path(flatbuffer):
-    """A file path as given, or a note for bytes."""
-    return repr(flatbuffer) if isinstance(flatbuffer, str | os.PathLike) else f"<{len(flatbuffer)} bytes>"
+def _check_same_vocabulary(generator, task_size, flatbuffer):
+    """Refuses another model's file: its ids would be detokenized with this task's vocabulary
+    (ids past it crash tensorflow-text's detokenizer). `None` sizes are not compared."""
+    file_size = generator.vocabulary_size
+    if None not in (file_size, task_size) and file_size != task_size:
+        raise ValueError(
+            f"tflite_predictor: the .tflite file generates ids of a vocabulary of {file_size}; "
+            f"the task's has {task_size}: the file was converted from another model. "
+            f"Received: flatbuffer={_short(flatbuffer)}"
+        )
 

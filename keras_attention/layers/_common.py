@@ -86,12 +86,13 @@ def position_offset(layer_name, name, value):
         received = repr(value)
     elif hasattr(value, "dtype") and hasattr(value, "shape"):
         dtype = keras.backend.standardize_dtype(value.dtype)
-        known = static_int(value) if "int" in dtype and len(value.shape) == 0 else None
-        if "int" in dtype and len(value.shape) == 0 and (known is None or known >= 0):
-            return value
-        received = f"<tensor shape={tuple(value.shape)} dtype={dtype}" + (
-            f" value={known}>" if known is not None else ">"
-        )
+        known = None
+        if "int" in dtype and len(value.shape) == 0:
+            known = static_int(value)
+            if known is None or known >= 0:
+                return value
+        value_text = "" if known is None else f" value={known}"
+        received = f"<tensor shape={tuple(value.shape)} dtype={dtype}{value_text}>"
     else:
         received = repr(value)
     raise ValueError(

@@ -118,16 +118,14 @@ def gather_positions(value, index, valid=None):
         return ops.zeros((batch_size, query_length, value_dim), value.dtype)
     offsets = ops.expand_dims(ops.arange(batch_size, dtype="int32") * value_length, 1)  # (B, 1)
     flat_index = ops.cast(index, "int32") + offsets
+    table = ops.reshape(value, (-1, value_dim))
     if valid is not None or value.shape[1] is None:
         # Invalid rows, and every row of a memory empty at run time (a traced `None` length),
-        # read one zero row after the table: never out of range.
-        blank = ops.shape(value)[0] * value_length  # the zero row's index
+        # read one zero row appended to the table: never out of range.
         keep = ops.greater(value_length, 0)
         if valid is not None:
             keep = ops.logical_and(valid, keep)
-        flat_index = ops.where(keep, flat_index, blank)
-    table = ops.reshape(value, (-1, value_dim))
-    if valid is not None or value.shape[1] is None:
+        flat_index = ops.where(keep, flat_index, batch_size * value_length)
         table = ops.concatenate([table, ops.zeros((1, value_dim), value.dtype)], axis=0)
     rows = ops.take(table, ops.reshape(flat_index, (-1,)), axis=0)  # (B * Tq, dv)
     return ops.reshape(rows, (batch_size, query_length, value_dim))

@@ -21,6 +21,7 @@ from pipelines.captioning import (
     VOCABULARY,
     CaptioningPreprocessor,
     check_image_files,
+    group_by_image,
     is_image,
     make_dataset,
     read_captions,
@@ -307,7 +308,7 @@ class Captioner(Task):
                     f"{len(paths)} paths, {len(captions)} captions"
                 )
             captions = [[c] if isinstance(c, str) else list(c) for c in captions]
-            return check_image_files(*_grouped_by_image(paths, captions))
+            return check_image_files(*group_by_image(paths, captions))
         if isinstance(data, tuple) and len(data) == 2:
             images, captions = data
             return read_captions(captions, images)
@@ -704,16 +705,3 @@ def _size(batch):
 
 def _text(value):
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _grouped_by_image(paths, captions):
-    """`(paths, captions)` with one row per image: a repeated path's captions joined, in order.
-
-    A list given one row per caption (`[a, a, b]`, `["c1", "c2", "c3"]`) is one image with
-    every caption as a reference, as `make_dataset` and the caption files read it.
-    """
-    rows = {}
-    for path, group in zip(paths, captions, strict=True):
-        rows.setdefault(os.fspath(path), (path, []))[1].extend(group)
-    return [path for path, _ in rows.values()], [group for _, group in rows.values()]
-

@@ -28,6 +28,8 @@ from keras_attention.utils.options import to_dict
 from pipelines import synthetic
 
 SIZES = ["--embedding-dim", "8", "--units", "8", "--vocabulary-size", "200", "--verbose", "0"]
+# The same tiny translator for `training.train_translation` (each test adds its epochs).
+TINY_RUN = {"embedding_dim": 8, "units": 8, "vocabulary_size": 200, "verbose": 0, "batch_size": 32}
 LOCK_MODULE = os.path.join(os.path.dirname(keras_attention.__file__), "training", "lock.py")
 
 
@@ -316,8 +318,7 @@ def test_a_validation_loss_that_is_not_finite_saves_no_task(tmp_path):
 def test_a_crash_while_saving_the_task_resumes_with_nothing_left_to_train(tmp_path, monkeypatch):
     """The backup outlives training until the task is saved: nothing is trained twice or lost."""
     pairs = synthetic.dates(64, seed=0)
-    options = {"embedding_dim": 8, "units": 8, "vocabulary_size": 200, "verbose": 0,
-               "epochs": 2, "batch_size": 32}  # fmt: skip
+    options = {**TINY_RUN, "epochs": 2}
     run = tmp_path / "run"
     save = Translator.save
 
@@ -338,8 +339,7 @@ def test_a_crash_while_saving_the_task_resumes_with_nothing_left_to_train(tmp_pa
 def test_a_kill_inside_the_assets_swap_leaves_a_run_that_resumes(tmp_path, monkeypatch):
     """`Task.save` swaps `assets/` in by renames: a kill between them loses neither copy."""
     pairs = synthetic.dates(64, seed=0)
-    options = {"embedding_dim": 8, "units": 8, "vocabulary_size": 200, "verbose": 0,
-               "epochs": 1, "batch_size": 32}  # fmt: skip
+    options = {**TINY_RUN, "epochs": 1}
     run = tmp_path / "run"
     replace = os.replace
 
@@ -362,8 +362,7 @@ def test_a_kill_inside_the_assets_swap_leaves_a_run_that_resumes(tmp_path, monke
 
 def test_a_directory_of_other_files_is_refused_unless_overwrite(tmp_path, capsys):
     pairs = synthetic.dates(32, seed=0)
-    options = {"embedding_dim": 8, "units": 8, "vocabulary_size": 200, "verbose": 0,
-               "epochs": 1, "batch_size": 32}  # fmt: skip
+    options = {**TINY_RUN, "epochs": 1}
     mine = tmp_path / "mine"
     (mine / "assets").mkdir(parents=True)
     (mine / "assets" / "notes.txt").write_text("my notes")
