@@ -95,6 +95,29 @@ def _trained_demo(name, args):
 # -- train ----------------------------------------------------------------------------------------
 
 
+def _interrupted(output_dir):
+    """What a Ctrl-C left: the epoch a rerun resumes after, or nothing to resume."""
+    import json
+
+    from keras_attention import training
+
+    backup = os.path.join(output_dir, training.BACKUP_DIR)
+    try:
+        with open(os.path.join(backup, "training_metadata.json"), encoding="utf-8") as f:
+            epoch = int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        epoch = 0
+    if epoch > 0:
+        return (
+            f"interrupted: run the same command again to resume after epoch {epoch} "
+            f"(backup in {backup})"
+        )
+    return (
+        "interrupted before the first epoch ended: nothing was backed up, so the same command "
+        "starts over"
+    )
+
+
 def _train(args):
     from keras_attention import training
 
@@ -115,11 +138,7 @@ def _train(args):
             overwrite=args.overwrite,
         )
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: run the same command again to resume after the last finished epoch "
-            f"(backup in {os.path.join(args.output_dir, training.BACKUP_DIR)})",
-            file=sys.stderr,
-        )
+        print(f"\n{_interrupted(args.output_dir)}", file=sys.stderr)
         return 130
     if run.resumed_from:
         print(f"resumed after epoch {run.resumed_from}")
@@ -189,6 +208,8 @@ class _TFLitePredictor:
         if not os.path.isfile(path):
             raise ValueError(f"no such TFLite file: {path!r}. Received: tflite={path!r}")
         self.predict = tflite_predictor(task, path)
+        if hasattr(self.predict, "with_status"):  # text tasks: statuses on stderr as served
+            self.predict_with_status = self.predict.with_status
 
 
 def _load_predictor(path, tflite=None, what="task", flag="run"):
@@ -452,10 +473,11 @@ def _add_generate_parser(commands):
 
 
 def _png_path(path, index, count):
-    """`path` for one input; `<stem>-<n>.png` (1-based) for several."""
-    if count == 1:
-        return path
+    """`path` for one input; `<stem>-<n>.png` (1-based) for several. Without an extension,
+    `.png` is added (as matplotlib does when it saves), so the file checked is the one written."""
     stem, ext = os.path.splitext(path)
+    if count == 1:
+        return f"{stem}{ext or '.png'}"
     return f"{stem}-{index + 1}{ext or '.png'}"
 
 
@@ -584,7 +606,7 @@ def _export_task(args):
 
 
 def _verify(args):
-    from keras_attention.export.saved_model import verify_export
+    from keras_attention.export.saved_model import latest_version, verify_export
     from keras_attention.export.tflite import verify_tflite
 
     examples = _load_examples(args.examples)
@@ -592,9 +614,16 @@ def _verify(args):
     if args.path.endswith(".tflite"):
         if not os.path.isfile(args.path):
             raise ValueError(f"no such TFLite file: {args.path!r}. Received: path={args.path!r}")
-        report = verify_tflite(args.path, examples, model=model, atol=args.atol)
+        report = verify_tflite(
+            args.path, examples, model=model, signature=args.signature, atol=args.atol
+        )
     else:
-        report = verify_export(args.path, examples, model=model, atol=args.atol)
+        path = latest_version(args.path)
+        if os.path.normpath(path) != os.path.normpath(args.path):
+            print(f"verifying {path} (the latest version of {args.path})")
+        report = verify_export(
+            path, examples, model=model, signature_name=args.signature, atol=args.atol
+        )
     print(report)
     return 0 if report.ok else 1
 
@@ -647,7 +676,16 @@ def _add_export_parsers(commands):
         "verify",
         help="load an export the way production does and compare it with the Keras model",
     )
-    verify.add_argument("path", help="a SavedModel version directory or a .tflite file")
+    verify.add_argument(
+        "path",
+        help="a SavedModel version directory (or the model folder above it: its latest "
+        "version), or a .tflite file",
+    )
+    verify.add_argument(
+        "--signature", default="serving_default",
+        help="the signature to run (a task's .tflite: encode, prefill, decode, ...; "
+        "default: %(default)s)",
+    )  # fmt: skip
     verify.add_argument(
         "--examples", required=True, help="a .npz of input arrays named after the model inputs"
     )

@@ -53,7 +53,7 @@ SUFFIX_INDICATOR = "##"
 SIDECAR_SUFFIX = ".json"
 _SIDECAR_FORMAT = "keras_attention.wordpiece"
 
-_WHITESPACE = r"\s|\p{Cc}|\p{Cf}"
+_WHITESPACE = r"\s|\p{Z}|\p{Cc}|\p{Cf}"  # \s is ASCII only in RE2: \p{Z} has U+00A0, U+2028, ...
 _PUNCTUATION = r"[!-/]|[:-@]|[\[-`]|[{-~]|\p{P}"
 _CJK = (
     r"[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{F900}-\x{FAFF}"
@@ -73,8 +73,9 @@ _COMPACT_RULES = (
 def read_lines(path, progress=None):
     """Reads a UTF-8 text file (plain or gzip) into a list of lines.
 
-    Lines end at `\\n` (a trailing `\\r` is dropped too); a final newline does
-    not start an empty last line; a UTF-8 byte order mark at the start is
+    Lines end at `\\n` (a trailing `\\r` is dropped too; one inside a line is
+    refused: old Mac line ends would make the file one line); a final newline
+    does not start an empty last line; a UTF-8 byte order mark at the start is
     dropped. Gzip is recognised by its magic bytes, so
     the file name does not matter.
 
@@ -113,6 +114,12 @@ def read_lines(path, progress=None):
             line = line.rstrip(b"\n").rstrip(b"\r")
             if number == 1 and line.startswith(b"\xef\xbb\xbf"):
                 line = line[3:]  # a UTF-8 byte order mark (Windows editors) is not text
+            if b"\r" in line:  # classic Mac line ends: the whole file would be one "line"
+                raise ValueError(
+                    f"'{path}', line {number}: a carriage return (\\r) inside the line; lines "
+                    "must end with \\n or \\r\\n (convert old Mac line ends, e.g. "
+                    "`tr '\\r' '\\n'`)."
+                )
             try:
                 lines.append(line.decode("utf-8"))
             except UnicodeDecodeError as error:
@@ -300,7 +307,9 @@ def build_wordpiece_vocab(
         raise ValueError("`texts` holds no words to learn a vocabulary from.") from None
     vocab = wordpiece_learner.learn(
         word_counts, int(vocabulary_size), list(reserved), joiner=SUFFIX_INDICATOR
-    )[: int(vocabulary_size)]
+    )
+    _check_alphabet_fits(vocab, reserved, int(vocabulary_size))
+    vocab = vocab[: int(vocabulary_size)]
     TextTokenizer(
         vocab,
         lowercase=lowercase,
@@ -309,6 +318,27 @@ def build_wordpiece_vocab(
         reserved_tokens=reserved,
     ).save(vocab_path)
     return vocab
+
+
+def _check_alphabet_fits(vocab, reserved, vocabulary_size):
+    """Refuses a size that would cut the characters or their `##` forms off the vocabulary:
+    words needing a cut one become `[UNK]` whole, silently."""
+    reserved = set(reserved)
+    alphabet = [
+        i
+        for i, token in enumerate(vocab)
+        if token not in reserved
+        and (len(token) == 1 or (token.startswith(SUFFIX_INDICATOR) and len(token) == 3))
+    ]
+    needed = max(alphabet, default=-1) + 1
+    if vocabulary_size < needed:
+        characters = sum(len(vocab[i]) == 1 for i in alphabet)
+        raise ValueError(
+            f"build_wordpiece_vocab: `vocabulary_size` is too small for this text: its "
+            f"{characters} characters and their {SUFFIX_INDICATOR} forms (with the reserved "
+            f"tokens) take {needed} entries, and a word holding a character left out would "
+            f"become [UNK] whole. Use at least {needed}. Received: vocabulary_size={vocabulary_size}"
+        )
 
 
 def sidecar_path(vocab_path):
@@ -569,9 +599,32 @@ class TextTokenizer(tf.Module):
 
 
 def read_vocab(vocab_path):
-    """The tokens of a vocabulary file, one per line (UTF-8)."""
-    with open(vocab_path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    """The tokens of a vocabulary file, one per line (UTF-8; CRLF line ends and a BOM are read).
+
+    Blank lines at the end are ignored (an editor's); a blank line elsewhere, a token that
+    repeats an earlier one and bytes that are not UTF-8 are refused, naming the file and line.
+    """
+    path = os.fspath(vocab_path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        lines = raw.decode("utf-8").removeprefix("\ufeff").split("\n")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(f"'{path}', line {line}: not valid UTF-8 ({error.reason}).") from None
+    tokens = [line.removesuffix("\r") for line in lines]
+    while tokens and not tokens[-1].strip():
+        tokens.pop()
+    first = {}
+    for number, token in enumerate(tokens, start=1):
+        if not token.strip():
+            raise ValueError(f"'{path}', line {number}: a blank line is not a token.")
+        if token in first:
+            raise ValueError(
+                f"'{path}', line {number}: the token {token!r} repeats line {first[token]}."
+            )
+        first[token] = number
+    return tokens
 
 
 def _write_vocab(vocab_path, vocab):

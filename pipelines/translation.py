@@ -9,6 +9,8 @@ then tokenizes, frames and filters them with a preprocessor, caches, shuffles,
 buckets by length, pads and prefetches with `tf.data`.
 """
 
+import hashlib
+import json
 import numbers
 import os
 
@@ -31,8 +33,9 @@ class TranslationPreprocessor:
       token ids as they are (no `[START]`/`[END]`), `target_in` = `[START]` +
       the target's ids, `target_out` = the target's ids + `[END]`; a pair is
       kept when its source has between 1 and `source_sequence_length` tokens
-      and its `target_out` at most `target_sequence_length` (long pairs are
-      dropped, never truncated);
+      and its target at least one token, its `target_out` at most
+      `target_sequence_length` (long pairs are dropped, never truncated; a
+      blank target would teach the model to say nothing);
     - inference (`generate_preprocess`): a source longer than
       `source_sequence_length` tokens keeps its first `source_sequence_length`
       tokens (training never saw longer ones), and the batch is padded with
@@ -117,7 +120,7 @@ class TranslationPreprocessor:
     def keep(self, inputs, target_out):
         """Whether a framed example fits the lengths (a scalar bool; see the class)."""
         source_length = tf.shape(inputs["source"])[0]
-        kept = source_length > 0
+        kept = (source_length > 0) & (tf.shape(target_out)[0] > 1)  # [END] alone: no target
         if self.source_sequence_length is not None:
             kept &= source_length <= self.source_sequence_length
         if self.target_sequence_length is not None:
@@ -249,7 +252,9 @@ def make_dataset(
             (`batch_size` is then unused). Defaults to `None`: `batch_size`
             pairs per batch.
         cache: `False`, `True` (cache the tokenized pairs in memory) or a file
-            path prefix (cache on disk). Defaults to `False`.
+            path prefix (cache on disk, in files `<prefix>-<16 hex digits>*`
+            named by a digest of the pairs, the vocabularies and the lengths,
+            so other data never replays this cache). Defaults to `False`.
         prefetch: `True` (autotuned), `False`, or a positive int buffer size.
             Defaults to `True`.
         drop_remainder: bool, drop a last smaller batch (per bucket).
@@ -326,7 +331,7 @@ def make_dataset(
         .filter(preprocessor.keep)
     )
     if cache is not False:
-        dataset = dataset.cache("" if cache is True else os.fspath(cache))
+        dataset = dataset.cache(_cache_path(cache, sources, targets, preprocessor))
     if shuffle is not None:
         dataset = dataset.shuffle(int(shuffle), seed=seed, reshuffle_each_iteration=True)
     if bucket_boundaries is None:
@@ -497,3 +502,23 @@ def _check_boundaries(boundaries):
 
 def _is_path(value):
     return isinstance(value, str | os.PathLike)
+
+
+def _cache_path(prefix, sources, targets, preprocessor):
+    """`<prefix>-<16 hex digits>` (`cache=True`: `""`, in memory): TensorFlow's disk cache
+    replays whatever it holds, so its name carries a digest of what it holds."""
+    if prefix is True:
+        return ""
+    digest = hashlib.sha256()
+    options = {
+        "lengths": preprocessor.get_config(),
+        "tokenizers": [
+            {"vocabulary": list(tokenizer.vocabulary), **tokenizer.get_config()}
+            for tokenizer in (preprocessor.source_tokenizer, preprocessor.target_tokenizer)
+        ],
+    }
+    digest.update(json.dumps(options, sort_keys=True).encode())
+    for text in (*sources, *targets):
+        data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return f"{os.fspath(prefix)}-{digest.hexdigest()[:16]}"

@@ -376,3 +376,7 @@ def check_tflite_decoding(spec, tmp_path):
     predict = tflite_predictor(task, path)
     assert predict(spec.texts) == task.predict(spec.texts)
     assert predict([]) == []
+    if hasattr(task, "predict_with_status"):  # each input's status, as in memory and served
+        texts = contract_texts(spec, task)  # with empty, undecodable and over-long inputs
+        assert predict.with_status(texts) == task.predict_with_status(texts)
+        assert predict.with_status([]) == {"outputs": [], "status": []}

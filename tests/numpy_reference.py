@@ -237,14 +237,17 @@ def local_p_positions(s, Wp, vp, source_length):
     return np.reshape(source_length, (-1, 1)) / (1.0 + np.exp(-logits))
 
 
-def local_attention_weights(scores, positions, window, mask=None):
-    """Softmax of the scores inside |s - p| <= D (and `mask`), times exp(-(s - p)² / (2 (D/2)²))."""
+def local_attention_weights(scores, positions, window, mask=None, gaussian=True):
+    """Softmax of the scores inside |s - p| <= D (and `mask`), times exp(-(s - p)² / (2 (D/2)²))
+    with `gaussian` (local-p; local-m is the softmax alone, Luong et al. 2015 eq. 7)."""
     source = np.arange(scores.shape[-1])
     distance = source - np.asarray(positions, "float64")[..., None]  # (B, Tq, Tv)
     in_window = np.abs(distance) <= window
     if mask is not None:
         in_window = in_window & mask
     sigma = window / 2.0
+    if not gaussian:
+        return softmax(scores, in_window)
     return softmax(scores, in_window) * np.exp(-(distance**2) / (2.0 * sigma**2))
 
 

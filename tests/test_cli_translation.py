@@ -14,6 +14,7 @@ from keras_attention import training
 from keras_attention.cli import main
 from keras_attention.tasks import TranslationConfig, Translator
 from pipelines import synthetic
+from tests.interrupt import InterruptAfter, Interrupted
 
 RNN_SIZES = ["--embedding-dim", "16", "--units", "32", "--vocab-size", "400"]
 TRANSFORMER_SIZES = ["--num-layers", "1", "--hidden-dim", "16", "--num-heads", "2"]
@@ -197,8 +198,14 @@ def test_interrupt_prints_how_to_resume(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(training, "train", interrupted)
     argv = ["train", "translation", "--src-file", src, "--tgt-file", tgt, "--output-dir"]
     assert main(argv + [str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err  # nothing backed up yet: nothing to resume
+    assert "interrupted before the first epoch ended: nothing was backed up" in err
+    backup = tmp_path / "run" / "backup"
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": -1}')
+    assert main(argv + [str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err
-    assert "run the same command again to resume" in err and "backup" in err
+    assert f"run the same command again to resume after epoch 3 (backup in {backup})" in err
 
 
 def test_translate_predict_evaluate_and_export_errors(tmp_path, capsys):
@@ -221,6 +228,14 @@ def test_translate_predict_evaluate_and_export_errors(tmp_path, capsys):
     assert "written by keras-attention 0.1" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "x", "--no-such-flag"]) == 2
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_attention_png_paths_name_the_file_matplotlib_writes():
+    from keras_attention.cli import _png_path
+
+    assert _png_path("plots/out", 0, 1) == "plots/out.png"  # savefig adds it
+    assert _png_path("plots/out.svg", 0, 1) == "plots/out.svg"
+    assert [_png_path("out", i, 3) for i in range(3)] == ["out-1.png", "out-2.png", "out-3.png"]
 
 
 # -- training, resuming and translating (slow) ----------------------------------------------
@@ -289,6 +304,15 @@ def test_train_rnn_then_translate_from_the_run_and_from_the_saved_model(
                  "--overwrite"]) == 0  # fmt: skip
     assert (tmp_path / "plots" / "align-4.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
+    # One input and a path without an extension: the plot is `<path>.png`, checked as such.
+    (tmp_path / "plots" / "one.png").write_bytes(b"mine")
+    argv = ["translate", "--translator", str(run), "--attention-png", str(tmp_path / "plots" / "one"),
+            texts[0]]  # fmt: skip
+    assert main(argv) == 2 and "one.png' exists" in capsys.readouterr().err
+    assert (tmp_path / "plots" / "one.png").read_bytes() == b"mine"
+    assert main([*argv, "--overwrite"]) == 0
+    assert f"written to {tmp_path / 'plots' / 'one.png'}" in capsys.readouterr().err
+    assert (tmp_path / "plots" / "one.png").read_bytes()[:4] == b"\x89PNG"
     # Bytes that are not UTF-8, on stdin or as an argument (Python keeps them as surrogates):
     # that input is answered "" with its status, the others are translated.
     class _BinaryStdin:
@@ -362,24 +386,6 @@ def test_train_a_tied_transformer_on_a_shared_vocabulary(tmp_path, capsys):
         TranslationConfig(model="rnn", tie_embeddings="target")
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _InterruptAfter(keras.callbacks.Callback):
-    """Records the weights at the end of epoch `epoch`, then raises (a crash mid-run)."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-        self.weights = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            self.weights = [w.copy() for w in self.model.get_weights()]
-            raise _Interrupt
-
-
 class _RecordStart(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.weights = [w.copy() for w in self.model.get_weights()]
@@ -390,8 +396,8 @@ def test_an_interrupted_run_resumes_from_its_backup(tmp_path, capsys):
     pairs = synthetic.dates(300, seed=4)
     options = {"embedding_dim": 8, "units": 16, "vocab_size": 300, "verbose": 0, "epochs": 3}
     run_dir = tmp_path / "run"
-    interrupt = _InterruptAfter(epoch=0)
-    with pytest.raises(_Interrupt):
+    interrupt = InterruptAfter(epoch=0)
+    with pytest.raises(Interrupted):
         training.train_translation(pairs, run_dir, callbacks=[interrupt], **options)
     assert (run_dir / "backup").is_dir() and not (run_dir / "task.json").exists()
     vocab = (run_dir / "assets" / "source_vocab.txt").read_text()

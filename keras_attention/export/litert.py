@@ -367,15 +367,17 @@ def tflite_predictor(task, flatbuffer):
 
     The task's `preprocess_for_device` (a translator's tokenizer, a
     captioner's image decoding and resizing) and `postprocess_from_device`
-    (detokenization) run on the host, `TFLiteGenerator` in LiteRT.
+    (detokenization) run on the host, `TFLiteGenerator` in LiteRT. For a text
+    task, `predict.with_status(inputs)` also gives each input's `status`, as
+    `task.predict_with_status` does.
 
     Example: `tflite_predictor(Task.load("runs/dates"), "dates.tflite")(["3 march 2021"])`.
     """
     check_tflite_task("tflite_predictor", task)
     if hasattr(task, "tflite_signatures"):  # one pass, no decoding loop (a classifier)
-        return _single_pass_predictor(task, flatbuffer)
+        return _with_status(task, _single_pass_predictor(task, flatbuffer))
     if isinstance(getattr(task, "backbone", None), GPTCausalLM):
-        return _causal_lm_predictor(task, flatbuffer)
+        return _with_status(task, _causal_lm_predictor(task, flatbuffer))
     if getattr(task, "beam_width", 1) != 1:
         warnings.warn(
             f"tflite_predictor: the on-device loop decodes greedily; the task's beam_width="
@@ -396,6 +398,20 @@ def tflite_predictor(task, flatbuffer):
             return outputs
         return [output if ok else "" for output, ok in zip(outputs, valid, strict=True)]
 
+    return _with_status(task, predict)
+
+
+def _with_status(task, predict):
+    """Gives `predict` a `with_status(inputs) -> {"outputs", "status"}` for a task that reports
+    each input's `status` (`keras_attention.tasks.serving_status`) as its SavedModel does."""
+    if hasattr(task, "device_status"):
+
+        def with_status(inputs):
+            if not len(inputs):
+                return {"outputs": [], "status": []}
+            return {"outputs": predict(inputs), "status": task.device_status(inputs)}
+
+        predict.with_status = with_status
     return predict
 
 

@@ -21,6 +21,7 @@ import pathlib
 import posixpath
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -139,8 +140,9 @@ def export_saved_model(
     signatures = _check_signatures(signatures)
     created = not model_dir.exists()
     model_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(model_dir)
     try:  # TF Serving ignores non-numeric directories, so the staging area is never served
-        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=_staging_prefix(version), dir=model_dir))
     except OSError as error:
         _remove_if_empty(model_dir, created)
         raise OSError(
@@ -472,9 +474,71 @@ def _check_container_base_path(container_base_path):
 
 
 def _existing_versions(model_dir):
+    """The version folders TF Serving serves: names of ASCII digits only (it parses an int64)."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit()
+    )
+
+
+def latest_version(path):
+    """`path` itself when it holds `saved_model.pb`, else its highest version folder that does.
+
+    So `<base_dir>/<name>` (the folder TF Serving is pointed at) names the version it serves.
+    Raises `FileNotFoundError`, naming `path`, when neither holds a SavedModel.
+    """
+    path = pathlib.Path(path)
+    if (path / "saved_model.pb").is_file():
+        return str(path)
+    versions = [v for v in _existing_versions(path) if (path / str(v) / "saved_model.pb").is_file()]
+    if not versions:
+        raise FileNotFoundError(
+            f"{str(path)!r} holds no saved_model.pb and no version folder (1, 2, ...) with one: "
+            f"give a SavedModel version directory or the model folder above it. "
+            f"Received: path={str(path)!r}"
+        )
+    return str(path / str(versions[-1]))
+
+
+# Staging folders are `.tmp-<version>-<host>-<pid>-<random>`: a later export on the same host
+# removes those whose process is gone (a killed export), never another live export's.
+_STAGING = re.compile(r"^\.tmp-\d+-(?P<host>[A-Za-z0-9_.-]*)-(?P<pid>\d+)-")
+
+
+def _host():
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64]
+
+
+def _staging_prefix(version):
+    return f".tmp-{version}-{_host()}-{os.getpid()}-"
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process, or not knowable: keep its folder
+    return True
+
+
+def _remove_stale_staging(model_dir):
+    """Removes staging folders left by exports on this host whose process has ended."""
+    host = _host()
+    with contextlib.suppress(OSError):
+        for entry in model_dir.iterdir():
+            match = _STAGING.match(entry.name)
+            if (
+                match
+                and entry.is_dir()
+                and match["host"] == host
+                and not _process_alive(int(match["pid"]))
+            ):
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _check_version(version, model_dir):
@@ -709,8 +773,28 @@ def _move_into_place(staged, path, staging, overwrite):
             raise FileExistsError(
                 f"export_saved_model: {str(path)!r} exists. Received: overwrite=False"
             )
+        if _exchange(staged, path):  # no moment without version N for TF Serving's poll
+            return  # the old version is now `staged`, removed with the staging directory
         os.rename(path, staging / "previous")  # removed with the staging directory
     os.rename(staged, path)
+
+
+def _exchange(first, second):
+    """Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, or another libc
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]  # fmt: skip
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange)
+    return done == 0  # EINVAL/ENOSYS (a file system without it): the two renames instead
 
 
 def _leading_comments(lines):

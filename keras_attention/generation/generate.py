@@ -116,7 +116,12 @@ def generate(
         jit_compile: bool, compile the loop with XLA (on JAX: the step; on
             PyTorch it is ignored). Defaults to `True`.
         return_scores: bool, also return the log-probability of each row's
-            generated tokens (float32 `(batch_size,)`). Defaults to `False`.
+            generated tokens (float32 `(batch_size,)`) under the model, after
+            `suppress_token_ids` and the repetition penalty: for `"sample"`,
+            the model's likelihood of the text it drew, not the probability
+            of the draw under `temperature`, `top_k` and `top_p`; for
+            `"beam"`, the returned beam's sum before the length penalty.
+            Defaults to `False`.
 
     Returns:
         int32 `(batch_size, max_length)`, a tensor of the Keras backend: the

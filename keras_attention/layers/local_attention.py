@@ -1,4 +1,4 @@
-"""Luong local attention: local-m (monotonic) and local-p (predictive) with a Gaussian window."""
+"""Luong local attention: local-m (monotonic) and local-p (predictive, with a Gaussian window)."""
 
 import keras
 from keras import ops
@@ -26,18 +26,22 @@ SCORES = ("dot", "general", "concat")
 class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
     """Local attention over a window `[p - D, p + D]` around an aligned source position `p`.
 
-    The weights are `a(s) = align(h_t, h̄_s) · exp(-(s - p_t)² / (2σ²))` with
-    `σ = D / 2`, where `align` is the softmax of the scores restricted to the
-    window (positions outside it, padded or otherwise masked get exactly zero
-    weight). As in the paper the weights are NOT renormalised after the
-    Gaussian: they sum to at most 1 over the unmasked positions.
+    `align(h_t, h̄_s)` is the softmax of the scores restricted to the window
+    (positions outside it, padded or otherwise masked get exactly zero
+    weight).
 
-    - `mode="monotonic"` (local-m): `p_t = t + query_offset`, the decoder step.
+    - `mode="monotonic"` (local-m): `p_t = t + query_offset`, the decoder
+      step, and the weights are `align` itself (the paper's eq. 7 over the
+      window: they sum to 1).
     - `mode="predictive"` (local-p): `p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))`
-      with `W_p` of shape `(dq, units)`. `S` is the source length: the number
-      of unmasked value positions of each example when a value (or key) mask
-      is given (the mask is assumed to pad on the right), else `Tv`. So
-      `p_t ∈ [0, S]`; `query_offset` is ignored.
+      with `W_p` of shape `(dq, units)`, and the weights are
+      `a(s) = align(h_t, h̄_s) · exp(-(s - p_t)² / (2σ²))` with `σ = D / 2`
+      (eq. 10), favouring positions near the real-valued `p_t`. As in the
+      paper they are NOT renormalised after the Gaussian: they sum to at
+      most 1. `S` is the source length: the number of unmasked value
+      positions of each example when a value (or key) mask is given (the
+      mask is assumed to pad on the right), else `Tv`. So `p_t ∈ [0, S]`;
+      `query_offset` is ignored.
 
     Args:
         window: positive int, the half-width `D` of the window. Defaults to `4`.
@@ -49,6 +53,10 @@ class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
         units: optional positive int, the hidden size of the position network
             (local-p) and of the `"concat"` score. Defaults to `None`: the
             query depth.
+        gaussian: bool, multiply the weights by the Gaussian around `p_t`.
+            Defaults to `None`: as in the paper, `True` for local-p and
+            `False` for local-m. (Before stop 39 local-m applied it too; a
+            saved layer without this option keeps doing so.)
         kernel_initializer: initializer of every weight. Defaults to
             `"glorot_uniform"`.
         kernel_regularizer: optional regularizer of every weight.
@@ -97,6 +105,7 @@ class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
         mode="monotonic",
         score="general",
         units=None,
+        gaussian=None,
         kernel_initializer="glorot_uniform",
         kernel_regularizer=None,
         kernel_constraint=None,
@@ -105,6 +114,11 @@ class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
         **kwargs,
     ):
         name = type(self).__name__
+        if gaussian is not None and not isinstance(gaussian, bool):
+            raise ValueError(
+                f"{name}: `gaussian` must be a bool or None (the paper's choice for the mode). "
+                f"Received: gaussian={gaussian!r}"
+            )
         window = positive_int(name, "window", window)
         if mode not in MODES:
             raise ValueError(f"{name}: `mode` must be one of {MODES}. Received: mode={mode!r}")
@@ -117,6 +131,7 @@ class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
         self.mode = mode
         self.score_function = score
         self.units = units
+        self.gaussian = (mode == "predictive") if gaussian is None else gaussian
         self._set_weight_options(
             kernel_initializer, "zeros", kernel_regularizer, None, kernel_constraint, None
         )
@@ -193,9 +208,9 @@ class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
             causal_offset=query_offset,
         )
         scores = self.score(inputs.query, inputs.key, inputs.value_length)  # (B, Tq, Tv)
-        align = masked_softmax(scores, combined_mask)
-        # The product is taken in float32; masked positions stay exactly zero.
-        weights = ops.cast(ops.cast(align, "float32") * gaussian, align.dtype)  # (B, Tq, Tv)
+        weights = masked_softmax(scores, combined_mask)  # align, (B, Tq, Tv)
+        if self.gaussian:  # in float32; masked positions stay exactly zero
+            weights = ops.cast(ops.cast(weights, "float32") * gaussian, weights.dtype)
         context = apply_attention(self._dropout_layer(weights, training=training), value)
         outputs = (context,)
         if return_attention_scores:
@@ -218,11 +233,17 @@ class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
             "mode": self.mode,
             "score": self.score_function,
             "units": self.units,
+            "gaussian": self.gaussian,
             **{
                 k: options[k]
                 for k in ("kernel_initializer", "kernel_regularizer", "kernel_constraint")
             },
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # A layer saved before the option existed applied the Gaussian in both modes.
+        return super().from_config({"gaussian": True, **config})
 
     # -- helpers --------------------------------------------------------------------------------
 

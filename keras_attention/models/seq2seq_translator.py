@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_attention.layers import AttentionDecoder
+from keras_attention.layers import AttentionDecoder, LocationAttention
 from keras_attention.layers._dropout import Dropout
 from keras_attention.layers.attention_decoder import CELLS
 from keras_attention.layers.base_score_attention import has_key_projection
@@ -211,6 +211,13 @@ class Seq2SeqTranslator(EncoderDecoderBackbone):
             "input_feeding": self.input_feeding,
             "dropout": self.dropout,
         }
+
+    @property
+    def source_sequence_length(self):
+        """`LocationAttention`'s `max_length` (its weights have one column per source position),
+        else `None`: the RNN takes sources of any length."""
+        score = self.decoder.score
+        return score.max_length if isinstance(score, LocationAttention) else None
 
     # -- decoding -------------------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ def doubly_stochastic_penalty(
     `t`; the penalty asks the sum over the steps to be close to 1 at every
     location too, so that over a whole caption the model looks at every part
     of the image (eq. 14 of the paper). Padded steps (`query_mask`) add no
-    attention, padded locations (`location_mask`) add no penalty.
+    attention, padded locations (`location_mask`) add no penalty, and a
+    sequence with no step at all (a padding row of the batch) adds none and
+    is left out of the mean.
 
     Args:
         weights: attention weights `(batch_size, Tq, *locations)`: `(batch_size,
@@ -27,8 +29,9 @@ def doubly_stochastic_penalty(
         location_mask: optional boolean `(batch_size, *locations)`, or the
             same flattened; `False` locations are left out of `Σ_i`.
         coefficient: `λ`, a number or scalar tensor. Defaults to `1.0`.
-        reduction: `"mean"` (over the batch), `"sum"` or `"none"` (one value
-            per example, `(batch_size,)`). Defaults to `"mean"`.
+        reduction: `"mean"` (over the examples with at least one step),
+            `"sum"` or `"none"` (one value per example, `(batch_size,)`).
+            Defaults to `"mean"`.
 
     Returns:
         The float32 penalty: a scalar, or `(batch_size,)` for `reduction="none"`.
@@ -57,9 +60,11 @@ def doubly_stochastic_penalty(
             f"Received: weights.shape={tuple(weights.shape)}"
         )
     weights = ops.cast(weights, "float32")
+    has_steps = None
     if query_mask is not None:
         step_mask = ops.cast(ops.cast(query_mask, "bool"), "float32")  # (B, Tq)
         weights = weights * ops.reshape(step_mask, ops.shape(step_mask) + (1,) * (rank - 2))
+        has_steps = ops.cast(ops.max(step_mask, axis=1), "float32")  # (B,)
     coverage = ops.sum(weights, axis=1)  # (B, *locations)
     penalty = ops.square(1.0 - coverage)
     if location_mask is not None:
@@ -67,8 +72,12 @@ def doubly_stochastic_penalty(
         penalty = penalty * ops.reshape(location_mask, ops.shape(coverage))
     per_example = ops.sum(ops.reshape(penalty, (ops.shape(penalty)[0], -1)), axis=-1)  # (B,)
     per_example = ops.cast(coefficient, "float32") * per_example
+    if has_steps is not None:  # a sequence of padding only: nothing was attended, no penalty
+        per_example = per_example * has_steps
     if reduction == "mean":
-        return ops.mean(per_example)
+        if has_steps is None:
+            return ops.mean(per_example)
+        return ops.sum(per_example) / ops.maximum(ops.sum(has_steps), 1.0)
     if reduction == "sum":
         return ops.sum(per_example)
     return per_example

@@ -16,7 +16,10 @@ shape `(B, Tq, Tk)` (before the softmax). Layers own the weights and pass them i
 
 import math
 
+import keras
 from keras import ops
+
+_FLOAT16_MAX = 65504.0
 
 
 def dot_score(query, key):
@@ -28,7 +31,15 @@ def dot_score(query, key):
     >>> q = np.ones((1, 1, 2), "float32"); k = np.array([[[1., 2.], [3., 4.]]], "float32")
     >>> np.asarray(dot_score(q, k))
     array([[[3., 7.]]], dtype=float32)
+
+    Under float16 the product is taken in float32 and clipped to float16's finite range: a
+    score past 65504 would otherwise be `inf`, and the softmax of a row holding it NaN.
     """
+    if keras.backend.standardize_dtype(query.dtype) == "float16":
+        scores = ops.matmul(
+            ops.cast(query, "float32"), ops.swapaxes(ops.cast(key, "float32"), -1, -2)
+        )
+        return ops.cast(ops.clip(scores, -_FLOAT16_MAX, _FLOAT16_MAX), "float16")
     return ops.matmul(query, ops.swapaxes(key, -1, -2))  # (B, Tq, Tk)
 
 

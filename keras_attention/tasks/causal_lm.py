@@ -525,6 +525,11 @@ class CausalLM(Task):
         )
         return token_ids.numpy(), padding_mask.numpy()
 
+    def device_status(self, prompts):
+        """The `status` of each prompt (list of `str`), as the SavedModel answers it."""
+        prompts = tf.constant(list(prompts), tf.string, shape=[len(prompts)])
+        return decode_statuses(self._prompts(prompts, tf.constant(self.max_new_tokens))[3])
+
     def postprocess_from_device(self, tokens, padding_mask):
         """Generated ids -> completions (the text after each prompt)."""
         completion = self._completion(tf.constant(tokens, tf.int32), tf.constant(padding_mask))

@@ -309,6 +309,12 @@ class TextClassifier(_BertClassification):
         feed = {key: value.numpy() for key, value in trimmed(inputs).items()}
         return feed, answered(status).numpy()
 
+    def device_status(self, texts):
+        """The `status` of each text (list of `str`), as the SavedModel answers it."""
+        _, batch = self._inputs(texts)
+        batch, valid = sanitize(batch)
+        return decode_statuses(framed_status(valid, self.preprocessor.preprocess(batch)))
+
     def postprocess_from_device(self, outputs):
         """The `classify` signature's outputs -> the most likely label of each row."""
         return [self.labels[int(i)] for i in np.argmax(outputs["probabilities"], -1)]

@@ -1,6 +1,7 @@
 """The translation task: text in, text out, with the tokenizers and the decoding inside."""
 
 import shutil
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -67,9 +68,10 @@ class Translator(Task):
         target_tokenizer: the same for the target language; its vocabulary
             size must equal the model's target vocabulary size.
         source_sequence_length: positive int, the most source tokens kept (at
-            most the Transformer's `sequence_length`). Defaults to the
-            preprocessor's (the Transformer's `sequence_length` when the
-            preprocessor has none), else `64`. (`max_source_length` is its deprecated
+            most the model's source positions: a Transformer's
+            `sequence_length`, a `LocationAttention`'s `max_length`).
+            Defaults to the preprocessor's, else the model's source
+            positions, else `64`. (`max_source_length` is its deprecated
             name.)
         max_length: positive int, the most target tokens generated, `[END]`
             included (at most the Transformer's `sequence_length`). Defaults
@@ -155,8 +157,9 @@ class Translator(Task):
             raise TypeError(f"{_NAME}() got unexpected arguments {sorted(kwargs)}")
         backbone = _check_backbone(backbone)
         preprocessor = _make_preprocessor(
-            preprocessor, source_tokenizer, target_tokenizer, source_sequence_length, max_length
-        )
+            preprocessor, source_tokenizer, target_tokenizer, source_sequence_length, max_length,
+            backbone.source_sequence_length,
+        )  # fmt: skip
         if preprocessor.source_sequence_length is None and backbone.source_sequence_length:
             # An unbounded preprocessor: truncate to the positions the model has.
             preprocessor = TranslationPreprocessor(
@@ -314,7 +317,9 @@ class Translator(Task):
 
         Returns:
             A dict: `"pairs"` (how many were scored), `"exact_match"` (the
-            fraction translated exactly, spaces stripped), `"bleu"` (sacrebleu
+            fraction translated exactly as the target tokenizer writes the
+            reference back: its lower-casing, normalization and spacing, so a
+            perfect model scores 1; spaces stripped), `"bleu"` (sacrebleu
             corpus BLEU, 13a-tokenized and lower-cased, when sacrebleu is
             installed) and `"samples"` (the first three `(source,
             translation, reference)` triples).
@@ -327,7 +332,9 @@ class Translator(Task):
         translations = []
         for start in range(0, len(sources), batch_size):
             translations += self.translate(sources[start : start + batch_size])
-        result = {"pairs": len(sources), "exact_match": exact_match(translations, references)}
+        tokenizer = self.preprocessor.target_tokenizer
+        written = [_decode(t) for t in tokenizer.detokenize(tokenizer.tokenize(references)).numpy()]
+        result = {"pairs": len(sources), "exact_match": exact_match(translations, written)}
         try:
             import sacrebleu
         except ImportError:  # the `bleu` extra
@@ -392,6 +399,10 @@ class Translator(Task):
         text, status = self._source_status(self.serving_input(texts))
         _, source_ids = self.preprocessor.generate_preprocess(text)
         return source_ids.numpy(), answered(status).numpy()
+
+    def device_status(self, texts):
+        """The `status` of each text (list of `str`), as the SavedModel answers it."""
+        return decode_statuses(self._source_status(self.serving_input(texts))[1])
 
     def postprocess_from_device(self, token_ids):
         """Generated ids `(B, L)` -> translations."""
@@ -489,8 +500,9 @@ class Translator(Task):
         """Teacher-forcing batches of `(sources, targets)`, with a known number of batches.
 
         One pass fills the (in-memory) cache and counts the batches, so a
-        progress bar knows the total; pairs that do not fit the lengths are
-        dropped, and none fitting raises a `ValueError`.
+        progress bar knows the total; pairs that do not fit the lengths (or
+        have a blank side) are dropped, with a warning saying how many, and
+        none fitting raises a `ValueError`.
         """
         sources, targets = data
         dataset = make_dataset(
@@ -501,13 +513,26 @@ class Translator(Task):
             seed=seed,
             cache=True,
         )
-        batches = int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
+        counts = dataset.reduce(
+            (np.int64(0), np.int64(0)),
+            lambda count, batch: (count[0] + 1, count[1] + tf.cast(tf.shape(batch[1])[0], tf.int64)),
+        )
+        batches, kept = int(counts[0]), int(counts[1])
+        lengths = self.preprocessor.get_config()
+        limits = (
+            f"source_sequence_length={lengths['source_sequence_length']} and "
+            f"target_sequence_length={lengths['target_sequence_length']} (target tokens + 1)"
+        )
         if batches == 0:
-            lengths = self.preprocessor.get_config()
             raise ValueError(
-                f"no pair fits source_sequence_length={lengths['source_sequence_length']} and "
-                f"target_sequence_length={lengths['target_sequence_length']} (target tokens + 1) "
-                f"among {len(sources)} pairs; raise the limits."
+                f"no pair fits {limits} among {len(sources)} pairs (pairs with a blank side are "
+                "left out too); raise the limits."
+            )
+        if kept < len(sources):
+            warnings.warn(
+                f"{len(sources) - kept} of {len(sources)} pairs left out: a blank source or "
+                f"target, or longer than {limits}.",
+                stacklevel=2,
             )
         return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
@@ -753,7 +778,9 @@ def exact_match(predictions, references):
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _make_preprocessor(preprocessor, source_tokenizer, target_tokenizer, source_length, max_length):
+def _make_preprocessor(
+    preprocessor, source_tokenizer, target_tokenizer, source_length, max_length, model_limit=None
+):
     if preprocessor is not None:
         if source_tokenizer is not None or target_tokenizer is not None:
             raise ValueError(
@@ -781,7 +808,8 @@ def _make_preprocessor(preprocessor, source_tokenizer, target_tokenizer, source_
             f"Received: source_tokenizer={source_tokenizer!r}, "
             f"target_tokenizer={target_tokenizer!r}"
         )
-    source_length = _DEFAULT_LENGTH if source_length is None else source_length
+    if source_length is None:  # the model's source positions, if it has a limit
+        source_length = model_limit or _DEFAULT_LENGTH
     max_length = _DEFAULT_LENGTH if max_length is None else max_length
     for name, value in (("source_sequence_length", source_length), ("max_length", max_length)):
         positive_int(_NAME, name, value)

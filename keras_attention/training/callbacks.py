@@ -6,6 +6,7 @@ import contextvars
 import json
 import math
 import os
+import re
 import shutil
 import time
 
@@ -173,11 +174,18 @@ class WeightAverage(keras.callbacks.Callback):
     """Keeps the trainable weights after each of the last `count` epochs (checkpoint averaging).
 
     An epoch whose loss is not finite is not kept. The snapshots live in
-    memory (`count` copies of the trainable weights), so a resumed run
-    averages only the epochs it trained itself.
+    memory (`count` copies of the trainable weights) and, with `directory`,
+    also on disk (`epoch-<N>.npz`, each written atomically before the epoch's
+    backup), so a resumed run averages the same epochs as an uninterrupted
+    one, even one killed after its last epoch.
 
     Args:
         count: int >= 2, the number of epochs to average.
+        directory: optional folder for the snapshot files. Defaults to `None`
+            (memory only).
+        resumed_from: the epochs the resumed run already finished: their
+            snapshot files are read back (later ones, of an epoch whose backup
+            was never written, are removed). `0` starts over.
 
     Attributes:
         epochs: the 1-based epoch numbers of the kept snapshots, oldest first.
@@ -196,20 +204,74 @@ class WeightAverage(keras.callbacks.Callback):
     ([2, 3], [3.0, 3.0])
     """
 
-    def __init__(self, count):
+    def __init__(self, count, directory=None, resumed_from=0):
         super().__init__()
         self._snapshots = collections.deque(maxlen=int(count))  # (epoch, weights), oldest first
+        self.directory = None if directory is None else os.fspath(directory)
+        self._not_finite = False
+        if self.directory is not None:
+            self._read_snapshots(int(resumed_from))
 
     @property
     def epochs(self):
         return [epoch for epoch, _ in self._snapshots]
 
+    def _file(self, epoch):
+        return os.path.join(self.directory, f"epoch-{epoch}.npz")
+
+    def _saved_epochs(self):
+        names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        return sorted(int(n[6:-4]) for n in names if re.fullmatch(r"epoch-\d+\.npz", n))
+
+    def _read_snapshots(self, resumed_from):
+        if not resumed_from:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            return
+        for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+            if name.endswith(".tmp"):  # a write a kill interrupted
+                os.remove(os.path.join(self.directory, name))
+        for epoch in self._saved_epochs():
+            if epoch > resumed_from:  # trained again by this run
+                os.remove(self._file(epoch))
+            elif epoch > resumed_from - self._snapshots.maxlen:
+                with np.load(self._file(epoch), allow_pickle=False) as data:
+                    weights = [data[f"arr_{i}"] for i in range(len(data.files))]
+                self._snapshots.append((epoch, weights))
+
+    def on_train_begin(self, logs=None):
+        shapes = [tuple(w.shape) for w in self.model.trainable_weights]
+        for epoch, weights in self._snapshots:
+            if [w.shape for w in weights] != shapes:
+                raise ValueError(
+                    f"WeightAverage: the snapshot {self._file(epoch)!r} does not hold this "
+                    "model's trainable weights; start over (resume=False, command line: "
+                    "--no-resume) or remove the folder."
+                )
+
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
+            self._not_finite = True
             return
         weights = [np.array(keras.ops.convert_to_numpy(w)) for w in self.model.trainable_weights]
         self._snapshots.append((epoch + 1, weights))
+        if self.directory is not None:
+            self._write_snapshot(epoch + 1, weights)
+
+    def on_train_end(self, logs=None):
+        # The files go with the backup (see `SafeBackupAndRestore`); the snapshots stay in memory.
+        if self.directory is not None and not self._not_finite and not _KEEP_BACKUP.get():
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _write_snapshot(self, epoch, weights):
+        os.makedirs(self.directory, exist_ok=True)
+        staged = self._file(epoch) + ".tmp"
+        with open(staged, "wb") as f:
+            np.savez(f, *weights)
+        os.replace(staged, self._file(epoch))  # a kill leaves the whole file or none
+        for old in self._saved_epochs():
+            if old not in self.epochs:
+                os.remove(self._file(old))
 
     def average(self):
         """The mean of the kept snapshots, one array per trainable weight (`None` if none kept)."""

@@ -25,6 +25,7 @@ from keras_attention.training.config import FitConfig
 CHECKPOINT = os.path.join("checkpoints", "best.keras")
 BEST_FILE = os.path.join("checkpoints", "best.json")
 BACKUP_DIR = "backup"
+AVERAGE_DIR = "average"  # the last epochs' weights, with `average_last_epochs`, until saved
 LOG_DIR = "logs"
 
 
@@ -90,7 +91,7 @@ def fit(
     | `LearningRateSchedule` | warmup, then constant or cosine (`config.schedule`) |
     | `WallClockBudget` | stops when `config.budget_minutes` are spent |
     | `keras.callbacks.EarlyStopping` | stops after `config.early_stopping_patience` epochs without a better monitored loss |
-    | `WeightAverage` | with `config.average_last_epochs`: the trainable weights after each of the last N epochs, in memory |
+    | `WeightAverage` | with `config.average_last_epochs`: the trainable weights after each of the last N epochs, in memory and in `average/` (kept and removed with `backup/`, read back on resume) |
 
     then `callbacks`. At the end the weights of the best epoch are restored
     (`config.restore_best_weights`, unless the loss became NaN). With
@@ -302,6 +303,12 @@ def _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_
             initial_value_threshold=None if best is None else best["value"],
         ),
         "best": BestValue(os.path.join(output_dir, BEST_FILE), monitor, initial=best),
+    }
+    if config.average_last_epochs is not None:  # written before the backup, as the checkpoint
+        callbacks["average"] = WeightAverage(
+            config.average_last_epochs, os.path.join(output_dir, AVERAGE_DIR), resumed_from
+        )
+    callbacks |= {
         "backup": SafeBackupAndRestore(os.path.join(output_dir, BACKUP_DIR), start=start),
         "tensorboard": keras.callbacks.TensorBoard(
             os.path.join(output_dir, LOG_DIR), write_graph=False
@@ -328,8 +335,6 @@ def _callbacks(config, output_dir, monitor, best, start, train_dataset, resumed_
         )
     if config.budget_seconds is not None:
         callbacks["budget"] = WallClockBudget(start, config.budget_seconds)
-    if config.average_last_epochs is not None:
-        callbacks["average"] = WeightAverage(config.average_last_epochs)
     if config.early_stopping_patience is not None:
         callbacks["early_stopping"] = ResumedEarlyStopping(
             monitor=monitor, patience=config.early_stopping_patience, best=best,

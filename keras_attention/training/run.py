@@ -15,7 +15,14 @@ from keras_attention.tasks.task import ASSETS_DIR, TASK_FILE, WEIGHTS_FILE, reco
 from keras_attention.training import distribute, fingerprint
 from keras_attention.training.callbacks import keep_backup_until_saved, recover_backup
 from keras_attention.training.config import FitConfig
-from keras_attention.training.fit import BACKUP_DIR, CHECKPOINT, LOG_DIR, finished_epochs, fit
+from keras_attention.training.fit import (
+    AVERAGE_DIR,
+    BACKUP_DIR,
+    CHECKPOINT,
+    LOG_DIR,
+    finished_epochs,
+    fit,
+)
 from keras_attention.training.lock import LOCK_FILE, run_lock
 from keras_attention.utils.files import read_json, write_json
 from keras_attention.utils.options import to_dict
@@ -96,6 +103,7 @@ def train(
     | `assets/` | the preprocessor's files (vocabularies) |
     | `checkpoints/best.keras`, `checkpoints/best.json` | the best epoch's model and value |
     | `backup/` | `BackupAndRestore` state while a run is unfinished (the last epoch with a finite loss; swapped in atomically, with the dropout seed state) |
+    | `average/` | with `average_last_epochs`, the last epochs' weights while a run is unfinished |
     | `logs/` | TensorBoard logs |
     | `run.lock` | locked (`fcntl.flock`, with the PID) while a process trains into the directory |
     | `cache/` | the task's work files while training (a captioner's cached image features and frozen encoder); removed when a run starts over |
@@ -241,6 +249,7 @@ def _finish(output_dir, model, description, result):
     _write_run_file(output_dir, description)
     # Only now: a process killed while saving resumes from the backup with nothing left to train.
     shutil.rmtree(os.path.join(output_dir, BACKUP_DIR), ignore_errors=True)
+    shutil.rmtree(os.path.join(output_dir, AVERAGE_DIR), ignore_errors=True)
 
 
 def read_run_file(output_dir):
@@ -322,6 +331,7 @@ def _prepare_run_dir(output_dir, description, config, resume, overwrite):
     recover_backup(backup)  # a process killed while it replaced the backup
     if os.path.isdir(backup) and not resume:
         shutil.rmtree(backup)
+        shutil.rmtree(os.path.join(output_dir, AVERAGE_DIR), ignore_errors=True)
     if os.path.isdir(backup):
         _check_resumable(output_dir, description, config)
         return True

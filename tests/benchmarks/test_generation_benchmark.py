@@ -100,8 +100,9 @@ def test_quick_perplexity_run_trains_and_scores_both(tmp_path):
     assert models["ours"]["parameters"] == models["keras_hub"]["parameters"]
     for r in models.values():
         # The quick budget (6 s) counts from before `fit`, tracing included: on a loaded
-        # machine (CI's 2 cores, another test beside it) one step was all it had time for.
-        assert r["steps"] >= 1 and r["tokens_per_second"] > 0
+        # machine (CI's 2 cores, another test beside it) one step was all it had time for,
+        # and the meter leaves the first (tracing) step out of tokens/s (then 0).
+        assert r["steps"] >= 1 and (r["steps"] == 1 or r["tokens_per_second"] > 0)
         assert r["test"]["perplexity"] > 1.0 and r["test"]["word_perplexity"] > 1.0
         # One total NLL over word pieces and over words. Which perplexity is larger depends on
         # the vocabulary: the quick run's 107 pieces cut the test text into fewer pieces than words.

@@ -44,6 +44,12 @@ def test_export_then_verify_saved_model_and_tflite(tmp_path, capsys):
     assert "instances" in capsys.readouterr().out
     assert main(["verify", str(tflite), "--examples", examples, "--model", model]) == 0
     assert "ok" in capsys.readouterr().out.lower()
+    # The model folder TF Serving is pointed at: its latest version is verified.
+    assert main(["verify", str(base / "encoder"), "--examples", examples, "--model", model]) == 0
+    assert f"verifying {version} (the latest version of" in capsys.readouterr().out
+    for path in (str(tflite), str(base / "encoder")):
+        code = main(["verify", path, "--examples", examples, "--signature", "encode"])
+        assert code == 2 and "'encode'" in capsys.readouterr().err
 
 
 def test_missing_files_are_named(tmp_path, capsys):

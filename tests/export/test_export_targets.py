@@ -168,3 +168,79 @@ def test_tflite_file_is_written_whole_with_a_readable_mode(model, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
     out = tflite.run_tflite(str(path), {"x": np.ones((1, 3), "float32")})
     assert out["y"].shape == (1, 2)
+
+
+def test_only_ascii_digit_folders_are_versions(model, tmp_path):
+    # TF Serving parses version folders as int64: "²" or "١" are not versions (and `int("²")`
+    # used to fail with a ValueError that named no path).
+    for name in ("1", "\u00b2", "\u0661", "backup"):
+        (tmp_path / "m" / name).mkdir(parents=True)
+    assert saved_model._existing_versions(tmp_path / "m") == [1]
+    path = export_saved_model(model, tmp_path, name="m")
+    assert path == str(tmp_path / "m" / "2")
+
+
+def test_latest_version_resolves_a_model_folder(model, tmp_path):
+    first = export_saved_model(model, tmp_path, name="m")
+    second = export_saved_model(model, tmp_path, name="m")
+    (tmp_path / "m" / "7").mkdir()  # no saved_model.pb: not a version TF Serving can load
+    assert saved_model.latest_version(tmp_path / "m") == second
+    assert saved_model.latest_version(first) == first
+    with pytest.raises(FileNotFoundError, match="holds no saved_model.pb") as error:
+        saved_model.latest_version(tmp_path / "m" / "7")
+    assert str(tmp_path / "m" / "7") in str(error.value)
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(model, tmp_path):
+    import subprocess
+    import sys
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    host = saved_model._host()
+    folders = {
+        "dead": f".tmp-1-{host}-{ended.pid}-abc",  # a killed export on this host
+        "alive": f".tmp-1-{host}-{os.getpid()}-abc",  # an export still running
+        "elsewhere": f".tmp-1-otherhost-{ended.pid}-abc",  # another machine's (shared disk)
+        "unknown": ".tmp-1-xyz",  # an older layout: kept
+    }
+    for folder in folders.values():
+        (tmp_path / "m" / folder / "export").mkdir(parents=True)
+    export_saved_model(model, tmp_path, name="m")
+    left = set(os.listdir(tmp_path / "m"))
+    assert left == {"1", *folders.values()} - {folders["dead"]}
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_overwrite_swaps_the_version_in_place(model, tmp_path, monkeypatch, exchange):
+    path = export_saved_model(model, tmp_path, name="m")
+    (tmp_path / "m" / "1" / "old-marker").write_text("old")
+    calls = []
+    swap = saved_model._exchange
+
+    def recorded(first, second):
+        calls.append(second)
+        return swap(first, second) if exchange else False  # False: the two-rename fallback
+
+    monkeypatch.setattr(saved_model, "_exchange", recorded)
+    assert export_saved_model(model, tmp_path, name="m", version=1, overwrite=True) == path
+    assert calls == [tmp_path / "m" / "1"]
+    assert not (tmp_path / "m" / "1" / "old-marker").exists()
+    assert (tmp_path / "m" / "1" / "saved_model.pb").is_file()
+    assert sorted(os.listdir(tmp_path / "m")) == ["1"]  # the old version went with the staging
+
+
+def test_exchange_swaps_two_folders_atomically(tmp_path):
+    import sys
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "from-a").touch()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "from-b").touch()
+    swapped = saved_model._exchange(tmp_path / "a", tmp_path / "b")
+    if not sys.platform.startswith("linux"):
+        assert swapped is False
+        return
+    assert swapped is True  # glibc >= 2.28 on a local file system
+    assert os.listdir(tmp_path / "a") == ["from-b"] and os.listdir(tmp_path / "b") == ["from-a"]
+    assert saved_model._exchange(tmp_path / "a", tmp_path / "missing") is False

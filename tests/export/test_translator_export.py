@@ -207,11 +207,11 @@ def test_trained_translators_learned_the_date_format(trained, kind):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "beam_width", "jit_compile"),
+    # Greedy and beam search of each kind; a fresh process costs ~8 s, so the kind-by-width
+    # grid is covered diagonally (the model contract serves both kinds greedily too).
     [
-        ("seq2seq", 1, False),
         ("seq2seq", 3, False),
         ("transformer", 1, False),
-        ("transformer", 3, False),
         ("transformer", 3, True),  # XLA inside the SavedModel
     ],
 )

@@ -262,6 +262,16 @@ def test_temperature_zero_and_top_k_one_are_greedy(learned):
         np.testing.assert_allclose(scores, greedy_scores, rtol=0, atol=1e-4)
 
 
+def test_sampled_scores_are_the_models_log_probabilities_of_the_drawn_tokens(learned):
+    # Not the probability of the draw under temperature / top-k / top-p: the model's own
+    # likelihood of the text it produced, as greedy and beam search report it.
+    for jit_compile in (False, True):
+        tokens, scores = _generate(learned, sampler="sample", seed=5, temperature=1.7, top_k=6,
+                                   top_p=0.9, return_scores=True, jit_compile=jit_compile)  # fmt: skip
+        expected, _ = sequence_log_prob(learned, tokens)
+        np.testing.assert_allclose(scores, expected, rtol=0, atol=2e-4)
+
+
 def test_sample_next_keeps_to_top_k_and_top_p():
     logits = np.log(np.array([[0.05, 0.5, 0.3, 0.1, 0.05]] * 64, "float32"))
     for seed in range(6):

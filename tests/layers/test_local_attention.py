@@ -13,8 +13,7 @@ SPECS = {
         LocalAttention, value_dim=6, window=2, mode="predictive", units=5
     ),
 }
-for _spec in SPECS.values():
-    _spec.weights_normalized = False  # the Gaussian is not renormalised, as in the paper
+SPECS["local_p"].weights_normalized = False  # the Gaussian is not renormalised, as in the paper
 # local-p's S is the source length, so a causal prefix (a shorter source) moves p_t.
 SPECS["local_p"].causal = False
 
@@ -30,9 +29,10 @@ MASK = np.array(
 )
 
 
+@pytest.mark.parametrize("gaussian", [None, True])
 @pytest.mark.parametrize("score", ["dot", "general", "concat"])
-def test_local_m_matches_numpy(score):
-    layer = LocalAttention(window=2, mode="monotonic", score=score)
+def test_local_m_matches_numpy(score, gaussian):
+    layer = LocalAttention(window=2, mode="monotonic", score=score, gaussian=gaussian)
     s, h = rand(3, 6, 4), rand(3, 8, 4)
     context, weights, positions = layer(
         s, h, value_mask=MASK, return_attention_scores=True, return_positions=True
@@ -44,8 +44,14 @@ def test_local_m_matches_numpy(score):
         scores = npref.bilinear_scores(s, h, np.asarray(layer.kernel))
     else:
         scores = npref.concat_scores(s, h, np.asarray(layer.kernel), np.asarray(layer.attention_v))
-    ref = npref.local_attention_weights(scores, np.arange(6.0)[None], 2, MASK[:, None, :])
+    # The paper's local-m is the softmax over the window alone (eq. 7): it sums to 1.
+    ref = npref.local_attention_weights(scores, np.arange(6.0)[None], 2, MASK[:, None, :],
+                                        gaussian=bool(gaussian))  # fmt: skip
     np.testing.assert_allclose(np.asarray(weights), ref, rtol=0, atol=1e-5)
+    if gaussian is None:  # 1 where the window holds an unmasked position, else 0
+        sums, reachable = np.asarray(weights).sum(-1), ref.sum(-1) > 0
+        assert reachable.any() and not reachable.all()
+        np.testing.assert_allclose(sums, reachable.astype("float32"), rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.asarray(context), ref @ h, rtol=0, atol=1e-5)
 
 
@@ -148,6 +154,7 @@ def test_query_offset_shifts_the_window():
         ({"mode": "local"}, "Received: mode='local'"),
         ({"score": "additive"}, "Received: score='additive'"),
         ({"units": -1}, "Received: units=-1"),
+        ({"gaussian": "yes"}, "Received: gaussian='yes'"),
         ({"dropout": 1.5}, "Received: dropout=1.5"),
     ],
 )
@@ -175,3 +182,17 @@ def test_a_causal_offset_of_any_integer_dtype(dtype):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="query_dim=4, key_dim=6"):
         LocalAttention(score="dot")(rand(2, 3, 4), rand(2, 5, 6))
+
+
+def test_the_gaussian_follows_the_mode_and_old_configs_keep_it():
+    assert LocalAttention(mode="monotonic").gaussian is False  # the paper: eq. 7 alone
+    assert LocalAttention(mode="predictive").gaussian is True  # eq. 10
+    layer = LocalAttention(window=2, mode="monotonic", score="dot", gaussian=False)
+    s, h = rand(2, 3, 4), rand(2, 6, 4)
+    expected = np.asarray(layer(s, h))
+    config = layer.get_config()
+    assert config["gaussian"] is False
+    np.testing.assert_array_equal(np.asarray(LocalAttention.from_config(config)(s, h)), expected)
+    # A layer saved before the option existed applied the Gaussian in both modes: it still does.
+    old = {key: value for key, value in config.items() if key != "gaussian"}
+    assert LocalAttention.from_config(old).gaussian is True

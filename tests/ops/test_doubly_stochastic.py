@@ -57,6 +57,22 @@ def test_masks_change_the_value():
     assert not np.allclose(steps[[0, 2]], full[[0, 2]]) and np.isclose(steps[1], full[1])
 
 
+def test_a_sequence_of_padding_only_adds_no_penalty():
+    # E.g. the rows a distributed or fixed-shape batch is padded with: before, each added
+    # (1 - 0)² per location, a constant that inflated the logged loss.
+    weights = _weights()
+    query_mask = QUERY_MASK.copy()
+    query_mask[1] = False
+    per_example = np.asarray(
+        doubly_stochastic_penalty(weights, query_mask=query_mask, reduction="none")
+    )
+    assert per_example[1] == 0.0 and np.all(per_example[[0, 2]] > 0)
+    mean = float(doubly_stochastic_penalty(weights, query_mask=query_mask))
+    np.testing.assert_allclose(mean, per_example[[0, 2]].mean(), rtol=1e-6)
+    nothing = doubly_stochastic_penalty(weights, query_mask=np.zeros_like(QUERY_MASK))
+    assert float(nothing) == 0.0
+
+
 def test_exact_values_and_flat_location_mask():
     # Two steps on 2 x 2 cells; the coverage Σ_t α_ti is [[0.5, 1], [0, 0.5]].
     weights = np.array([[[[0.5, 0.5], [0.0, 0.0]], [[0.0, 0.5], [0.0, 0.5]]]], "float32")

@@ -19,6 +19,26 @@ def test_dot_and_scaled_dot():
     )
 
 
+def test_float16_dot_scores_saturate_instead_of_overflowing():
+    from keras_attention.layers import BilinearAttention, DotAttention
+
+    # 30 * 30 * 128 = 115,200 is past float16's 65,504: the score was inf, the softmax NaN.
+    query = np.full((1, 1, 128), 30.0, "float16")
+    key = np.stack([np.full(128, 30.0), np.full(128, 1.0), np.full(128, -30.0)])[None]
+    scores = np.asarray(ka_ops.dot_score(query, key.astype("float16")))
+    assert scores.dtype == np.float16
+    np.testing.assert_array_equal(scores, [[[65504.0, 3840.0, -65504.0]]])
+    for layer in (DotAttention(dtype="mixed_float16"), BilinearAttention(dtype="mixed_float16")):
+        layer.build((1, 1, 128), (1, 3, 128))
+        for variable in layer.trainable_variables:  # W = I: the bilinear score is the dot one
+            variable.assign(np.eye(128, dtype="float32"))
+        context, weights = layer(
+            query.astype("float32"), key.astype("float32"), return_attention_scores=True
+        )
+        np.testing.assert_array_equal(np.asarray(weights, "float32"), [[[1.0, 0.0, 0.0]]])
+        np.testing.assert_array_equal(np.asarray(context, "float32"), np.full((1, 1, 128), 30.0))
+
+
 def test_bilinear():
     W = RNG.standard_normal((6, 4)).astype("float32")
     np.testing.assert_allclose(

@@ -207,6 +207,20 @@ def test_read_lines_plain_gzip_and_bad_bytes(tmp_path):
         text.read_lines(tmp_path / "missing.txt")
 
 
+def test_a_size_that_would_cut_the_alphabet_is_refused(tmp_path):
+    # 36 characters and their ## forms need 78 entries (5 reserved, 72, a piece learned among
+    # them): at 40, the ## forms and "z" were cut and every word of the corpus became [UNK].
+    corpus = ["the quick brown fox jumps over the lazy dog 0123456789"] * 20
+    with pytest.raises(ValueError, match=r"its 36 characters and their ## forms .* take 78 "
+                                         r"entries.*Received: vocabulary_size=40"):  # fmt: skip
+        text.build_wordpiece_vocab(corpus, tmp_path / "v.txt", 40)
+    assert not (tmp_path / "v.txt").exists()
+    vocab = text.build_wordpiece_vocab(corpus, tmp_path / "v.txt", 78)
+    tokenizer = text.load_tokenizer(tmp_path / "v.txt")
+    assert len(vocab) == 78 and tokenizer.detokenize(tokenizer.tokenize(corpus[:1])).numpy()[0] \
+        == corpus[0].encode()
+
+
 def test_argument_errors(tmp_path):
     with pytest.raises(ValueError, match=r"Received: normalization='NFD'"):
         text.build_wordpiece_vocab(["a b"], tmp_path / "v.txt", normalization="NFD")
@@ -267,3 +281,39 @@ def test_read_lines_drops_a_byte_order_mark(tmp_path):
     path = tmp_path / "bom.tsv"
     path.write_bytes("\ufeffsentence\tlabel\r\ngood\t1\r\n".encode("utf-8"))
     assert read_lines(path, False) == ["sentence\tlabel", "good\t1"]
+
+
+@pytest.mark.parametrize("normalization", [None, "NFC", "NFKC"])
+def test_unicode_spaces_split_words_under_every_normalization(normalization):
+    # RE2's \s is ASCII whitespace only: U+2028 and U+1680 (and, without NFKC, U+00A0 and
+    # U+3000) glued the words around them into one, an [UNK].
+    tokenizer = text.TextTokenizer([*text.RESERVED_TOKENS, "!", "ici", "hello", "world"],
+                                   normalization=normalization)  # fmt: skip
+    spaces = ["\u00a0", "\u2028", "\u1680", "\u3000", "\u2009"]
+    ids = tokenizer.tokenize([f"hello{space}world" for space in spaces] + ["ici\u00a0!"])
+    assert ids.to_list() == [[7, 8]] * len(spaces) + [[6, 5]]
+
+
+def test_vocabulary_files_are_read_as_editors_leave_them(tmp_path):
+    tokens = [*text.RESERVED_TOKENS, "march", "##es"]
+    path = tmp_path / "v.txt"
+    path.write_bytes(("\ufeff" + "\r\n".join(tokens) + "\r\n\r\n\n").encode())  # BOM, CRLF
+    assert text.read_vocab(path) == tokens  # the blank lines at the end are no tokens
+    for content, message in (
+        ("\n".join([*tokens[:6], "", "##es"]), r"v\.txt', line 7: a blank line is not a token"),
+        ("\n".join([*tokens, "march"]), r"v\.txt', line 8: the token 'march' repeats line 6"),
+    ):
+        path.write_text(content, encoding="utf-8")
+        with pytest.raises(ValueError, match=message):
+            text.TextTokenizer(path)
+    path.write_bytes("\n".join(tokens).encode() + b"\nstra\xdfe\n")
+    with pytest.raises(ValueError, match=r"v\.txt', line 8: not valid UTF-8"):
+        text.read_vocab(path)
+
+
+def test_classic_mac_line_ends_are_refused_not_read_as_one_line(tmp_path):
+    (tmp_path / "mac.txt").write_bytes(b"eins\rzwei\rdrei\r")
+    with pytest.raises(ValueError, match=r"mac\.txt', line 1: a carriage return"):
+        text.read_lines(tmp_path / "mac.txt")
+    (tmp_path / "dos.txt").write_bytes(b"eins\r\nzwei\r\n")
+    assert text.read_lines(tmp_path / "dos.txt") == ["eins", "zwei"]

@@ -92,7 +92,9 @@ def test_length_filter_drops_long_pairs(tokenizer):
     target_lengths = tokenizer.tokenize([t for _, t in PAIRS]).row_lengths().numpy() + 1
     max_source = int(np.percentile(source_lengths, 50))
     max_target = int(target_lengths.max())
-    blank = [("", "2000-01-01"), (" ", "2000-01-02")]  # blank sources are dropped too
+    # Blank sources are dropped too, and blank targets (they would teach the model to say
+    # nothing).
+    blank = [("", "2000-01-01"), (" ", "2000-01-02"), ("3 march 2021", ""), ("may 1", " \t")]
     dataset = make_dataset(
         PAIRS + blank,
         tokenizer,
@@ -191,7 +193,26 @@ def test_shuffle_seed_cache_and_drop_remainder(tokenizer, tmp_path):
     )
     assert [b[1].shape[0] for b in other_seed] == [40] * 7  # 300 = 7 * 40 + 20 dropped
     assert sources(other_seed)[:100] != epoch1[:100]
-    assert any(name.startswith("c.") for name in os.listdir(tmp_path))  # cached on disk
+    assert any(name.startswith("c-") for name in os.listdir(tmp_path))  # cached on disk
+
+
+def test_a_disk_cache_is_never_replayed_for_other_pairs(tmp_path):
+    # TensorFlow's disk cache replays whatever it holds: its name carries a digest of the
+    # pairs, the vocabularies and the lengths.
+    letters = text.TextTokenizer([*text.RESERVED_TOKENS, "a", "b", "c", "d"])
+    prefix = str(tmp_path / "pairs")
+
+    def first_batch(data, **options):
+        batches = list(make_dataset(data, letters, batch_size=2, cache=prefix, **options))
+        inputs, target_out = batches[0]  # a whole pass: the cache files are complete
+        return letters.detokenize(inputs["source"]).numpy().tolist(), target_out.numpy().tolist()
+
+    ab = first_batch([("a", "b")] * 2)
+    assert ab[0] == [b"a", b"a"]
+    assert first_batch([("c", "d")] * 2)[0] == [b"c", b"c"]  # was [b"a", b"a"]
+    assert first_batch([("a", "b")] * 2) == ab  # the same pairs: the same cache files
+    assert first_batch([("a", "b")] * 2, target_sequence_length=2) == ab  # other options:
+    assert len({name.split(".")[0] for name in os.listdir(tmp_path)}) == 3  # their own files
 
 
 def test_separate_tokenizers_and_vocab_paths(tokenizer, vocab_path):

@@ -154,8 +154,10 @@ def test_training_learns_the_grammar_and_the_cli_runs(tmp_path, capsys):
                      str(tflite)])  # fmt: skip
     assert code == 0 and tflite.is_file()
     capsys.readouterr()
-    assert cli.main(["predict", str(run), "--tflite", str(tflite), "the kind cat"]) == 0
-    assert capsys.readouterr().out.strip() == task.predict(["the kind cat"])[0]
+    assert cli.main(["predict", str(run), "--tflite", str(tflite), "the kind cat", ""]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == task.predict(["the kind cat", ""])
+    assert err.strip().splitlines()[-1] == "input 2: empty_input"  # as the in-memory task says
     assert cli.main(["generate", str(tmp_path / "sm"), "the"]) == 2  # a SavedModel: use predict
 
 

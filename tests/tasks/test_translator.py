@@ -255,7 +255,7 @@ def _same_translator(translator, **overrides):
 
 @pytest.mark.parametrize(
     ("kind", "beam_width"),
-    [("rnn", 1), ("rnn", 3), ("transformer", 1), ("transformer", 3), ("transformer_tied", 3)],
+    [("rnn", 1), ("rnn", 3), ("transformer", 1), ("transformer_tied", 3)],
 )
 def test_jit_compile_translates_as_the_graph_does(translator, kind, beam_width):
     if kind.startswith("transformer"):
@@ -307,3 +307,65 @@ def test_warmup_requests_cover_every_padded_source_length_with_jit_compile(trans
     texts = [inputs["text"].tolist() for _, inputs in requests]
     lengths = [len(translator.source_tokenizer.tokenize(t[0]).numpy()) for t in texts]
     assert lengths == [1, 17, 33]  # one sentence in each 16-token bucket up to 40
+
+
+def test_location_attention_limits_the_sources_and_compiles():
+    # `LocationAttention` has one weight column per source position: the model reports its
+    # `max_length` as its source limit, so sources are truncated to it (not a run-time
+    # assertion) and XLA pads them to no more than it (a raw XLA error before).
+    from keras_attention.layers import LocationAttention
+
+    keras.utils.set_random_seed(0)
+    size = len(VOCABULARY)
+    model = seq2seq_translator(size, size, embedding_dim=4, units=4,
+                               score=LocationAttention(max_length=10))  # fmt: skip
+    assert model.source_sequence_length == 10
+    assert seq2seq_translator(size, size, embedding_dim=4, units=4).source_sequence_length is None
+    tokenizer = _tokenizer()
+    texts = ["march 3, 2021", " ".join(["march 3"] * 8)]  # the second: 16 tokens
+    graph = Translator(model, tokenizer, tokenizer, max_length=6)
+    assert graph.source_sequence_length == 10  # the model's, not the default 64
+    expected = graph.translate_with_status(texts)
+    assert expected["status"] == ["ok", "truncated"]
+    compiled = Translator(model, tokenizer, tokenizer, max_length=6, jit_compile=True)
+    assert compiled.translate_with_status(texts) == expected
+    with pytest.raises(ValueError, match="may not exceed the model's sequence_length"):
+        Translator(model, tokenizer, tokenizer, source_sequence_length=11)
+
+
+def test_the_source_length_defaults_to_the_transformers_positions():
+    size = len(VOCABULARY)
+    model = transformer_translator(size, size, sequence_length=16, num_layers=1, hidden_dim=8,
+                                   num_heads=2, intermediate_dim=8)  # fmt: skip
+    tokenizer = _tokenizer()
+    assert Translator(model, tokenizer, tokenizer).source_sequence_length == 16
+    assert Translator(model, tokenizer, tokenizer, source_sequence_length=9).source_sequence_length == 9
+
+
+def test_exact_match_compares_with_the_reference_as_the_tokenizer_writes_it(monkeypatch):
+    # A lower-casing tokenizer writes "March 3" as "march 3": a model that outputs exactly
+    # what it can was scored 0% against the raw reference.
+    size = len(VOCABULARY)
+    tokenizer = _tokenizer()
+    translator = Translator(seq2seq_translator(size, size, embedding_dim=4, units=4), tokenizer,
+                            tokenizer, max_length=8)  # fmt: skip
+    pairs = [("3 march 2021", "March 3, 2021"), ("2021", "2021 - 03")]
+    monkeypatch.setattr(translator, "translate", lambda texts: ["march 3, 2021", "2021-03"])
+    assert translator.evaluate(pairs)["exact_match"] == 1.0
+    monkeypatch.setattr(translator, "translate", lambda texts: ["march 3, 2021", "2021-04"])
+    assert translator.evaluate(pairs)["exact_match"] == 0.5
+
+
+def test_training_batches_say_how_many_pairs_were_left_out():
+    size = len(VOCABULARY)
+    tokenizer = _tokenizer()
+    translator = Translator(seq2seq_translator(size, size, embedding_dim=4, units=4), tokenizer,
+                            tokenizer, source_sequence_length=4, max_length=8)  # fmt: skip
+    sources = ["3 march 2021", "", "the 3rd of march 2021", "march 3", "2021"]
+    targets = ["2021-03-03", "2021-01-01", "2021-03-03", "", "2021"]
+    with pytest.warns(UserWarning, match=r"3 of 5 pairs left out: a blank source or target, or "
+                                         r"longer than source_sequence_length=4"):  # fmt: skip
+        dataset = translator.make_dataset((sources, targets), batch_size=1)
+    assert dataset.cardinality() == 2
+    with pytest.raises(ValueError, match=r"no pair fits .* among 2 pairs"):
+        translator.make_dataset((["", "2021"], ["2021", ""]))

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import time
 
 import keras
@@ -15,7 +16,9 @@ from keras_attention.training import (
     TargetTokens,
     ThroughputMeter,
     WallClockBudget,
+    WeightAverage,
 )
+from keras_attention.training.callbacks import keep_backup_until_saved
 
 
 def _masked_logits(ids, vocabulary_size=7):
@@ -238,3 +241,40 @@ def test_best_value_keeps_the_lowest_finite_value(tmp_path):
     assert json.loads(path.read_text()) == best.best
     assert BestValue.read(path, "val_loss") == best.best
     assert BestValue.read(path, "loss") is None  # another monitor: not this run's record
+
+
+def test_weight_average_reads_its_snapshots_back_on_resume(tmp_path):
+    inputs = keras.Input((2,))
+    net = keras.Model(inputs, keras.layers.Dense(1, use_bias=False)(inputs))
+
+    def train(average, values, first_epoch=0):
+        average.set_model(net)
+        average.on_train_begin()
+        for epoch, value in enumerate(values, first_epoch):
+            net.set_weights([np.full((2, 1), value)])
+            average.on_epoch_end(epoch, {"loss": value})
+
+    with keep_backup_until_saved():  # as `train` runs it: the files outlive training
+        average = WeightAverage(3, tmp_path / "average")
+        train(average, [1.0, 2.0, 4.0, 8.0, math.nan])  # the NaN epoch is not kept
+        average.on_train_end()
+    assert sorted(os.listdir(tmp_path / "average")) == [f"epoch-{e}.npz" for e in (2, 3, 4)]
+    # Killed after epoch 4's snapshot but before its backup: the run resumes after epoch 3.
+    resumed = WeightAverage(3, tmp_path / "average", resumed_from=3)
+    assert resumed.epochs == [2, 3] and sorted(os.listdir(tmp_path / "average")) == [
+        "epoch-2.npz", "epoch-3.npz"]  # fmt: skip
+    train(resumed, [16.0], first_epoch=3)
+    assert resumed.epochs == [2, 3, 4]
+    np.testing.assert_allclose(resumed.average()[0].ravel(), [22 / 3, 22 / 3])
+    resumed.on_train_end()  # outside `train`: the files go with the backup
+    assert not (tmp_path / "average").exists()
+    assert resumed.average() is not None  # still in memory for the final averaging
+    # A snapshot of another model is refused by name; a fresh start drops old files.
+    train(WeightAverage(2, tmp_path / "average"), [1.0, 2.0])
+    wide = keras.Model(inputs, keras.layers.Dense(3, use_bias=False)(inputs))
+    other = WeightAverage(2, tmp_path / "average", resumed_from=2)
+    other.set_model(wide)
+    with pytest.raises(ValueError, match=r"epoch-1\.npz' does not hold this model's"):
+        other.on_train_begin()
+    assert WeightAverage(2, tmp_path / "average", resumed_from=0).epochs == []
+    assert not (tmp_path / "average").exists()

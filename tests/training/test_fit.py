@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_attention.training import FitConfig, fit
+from tests.interrupt import InterruptAfter, Interrupted
 
 
 def _data(rows=64, batch=16):
@@ -72,24 +73,10 @@ def test_budget_early_stopping_and_nan_stop_with_their_reason(tmp_path):
     assert nan.stop_reason == "nan" and not nan.restored_best
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _InterruptAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise _Interrupt
-
-
 def test_a_resumed_run_keeps_its_best_value(tmp_path):
     config = FitConfig(epochs=3, learning_rate=0.05, verbose=0)
-    with pytest.raises(_Interrupt):
-        fit(_model(), _data(), tmp_path, loss="mse", config=config, callbacks=[_InterruptAt(1)])
+    with pytest.raises(Interrupted):
+        fit(_model(), _data(), tmp_path, loss="mse", config=config, callbacks=[InterruptAfter(1)])
     first_best = json.loads((tmp_path / "checkpoints" / "best.json").read_text())
     assert first_best["epoch"] == 2
     checkpoint = (tmp_path / "checkpoints" / "best.keras").read_bytes()
@@ -190,9 +177,9 @@ def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(tmp_path):
     whole = fit(_model(), _data(), tmp_path / "whole", loss="mse", config=config,
                 callbacks=[_Spoil(spoiled)])  # fmt: skip
     assert whole.stop_reason == "early_stopping" and whole.epochs == [0, 1, 2, 3]
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupted):
         fit(_model(), _data(), tmp_path / "cut", loss="mse", config=config,
-            callbacks=[_Spoil(spoiled), _InterruptAt(2)])  # fmt: skip
+            callbacks=[_Spoil(spoiled), InterruptAfter(2)])  # fmt: skip
     resumed = fit(_model(), _data(), tmp_path / "cut", loss="mse", config=config,
                   callbacks=[_Spoil(spoiled)])  # fmt: skip
     assert resumed.resumed_from == 3 and resumed.epochs == [3]  # waited one epoch already
@@ -201,8 +188,8 @@ def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(tmp_path):
 
 def test_a_resumed_run_counts_the_time_its_interrupted_epochs_spent(tmp_path):
     config = FitConfig(epochs=3, verbose=0)
-    with pytest.raises(_Interrupt):
-        fit(_model(), _data(), tmp_path, loss="mse", config=config, callbacks=[_InterruptAt(1)])
+    with pytest.raises(Interrupted):
+        fit(_model(), _data(), tmp_path, loss="mse", config=config, callbacks=[InterruptAfter(1)])
     metadata = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
     assert metadata["epoch"] == 2 and metadata["elapsed_seconds"] > 0
     resumed = fit(_model(), _data(), tmp_path, loss="mse", config=config)
@@ -218,12 +205,12 @@ def test_an_epoch_is_backed_up_only_after_its_checkpoint(tmp_path, monkeypatch):
 
     def killed_at_the_second_epoch(self, epoch, batch, logs):
         if epoch == 1:
-            raise _Interrupt  # a kill while the checkpoint of epoch 2 is written
+            raise Interrupted  # a kill while the checkpoint of epoch 2 is written
         return original(self, epoch, batch, logs)
 
     monkeypatch.setattr(callbacks.FiniteModelCheckpoint, "_save_model", killed_at_the_second_epoch)
     config = FitConfig(epochs=3, learning_rate=0.05, verbose=0)
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupted):
         fit(_model(), _data(), tmp_path, loss="mse", config=config)
     assert finished_epochs(tmp_path) == 1  # epoch 2 is not marked done: it runs again
     monkeypatch.setattr(callbacks.FiniteModelCheckpoint, "_save_model", original)
@@ -250,8 +237,8 @@ def test_no_backup_of_an_epoch_with_a_nan_validation_loss_or_nan_weights(tmp_pat
 
 def test_a_corrupt_best_record_is_named(tmp_path):
     config = FitConfig(epochs=3, verbose=0)
-    with pytest.raises(_Interrupt):
-        fit(_model(), _data(), tmp_path, loss="mse", config=config, callbacks=[_InterruptAt(0)])
+    with pytest.raises(Interrupted):
+        fit(_model(), _data(), tmp_path, loss="mse", config=config, callbacks=[InterruptAfter(0)])
     (tmp_path / "checkpoints" / "best.json").write_text('{"monitor": "lo')
     with pytest.raises(ValueError, match=r"best\.json' \(the best epoch of the interrupted run\) "
                                          r"is not valid JSON"):  # fmt: skip

@@ -385,14 +385,33 @@ def test_a_directory_of_other_files_is_refused_unless_overwrite(tmp_path, capsys
     training.train_translation(pairs, tmp_path / "workers", **options)
 
 
-def test_a_run_records_checkpoint_averaging(tmp_path):
-    """`--average-last-epochs`: the run's result says which epochs were averaged and if kept."""
+def test_a_run_records_checkpoint_averaging(tmp_path, monkeypatch):
+    """`--average-last-epochs`: the run's result says which epochs were averaged and if kept,
+    also after a kill while the task was saved (the last epochs' weights are on disk)."""
     pairs = synthetic.dates(64, seed=0)
-    run = training.train_translation(
-        pairs, tmp_path / "run", embedding_dim=8, units=8, vocabulary_size=200, verbose=0,
-        epochs=3, batch_size=32, average_last_epochs=2, valid_data=pairs[:32],
-    )  # fmt: skip
+    options = {"embedding_dim": 8, "units": 8, "vocabulary_size": 200, "verbose": 0, "epochs": 3,
+               "batch_size": 32, "average_last_epochs": 2, "valid_data": pairs[:32]}  # fmt: skip
+    save = Translator.save
+
+    def crash(self, directory):
+        raise OSError("killed")
+
+    monkeypatch.setattr(Translator, "save", crash)
+    with pytest.raises(OSError, match="killed"):
+        training.train_translation(pairs, tmp_path / "run", **options)
+    monkeypatch.setattr(Translator, "save", save)
+    average = tmp_path / "run" / "average"
+    assert sorted(os.listdir(average)) == ["epoch-2.npz", "epoch-3.npz"]
+    with np.load(average / "epoch-2.npz") as one, np.load(average / "epoch-3.npz") as two:
+        mean = [(one[f"arr_{i}"] + two[f"arr_{i}"]) / 2 for i in range(len(one.files))]
+    run = training.train_translation(pairs, tmp_path / "run", **options)  # nothing to train
+    assert run.resumed_from == 3 and run.epochs == []
     assert run.averaged["epochs"] == [2, 3] and isinstance(run.averaged["kept"], bool)
+    assert not average.exists() and not (tmp_path / "run" / "backup").exists()
+    if run.averaged["kept"]:
+        trained = [keras.ops.convert_to_numpy(w) for w in run.task.model.trainable_weights]
+        for got, want in zip(trained, mean, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     recorded = json.loads((tmp_path / "run" / "run.json").read_text())["result"]["averaged"]
     assert recorded == run.averaged
     # The saved task holds the weights the run ended with (the mean when it was kept).
