@@ -13,11 +13,24 @@ import json
 import os
 import sys
 
-from keras_attention.utils.options import add_arguments, from_arguments, positive_int_argument
+from keras_attention.utils.options import (
+    add_arguments,
+    from_arguments,
+    positive_int_argument,
+    seed_argument,
+    tolerance_argument,
+)
 
 
 def _demo(args):
+    if args.layers is not None and not [s for s in args.layers.split(",") if s.strip()]:
+        raise ValueError(f"--layers names no layer. Received: layers={args.layers!r}")
     task = args.task or ("scores" if args.layers else "dates")
+    if task != "scores" and os.path.exists(args.base_dir) and not os.path.isdir(args.base_dir):
+        raise ValueError(  # before the training, not after it
+            f"--base-dir {args.base_dir!r} is a file; the export needs a folder. "
+            f"Received: base_dir={args.base_dir!r}"
+        )
     if task == "captioning":
         return _demo_captioning(args)
     if task == "generation":
@@ -207,6 +220,7 @@ class _TFLitePredictor:
 
         if not os.path.isfile(path):
             raise ValueError(f"no such TFLite file: {path!r}. Received: tflite={path!r}")
+        self.task = task
         self.predict = tflite_predictor(task, path)
         if hasattr(self.predict, "with_status"):  # text tasks: statuses on stderr as served
             self.predict_with_status = self.predict.with_status
@@ -254,6 +268,7 @@ def _predict(args, extra=()):
     flag = "translator" if args.command == "translate" else "run"
     what = "translator" if args.command == "translate" else "task"
     predictor = _load_predictor(args.run, args.tflite, what=what, flag=flag)
+    _check_predictor(args, predictor)
     texts = [_input_text(t) for t in (*args.texts, *extra)] or _stdin_lines()
     if not texts:
         raise ValueError("no text: give inputs as arguments or one per line on stdin")
@@ -272,6 +287,7 @@ def _predict(args, extra=()):
                 print(output, flush=True)
             continue
         result = predictor.predict_with_attention(batch)
+        _print_statuses(result.get("status", ()), start)
         for offset, output in enumerate(result["outputs"]):
             index = start + offset
             path = _png_path(args.attention_png, index, len(texts))
@@ -313,10 +329,33 @@ def _predict_batch(predictor, batch, start):
     if not hasattr(predictor, "predict_with_status"):
         return predictor.predict(batch)
     result = predictor.predict_with_status(batch)
-    for offset, status in enumerate(result["status"]):
+    _print_statuses(result["status"], start)
+    return result["outputs"]
+
+
+def _print_statuses(statuses, start):
+    """`input <n>: <status>` on stderr for each input of a batch that was not used whole."""
+    for offset, status in enumerate(statuses):
         if status != "ok":
             print(f"input {start + offset + 1}: {status}", file=sys.stderr)
-    return result["outputs"]
+
+
+def _check_predictor(args, predictor):
+    """Refuses, before any input is read, what the loaded run or SavedModel cannot do."""
+    from keras_attention.tasks import ServedTask, Translator
+
+    task_class = predictor.task_class if isinstance(predictor, ServedTask) else type(
+        getattr(predictor, "task", predictor))  # fmt: skip
+    if args.command == "translate" and not issubclass(task_class, Translator):
+        raise ValueError(
+            f"`translate` runs a translator; {args.run!r} holds a {task_class.__name__}: use "
+            f"`predict`. Received: translator={args.run!r}"
+        )
+    if args.attention_png and not hasattr(task_class, "write_attention_png"):
+        raise ValueError(
+            f"--attention-png: a {task_class.__name__} draws no attention plot (translators "
+            f"and captioners do). Received: run={args.run!r}"
+        )
 
 
 def _evaluate(args, extra):
@@ -426,13 +465,20 @@ def _generate(args, extra=()):
     if not prompts:
         raise ValueError("no prompt: give prompts as arguments or one per line on stdin")
     options = {
-        "max_new_tokens": args.max_new_tokens, "sampler": args.sampler,
+        "max_new_tokens": args.max_new_tokens, "sampler": args.sampler or task.sampler,
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "seed": args.seed,
     }  # fmt: skip
-    for prompt in prompts:
+    if args.beam_width is not None and options["sampler"] != "beam":
+        raise ValueError(
+            f"--beam-width is the width of beam search: add --sampler beam. Received: "
+            f"beam_width={args.beam_width}, sampler={options['sampler']!r}"
+        )
+    statuses = task.device_status(prompts, args.max_new_tokens)  # as `predict` names them
+    for index, prompt in enumerate(prompts):
+        _print_statuses(statuses[index : index + 1], index)
         if options["sampler"] == "beam" or args.no_stream:
-            (completion,) = task.generate([prompt], beam_width=args.beam_width, **options)
+            (completion,) = task.generate([prompt], beam_width=args.beam_width or 4, **options)
             print(completion, flush=True)
             continue
         for piece in task.stream(prompt, **options):
@@ -461,10 +507,12 @@ def _add_generate_parser(commands):
     generate.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     generate.add_argument("--top-k", type=int, default=None, help="sample among the k best (0: all)")
     generate.add_argument("--top-p", type=float, default=None, help="nucleus mass (1.0: all)")
-    generate.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
     generate.add_argument(
-        "--beam-width", type=positive_int_argument, default=4,
-        help="hypotheses of --sampler beam (default: %(default)s)",
+        "--seed", type=seed_argument, default=None, help="makes sampling reproducible"
+    )
+    generate.add_argument(
+        "--beam-width", type=positive_int_argument, default=None,
+        help="hypotheses of beam search (default: 4)",
     )  # fmt: skip
     generate.add_argument(
         "--no-stream", action="store_true", help="print each continuation once it is complete"
@@ -501,31 +549,91 @@ def _load_model(path):
     return keras.saving.load_model(path)
 
 
-def _load_examples(path):
+def _load_examples(path, flag="--examples"):
     """A `.npz` file of arrays named after the model inputs (batch along axis 0) -> dict."""
+    import zipfile
+
     import numpy as np
 
     if not os.path.isfile(path):
-        raise ValueError(f"no such examples file: {path!r}. Received: examples={path!r}")
+        raise ValueError(f"{flag}: no such file: {path!r}. Received: {path!r}")
     if not path.endswith(".npz"):
         raise ValueError(
-            "examples must be a `.npz` file of arrays named after the inputs "
-            f"(numpy.savez). Received: examples={path!r}"
+            f"{flag} must be a `.npz` file of arrays named after the inputs "
+            f"(numpy.savez). Received: {path!r}"
         )
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"{flag}: {path!r} is not a .npz file (numpy.savez writes a zip archive)."
+            ) from None
+        raise ValueError(
+            f"{flag}: {path!r} holds arrays of Python objects (or is damaged); save plain "
+            f"numeric or string arrays with numpy.savez. NumPy said: {error}"
+        ) from None
+
+
+def _check_export_flags(args, task):
+    """Refuses flags that would be ignored or fail late, before anything is written."""
+    if args.no_saved_model and not args.tflite:  # it would write nothing and say nothing
+        raise ValueError(
+            "--no-saved-model leaves only the .tflite file to write: add --tflite FILE. "
+            "Received: no_saved_model=True, tflite=None"
+        )
+    if args.quantization is not None and not args.tflite:
+        raise ValueError(
+            f"--quantization applies to the .tflite file: add --tflite FILE. Received: "
+            f"quantization={args.quantization!r}, tflite=None"
+        )
+    if task and args.quantization == "int8":
+        raise ValueError(
+            "a task's .tflite file takes --quantization float16 or dynamic (int8 needs "
+            "calibration inputs of the decode step). Received: quantization='int8'"
+        )
+    if args.representative_data is not None and args.quantization != "int8":
+        raise ValueError(
+            "--representative-data calibrates --quantization int8 only. Received: "
+            f"quantization={args.quantization!r}"
+        )
+    if args.quantization == "int8" and not args.representative_data:
+        raise ValueError(
+            "--quantization int8 needs --representative-data (a .npz of input batches). "
+            "Received: representative_data=None"
+        )
+
+
+def _representative_data(path):
+    """`--representative-data`: a .npz of input batches -> one example dict per row."""
+    batch = _load_examples(path, "--representative-data")
+    if not batch:
+        raise ValueError(f"--representative-data: {path!r} holds no arrays.")
+    rows = {len(v) if v.ndim else 0 for v in batch.values()}
+    if len(rows) != 1 or 0 in rows:
+        raise ValueError(
+            f"--representative-data: the arrays of {path!r} must be batches of the same size "
+            f"(axis 0). Received: {({k: v.shape for k, v in batch.items()})}"
+        )
+    return [{k: v[i : i + 1] for k, v in batch.items()} for i in range(rows.pop())]
 
 
 def _export(args):
     from keras_attention.export.tflite import check_output_path
     from keras_attention.tasks import is_saved_task
 
+    task = os.path.isdir(args.model)
+    _check_export_flags(args, task)
     check_output_path(args.tflite, args.overwrite, "--tflite")  # before the SavedModel is written
-    if os.path.isdir(args.model):
+    if task:
         if not is_saved_task(args.model):
             raise _no_task(args.model, "task", "model", saved_model=False)
         return _export_task(args)
     model = _load_model(args.model)
+    representative = None
+    if args.quantization == "int8":  # read before the SavedModel is written
+        representative = _representative_data(args.representative_data)
     if not args.no_saved_model:
         from keras_attention.export import export_saved_model
 
@@ -539,16 +647,6 @@ def _export(args):
     if args.tflite:
         from keras_attention.export import convert_tflite
 
-        representative = None
-        if args.quantization == "int8":
-            if not args.representative_data:
-                raise ValueError(
-                    "--quantization int8 needs --representative-data (a .npz of input batches). "
-                    "Received: representative_data=None"
-                )
-            batch = _load_examples(args.representative_data)
-            rows = len(next(iter(batch.values())))
-            representative = [{k: v[i : i + 1] for k, v in batch.items()} for i in range(rows)]
         flatbuffer = convert_tflite(
             model, quantization=args.quantization, representative_data=representative,
             output_path=args.tflite, overwrite=args.overwrite,
@@ -564,21 +662,6 @@ def _export_task(args):
     from keras_attention.export.tflite import check_output_path, tflite_signature_names
     from keras_attention.tasks import Task
 
-    if args.quantization == "int8":
-        raise ValueError(
-            "a task's .tflite file takes --quantization float16 or dynamic (int8 needs "
-            "calibration inputs of the decode step). Received: quantization='int8'"
-        )
-    if args.no_saved_model and not args.tflite:  # it would write nothing and say nothing
-        raise ValueError(
-            "--no-saved-model leaves only the .tflite file to write: add --tflite FILE. "
-            "Received: no_saved_model=True, tflite=None"
-        )
-    if args.quantization is not None and not args.tflite:
-        raise ValueError(
-            f"--quantization applies to the .tflite file: add --tflite FILE. Received: "
-            f"quantization={args.quantization!r}, tflite=None"
-        )
     task = Task.load(args.model)
     if args.tflite:  # refused before the SavedModel is written
         check_tflite_task("--tflite", task)
@@ -691,7 +774,8 @@ def _add_export_parsers(commands):
     )
     verify.add_argument("--model", default=None, help="the .keras model to compare with")
     verify.add_argument(
-        "--atol", type=float, default=1e-5, help="largest accepted difference (default: %(default)s)"
+        "--atol", type=tolerance_argument, default=1e-5,
+        help="largest accepted difference (default: %(default)s)",
     )
     verify.set_defaults(handler=_verify)
 
@@ -751,7 +835,7 @@ def _add_demo_parser(commands):
         "--epochs", type=positive_int_argument, default=None,
         help="epochs (default: 5; 10 for captioning; 4 for generation and scores)",
     )  # fmt: skip
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=seed_argument, default=0, help="(default: %(default)s)")
     demo.add_argument(
         "--verbose", type=int, choices=(0, 1, 2), default=1,
         help="Keras progress output (default: 1, a bar)",

@@ -308,8 +308,7 @@ def build_wordpiece_vocab(
     vocab = wordpiece_learner.learn(
         word_counts, int(vocabulary_size), list(reserved), joiner=SUFFIX_INDICATOR
     )
-    _check_alphabet_fits(vocab, reserved, int(vocabulary_size))
-    vocab = vocab[: int(vocabulary_size)]
+    vocab = _fit_size(vocab, reserved, int(vocabulary_size))
     TextTokenizer(
         vocab,
         lowercase=lowercase,
@@ -320,25 +319,32 @@ def build_wordpiece_vocab(
     return vocab
 
 
-def _check_alphabet_fits(vocab, reserved, vocabulary_size):
-    """Refuses a size that would cut the characters or their `##` forms off the vocabulary:
-    words needing a cut one become `[UNK]` whole, silently."""
+def _fit_size(vocab, reserved, vocabulary_size):
+    """The learner's list cut to `vocabulary_size` by dropping its rarest learned pieces.
+
+    The learner may return a few more entries than asked (its search stops within a slack), the
+    `##` forms of some characters last; cutting the list's end dropped those, and a word needing
+    one became `[UNK]` whole. Every character and its `##` form is kept; a size that cannot hold
+    them is refused with the size needed.
+    """
     reserved = set(reserved)
-    alphabet = [
-        i
-        for i, token in enumerate(vocab)
-        if token not in reserved
-        and (len(token) == 1 or (token.startswith(SUFFIX_INDICATOR) and len(token) == 3))
-    ]
-    needed = max(alphabet, default=-1) + 1
-    if vocabulary_size < needed:
-        characters = sum(len(vocab[i]) == 1 for i in alphabet)
+
+    def alphabet(token):
+        return len(token) == 1 or (token.startswith(SUFFIX_INDICATOR) and len(token) == 3)
+
+    pieces = [i for i, token in enumerate(vocab) if token not in reserved and not alphabet(token)]
+    excess = len(vocab) - vocabulary_size
+    if excess > len(pieces):
+        needed = len(vocab) - len(pieces)
+        characters = sum(len(token) == 1 and token not in reserved for token in vocab)
         raise ValueError(
             f"build_wordpiece_vocab: `vocabulary_size` is too small for this text: its "
             f"{characters} characters and their {SUFFIX_INDICATOR} forms (with the reserved "
             f"tokens) take {needed} entries, and a word holding a character left out would "
             f"become [UNK] whole. Use at least {needed}. Received: vocabulary_size={vocabulary_size}"
         )
+    dropped = set(pieces[len(pieces) - excess :]) if excess > 0 else set()  # the rarest
+    return [token for i, token in enumerate(vocab) if i not in dropped]
 
 
 def sidecar_path(vocab_path):

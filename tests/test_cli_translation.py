@@ -471,3 +471,18 @@ def test_train_export_tflite_and_predict_in_fresh_processes(tmp_path):
     # The model learned something: most held-out dates come out ISO-shaped.
     iso = [t for t in from_tflite if len(t) == 10 and t[4] == "-" and t[7] == "-"]
     assert len(iso) >= 30, from_tflite
+
+
+def test_demo_flags_are_checked_before_any_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["demo", "--seed", "-1", "--output-dir", str(tmp_path / "out")])
+    assert exit.value.code == 2 and "--seed: must be an integer in [0, 2**32)" in (
+        capsys.readouterr().err
+    )
+    assert main(["demo", "--layers", " , ", "--output-dir", str(tmp_path / "out")]) == 2
+    assert "--layers names no layer" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    argv = ["demo", "--base-dir", str(tmp_path / "file"), "--output-dir", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert "is a file; the export needs a folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before the demo wrote anything

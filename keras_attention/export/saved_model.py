@@ -31,6 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_attention.export._rest import arrays_to_rest
+from keras_attention.utils.files import saved_model_versions
+from keras_attention.utils.validation import number
 
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 MODELS_CONFIG = "models.config"
@@ -357,6 +359,7 @@ def verify_export(path, examples, model=None, signature_name="serving_default", 
     >>> report.ok, report.signatures["serving_default"]["inputs"]["x"]["shape"]
     (True, [None, 3])
     """
+    atol = number("verify_export", "atol", atol, low=0.0)  # NaN would accept anything
     path = pathlib.Path(path)
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(
@@ -493,7 +496,7 @@ def latest_version(path):
     path = pathlib.Path(path)
     if (path / "saved_model.pb").is_file():
         return str(path)
-    versions = [v for v in _existing_versions(path) if (path / str(v) / "saved_model.pb").is_file()]
+    versions = saved_model_versions(path)
     if not versions:
         raise FileNotFoundError(
             f"{str(path)!r} holds no saved_model.pb and no version folder (1, 2, ...) with one: "

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attention.utils.validation import number
+
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 
 # Operators of a flatbuffer whose variables were not frozen into constants. The LiteRT
@@ -344,6 +346,7 @@ def verify_tflite(
         )
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"verify_tflite: `repeats` must be a positive int. Received: {repeats=}")
+    atol = number("verify_tflite", "atol", atol, low=0.0)
     flatbuffer = _read(flatbuffer)
     runner, inputs = _signature_runner(flatbuffer, signature)
     diffs = {}

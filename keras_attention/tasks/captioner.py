@@ -532,6 +532,11 @@ class Captioner(Task):
         return "arrays", self.preprocessor.preprocess_arrays(images), None
 
     @staticmethod
+    def explain_failed_batch(batch, items):
+        """Raises a `ValueError` naming the image of `items` that stopped a served batch."""
+        _check_decodable(batch, items)
+
+    @staticmethod
     def _decoding(fn, batch, items):
         """`fn(batch)`; when an image does not decode, a `ValueError` naming it (from `items`)."""
         try:

@@ -525,10 +525,12 @@ class CausalLM(Task):
         )
         return token_ids.numpy(), padding_mask.numpy()
 
-    def device_status(self, prompts):
-        """The `status` of each prompt (list of `str`), as the SavedModel answers it."""
+    def device_status(self, prompts, max_new_tokens=None):
+        """The `status` of each prompt (list of `str`), as the SavedModel answers it (a prompt
+        is `truncated` when it leaves less than `max_new_tokens`, default the task's, room)."""
+        budget = self._generation_options(max_new_tokens)["max_new_tokens"]  # checked
         prompts = tf.constant(list(prompts), tf.string, shape=[len(prompts)])
-        return decode_statuses(self._prompts(prompts, tf.constant(self.max_new_tokens))[3])
+        return decode_statuses(self._prompts(prompts, tf.constant(budget))[3])
 
     def postprocess_from_device(self, tokens, padding_mask):
         """Generated ids -> completions (the text after each prompt)."""

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_attention.tasks.registry import get_task, task_names
 from keras_attention.tasks.serving_status import decode_statuses
+from keras_attention.utils.files import saved_model_versions
 
 
 class ServedTask:
@@ -85,7 +86,14 @@ class ServedTask:
             )
         signature = self._signatures[name]
         (argument,) = signature.structured_input_signature[1]
-        return signature(**{argument: self.task_class.serving_input(list(inputs))})
+        batch = self.task_class.serving_input(list(inputs))
+        try:
+            return signature(**{argument: batch})
+        except tf.errors.InvalidArgumentError:
+            explain = getattr(self.task_class, "explain_failed_batch", None)
+            if explain is not None:  # e.g. a captioner names the image that does not decode
+                explain(batch, list(inputs))
+            raise
 
 
 def latest_version(path):
@@ -93,12 +101,8 @@ def latest_version(path):
     path = os.fspath(path)
     if os.path.isfile(os.path.join(path, "saved_model.pb")) or not os.path.isdir(path):
         return path
-    versions = [
-        int(name)
-        for name in os.listdir(path)
-        if name.isdigit() and os.path.isfile(os.path.join(path, name, "saved_model.pb"))
-    ]
-    return os.path.join(path, str(max(versions))) if versions else path
+    versions = saved_model_versions(path)
+    return os.path.join(path, str(versions[-1])) if versions else path
 
 
 def is_saved_model(path):

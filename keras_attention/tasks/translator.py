@@ -265,11 +265,12 @@ class Translator(Task):
             `"target_tokens"` (list of lists of the `T_i` generated word
             pieces, `"[END]"` included when generated) and `"attention"`
             (list of float32 arrays `(T_i, S_i)`; each row sums to 1 over the
-            source, or is all zeros for an empty source).
+            source, or is all zeros for an empty source), and `"status"` (as
+            `translate_with_status` gives it).
         """
         texts = _check_texts(texts)
         if texts.shape[0] == 0:
-            return unpack_attention({}, 0)
+            return {**unpack_attention({}, 0), "status": []}
         outputs = {key: value.numpy() for key, value in self.serve_attention(texts).items()}
         return unpack_attention(outputs, texts.shape[0])
 
@@ -729,6 +730,8 @@ def unpack_attention(outputs, batch_size):
         result["attention"].append(
             np.asarray(outputs["attention"][row, : len(target), : len(source)], "float32")
         )
+    if "status" in outputs:
+        result["status"] = decode_statuses(outputs["status"][:batch_size])
     return result
 
 

@@ -30,3 +30,21 @@ def read_json(path, expected_format, what):
     if found != expected_format:
         raise ValueError(f"'{path}' is not {what}. Received: format={found!r}")
     return value
+
+
+def saved_model_versions(model_dir):
+    """The versions of a TF Serving model folder holding a `saved_model.pb`, sorted.
+
+    Versions are folders named by ASCII digits only, as TF Serving reads them (an int64): `"²"`
+    or `"١"` are not versions (`int()` would take them, or fail naming no path).
+    """
+    model_dir = os.fspath(model_dir)
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(
+        int(name)
+        for name in os.listdir(model_dir)
+        if name.isascii()
+        and name.isdigit()
+        and os.path.isfile(os.path.join(model_dir, name, "saved_model.pb"))
+    )

@@ -16,6 +16,7 @@ are made with `option(...)`. From that one declaration:
 
 import argparse
 import dataclasses
+import math
 import sys
 
 
@@ -148,6 +149,22 @@ def positive_int_argument(text):
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def seed_argument(text):
+    """An argparse `type`: a random seed, an integer in `[0, 2**32)`."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32), got {text}")
+    return value
+
+
+def tolerance_argument(text):
+    """An argparse `type`: a finite number `>= 0` (NaN would accept any difference)."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 

@@ -1,10 +1,13 @@
 """`keras-attention export` and `keras-attention verify`."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
 
 from keras_attention.cli import main
+from keras_attention.export.tflite import verify_tflite
 from keras_attention.layers import TokenAndPositionEmbedding, TransformerEncoderBlock
 
 
@@ -50,6 +53,43 @@ def test_export_then_verify_saved_model_and_tflite(tmp_path, capsys):
     for path in (str(tflite), str(base / "encoder")):
         code = main(["verify", path, "--examples", examples, "--signature", "encode"])
         assert code == 2 and "'encode'" in capsys.readouterr().err
+
+
+def test_export_flags_are_checked_before_anything_is_written(tmp_path, capsys):
+    model, examples = _save_model(tmp_path)
+    base = tmp_path / "saved_models"
+    np.savez(tmp_path / "empty.npz")
+    (tmp_path / "corrupt.npz").write_text("not a zip")
+    for flags, message in (
+        (["--tflite", str(tmp_path / "q.tflite"), "--quantization", "int8"],
+         "--quantization int8 needs --representative-data"),
+        (["--no-saved-model"], "--no-saved-model leaves only the .tflite file"),
+        (["--quantization", "float16"], "--quantization applies to the .tflite file"),
+        (["--tflite", str(tmp_path / "q.tflite"), "--representative-data", examples],
+         "--representative-data calibrates --quantization int8 only"),
+        (["--tflite", str(tmp_path / "q.tflite"), "--quantization", "int8",
+          "--representative-data", str(tmp_path / "empty.npz")], "empty.npz' holds no arrays"),
+        (["--tflite", str(tmp_path / "q.tflite"), "--quantization", "int8",
+          "--representative-data", str(tmp_path / "corrupt.npz")],
+         "--representative-data: .*corrupt.npz' is not a .npz file"),
+    ):  # fmt: skip
+        assert main(["export", model, "--base-dir", str(base), *flags]) == 2, flags
+        assert re.search(message, capsys.readouterr().err), flags
+        assert not base.exists() and not (tmp_path / "q.tflite").exists()  # nothing written
+
+
+def test_verify_refuses_a_tolerance_that_accepts_anything(tmp_path, capsys):
+    model, examples = _save_model(tmp_path)
+    for atol in ("nan", "-1", "inf"):
+        with pytest.raises(SystemExit) as exit:
+            main(["verify", str(tmp_path), "--examples", examples, "--atol", atol])
+        assert exit.value.code == 2
+        assert "--atol: must be a finite number >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"`atol` must be a number in \[0, inf\]"):
+        verify_tflite(b"", {"x": np.zeros(1)}, atol=float("nan"))
+    (tmp_path / "corrupt.npz").write_text("not a zip")
+    assert main(["verify", str(tmp_path), "--examples", str(tmp_path / "corrupt.npz")]) == 2
+    assert "--examples: " in capsys.readouterr().err
 
 
 def test_missing_files_are_named(tmp_path, capsys):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import text
+from pipelines import synthetic, text
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "multi30k")
 
@@ -207,18 +207,27 @@ def test_read_lines_plain_gzip_and_bad_bytes(tmp_path):
         text.read_lines(tmp_path / "missing.txt")
 
 
-def test_a_size_that_would_cut_the_alphabet_is_refused(tmp_path):
-    # 36 characters and their ## forms need 78 entries (5 reserved, 72, a piece learned among
-    # them): at 40, the ## forms and "z" were cut and every word of the corpus became [UNK].
-    corpus = ["the quick brown fox jumps over the lazy dog 0123456789"] * 20
-    with pytest.raises(ValueError, match=r"its 36 characters and their ## forms .* take 78 "
-                                         r"entries.*Received: vocabulary_size=40"):  # fmt: skip
-        text.build_wordpiece_vocab(corpus, tmp_path / "v.txt", 40)
-    assert not (tmp_path / "v.txt").exists()
-    vocab = text.build_wordpiece_vocab(corpus, tmp_path / "v.txt", 78)
+def test_the_size_keeps_every_character_and_its_suffix_form(tmp_path):
+    # The learner returns a few entries more than asked, some characters' ## forms last: cutting
+    # the end dropped them (a word needing one became [UNK]); the rarest pieces go instead.
+    corpus = [s for s, _ in synthetic.dates(800, seed=3)]
+    vocab = text.build_wordpiece_vocab(corpus, tmp_path / "v.txt", 200)
+    assert len(vocab) == 200
+    characters = [t for t in vocab if len(t) == 1]
+    assert all(f"##{c}" in vocab for c in characters) and "##y" in vocab
     tokenizer = text.load_tokenizer(tmp_path / "v.txt")
-    assert len(vocab) == 78 and tokenizer.detokenize(tokenizer.tokenize(corpus[:1])).numpy()[0] \
-        == corpus[0].encode()
+    for word in ("yearly", "xylophone"[1:]):  # unseen words of known characters: spelled
+        assert text.UNK_ID not in tokenizer.tokenize([word]).to_list()[0]
+    # 36 characters and their ## forms need 5 + 72 entries: at 40, "z" and every ## form were
+    # cut and every word of the corpus became [UNK].
+    pangram = ["the quick brown fox jumps over the lazy dog 0123456789"] * 20
+    with pytest.raises(ValueError, match=r"its 36 characters and their ## forms .* take 77 "
+                                         r"entries.*Received: vocabulary_size=40"):  # fmt: skip
+        text.build_wordpiece_vocab(pangram, tmp_path / "p.txt", 40)
+    assert not (tmp_path / "p.txt").exists()
+    assert len(text.build_wordpiece_vocab(pangram, tmp_path / "p.txt", 77)) == 77
+    tokenizer = text.load_tokenizer(tmp_path / "p.txt")
+    assert tokenizer.detokenize(tokenizer.tokenize(pangram[:1])).numpy()[0] == pangram[0].encode()
 
 
 def test_argument_errors(tmp_path):

@@ -217,6 +217,12 @@ def test_cli_train_predict_evaluate_export_on_a_flickr8k_folder(tmp_path, capsys
     assert capsys.readouterr().out.strip() == caption
     served = ServedTask(os.path.join(base, "captioning"))
     assert served.task_class is Captioner
+    # A truncated JPEG through the SavedModel: the file is named, not TensorFlow's graph error.
+    truncated = tmp_path / "my truncated.jpg"
+    with open(image, "rb") as f:
+        truncated.write_bytes(f.read()[:200])
+    assert main(["predict", os.path.join(base, "captioning"), image, str(truncated)]) == 2
+    assert "my truncated.jpg looks like an image but does not decode" in capsys.readouterr().err
     # The server's model: a corrupt image fails its request with a clear error, the next request
     # is answered; batches of 0 and 64.
     serve = tf.saved_model.load(served.path).signatures["serving_default"]

@@ -117,6 +117,31 @@ def test_save_load_keeps_options(task, tmp_path):
     assert loaded.generate(["the cat"]) == task.generate(["the cat"])
 
 
+def test_cli_generate_names_statuses_and_refuses_what_does_not_apply(task, tmp_path, capsys,
+                                                                      monkeypatch):  # fmt: skip
+    from keras_attention import cli
+
+    task.save(tmp_path / "lm")
+    run = str(tmp_path / "lm")
+    long = " ".join(["the cat sat on the mat ."] * 3)  # 21 tokens: past the prompt budget
+    assert cli.main(["generate", run, "the cat", "", long, "--no-stream"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == task.generate(["the cat", "", long])
+    assert err.splitlines() == ["input 2: empty_input", "input 3: truncated"]  # as `predict`
+    assert cli.main(["generate", run, "the cat", "--beam-width", "3"]) == 2  # greedy: ignored
+    assert "add --sampler beam" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:  # argparse's usage error
+        cli.main(["generate", run, "the cat", "--seed", "-5"])
+    assert exit.value.code == 2
+    assert "--seed: must be an integer in [0, 2**32)" in capsys.readouterr().err
+    # No attention plot for a causal LM, and `translate` is for translators: refused up front.
+    assert cli.main(["predict", run, "the cat", "--attention-png", str(tmp_path / "a.png")]) == 2
+    assert "a CausalLM draws no attention plot" in capsys.readouterr().err
+    assert cli.main(["translate", "--translator", run, "the cat"]) == 2
+    assert "holds a CausalLM: use `predict`" in capsys.readouterr().err
+    assert not (tmp_path / "a.png").exists()
+
+
 @pytest.mark.slow
 def test_training_learns_the_grammar_and_the_cli_runs(tmp_path, capsys):
     """Trains on the generated grammar; then `generate`, `predict`, `evaluate`, `export` commands."""

@@ -66,8 +66,10 @@ def test_non_ascii_and_empty_sources(translator):
 
 def test_translate_with_attention(translator):
     result = translator.translate_with_attention(TEXTS)
-    assert sorted(result) == ["attention", "source_tokens", "target_tokens", "translations"]
+    assert sorted(result) == ["attention", "source_tokens", "status", "target_tokens",
+                              "translations"]  # fmt: skip
     assert result["translations"] == translator.translate(TEXTS)
+    assert result["status"] == translator.translate_with_status(TEXTS)["status"]
     decoding, tokenizer = translator.decoding, translator.target_tokenizer
     for row in range(len(TEXTS)):
         source, target = result["source_tokens"][row], result["target_tokens"][row]
@@ -89,7 +91,8 @@ def test_translate_with_attention(translator):
         expected = np.asarray(decoding.cross_attention(source_ids, target_in))[0]
         np.testing.assert_allclose(weights, expected, atol=1e-5)
     empty = translator.translate_with_attention([])
-    assert empty == {"translations": [], "source_tokens": [], "target_tokens": [], "attention": []}
+    assert empty == {"translations": [], "source_tokens": [], "target_tokens": [], "attention": [],
+                     "status": []}  # fmt: skip
 
 
 def test_save_load_round_trip(translator, tmp_path):
