@@ -11,6 +11,7 @@ commands; its flags come from its option dataclasses.
 import argparse
 import json
 import os
+import shlex
 import sys
 
 from keras_attention.utils.options import (
@@ -361,6 +362,12 @@ def _check_predictor(args, predictor):
 def _evaluate(args, extra):
     from keras_attention.tasks import Task
 
+    folder = os.path.dirname(os.path.abspath(args.json)) if args.json else None
+    if args.json and (os.path.isdir(args.json) or not os.path.isdir(folder)):
+        raise ValueError(
+            f"--json: {args.json!r} must be a file in an existing folder. Received: "
+            f"json={args.json!r}"
+        )
     if args.json and os.path.exists(args.json) and not args.overwrite:  # before the evaluation
         raise FileExistsError(
             f"--json: {args.json!r} exists; the scores would replace it. Received: "
@@ -683,7 +690,7 @@ def _export_task(args):
         print(
             f"TFLite model written to {args.tflite} ({len(flatbuffer):,} bytes; signatures "
             f"{', '.join(tflite_signature_names(flatbuffer))}: `keras-attention predict "
-            f"{args.model} --tflite {args.tflite} ...`)"
+            f"{shlex.quote(args.model)} --tflite {shlex.quote(args.tflite)} ...`)"
         )
     return 0
 

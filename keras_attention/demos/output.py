@@ -37,6 +37,8 @@ def new_output_dir(output_dir, overwrite=False, demo="demo"):
     'demo-3'
     """
     output_dir = os.path.normpath(os.fspath(output_dir))
+    if output_dir in (".", "..") or output_dir.endswith(os.sep):  # "./.-2" would be hidden
+        output_dir = os.path.abspath(output_dir)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(
             f"`output_dir` must be a directory. Received: output_dir={output_dir!r} (a file)"

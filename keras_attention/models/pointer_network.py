@@ -12,6 +12,7 @@ from keras_attention.layers import (
 from keras_attention.layers.pointer_attention import OUTPUT_MODES
 from keras_attention.models.backbone import Backbone
 from keras_attention.ops import pointer_availability_mask
+from keras_attention.ops.checks import check_inputs
 from keras_attention.utils import describe, one_of, positive_int, rate
 
 
@@ -244,7 +245,13 @@ def pointer_network_decode(model, values):
             "`model` must be a `PointerNetwork` (built by `pointer_network`). Received: model="
             + describe(model)
         )
-    values = np.asarray(keras.ops.convert_to_numpy(values)).astype("int32")
+    values = np.asarray(keras.ops.convert_to_numpy(values))
+    if not (np.issubdtype(values.dtype, np.integer) or values.size == 0):
+        raise ValueError(
+            f"`values` must hold integer token ids (a float would be truncated). Received: "
+            f"values.dtype={values.dtype}"
+        )
+    values = values.astype("int32")
     if values.ndim != 2:
         raise ValueError(
             f"`values` must have shape `(batch_size, T)`. Received: values.shape={values.shape}"
@@ -272,6 +279,12 @@ class _PointerMasks(keras.layers.Layer):
     """
 
     def call(self, values, pointers):
+        # The one check of the model's two inputs (the layers after it would name their own
+        # tensors, and the one-hot gather would broadcast a batch of 1 silently).
+        values, pointers = check_inputs(
+            "PointerNetwork",
+            [("values", values, ("batch_size", "T")), ("pointers", pointers, ("batch_size", "T"))],
+        )
         value_mask = ops.not_equal(values, 0)  # (B, T)
         num_steps = ops.sum(ops.cast(value_mask, "int32"), axis=1, keepdims=True)  # (B, 1)
         steps = ops.arange(ops.shape(values)[1], dtype="int32")

@@ -26,6 +26,14 @@ def test_new_output_dir_numbers_like_export_versions(tmp_path, capsys):
         new_output_dir(tmp_path / "file")
 
 
+def test_the_current_directory_gets_a_visible_sibling(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    (work / "notes").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    assert new_output_dir(".") == f"{work}-2"  # was "./.-2", a hidden folder
+    assert not [name for name in os.listdir(work) if name.startswith(".")]
+
+
 def test_demo_scores_twice_keeps_the_first_png(tmp_path, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "scores", "--layers", "dot", "--examples", "300", "--epochs", "1"]

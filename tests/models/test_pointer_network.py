@@ -159,8 +159,17 @@ def test_decode_rejects_other_models_and_shapes():
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="built by `pointer_network`"):
         pointer_network_decode(other, np.ones((2, 4), "int32"))
+    model = pointer_network(**SMALL)
     with pytest.raises(ValueError, match=r"Received: values.shape=\(4,\)"):
-        pointer_network_decode(pointer_network(**SMALL), np.ones(4, "int32"))
+        pointer_network_decode(model, np.ones(4, "int32"))
+    with pytest.raises(ValueError, match=r"integer token ids .* Received: values.dtype=float64"):
+        pointer_network_decode(model, np.array([[1.7, 2.2]]))  # was truncated to [[1, 2]]
+    # The model's two inputs must agree: named by the model, not by an inner layer's tensor,
+    # and a batch of 1 is no longer broadcast.
+    for values, pointers in (((1, 4), (1, 3)), ((2, 3), (1, 3))):
+        with pytest.raises(ValueError, match=r"PointerNetwork: `pointers` must have shape "
+                                             r"`\(batch_size, T\)`"):  # fmt: skip
+            model({"values": np.ones(values, "int32"), "pointers": np.zeros(pointers, "int32")})
 
 
 # -- learning: sorting lists of 10 numbers ------------------------------------------------------

@@ -359,6 +359,9 @@ def test_cli_train_predict_evaluate_export_classifier(tmp_path, capsys):
     assert main(["evaluate", str(run_dir), "--file", str(tsv), "--json", str(scores),
                  "--overwrite"]) == 0  # fmt: skip
     assert "accuracy" in json.loads(scores.read_text())
+    for where in (tmp_path / "absent" / "s.json", tmp_path):  # refused before evaluating
+        assert main(["evaluate", str(run_dir), "--file", str(tsv), "--json", str(where)]) == 2
+        assert "must be a file in an existing folder" in capsys.readouterr().err
     # Labels the model has no class for: refused, the file and line named (not scored 0%).
     other = tmp_path / "other.tsv"
     other.write_text("sentence\tlabel\nthe kind cat .\tpositive\na bad dog .\tneg\n")
