@@ -111,12 +111,12 @@ def _trained_demo(name, args):
 
 def _interrupted(output_dir):
     """What a Ctrl-C left: the epoch a rerun resumes after, or nothing to resume."""
-    import json
-
     from keras_attention import training
+    from keras_attention.training.callbacks import recover_backup
 
     backup = os.path.join(output_dir, training.BACKUP_DIR)
     try:
+        recover_backup(backup)  # a Ctrl-C inside the backup's swap: as the rerun will find it
         with open(os.path.join(backup, "training_metadata.json"), encoding="utf-8") as f:
             epoch = int(json.load(f)["epoch"])
     except (OSError, ValueError, KeyError, TypeError):

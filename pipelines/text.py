@@ -607,8 +607,10 @@ class TextTokenizer(tf.Module):
 def read_vocab(vocab_path):
     """The tokens of a vocabulary file, one per line (UTF-8; CRLF line ends and a BOM are read).
 
-    Blank lines at the end are ignored (an editor's); a blank line elsewhere, a token that
+    Empty lines at the end are ignored (an editor's); an empty line elsewhere, a token that
     repeats an earlier one and bytes that are not UTF-8 are refused, naming the file and line.
+    (A token of Unicode space, e.g. U+00A0 or U+2028, is a token: vocabularies learned before
+    stop 39 split words at ASCII whitespace only and hold such characters.)
     """
     path = os.fspath(vocab_path)
     with open(path, "rb") as f:
@@ -619,12 +621,12 @@ def read_vocab(vocab_path):
         line = raw[: error.start].count(b"\n") + 1
         raise ValueError(f"'{path}', line {line}: not valid UTF-8 ({error.reason}).") from None
     tokens = [line.removesuffix("\r") for line in lines]
-    while tokens and not tokens[-1].strip():
+    while tokens and tokens[-1] == "":
         tokens.pop()
     first = {}
     for number, token in enumerate(tokens, start=1):
-        if not token.strip():
-            raise ValueError(f"'{path}', line {number}: a blank line is not a token.")
+        if token == "":
+            raise ValueError(f"'{path}', line {number}: an empty line is not a token.")
         if token in first:
             raise ValueError(
                 f"'{path}', line {number}: the token {token!r} repeats line {first[token]}."

@@ -520,6 +520,8 @@ def _staging_prefix(version):
 
 
 def _process_alive(pid):
+    if os.name != "posix":  # Windows: os.kill(pid, 0) would send CTRL_C_EVENT, not probe
+        return True  # unknowable here: the folder is kept
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

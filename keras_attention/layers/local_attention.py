@@ -56,7 +56,9 @@ class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
         gaussian: bool, multiply the weights by the Gaussian around `p_t`.
             Defaults to `None`: as in the paper, `True` for local-p and
             `False` for local-m. (Before stop 39 local-m applied it too; a
-            saved layer without this option keeps doing so.)
+            layer saved with its config, without this option, keeps doing so.
+            A model that named it `score="local_monotonic"` rebuilds it from
+            the name, with the new default.)
         kernel_initializer: initializer of every weight. Defaults to
             `"glorot_uniform"`.
         kernel_regularizer: optional regularizer of every weight.

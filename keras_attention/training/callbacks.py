@@ -221,7 +221,8 @@ class WeightAverage(keras.callbacks.Callback):
 
     def _saved_epochs(self):
         names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
-        return sorted(int(n[6:-4]) for n in names if re.fullmatch(r"epoch-\d+\.npz", n))
+        epochs = (int(n[6:-4]) for n in names if re.fullmatch(r"epoch-[0-9]+\.npz", n))
+        return sorted(e for e in epochs if f"epoch-{e}.npz" in names)  # ours: no "epoch-01"
 
     def _read_snapshots(self, resumed_from):
         if not resumed_from:

@@ -309,12 +309,15 @@ def test_vocabulary_files_are_read_as_editors_leave_them(tmp_path):
     path.write_bytes(("\ufeff" + "\r\n".join(tokens) + "\r\n\r\n\n").encode())  # BOM, CRLF
     assert text.read_vocab(path) == tokens  # the blank lines at the end are no tokens
     for content, message in (
-        ("\n".join([*tokens[:6], "", "##es"]), r"v\.txt', line 7: a blank line is not a token"),
+        ("\n".join([*tokens[:6], "", "##es"]), r"v\.txt', line 7: an empty line is not a token"),
         ("\n".join([*tokens, "march"]), r"v\.txt', line 8: the token 'march' repeats line 6"),
     ):
         path.write_text(content, encoding="utf-8")
         with pytest.raises(ValueError, match=message):
             text.TextTokenizer(path)
+    # Unicode spaces were learned as tokens before stop 39 (words split at ASCII spaces only).
+    path.write_text("\n".join([*tokens, "\u00a0", "\u2028"]) + "\n", encoding="utf-8")
+    assert text.read_vocab(path) == [*tokens, "\u00a0", "\u2028"]
     path.write_bytes("\n".join(tokens).encode() + b"\nstra\xdfe\n")
     with pytest.raises(ValueError, match=r"v\.txt', line 8: not valid UTF-8"):
         text.read_vocab(path)

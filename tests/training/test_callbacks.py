@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import time
 
 import keras
@@ -269,6 +270,12 @@ def test_weight_average_reads_its_snapshots_back_on_resume(tmp_path):
     resumed.on_train_end()  # outside `train`: the files go with the backup
     assert not (tmp_path / "average").exists()
     assert resumed.average() is not None  # still in memory for the final averaging
+    # Files that only look like snapshots are left alone (they used to crash the resume).
+    (tmp_path / "average").mkdir()
+    for stray in ("epoch-01.npz", "epoch-\u0665.npz"):
+        (tmp_path / "average" / stray).write_bytes(b"")
+    assert WeightAverage(3, tmp_path / "average", resumed_from=5).epochs == []
+    shutil.rmtree(tmp_path / "average")
     # A snapshot of another model is refused by name; a fresh start drops old files.
     train(WeightAverage(2, tmp_path / "average"), [1.0, 2.0])
     wide = keras.Model(inputs, keras.layers.Dense(3, use_bias=False)(inputs))
