@@ -113,13 +113,13 @@ def _interrupted(output_dir):
     """What a Ctrl-C left: the epoch a rerun resumes after, or nothing to resume."""
     from keras_attention import training
     from keras_attention.training.callbacks import recover_backup
+    from keras_attention.training.fit import finished_epochs
 
     backup = os.path.join(output_dir, training.BACKUP_DIR)
     try:
         recover_backup(backup)  # a Ctrl-C inside the backup's swap: as the rerun will find it
-        with open(os.path.join(backup, "training_metadata.json"), encoding="utf-8") as f:
-            epoch = int(json.load(f)["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+        epoch = finished_epochs(output_dir)
+    except (OSError, ValueError, KeyError, TypeError):  # a damaged backup: nothing to resume
         epoch = 0
     if epoch > 0:
         return (

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_attention.export._rest import arrays_to_rest
-from keras_attention.utils.files import saved_model_versions
+from keras_attention.utils import files
 from keras_attention.utils.validation import number
 
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
@@ -476,34 +476,21 @@ def _check_container_base_path(container_base_path):
     return container_base_path.rstrip("/") or "/"
 
 
-def _existing_versions(model_dir):
-    """The version folders TF Serving serves: names of ASCII digits only (it parses an int64)."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        int(p.name)
-        for p in model_dir.iterdir()
-        if p.is_dir() and p.name.isascii() and p.name.isdigit()
-    )
-
-
 def latest_version(path):
     """`path` itself when it holds `saved_model.pb`, else its highest version folder that does.
 
     So `<base_dir>/<name>` (the folder TF Serving is pointed at) names the version it serves.
     Raises `FileNotFoundError`, naming `path`, when neither holds a SavedModel.
     """
-    path = pathlib.Path(path)
-    if (path / "saved_model.pb").is_file():
-        return str(path)
-    versions = saved_model_versions(path)
-    if not versions:
+    found = files.latest_version(path)
+    if not os.path.isfile(os.path.join(found, "saved_model.pb")):
+        path = os.fspath(path)
         raise FileNotFoundError(
-            f"{str(path)!r} holds no saved_model.pb and no version folder (1, 2, ...) with one: "
+            f"{path!r} holds no saved_model.pb and no version folder (1, 2, ...) with one: "
             f"give a SavedModel version directory or the model folder above it. "
-            f"Received: path={str(path)!r}"
+            f"Received: path={path!r}"
         )
-    return str(path / str(versions[-1]))
+    return found
 
 
 # Staging folders are `.tmp-<version>-<host>-<pid>-<random>`: a later export on the same host
@@ -548,7 +535,7 @@ def _remove_stale_staging(model_dir):
 
 def _check_version(version, model_dir):
     if version is None:
-        versions = _existing_versions(model_dir)
+        versions = files.saved_model_versions(model_dir, loadable=False)
         return versions[-1] + 1 if versions else 1
     if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 1:
         raise ValueError(

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from keras_attention.tasks.registry import get_task, task_names
 from keras_attention.tasks.serving_status import decode_statuses
-from keras_attention.utils.files import saved_model_versions
+from keras_attention.utils.files import latest_version
 
 
 class ServedTask:
@@ -94,15 +94,6 @@ class ServedTask:
             if explain is not None:  # e.g. a captioner names the image that does not decode
                 explain(batch, list(inputs))
             raise
-
-
-def latest_version(path):
-    """`path` if it holds `saved_model.pb`, else its highest numbered version directory."""
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, "saved_model.pb")) or not os.path.isdir(path):
-        return path
-    versions = saved_model_versions(path)
-    return os.path.join(path, str(versions[-1])) if versions else path
 
 
 def is_saved_model(path):

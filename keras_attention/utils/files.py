@@ -32,12 +32,10 @@ def read_json(path, expected_format, what):
     return value
 
 
-def saved_model_versions(model_dir):
-    """The versions of a TF Serving model folder holding a `saved_model.pb`, sorted.
-
-    Versions are folders named by ASCII digits only, as TF Serving reads them (an int64): `"²"`
-    or `"١"` are not versions (`int()` would take them, or fail naming no path).
-    """
+def saved_model_versions(model_dir, loadable=True):
+    """The versions of a TF Serving model folder, sorted: folders named by ASCII digits only, as
+    TF Serving reads them (an int64; `"²"` or `"١"` are not versions), holding a
+    `saved_model.pb` (`loadable=False`: any such folder, e.g. to pick the next free version)."""
     model_dir = os.fspath(model_dir)
     if not os.path.isdir(model_dir):
         return []
@@ -46,5 +44,16 @@ def saved_model_versions(model_dir):
         for name in os.listdir(model_dir)
         if name.isascii()
         and name.isdigit()
-        and os.path.isfile(os.path.join(model_dir, name, "saved_model.pb"))
+        and os.path.isdir(os.path.join(model_dir, name))
+        and (not loadable or os.path.isfile(os.path.join(model_dir, name, "saved_model.pb")))
     )
+
+
+def latest_version(path):
+    """`path` if it holds `saved_model.pb`, else its highest loadable version folder (TF
+    Serving's pick), else `path` unchanged."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = saved_model_versions(path)
+    return os.path.join(path, str(versions[-1])) if versions else path

@@ -9,6 +9,7 @@ import pytest
 
 from keras_attention.export import saved_model, tflite
 from keras_attention.export.saved_model import export_saved_model, update_models_config
+from keras_attention.utils import files
 
 _ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -175,7 +176,7 @@ def test_only_ascii_digit_folders_are_versions(model, tmp_path):
     # used to fail with a ValueError that named no path).
     for name in ("1", "\u00b2", "\u0661", "backup"):
         (tmp_path / "m" / name).mkdir(parents=True)
-    assert saved_model._existing_versions(tmp_path / "m") == [1]
+    assert files.saved_model_versions(tmp_path / "m", loadable=False) == [1]
     path = export_saved_model(model, tmp_path, name="m")
     assert path == str(tmp_path / "m" / "2")
 
