@@ -169,6 +169,8 @@ def main(argv=None):
     import tensorflow as tf
 
     os.makedirs(args.output_dir, exist_ok=True)
+    if args.finetune_only:
+        return finetune_only(args)
     corpus = load_corpus(args)
     vocab_path, vocab_info = build_vocabulary(args, corpus["train"])
     data_info = training_data_info(args, corpus["train"], vocab_path)
@@ -204,8 +206,6 @@ def main(argv=None):
         write_results(args, results)
     if args.skip_pretraining:
         return results
-    if args.finetune_only:
-        return finetune_only(args, results, vocab_path)
     for kind in args.models:
         print(f"\n=== pre-training {kind} ===", flush=True)
         results["pretraining"][kind] = pretrain(kind, args, corpus, vocab_path, data_info,
@@ -224,15 +224,38 @@ def main(argv=None):
     return results
 
 
-def finetune_only(args, results, vocab_path):
-    """SST-2 from the pre-trained run already in `--output-dir` (`--finetune-only`)."""
+# What `--finetune-only` keeps from the command line; every other option (the model's sizes,
+# the sequence length, the vocabulary) is the pre-training run's.
+FINETUNE_OPTIONS = ("output_dir", "data_dir", "json", "seed", "verbose", "sst_limit")
+
+
+def finetune_only(args):
+    """SST-2 from the pre-trained run already in `--output-dir` (`--finetune-only`).
+
+    The pre-trained encoder's vocabulary (its saved assets) and the sizes it was
+    pre-trained with (`results.json`) are used for both the pre-trained and the
+    scratch classifier, whatever the current flags say; nothing of the
+    pre-training run is rewritten, and the table's header and pre-training rows
+    are that run's.
+    """
     task_dir = os.path.join(args.output_dir, "ours")
-    if not os.path.exists(os.path.join(task_dir, "task.json")):
-        raise SystemExit(f"--finetune-only: no pre-trained run in {task_dir!r} (task.json missing)")
-    previous = os.path.join(args.output_dir, "results.json")
-    if os.path.exists(previous):
-        with open(previous, encoding="utf-8") as f:
-            results["pretraining"] = json.load(f).get("pretraining", {})
+    previous_path = os.path.join(args.output_dir, "results.json")
+    for path in (os.path.join(task_dir, "task.json"), previous_path):
+        if not os.path.exists(path):
+            raise SystemExit(f"--finetune-only: no pre-training run in {args.output_dir!r} "
+                             f"({os.path.basename(path)} missing)")  # fmt: skip
+    with open(previous_path, encoding="utf-8") as f:
+        results = json.load(f)
+    current = vars(args)
+    options = dict(results["args"])
+    options.update({key: value for key, value in current.items()
+                    if key in FINETUNE_OPTIONS or key.startswith("finetune")})  # fmt: skip
+    args = argparse.Namespace(**{**current, **options})
+    vocab_path = os.path.join(task_dir, "assets", "vocabulary.txt")
+    if not os.path.isfile(vocab_path):
+        raise SystemExit(f"--finetune-only: the pre-trained run has no vocabulary at "
+                         f"{vocab_path!r}")  # fmt: skip
+    results["finetune_command"] = " ".join([os.path.basename(sys.executable), *sys.argv])
     results["sst2"] = finetune_sst2(args, vocab_path, task_dir)
     table = results_table(results)
     print("\n" + table, flush=True)

@@ -266,6 +266,8 @@ def _predict(args, extra=()):
             "--attention-png needs the model in memory or its SavedModel, not a .tflite file. "
             f"Received: tflite={args.tflite!r}"
         )
+    if args.attention_png:
+        _check_png_argument(args.attention_png)
     flag = "translator" if args.command == "translate" else "run"
     what = "translator" if args.command == "translate" else "task"
     predictor = _load_predictor(args.run, args.tflite, what=what, flag=flag)
@@ -525,6 +527,25 @@ def _add_generate_parser(commands):
         "--no-stream", action="store_true", help="print each continuation once it is complete"
     )
     generate.set_defaults(handler=_generate, accepts_extra=True)
+
+
+def _check_png_argument(path):
+    """Refuses, before the model runs, an `--attention-png` that names a folder or an unknown format."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    if path.endswith(separators) or os.path.isdir(path):
+        raise ValueError(
+            "--attention-png names the file to write (a folder was given; e.g. "
+            f"{os.path.join(path, 'attention.png')!r}). Received: attention_png={path!r}"
+        )
+    ext = os.path.splitext(path)[1][1:].lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext and ext not in formats:
+        raise ValueError(
+            f"--attention-png: matplotlib cannot write {ext!r} files; use one of "
+            f"{sorted(formats)} (or no extension: .png). Received: attention_png={path!r}"
+        )
 
 
 def _png_path(path, index, count):

@@ -43,6 +43,11 @@ def plot_attention(
         highlight: optional `Tq` column indices to outline, one per row
             (e.g. the correct position).
 
+    Labels and the title are drawn literally (`$` is not mathtext). Past 100
+    positions on an axis every k-th is labelled, and the figure stays within
+    30 x 30 inches. A figure made here is closed once written to `path`; the
+    figure of a given `ax` is left to its owner.
+
     Returns:
         The matplotlib `Figure`.
 
@@ -59,7 +64,10 @@ def plot_attention(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    weights = np.asarray(weights, dtype="float32")
+    try:
+        weights = np.asarray(weights, dtype="float32")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"`weights` must be an array of numbers. Received: {error}") from None
     if weights.ndim == 1:
         weights = weights[None, :]
     if weights.ndim != 2:
@@ -67,44 +75,99 @@ def plot_attention(
             f"`weights` must have shape (Tq, Tv) or (Tv,). Received: weights.shape={weights.shape}"
         )
     rows, cols = weights.shape
-    for name, tokens, expected in (
-        ("source_tokens", source_tokens, cols),
-        ("target_tokens", target_tokens, rows),
-    ):
-        if tokens is not None and len(tokens) != expected:
-            raise ValueError(
-                f"`{name}` must have {expected} entries to match weights.shape={weights.shape}. "
-                f"Received: {len(tokens)} entries"
-            )
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * cols + 2), max(3.0, 0.4 * rows + 1.5)))
+    labels = _tick_labels(source_tokens, target_tokens, weights.shape)
+    highlight = _check_highlight(highlight, rows, cols)
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=_heat_map_size(rows, cols))
     else:
         fig = ax.figure
-    image = ax.imshow(
-        np.ma.masked_invalid(weights), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto"
-    )
-    ax.set_xticks(range(cols))
-    ax.set_yticks(range(rows))
-    if source_tokens is not None:
-        ax.set_xticklabels(source_tokens, rotation=90)
-    if target_tokens is not None:
-        ax.set_yticklabels(target_tokens)
-    if highlight is not None:
+    try:
+        image = ax.imshow(
+            np.ma.masked_invalid(weights), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto"
+        )
+        # Past `_MAX_TICKS` positions every k-th is labelled (the figure's size is bounded).
+        col_step, row_step = (-(-n // _MAX_TICKS) for n in (cols, rows))
+        ax.set_xticks(range(0, cols, col_step))
+        ax.set_yticks(range(0, rows, row_step))
+        if "source_tokens" in labels:
+            ax.set_xticklabels(labels["source_tokens"][::col_step], rotation=90)
+        if "target_tokens" in labels:
+            ax.set_yticklabels(labels["target_tokens"][::row_step])
         for row, col in enumerate(highlight):
             ax.add_patch(
                 plt.Rectangle(
                     (col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5
                 )
             )
-    if title:
-        ax.set_title(title)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    if path is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        if title:
+            ax.set_title(_escape(_as_text(title)))
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        if path is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            if own:
+                fig.tight_layout()
+            fig.savefig(path, dpi=120)
+    except BaseException:
+        if own:
+            plt.close(fig)
+        raise
+    if path is not None and own:  # a figure the caller made stays theirs
         plt.close(fig)
     return fig
+
+
+# Heat maps: at most this many labelled positions per axis, and at most this many inches a side.
+_MAX_TICKS = 100
+_MAX_FIGURE_INCHES = 30.0
+
+
+def _heat_map_size(rows, cols):
+    """The figure size in inches for a `(rows, cols)` heat map: a label's room each, bounded."""
+    width = max(4.0, 0.5 * min(cols, _MAX_TICKS) + 2)
+    height = max(3.0, 0.4 * min(rows, _MAX_TICKS) + 1.5)
+    return min(width, _MAX_FIGURE_INCHES), min(height, _MAX_FIGURE_INCHES)
+
+
+def _tick_labels(source_tokens, target_tokens, shape):
+    """`{"source_tokens": [...], "target_tokens": [...]}` as drawn (text, `$` escaped), checked."""
+    labels = {}
+    for name, tokens, expected in (
+        ("source_tokens", source_tokens, shape[1]),
+        ("target_tokens", target_tokens, shape[0]),
+    ):
+        if tokens is None:
+            continue
+        if isinstance(tokens, str | bytes) or not hasattr(tokens, "__len__"):
+            raise ValueError(
+                f"`{name}` must be a sequence of {expected} labels. Received: {name}={tokens!r}"
+            )
+        if len(tokens) != expected:
+            raise ValueError(
+                f"`{name}` must have {expected} entries to match weights.shape={shape}. "
+                f"Received: {len(tokens)} entries"
+            )
+        labels[name] = [_escape(_as_text(token)) for token in tokens]
+    return labels
+
+
+def _check_highlight(highlight, rows, cols):
+    """`highlight` as a list of `rows` column indices in `[0, cols)`."""
+    if highlight is None:
+        return []
+    highlight = list(highlight)
+    if len(highlight) != rows:
+        raise ValueError(
+            f"`highlight` must have one column index per row ({rows}). "
+            f"Received: {len(highlight)} entries"
+        )
+    for row, col in enumerate(highlight):
+        if isinstance(col, bool) or not isinstance(col, int | np.integer) or not 0 <= col < cols:
+            raise ValueError(
+                f"`highlight` must hold column indices in [0, {cols}). "
+                f"Received: highlight[{row}]={col!r}"
+            )
+    return highlight
 
 
 def plot_image_attention(

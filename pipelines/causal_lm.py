@@ -273,6 +273,12 @@ def make_dataset(
     drop_remainder = boolean(name, "drop_remainder", drop_remainder)
     stream = _token_stream(files_or_texts, preprocessor, progress)
     count = _num_windows(len(stream), length)
+    if drop_remainder and count < batch_size:
+        raise ValueError(
+            f"{name}: the corpus gives {count} window(s) of {length} tokens, fewer than one "
+            f"batch, and `drop_remainder=True` would leave no batch at all. Received: "
+            f"batch_size={batch_size}, drop_remainder=True"
+        )
     # Padded so that every window is whole: (count * length + 1,).
     padded = np.full([count * length + 1], preprocessor.pad_id, np.int32)
     padded[: len(stream)] = stream

@@ -194,8 +194,16 @@ class MaskedLMPreprocessor(tf.Module):
             outputs.
         """
         texts = tf.convert_to_tensor(texts, tf.string)
+        if second_texts is not None:
+            second_texts = tf.convert_to_tensor(second_texts, tf.string)
+            if second_texts.shape.rank != texts.shape.rank:
+                raise ValueError(
+                    "`second_texts` must have the shape of `texts` (one second segment per "
+                    f"text). Received: texts.shape={texts.shape}, "
+                    f"second_texts.shape={second_texts.shape}"
+                )
         if texts.shape.rank == 0:
-            second = None if second_texts is None else tf.reshape(second_texts, [1])
+            second = None if second_texts is None else second_texts[tf.newaxis]
             outputs = self.preprocess(texts[tf.newaxis], second, parse_mask)
             return {key: value[0] for key, value in outputs.items()}
         _check_rank(texts, "texts")
@@ -205,8 +213,8 @@ class MaskedLMPreprocessor(tf.Module):
             segments = [first[:, :budget]]
             lengths = first.row_lengths()
         else:
-            second_texts = tf.convert_to_tensor(second_texts, tf.string)
             _check_rank(second_texts, "second_texts")
+            second_texts = _same_batch(texts, second_texts)
             second = self._tokenize(second_texts, parse_mask)
             budget = self.sequence_length - 3
             segments = tf_text.RoundRobinTrimmer(budget).trim([first, second])
@@ -324,9 +332,10 @@ class MaskedLMPreprocessor(tf.Module):
         `[UNK]`. Of the chosen, 80% become `[MASK]`, 10% a random
         non-reserved token, 10% stay (decided per token). With
         `whole_word=True` words are chosen instead (a piece starting with `##`
-        continues the previous one), in random order while their pieces fit
-        in the count (the first word always), so the pieces of a word are
-        chosen together.
+        continues the previous one), in random order: a word whose pieces do
+        not fit in what is left of the count is skipped and smaller words
+        are still tried, as in BERT (the first word that fits in
+        `max_predictions` is always taken); a word is never split.
 
         Stateless random ops (`tf.random.stateless_*` keyed on `seed`) are
         used rather than keras_hub's `MaskedLMMaskGenerator`: that layer draws
@@ -354,7 +363,7 @@ class MaskedLMPreprocessor(tf.Module):
         mask_rate, max_predictions = _check_masking(
             "mask", mask_rate, max_predictions, whole_word, self.sequence_length
         )
-        token_ids = tf.cast(tf.convert_to_tensor(token_ids), tf.int32)
+        token_ids, seed = _check_mask_inputs(token_ids, seed, max_predictions)
         length = tf.shape(token_ids)[1]
         select_seed, decide_seed, token_seed, round_seed = tf.unstack(
             tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
@@ -376,15 +385,18 @@ class MaskedLMPreprocessor(tf.Module):
             tf.cast(max_predictions, tf.float32),
             tf.maximum(1.0, tf.floor(count * mask_rate + jitter)),
         )
-        # Pieces of words drawn before or with this one: (batch, L, L) -> (batch, L).
-        drawn = tf.reduce_sum(
-            tf.cast(selectable[:, tf.newaxis, :] & (scores[:, tf.newaxis, :] >= scores[:, :, tf.newaxis]),
-                    tf.float32),
-            axis=2,
-        )
-        best = tf.equal(scores, tf.reduce_max(scores, axis=1, keepdims=True))
-        chosen = selectable & ((drawn <= target[:, tf.newaxis]) | best)
-        chosen &= tf.cumsum(tf.cast(chosen, tf.int32), axis=1) <= max_predictions
+        if whole_word:
+            words = _words_that_fit(word_index, selectable, word_scores, target, max_predictions)
+            chosen = selectable & tf.gather(words, word_index, batch_dims=1)
+        else:  # one piece per word: the `target` best-scored pieces (the best one always)
+            drawn = tf.reduce_sum(
+                tf.cast(selectable[:, tf.newaxis, :]
+                        & (scores[:, tf.newaxis, :] >= scores[:, :, tf.newaxis]), tf.float32),
+                axis=2,
+            )  # fmt: skip
+            best = tf.equal(scores, tf.reduce_max(scores, axis=1, keepdims=True))
+            chosen = selectable & ((drawn <= target[:, tf.newaxis]) | best)
+            chosen &= tf.cumsum(tf.cast(chosen, tf.int32), axis=1) <= max_predictions
         # The chosen positions, ascending: the largest `length - position` first.
         key = tf.where(chosen, length - tf.range(length)[tf.newaxis, :], 0)
         mask_positions = length - tf.math.top_k(key, k=max_predictions, sorted=True).values
@@ -547,8 +559,10 @@ def make_dataset(
             f"{name}: `redraw=False` keeps each batch's masks, which needs batches in a fixed "
             "order: pass shuffle=False with it. Received: shuffle=True, redraw=False"
         )
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise ValueError(f"{name}: `seed` must be an integer. Received: seed={seed!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ValueError(
+            f"{name}: `seed` must be an integer in [0, 2**63). Received: seed={seed!r}"
+        )
     examples = pack_examples(
         files_or_texts, preprocessor, mode=mode, documents=documents, progress=progress
     )
@@ -713,6 +727,63 @@ def _preprocessor(tokenizer, sequence_length, owner):
     return MaskedLMPreprocessor(tokenizer, sequence_length)
 
 
+def _check_mask_inputs(token_ids, seed, max_predictions):
+    """`mask`'s `token_ids` as int32 and `seed` as int64, checked (errors name the argument)."""
+    token_ids = tf.convert_to_tensor(token_ids)
+    if not token_ids.dtype.is_integer:
+        raise ValueError(
+            f"mask: `token_ids` must hold integer ids. Received: dtype={token_ids.dtype.name}"
+        )
+    if token_ids.shape.rank != 2:
+        raise ValueError(
+            "mask: `token_ids` must have rank 2 `(batch_size, sequence_length)`. "
+            f"Received: shape={token_ids.shape}"
+        )
+    width = token_ids.shape[1]
+    if width is not None and width < max_predictions:
+        raise ValueError(
+            f"mask: `token_ids` has {width} positions, fewer than max_predictions="
+            f"{max_predictions}. Received: shape={token_ids.shape}"
+        )
+    seed = tf.convert_to_tensor(seed)
+    if not seed.dtype.is_integer or seed.shape.rank != 1 or seed.shape[0] not in (2, None):
+        raise ValueError(
+            "mask: `seed` must be an integer tensor of shape (2,) (a stateless random seed). "
+            f"Received: dtype={seed.dtype.name}, shape={seed.shape}"
+        )
+    return tf.cast(token_ids, tf.int32), seed
+
+
+def _words_that_fit(word_index, selectable, word_scores, target, max_predictions):
+    """Whole-word masking: `bool (batch, L)` by word index, the words chosen.
+
+    Words are taken in the order of their scores, as BERT does: a word whose
+    pieces do not fit in what is left of `target` is skipped and smaller ones
+    are still tried. The first word that fits in `max_predictions` is always
+    taken, even past `target`; a word is never split.
+    """
+    length = tf.shape(word_index)[1]
+    # Pieces per word: (batch, L) by word index; 0 past the last word.
+    sizes = tf.reduce_sum(
+        tf.one_hot(word_index, length, dtype=tf.float32)
+        * tf.cast(selectable, tf.float32)[:, :, tf.newaxis],
+        axis=1,
+    )
+    order = tf.argsort(tf.where(sizes > 0, word_scores, -1.0), axis=1, direction="DESCENDING")
+    sorted_sizes = tf.gather(sizes, order, batch_dims=1)
+    limit = float(max_predictions)
+
+    def step(state, size):  # one word per row, in score order
+        left, taken_any, _ = state
+        fits = (size > 0) & ((size <= left) | (~taken_any & (size <= limit)))
+        return left - tf.where(fits, size, 0.0), taken_any | fits, fits
+
+    no = tf.zeros_like(target, tf.bool)
+    _, _, taken = tf.scan(step, tf.transpose(sorted_sizes), initializer=(target, no, no))
+    # Back from score order to word order.
+    return tf.gather(tf.transpose(taken), tf.argsort(order, axis=1), batch_dims=1)
+
+
 def _check_masking(owner, mask_rate, max_predictions, whole_word, sequence_length):
     mask_rate = number(owner, "mask_rate", mask_rate, low=0.0, high=1.0, low_open=True,
                        high_open=True)
@@ -762,7 +833,24 @@ def _corpus_sources(files_or_texts, progress):
             raise ValueError(
                 f"`files_or_texts` must hold strings. Received: files_or_texts[{i}]={item!r}"
             )
+    if items and all(_looks_like_a_path(item) for item in items):
+        raise FileNotFoundError(
+            f"`files_or_texts[0]`: no such file: {items[0]!r} (every item looks like a path and "
+            "none exists; to train on such lines as text, pass them as one document: "
+            "[lines])"
+        )
     return [items]
+
+
+def _looks_like_a_path(text):
+    """One word with a folder separator or a text file's extension (`x.txt`, `x.gz`)."""
+    if not text or any(c.isspace() for c in text):
+        return False
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return any(c in text for c in separators) or text.lower().endswith(_PATH_SUFFIXES)
+
+
+_PATH_SUFFIXES = (".txt", ".gz", ".raw", ".tokens", ".tsv", ".csv", ".jsonl")
 
 
 def _documents(lines):
@@ -782,6 +870,24 @@ def _documents(lines):
     if current:
         documents.append(current)
     return documents
+
+
+def _same_batch(texts, second_texts):
+    """`second_texts`, checked to hold one string per text (a pair per row)."""
+    message = (
+        "`second_texts` must hold one string per text in `texts` (a pair per row). "
+        f"Received: texts.shape={texts.shape}, second_texts.shape={second_texts.shape}"
+    )
+    sizes = texts.shape[0], second_texts.shape[0]
+    if None not in sizes:
+        if sizes[0] != sizes[1]:
+            raise ValueError(message)
+        return second_texts
+    check = tf.debugging.assert_equal(
+        tf.shape(texts)[0], tf.shape(second_texts)[0], message=message
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(second_texts)
 
 
 def _check_rank(texts, name):

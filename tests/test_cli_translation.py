@@ -238,6 +238,20 @@ def test_attention_png_paths_name_the_file_matplotlib_writes():
     assert [_png_path("out", i, 3) for i in range(3)] == ["out-1.png", "out-2.png", "out-3.png"]
 
 
+def test_attention_png_refuses_folders_and_unknown_formats_before_loading(tmp_path, capsys):
+    # Checked before the run is even looked at (none exists here).
+    missing = str(tmp_path / "no_run")
+    for png, message in ((str(tmp_path / "plots") + os.sep, "a folder was given"),
+                         (str(tmp_path), "a folder was given"),
+                         ("run.v2", "matplotlib cannot write 'v2' files")):  # fmt: skip
+        assert main(["translate", "--translator", missing, "--attention-png", png, "x"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and f"attention_png={png!r}" in err
+    assert not (tmp_path / "plots").exists()
+    assert main(["translate", "--translator", missing, "--attention-png", "a.svg", "x"]) == 2
+    assert "no translator at" in capsys.readouterr().err  # the format passed; the run is missing
+
+
 # -- training, resuming and translating (slow) ----------------------------------------------
 
 
@@ -384,6 +398,12 @@ def test_train_a_tied_transformer_on_a_shared_vocabulary(tmp_path, capsys):
         TranslationConfig(model="transformer", tie_embeddings="all")
     with pytest.raises(ValueError, match="Received: tie_embeddings='target', model='rnn'"):
         TranslationConfig(model="rnn", tie_embeddings="target")
+    # The other model's sizes are refused, never silently ignored; their defaults pass.
+    for model, name, value in (("transformer", "units", 512), ("transformer", "cell", "lstm"),
+                                ("rnn", "num_layers", 3), ("rnn", "normalize_first", True)):
+        with pytest.raises(ValueError, match=f"Received: {name}={value!r}, model={model!r}"):
+            TranslationConfig(model=model, **{name: value})
+    assert TranslationConfig(model="transformer", units=256, num_layers=3).num_layers == 3
 
 
 class _RecordStart(keras.callbacks.Callback):

@@ -38,6 +38,66 @@ def test_bad_rank_raises():
         plot_attention(np.ones((1, 2, 3)))
 
 
+def test_labels_are_drawn_literally(tmp_path):
+    # `$` would start mathtext: an unbalanced one crashed, a balanced one was drawn as math.
+    labels = ["a", "$x^$", "costs $x^2$", b"caf\xc3\xa9"]
+    fig = plot_attention(np.eye(4), labels, labels, title="1 $ per $word",
+                         path=str(tmp_path / "m.png"))  # fmt: skip
+    ax = fig.axes[0]
+    drawn = [t.get_text() for t in ax.get_xticklabels()]
+    assert drawn == [r"a", r"\$x^\$", r"costs \$x^2\$", "café"]
+    assert ax.get_title() == r"1 \$ per \$word"
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_long_sequences_get_a_bounded_figure_and_thinned_labels(tmp_path):
+    import matplotlib.pyplot as plt
+
+    n = 1200  # a 1200 x 1200 map took 24 GB at a label's room per position
+    tokens = [f"t{i}" for i in range(n)]
+    weights = np.full((n, n), 1.0 / n, "float32")
+    fig = plot_attention(weights, tokens, tokens)
+    width, height = fig.get_size_inches()
+    assert width <= 30 and height <= 30
+    ticks = fig.axes[0].get_xticklabels()
+    assert 50 <= len(ticks) <= 100 and ticks[1].get_text() == "t12"
+    plt.close(fig)
+
+
+def test_a_given_axes_keeps_its_figure_open(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2)
+    plot_attention(np.eye(2), ax=axes[0], path=str(tmp_path / "left.png"))
+    plot_attention(np.eye(2), ax=axes[1])
+    assert plt.fignum_exists(fig.number)  # the caller's figure is still theirs
+    fig.savefig(tmp_path / "both.png")
+    plt.close(fig)
+    # A figure made here is closed when written, and on a failure.
+    before = len(plt.get_fignums())
+    plot_attention(np.eye(2), path=str(tmp_path / "own.png"))
+    with pytest.raises(ValueError):
+        plot_attention(np.eye(2), path=str(tmp_path / "x.unknown_format"))
+    assert len(plt.get_fignums()) == before
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(source_tokens=5), r"`source_tokens` must be a sequence of 2 labels"),
+        (dict(target_tokens="ab"), r"`target_tokens` must be a sequence"),
+        (dict(highlight=[0]), r"`highlight` must have one column index per row \(2\)"),
+        (dict(highlight=[0, 2]), r"in \[0, 2\). Received: highlight\[1\]=2"),
+        (dict(highlight=[0, None]), r"Received: highlight\[1\]=None"),
+    ],
+)
+def test_plot_attention_errors_name_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plot_attention(np.eye(2), **kwargs)
+    with pytest.raises(ValueError, match="`weights` must be an array of numbers"):
+        plot_attention(np.array([["a"]]))
+
+
 # --- plot_image_attention, attention_peak_cell, cell_box ---------------------------------------
 
 

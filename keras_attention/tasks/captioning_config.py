@@ -7,7 +7,7 @@ from keras_attention.models.image_captioner import DECODERS
 from keras_attention.models.image_encoder import ENCODERS
 from keras_attention.models.show_attend_tell import ATTENTIONS, ESTIMATORS, INITIAL_STATES
 from keras_attention.utils import boolean, number, one_of, positive_int, rate
-from keras_attention.utils.options import option, positive_int_argument
+from keras_attention.utils.options import option, positive_int_argument, refuse_inapplicable
 
 RESIZE_MODES = ("pad", "crop")
 _OWNER = "CaptioningConfig"
@@ -178,20 +178,12 @@ class CaptioningConfig:
 
     def _check_applies(self):
         """Options of the other decoder or attention kind, given anyway, raise (never ignored)."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        only = {
+        refuse_inapplicable(_OWNER, self, "decoder", {
             "lstm": ("attention", "estimator", "embedding_dim", "units", "feature_dim",
                      "use_gating", "initial_state", "context_input",
                      "doubly_stochastic_regularization"),
             "transformer": ("num_layers", "hidden_dim", "num_heads", "intermediate_dim"),
-        }  # fmt: skip
-        for decoder, names in only.items():
-            for name in names:
-                if self.decoder != decoder and getattr(self, name) != defaults[name]:
-                    raise ValueError(
-                        f"{_OWNER}: `{name}` applies to decoder={decoder!r}. "
-                        f"Received: {name}={getattr(self, name)!r}, decoder={self.decoder!r}"
-                    )
+        })  # fmt: skip
         if self.attention == "soft" and self.estimator != "gumbel":
             raise ValueError(
                 f"{_OWNER}: `estimator` trains hard attention (attention='hard'). "

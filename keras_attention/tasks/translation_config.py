@@ -7,7 +7,7 @@ from keras_attention.layers import SCORES
 from keras_attention.layers.attention_decoder import CELLS, STYLES
 from keras_attention.models.transformer_translator import TIE_EMBEDDINGS
 from keras_attention.utils import boolean, number, one_of, positive_int, rate
-from keras_attention.utils.options import option, positive_int_argument
+from keras_attention.utils.options import option, positive_int_argument, refuse_inapplicable
 
 MODELS = ("rnn", "transformer")
 _OWNER = "TranslationConfig"
@@ -29,6 +29,10 @@ class TranslationConfig:
     Traceback (most recent call last):
     ...
     ValueError: TranslationConfig: `score` chooses the attention of the RNN decoder (model='rnn'); the Transformer uses multi-head dot-product attention. Received: score='dot'
+    >>> TranslationConfig(model="transformer", units=512)
+    Traceback (most recent call last):
+    ...
+    ValueError: TranslationConfig: `units` applies to model='rnn'. Received: units=512, model='transformer'
     """
 
     model: str = option(
@@ -130,6 +134,7 @@ class TranslationConfig:
             one_of(_OWNER, "score", self.score, SCORES)
         one_of(_OWNER, "style", self.style, STYLES)
         one_of(_OWNER, "cell", self.cell, CELLS)
+        self._check_applies()
         for name in (
             "embedding_dim",
             "units",
@@ -165,6 +170,14 @@ class TranslationConfig:
         rate(_OWNER, "label_smoothing", self.label_smoothing)
         number(_OWNER, "length_penalty", self.length_penalty, low=0.0,
                what="a non-negative number")  # fmt: skip
+
+    def _check_applies(self):
+        """Options of the other model, given anyway, raise (never silently ignored)."""
+        refuse_inapplicable(_OWNER, self, "model", {
+            "rnn": ("style", "cell", "embedding_dim", "units"),
+            "transformer": ("num_layers", "hidden_dim", "num_heads", "intermediate_dim",
+                            "normalize_first"),
+        })  # fmt: skip
 
     @property
     def resolved_score(self):

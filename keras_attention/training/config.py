@@ -108,6 +108,12 @@ class FitConfig:
         one_of(_OWNER, "jit_compile", self.jit_compile, JIT_COMPILE)
         one_of(_OWNER, "strategy", self.strategy, STRATEGIES)
         optional_positive_int(_OWNER, "cpu_replicas", self.cpu_replicas)
+        if self.cpu_replicas is not None and self.strategy == "default":
+            raise ValueError(
+                f"{_OWNER}: `cpu_replicas` splits the CPU for strategy='mirrored' or "
+                "'multi-worker' (--strategy). "
+                f"Received: cpu_replicas={self.cpu_replicas}, strategy='default'"
+            )
         if self.strategy == "multi-worker" and self.budget_minutes is not None:
             raise ValueError(
                 f"{_OWNER}: `budget_minutes` cannot be used with strategy='multi-worker' (each "

@@ -110,6 +110,24 @@ def from_arguments(cls, args, prefix=""):
     )
 
 
+def refuse_inapplicable(owner, options, selector, only):
+    """Raises for options of another kind, given anyway (never silently ignored).
+
+    `only` maps each value of the field `selector` (e.g. `"model"`) to the
+    fields that apply to it alone; such a field away from its default while
+    `selector` has another value raises `ValueError` naming both.
+    """
+    defaults = {field.name: field.default for field in dataclasses.fields(options)}
+    kind = getattr(options, selector)
+    for applies_to, names in only.items():
+        for name in names:
+            if kind != applies_to and getattr(options, name) != defaults[name]:
+                raise ValueError(
+                    f"{owner}: `{name}` applies to {selector}={applies_to!r}. "
+                    f"Received: {name}={getattr(options, name)!r}, {selector}={kind!r}"
+                )
+
+
 def to_dict(options):
     """A dataclass instance as a JSON-ready dict."""
     return dataclasses.asdict(options)

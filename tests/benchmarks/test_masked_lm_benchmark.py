@@ -193,10 +193,17 @@ def test_end_to_end_on_a_subset(tmp_path, capsys):
     assert table in capsys.readouterr().out
     assert results["pretraining"]["ours"]["steps"] == ours["steps"]
     # Fine-tuning again from the same pre-trained run, mean pooling: its own results files.
+    # Other size and data flags change nothing: the vocabulary and sizes are the run's.
     before = (tmp_path / "out" / "results.json").read_text()
+    vocabulary = (tmp_path / "out" / "vocab" / "vocabulary.txt").read_bytes()
     json_path.unlink()
+    capsys.readouterr()
     again = masked_lm.main(options + ["--finetune-only", "--finetune-pooling", "mean",
-                                      "--finetune-runs", "pretrained"])  # fmt: skip
+                                      "--finetune-runs", "pretrained", "--train-limit", "150",
+                                      "--hidden-dim", "48"])  # fmt: skip
+    assert "learning the WordPiece" not in capsys.readouterr().out
+    assert (tmp_path / "out" / "vocab" / "vocabulary.txt").read_bytes() == vocabulary
+    assert again["args"]["hidden_dim"] == 32 and again["command"] == saved["command"]
     assert (tmp_path / "out" / "results.json").read_text() == before
     mean = json.loads((tmp_path / "out" / "results_sst2_mean.json").read_text())
     assert mean["pretraining"] == saved["pretraining"] == again["pretraining"]

@@ -99,6 +99,56 @@ def test_chunked_equals_full_in_outputs_and_gradients(case, chunk_size, dv):
         np.testing.assert_array_equal(actual_grads[0][1], 0.0)
 
 
+# Key blocks after a query chunk's first are shifted by the row's running log-sum-exp (no
+# maxima); a block whose scores rise far above it, or a row that has seen no key yet, is taken
+# again with its maxima. Each case sends some rows down one way and some down the other.
+FAR_SCORES = {
+    "later_block_far_above": dict(key_bias={9: 150.0, 5: 90.0}),
+    "later_blocks_far_below": dict(key_bias={k: -200.0 for k in range(4, TV)}),
+    "large_scores_everywhere": dict(offset=100.0),
+    "first_block_padded": dict(first_padded=True),
+    "minus_inf_bias_in_a_later_block": dict(key_bias={6: -np.inf, 10: -np.inf}),
+}
+
+
+@pytest.mark.parametrize("dv", [DV, 16], ids=["recomputed", "kept"])
+@pytest.mark.parametrize("case", list(FAR_SCORES))
+def test_blocks_far_from_the_running_shift_match_the_full_computation(case, dv):
+    c = FAR_SCORES[case]
+    q, k, v, _ = _data(seed=5, dv=dv)
+    bias = np.zeros((1, 1, 1, TV), "float32")
+    for key, value in c.get("key_bias", {}).items():
+        bias[..., key] = value
+    bias += c.get("offset", 0.0)
+    mask_kwargs = {}
+    if c.get("first_padded"):  # rows of batch 0 see no key in the first block of 4
+        mask = np.ones((B, TV), bool)
+        mask[0, :4] = False
+        mask_kwargs["value_mask"] = mask
+    expected, expected_grads = _value_and_grads(
+        lambda q, k, v, b: _full(q, k, v, b, **mask_kwargs), q, k, v, bias
+    )
+    actual, actual_grads = _value_and_grads(
+        lambda q, k, v, b: chunked_attention(q, k, v, bias=b, chunk_size=4, **mask_kwargs),
+        q,
+        k,
+        v,
+        bias,
+    )
+    assert np.isfinite(actual).all()
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=2e-5)
+    for a, e in zip(actual_grads, expected_grads, strict=True):
+        np.testing.assert_allclose(a, e, rtol=0, atol=2e-5 * max(1.0, np.abs(e).max()))
+    # And against float64 NumPy: softmax over each row with the bias.
+    scores = np.einsum("bqhd,bkhd->bhqk", q.astype("float64"), k) + bias
+    allowed = np.ones(scores.shape, bool)
+    if "value_mask" in mask_kwargs:
+        allowed &= mask_kwargs["value_mask"][:, None, None, :]
+    weights = npref.softmax(scores, allowed)
+    reference = np.einsum("bhqk,bkhd->bqhd", weights, v)
+    np.testing.assert_allclose(actual, reference, rtol=0, atol=2e-5)
+
+
 def test_matches_numpy_formula():
     q, k, v, _ = _data(seed=4)
     mask = _value_mask()

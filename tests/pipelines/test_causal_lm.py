@@ -135,6 +135,9 @@ def test_batches_and_drop_remainder(corpus, tokenizer):
     assert len(kept) == count // 7 and all(y.shape == (7, 8) for _, y, _ in kept)
     spec = causal_lm.make_dataset(corpus, tokenizer, 8, batch_size=7, drop_remainder=True)
     assert spec.element_spec[1].shape[0] == 7
+    # Fewer windows than one batch: refused rather than an empty dataset.
+    with pytest.raises(ValueError, match=rf"gives {count} window.*batch_size={count + 1}"):
+        causal_lm.make_dataset(corpus, tokenizer, 8, batch_size=count + 1, drop_remainder=True)
 
 
 def test_shuffle_is_seeded_and_reshuffled_every_epoch(corpus, tokenizer):

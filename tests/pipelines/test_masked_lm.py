@@ -270,8 +270,50 @@ def test_whole_word_masking_chooses_all_pieces(corpus, tokenizer):
             chosen_pieces += chosen.sum()
             real_pieces += real.sum()
     assert multi_piece_words > 50 and chosen_pieces > 500
-    # Whole words fill the count less tightly than single pieces, but nearly.
-    assert 0.13 < chosen_pieces / real_pieces < 0.16
+    # A word that does not fit is skipped and smaller ones tried (BERT): the rate holds.
+    assert 0.14 < chosen_pieces / real_pieces < 0.16
+
+
+def _whole_words(original, chosen):
+    """Whether `chosen` (bool per position) covers whole words of `original` ids only."""
+    continuation = np.array([token.startswith("##") for token in VOCAB])
+    real = original >= 7
+    start = real & ~(continuation[original] & np.roll(real, 1))
+    word = np.cumsum(start)
+    return all(np.all(chosen[real & (word == w)]) for w in np.unique(word[chosen]))
+
+
+def test_whole_word_masking_of_long_words_keeps_the_rate_and_never_splits(tokenizer):
+    # Words of 3 to 5 pieces only: once one does not fit, smaller ones are still tried.
+    rng = np.random.default_rng(0)
+
+    def word():
+        return f"pre{rng.integers(10)}" + "".join(
+            f"suf{rng.integers(10)}" for _ in range(rng.integers(2, 5))
+        )
+
+    texts = [" ".join(word() for _ in range(30)) for _ in range(256)]
+    preprocessor = MaskedLMPreprocessor(tokenizer, 128)
+    ids = preprocessor.preprocess(tf.constant(texts))["token_ids"].numpy()
+    _, positions, _, weights = preprocessor.mask(ids, [3, 4], whole_word=True)
+    positions, weights = positions.numpy(), weights.numpy()
+    chosen_total = 0
+    for row in range(len(ids)):
+        chosen = np.zeros(ids.shape[1], bool)
+        chosen[positions[row][weights[row] == 1]] = True
+        assert _whole_words(ids[row], chosen)
+        chosen_total += chosen.sum()
+    assert 0.14 < chosen_total / (ids >= 7).sum() < 0.16
+    # A 5-piece word past max_predictions=2 is never split: the 1-piece word is taken instead.
+    row = tokenizer.tokenize(tf.constant(["pre1suf1suf2suf3suf4 word1"])).to_tensor().numpy()[0]
+    ids = np.array([[VOCAB.index(CLS), *row, VOCAB.index(SEP)] + [0] * (16 - len(row) - 2)])
+    preprocessor = MaskedLMPreprocessor(tokenizer, 16)
+    for seed in range(40):
+        _, positions, _, weights = preprocessor.mask(
+            ids, [seed, 1], max_predictions=2, whole_word=True
+        )
+        taken = positions.numpy()[0][weights.numpy()[0] == 1].tolist()
+        assert taken == [6], (seed, taken)  # `word1`, after [CLS] and the five pieces
 
 
 def test_mask_rate_and_max_predictions(tokenizer):
@@ -432,3 +474,40 @@ def test_errors(tmp_path, tokenizer):
         MaskedLMPreprocessor(text.TextTokenizer(list(text.RESERVED_TOKENS) + ["a"]), 16)
     with pytest.raises(ValueError, match="differs from the preprocessor"):
         masked_lm.make_dataset(["word1"], MaskedLMPreprocessor(tokenizer, 16), 32)
+    for seed in (-1, 2**64, 1.5):
+        with pytest.raises(ValueError, match=rf"Received: seed={seed!r}"):
+            masked_lm.make_dataset(["word1"], tokenizer, 16, seed=seed)
+    # Paths that do not exist are not read as text (nor a folder).
+    for items in ([str(tmp_path / "trian.txt")], [str(tmp_path / "a.txt"), "data/b.gz"],
+                  [str(tmp_path)]):  # fmt: skip
+        with pytest.raises(FileNotFoundError, match=r"files_or_texts\[0\]`: no such file"):
+            masked_lm.read_corpus(items)
+    assert masked_lm.read_corpus(["word1 word2", "word3.txt"]) == [["word1 word2", "word3.txt"]]
+
+
+def test_mask_and_pairs_refuse_bad_inputs_naming_the_argument(tokenizer):
+    preprocessor = MaskedLMPreprocessor(tokenizer, 8)
+    ids = preprocessor.preprocess(tf.constant(["word1 word2", "word3"]))["token_ids"]
+    for kwargs, match in (
+        (dict(token_ids=ids, seed=42), r"`seed` must be an integer tensor of shape \(2,\)"),
+        (dict(token_ids=ids, seed=[1.0, 2.0]), "`seed` must be an integer tensor"),
+        (dict(token_ids=ids[0], seed=[1, 2]), "`token_ids` must have rank 2"),
+        (dict(token_ids=tf.cast(ids, tf.float32) + 0.7, seed=[1, 2]), "integer ids"),
+        (dict(token_ids=ids[:, :1], seed=[1, 2], max_predictions=2),
+         "1 positions, fewer than max_predictions=2"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            preprocessor.mask(**kwargs)
+    # A pair per row: other batch sizes are refused (tensorflow-text's trimmer crashed on them).
+    for texts, second in ((["word1 word2", "word3"], ["word4"]), (["word1"], ["word2", "word3"]),
+                          ("word1", ["word2", "word3"]), (["word1"], "word2")):  # fmt: skip
+        with pytest.raises(ValueError, match="second_texts"):
+            preprocessor.preprocess(texts, second)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)] * 2)
+    def pairs(first, second):
+        return preprocessor.preprocess(first, second)["token_ids"]
+
+    assert pairs(tf.constant(["word1"]), tf.constant(["word2"])).shape == (1, 8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one string per text"):
+        pairs(tf.constant(["word1", "word2"]), tf.constant(["word3"]))

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import unicodedata
+import warnings
 
 import numpy as np
 import pytest
@@ -127,6 +128,14 @@ def test_detokenize_reserved_tokens_and_spacing():
     spaced = text.TextTokenizer(vocab, compact_punctuation=False)
     assert spaced.detokenize([5, 6, 7, 8, 9, 8]).numpy() == b"march 3 , 2021 - 2021"
     assert spaced.detokenize([12, 13]).numpy() == b"ab"  # "##" pieces always glue
+    # A text that starts with a continuation piece (an undertrained model's) drops its "##";
+    # a literal "#" text keeps its characters.
+    np.testing.assert_array_equal(
+        tokenizer.detokenize(tf.ragged.constant([[13, 12], [2, 13, 5], [13], []])).numpy(),
+        [b"b a", b"b march", b"b", b""],
+    )
+    hashes = text.TextTokenizer(list(text.RESERVED_TOKENS) + ["#", "b", "##b"])
+    assert hashes.detokenize(hashes.tokenize(["## #b"]).to_tensor()[0]).numpy() == b"# # # b"
 
 
 def test_works_in_tf_function_and_tf_data(vocab_dir):
@@ -228,6 +237,24 @@ def test_the_size_keeps_every_character_and_its_suffix_form(tmp_path):
     assert len(text.build_wordpiece_vocab(pangram, tmp_path / "p.txt", 77)) == 77
     tokenizer = text.load_tokenizer(tmp_path / "p.txt")
     assert tokenizer.detokenize(tokenizer.tokenize(pangram[:1])).numpy()[0] == pangram[0].encode()
+
+
+def test_characters_outside_the_learned_alphabet_are_warned_about(tmp_path):
+    # The learner keeps its 1,000 most frequent characters; words with others become [UNK].
+    rare = [chr(0x4E00 + i) for i in range(1100)]  # CJK ideographs, once each
+    corpus = ["the cat sat on the mat"] * 50 + [" ".join(rare[i : i + 10]) for i in range(0, 1100, 10)]
+    with pytest.warns(UserWarning, match=r"character\(s\) of the text are outside .* distinct "
+                                         r"word\(s\) holding one .* will be \[UNK\]"):  # fmt: skip
+        vocab = text.build_wordpiece_vocab(corpus, tmp_path / "v.txt", 2600)
+    alphabet = {t for t in vocab if len(t) == 1}
+    left_out = [c for c in rare if c not in alphabet]
+    assert 90 <= len(left_out) <= 110
+    tokenizer = text.load_tokenizer(tmp_path / "v.txt")
+    assert tokenizer.tokenize([left_out[0]]).to_list() == [[text.UNK_ID]]
+    # Text of known characters only: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text.build_wordpiece_vocab(corpus[:50], tmp_path / "w.txt", 100)
 
 
 def test_argument_errors(tmp_path):

@@ -35,7 +35,8 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     config = TranslationConfig(embedding_dim=8, units=8, vocabulary_size=100)
     for name in ("default", "mirrored"):
         fit_config = FitConfig(epochs=3, batch_size=16, verbose=0, strategy=name,
-                               cpu_replicas=2, jit_compile="off")
+                               cpu_replicas=2 if name == "mirrored" else None,
+                               jit_compile="off")
         run = train("translation", pairs, tempfile.mkdtemp(), config=config,
                     fit_config=fit_config)
         out[name] = run.history["loss"]
@@ -71,6 +72,10 @@ def test_strategy_options_are_checked():
         FitConfig(strategy="multi-worker", budget_minutes=1.0)
     with pytest.raises(ValueError, match="cpu_replicas"):
         FitConfig(cpu_replicas=0)
+    # Logical CPU devices are made for a distribution strategy only: never ignored.
+    with pytest.raises(ValueError, match="Received: cpu_replicas=2, strategy='default'"):
+        FitConfig(cpu_replicas=2)
+    assert FitConfig(strategy="mirrored", cpu_replicas=2).cpu_replicas == 2
     assert FitConfig().strategy == "default"
 
 
@@ -141,7 +146,7 @@ _EVERY_TASK_SCRIPT = textwrap.dedent(
     for task, (data, config) in cases.items():
         for name in ("default", "mirrored"):
             fit_config = FitConfig(epochs=1, batch_size=16, verbose=0, strategy=name,
-                                   cpu_replicas=2)
+                                   cpu_replicas=2 if name == "mirrored" else None)
             run = train(task, data, os.path.join(tmp, task + name), config=config,
                         fit_config=fit_config)
             out.setdefault(task, []).append(run.history["loss"][0])
