@@ -663,7 +663,7 @@ def perplexity_lines(perplexity, args):
         "",
         f"Per word: exp(total NLL / {perplexity['test_words']:,} words), counted as "
         "`pipelines.causal_lm.count_words` does: whitespace-separated words of each paragraph "
-        "(headings dropped, `@-@` joined, `<unk>` dropped) plus one per paragraph for its end.",
+        "(headings dropped, `@-@` joined, `<unk>` dropped) plus one per document for its [END].",
     ]
 
 

@@ -247,6 +247,11 @@ def plot_image_attention(
     num_words = maps.shape[0]
     if isinstance(tokens, str | bytes):
         tokens = [tokens]
+    if not hasattr(tokens, "__len__"):
+        raise ValueError(
+            f"`tokens` must be a sequence of {num_words} words, one per map. "
+            f"Received: tokens={tokens!r}"
+        )
     tokens = [_as_text(token) for token in tokens]
     if len(tokens) != num_words:
         raise ValueError(
@@ -315,6 +320,8 @@ def attention_peak_cell(attention):
             "`attention` must have shape (T, h, w) or (h, w) with h, w >= 1. "
             f"Received: attention.shape={maps.shape}"
         )
+    if maps.dtype.kind not in "biuf":
+        raise ValueError(f"`attention` must be numeric. Received: attention.dtype={maps.dtype}")
     maps = maps.astype("float64")
     if not np.all(np.isfinite(maps)):
         raise ValueError(

@@ -630,7 +630,9 @@ def pack_examples(files_or_texts, tokenizer, sequence_length=None, mode="packed"
             pieces = [[cls_id], chunk, [sep_id]]
             segments = [len(chunk) + 2]
         else:
-            a, b = chunk[:first_length], chunk[first_length:]
+            # A short last chunk is halved too: segment B is never empty.
+            half = min(first_length, (len(chunk) + 1) // 2)
+            a, b = chunk[:half], chunk[half:]
             pieces = [[cls_id], a, [sep_id], b, [sep_id]]
             segments = [len(a) + 2, len(b) + 1]
         sequence = np.concatenate(pieces)

@@ -81,6 +81,13 @@ def test_a_given_axes_keeps_its_figure_open(tmp_path):
     assert len(plt.get_fignums()) == before
 
 
+def test_overlay_and_peak_errors_name_the_argument():
+    with pytest.raises(ValueError, match="`tokens` must be a sequence of 1 words"):
+        plot_image_attention(np.zeros((8, 8, 3), "uint8"), np.ones((2, 2)), None)
+    with pytest.raises(ValueError, match="`attention` must be numeric"):
+        attention_peak_cell(np.array([["a"]]))
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

@@ -414,6 +414,11 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
 
     def get_config(self):
         score = self.score
+        if isinstance(score, str) and score in _LOCAL_SCORES:
+            # Saved as the layer, so the Gaussian choice (stop 39 changed local-m's) is kept.
+            score = getattr(self, "_attention_layer", None) or make_score(
+                score, dtype=self.dtype_policy, name="attention"
+            )
         if not isinstance(score, str):
             score = keras.saving.serialize_keras_object(score)
             score.pop("build_config", None)  # built or not, the same layer
@@ -429,6 +434,11 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
             **self._weight_options_config(),
         }
+
+    @classmethod
+    def from_config(cls, config):
+        score = legacy_score(config.get("score"), config.get("dtype"))
+        return super().from_config({**config, "score": score})
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -675,6 +685,29 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
                 f"dimension. Received: memory.shape={memory_shape}"
             )
         return inputs_shape, memory_shape
+
+
+# Scores named as strings that are saved as their layer (see `legacy_score`).
+_LOCAL_SCORES = ("local_monotonic", "local_predictive")
+
+
+def legacy_score(score, dtype=None):
+    """A saved config's `score`, as the layer the saving version built.
+
+    Configs written before stop 40 keep a local score as its name; `"local_monotonic"`
+    then built local-m with the Gaussian (stop 39 made the paper's choice, no Gaussian,
+    the default). Such a config gets `LocalAttention(mode="monotonic", gaussian=True)`
+    back, so a model saved then answers as it did. Newer configs save local scores as
+    layers, and every other score unchanged.
+    """
+    if score != "local_monotonic":
+        return score
+    if isinstance(dtype, dict):
+        dtype = keras.dtype_policies.deserialize(dtype)
+    layer = LocalAttention(mode="monotonic", gaussian=True, dtype=dtype, name="attention")
+    config = keras.saving.serialize_keras_object(layer)
+    config.pop("build_config", None)
+    return config
 
 
 def _check_score(layer_name, score):

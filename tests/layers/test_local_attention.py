@@ -196,3 +196,50 @@ def test_the_gaussian_follows_the_mode_and_old_configs_keep_it():
     # A layer saved before the option existed applied the Gaussian in both modes: it still does.
     old = {key: value for key, value in config.items() if key != "gaussian"}
     assert LocalAttention.from_config(old).gaussian is True
+
+
+def test_translators_saved_with_a_local_m_name_keep_their_gaussian(tmp_path):
+    import json
+    import zipfile
+
+    import keras
+
+    from keras_attention.layers import AttentionDecoder
+    from keras_attention.models import seq2seq_translator
+
+    # The decoder saves a local score named as a string as its layer: the choice is kept.
+    decoder = AttentionDecoder(units=8, score="local_monotonic")
+    assert decoder.get_config()["score"]["config"]["gaussian"] is False
+    assert AttentionDecoder.from_config(decoder.get_config()).score.gaussian is False
+    # A config written before stop 40 holds the bare name, which then meant the Gaussian.
+    old = {**decoder.get_config(), "score": "local_monotonic"}
+    assert AttentionDecoder.from_config(old).score.gaussian is True
+    # A whole translator through a .keras file, new and old.
+    model = seq2seq_translator(30, 20, embedding_dim=8, units=16, score="local_monotonic")
+    src = np.random.default_rng(0).integers(1, 30, (2, 7)).astype("int32")
+    tgt = np.random.default_rng(1).integers(1, 20, (2, 5)).astype("int32")
+    expected = np.asarray(model([src, tgt]))
+    path = tmp_path / "new.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.decoder.score.gaussian is False
+    np.testing.assert_allclose(np.asarray(loaded([src, tgt])), expected, atol=1e-6)
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    config["config"]["score"] = "local_monotonic"  # as stop 39 and before wrote it
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "old.keras", "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    old_model = keras.saving.load_model(tmp_path / "old.keras")
+    assert old_model.decoder.score.gaussian is True
+    with_gaussian = seq2seq_translator(
+        30, 20, embedding_dim=8, units=16,
+        score=LocalAttention(mode="monotonic", gaussian=True, name="attention"),
+    )  # fmt: skip
+    with_gaussian([src, tgt])
+    with_gaussian.set_weights(model.get_weights())
+    np.testing.assert_allclose(
+        np.asarray(old_model([src, tgt])), np.asarray(with_gaussian([src, tgt])), atol=1e-6
+    )

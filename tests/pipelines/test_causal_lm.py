@@ -203,9 +203,20 @@ def test_count_words(tmp_path):
     path = tmp_path / "wiki.txt"
     lines = [" = Title = ", " A 3 @.@ 5 kg cat . ", "", " = = Section = = ", " <unk> purrs . "]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    # "A 3.5 kg cat ." (5 words) and "purrs ." (2), plus one end per paragraph.
-    assert causal_lm.count_words(path) == 5 + 1 + 2 + 1
-    assert causal_lm.count_words(["one two", "three"]) == 5
+    # "A 3.5 kg cat ." (5 words) and "purrs ." (2), plus the document's [END].
+    assert causal_lm.count_words(path) == 5 + 2 + 1
+    assert causal_lm.count_words(["one two", "three"]) == 3 + 1
+    assert causal_lm.count_words([["one two", "three"], ["four"]]) == 4 + 2
+
+
+def test_words_are_the_predicted_tokens_when_each_word_is_one_piece():
+    # Per-word perplexity divides the same loss by the words: with one piece per word the two
+    # counts, and so the two perplexities, are equal (paragraph ends are no tokens).
+    documents = [["a b a", "b b"], ["a"], ["b a", "a", "b b b"]]
+    vocab = list(text.RESERVED_TOKENS) + ["a", "b"]
+    dataset = causal_lm.make_dataset(documents, text.TextTokenizer(vocab), 8, batch_size=4)
+    predicted = sum(float(weights.numpy().sum()) for _, _, weights in dataset)
+    assert causal_lm.count_words(documents) == predicted == 13 + 3
 
 
 # -- CausalLMPreprocessor -------------------------------------------------------------------------

@@ -182,13 +182,23 @@ def test_packing_keeps_every_token_in_order(corpus, tokenizer):
             content = np.concatenate([row[1 : n - 1] for row, n in zip(token_ids, lengths, strict=True)])
             assert np.all(packed["segment_ids"] == 0)
         else:
+            starts = packed["segment_ids"].argmax(axis=1)  # B's first position
             content = np.concatenate([
-                np.concatenate([row[1:16], row[17 : n - 1]]) if n > 18 else row[1 : n - 2]
-                for row, n in zip(token_ids, lengths, strict=True)
+                np.concatenate([row[1 : b - 1], row[b : n - 1]])
+                for row, b, n in zip(token_ids, starts, lengths, strict=True)
             ])
             assert np.all(token_ids[:-1, 16] == 6)  # [CLS] A(15) [SEP] B(14) [SEP]
             np.testing.assert_array_equal(packed["segment_ids"][0], [0] * 17 + [1] * 15)
+            # Every B holds a token, the short last chunk's too (it is halved).
+            assert np.all(token_ids[np.arange(len(token_ids)), starts - 1] == 6)
+            assert np.all(lengths - 1 - starts >= 1)
         np.testing.assert_array_equal(content, stream)
+    short = masked_lm.pack_examples(["word1 word2 word3"], tokenizer, 16, "pairs")
+    word = tokenizer.token_to_id
+    np.testing.assert_array_equal(  # [CLS] word1 word2 [SEP] word3 [SEP], not B empty
+        short["token_ids"][0, :6], [5, word("word1"), word("word2"), 6, word("word3"), 6]
+    )
+    np.testing.assert_array_equal(short["segment_ids"][0, :6], [0, 0, 0, 0, 1, 1])
 
 
 @pytest.mark.slow

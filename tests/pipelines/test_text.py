@@ -134,6 +134,9 @@ def test_detokenize_reserved_tokens_and_spacing():
         tokenizer.detokenize(tf.ragged.constant([[13, 12], [2, 13, 5], [13], []])).numpy(),
         [b"b a", b"b march", b"b", b""],
     )
+    np.testing.assert_array_equal(tokenizer.detokenize(np.zeros((2, 3), "int32")).numpy(),
+                                  [b"", b""])  # fmt: skip
+    assert tokenizer.detokenize(tf.zeros((0, 4), tf.int32)).shape == (0,)
     hashes = text.TextTokenizer(list(text.RESERVED_TOKENS) + ["#", "b", "##b"])
     assert hashes.detokenize(hashes.tokenize(["## #b"]).to_tensor()[0]).numpy() == b"# # # b"
 
