@@ -102,7 +102,12 @@ def position_offset(layer_name, name, value):
 
 
 def check_positions(layer_name, length, start_index, sequence_length):
-    """Raises if a statically known `start_index + length` exceeds `sequence_length`."""
+    """Raises if a `start_index + length` known now exceeds `sequence_length`.
+
+    `start_index` may be a tensor whose value is known now (eager, constant).
+    """
+    if not isinstance(start_index, int) and hasattr(start_index, "shape"):
+        start_index = static_int(start_index)
     known = isinstance(length, int) and isinstance(start_index, int)
     if known and start_index + length > sequence_length:
         raise ValueError(

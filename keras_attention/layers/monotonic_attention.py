@@ -10,7 +10,7 @@ from keras_attention.layers._common import WeightOptionsMixin
 from keras_attention.layers.base_score_attention import BaseScoreAttention
 from keras_attention.ops import additive_score, apply_attention, bilinear_score, dot_score
 from keras_attention.ops.checks import check_inputs
-from keras_attention.ops.loops import step_loop
+from keras_attention.ops.loops import step_loop, step_seed
 from keras_attention.ops.monotonic import (
     expected_monotonic_alignment,
     hard_monotonic_alignment,
@@ -236,7 +236,7 @@ class MonotonicAttention(WeightOptionsMixin, BaseScoreAttention):
 
         energies = ops.cast(self.score(query, key, value_length), "float32")  # (B, Tq, Tv)
         if training and self.sigmoid_noise:
-            noise = keras.random.normal(ops.shape(energies), seed=self.seed_generator)
+            noise = keras.random.normal(ops.shape(energies), seed=step_seed(self.seed_generator))
             energies = energies + self.sigmoid_noise * noise
         hard = self.mode == "hard" or (self.mode == "auto" and not training)
         step_fn = hard_monotonic_alignment if hard else expected_monotonic_alignment

@@ -15,7 +15,7 @@ from keras_attention.ops.checks import check_index_range, check_inputs
 from keras_attention.ops.chunked_attention import DEFAULT_CHUNK_SIZE, chunked_attention
 from keras_attention.ops.full_attention import full_attention, use_full_attention
 from keras_attention.ops.fused_attention import fused_attention, use_fused_attention
-from keras_attention.ops.masking import large_negative
+from keras_attention.ops.masking import large_negative, with_bias_mask
 from keras_attention.utils.masking import attach_keras_mask, keras_mask, without_keras_mask
 from keras_attention.utils.validation import positive_int, positive_number, rate
 
@@ -604,13 +604,17 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                 dropout_seed=self._dropout_layer.seed_generator if dropout_active else None,
             )  # fmt: skip
             return context, None
+        if keras.backend.standardize_dtype(query_heads.dtype) == "float16":
+            # In float32: scores past 65,504 would be inf, and the softmax NaN.
+            query_heads, key_heads = ops.cast(query_heads, "float32"), ops.cast(key_heads, "float32")
         scores = ops.einsum("bqhd,bkhd->bhqk", query_heads, key_heads)  # (B, H, Tq, Tv)
         if attention_bias is not None:  # a bias of -inf: the most negative float, never NaN
             scores = ops.maximum(
                 scores + ops.cast(attention_bias, scores.dtype),
                 ops.cast(large_negative(scores.dtype), scores.dtype),
             )
-        weights = masked_softmax(scores, mask)
+        weights = ops.cast(masked_softmax(scores, with_bias_mask(mask, attention_bias)),
+                           value_heads.dtype)  # fmt: skip
         dropped = self._dropout_layer(weights, training=training)
         context = ops.einsum("bhqk,bkhd->bqhd", dropped, value_heads)  # (B, Tq, H, value_dim)
         return context, weights

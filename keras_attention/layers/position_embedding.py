@@ -18,12 +18,13 @@ class PositionEmbedding(keras.layers.Layer):
     the input's last axis when the layer is built. The output carries the
     input's Keras mask.
 
-    Positions must lie in `[0, sequence_length)`. With a Python int
-    `start_index` and a statically known `seq_len`, a longer input raises a
-    `ValueError` when called. Values only known at run time (a tensor
-    `start_index` or a `None` length) are not checked by the layer:
-    TensorFlow on CPU and TFLite raise, but XLA clamps positions to the last
-    row, so keep `start_index + seq_len <= sequence_length` in decoding loops.
+    Positions must lie in `[0, sequence_length)`. With a `start_index` known
+    when called (a Python int, an eager or constant tensor) and a statically
+    known `seq_len`, a longer input raises a `ValueError`. Values only known
+    at run time (a traced `start_index` or a `None` length) are not checked by
+    the layer: TensorFlow on CPU and TFLite raise, XLA clamps positions to the
+    last row and JAX gives NaN rows, so keep
+    `start_index + seq_len <= sequence_length` in decoding loops.
 
     Args:
         sequence_length: positive int, the number of positions in the table

@@ -30,12 +30,12 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     weight and zeros padded query rows. Padded positions still get
     `E[0] + P[t]` (nothing is zeroed).
 
-    Ids must lie in `[0, vocabulary_size)`. Ids given as NumPy arrays or
-    lists are checked and raise a `ValueError`. Tensors are not checked:
-    TensorFlow on CPU and TFLite raise for ids `>= vocabulary_size`, but XLA
-    clamps them, TensorFlow on GPU gives zeros, and negative ids count from
-    the end of the table (`keras.ops.take`), so check ids in the input
-    pipeline. Positions must lie in `[0, sequence_length)` in both modes: a
+    Ids must lie in `[0, vocabulary_size)`. Ids given as NumPy arrays, lists
+    or concrete (not traced) JAX arrays are checked and raise a `ValueError`.
+    Other tensors are not checked: TensorFlow on CPU and TFLite raise for ids
+    `>= vocabulary_size`, but XLA clamps them, TensorFlow on GPU gives zeros,
+    traced JAX gives NaN rows, and negative ids count from the end of the
+    table (`keras.ops.take`), so check ids in the input pipeline. Positions must lie in `[0, sequence_length)` in both modes: a
     statically known longer input raises a `ValueError`.
 
     Args:
@@ -155,8 +155,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         return self._token_embedding.embeddings
 
     def __call__(self, inputs, *args, **kwargs):
-        if isinstance(inputs, np.ndarray | list | tuple):  # values known now: check them
-            _check_ids(np.asarray(inputs), self.vocabulary_size)
+        if isinstance(inputs, np.ndarray | list | tuple) or _concrete_jax(inputs):
+            _check_ids(np.asarray(inputs), self.vocabulary_size)  # values known now
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, start_index=0):
@@ -195,6 +195,15 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             "position": self.position,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         }
+
+
+def _concrete_jax(x):
+    """A JAX array whose values are known now (not a tracer): its ids can be checked."""
+    if keras.backend.backend() != "jax" or not hasattr(x, "shape"):
+        return False
+    import jax  # noqa: PLC0415 (JAX only)
+
+    return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
 
 
 def _check_ids(ids, vocabulary_size):

@@ -218,6 +218,8 @@ class _Kernel:
             or static_tv is None
             or static_tv % ck != 0
         )
+        # Rows may have no key in a block, or none at all: masks, or a bias of -inf (a mask too).
+        self.may_block = self.masked or "bias" in t
         # Each block's log-sum-exp, kept from the forward pass for the backward one, is
         # `nk / dv` times the output's size: kept while that is at most a quarter (memory stays
         # linear in the length), else the backward pass takes it again from the block.
@@ -337,7 +339,7 @@ class _Kernel:
             new_shift = ops.maximum(shift, block_lse)
             keep_old = ops.exp(shift - new_shift)
             take_new = ops.exp(block_lse - new_shift)
-            if allowed is not None:  # a row with nothing allowed in this block adds nothing
+            if self.may_block:  # a row with nothing allowed in this block adds nothing
                 present = ops.greater(top, fill)
                 new_shift = ops.where(present, new_shift, shift)
                 keep_old = ops.where(present, keep_old, 1.0)
@@ -391,7 +393,7 @@ class _Kernel:
             first = exact_step(query_chunk, i_dep, 0, 0, init)
             shift, sums, acc, *blocks = fori_loop(1, self.nk, key_step, first)
             # Rows with no key: output 0 and log-sum-exp 0.
-            seen = ops.greater(shift, fill) if self.masked else ops.ones(stats_shape, "bool")
+            seen = ops.greater(shift, fill) if self.may_block else ops.ones(stats_shape, "bool")
             sums = ops.where(seen, sums, 1.0)
             lse = ops.where(seen, shift + ops.log(sums), 0.0)  # (B, H, cq, 1)
             output = ops.where(seen, acc / sums, 0.0)
@@ -480,7 +482,7 @@ class _Kernel:
                     top = ops.amax(scores, axis=-1, keepdims=True)
                     block_lse = top - ops.log(ops.amax(p, axis=-1, keepdims=True))
                     factor = ops.exp(block_lse - ops.take(log_sum_exps, i_dep, axis=0))
-                    if allowed is not None:
+                    if self.may_block:
                         factor = ops.where(ops.greater(top, fill), factor, 0.0)
                 d_out_chunk = ops.take(d_out_aug, i_dep, axis=2) * factor  # (B, H, cq, dv + 1)
                 d_out = ops.take(d_out_chunks, i_dep, axis=2) * factor  # (B, H, cq, dv)

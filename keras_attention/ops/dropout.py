@@ -13,6 +13,8 @@ PyTorch, and without a seed, it is `keras.random.dropout`.
 import keras
 from keras import ops
 
+from keras_attention.ops.loops import step_seed
+
 _LEVELS = 1 << 16  # the values of one 16-bit half
 
 
@@ -42,7 +44,7 @@ def dropout(inputs, rate, seed=None):
     if rate == 0:
         return inputs
     if keras.backend.backend() != "tensorflow" or seed is None:
-        return keras.random.dropout(inputs, rate, seed=seed)
+        return keras.random.dropout(inputs, rate, seed=step_seed(seed))
     import tensorflow as tf
 
     inputs = tf.convert_to_tensor(inputs)
@@ -88,7 +90,7 @@ def dropout_mask(shape, rate, seed=None):
     if rate == 0:
         return None, 1.0
     if keras.backend.backend() != "tensorflow" or seed is None:
-        keep = ops.not_equal(keras.random.dropout(ops.ones(shape), rate, seed=seed), 0)
+        keep = ops.not_equal(keras.random.dropout(ops.ones(shape), rate, seed=step_seed(seed)), 0)
         return keep, 1.0 / (1.0 - rate)
     dropped = min(round(rate * _LEVELS), _LEVELS - 1)  # values of a half that drop
     if dropped == 0:

@@ -26,7 +26,7 @@ from keras import ops
 
 from keras_attention.ops.chunked_attention import _sum_to
 from keras_attention.ops.dropout import dropout_mask
-from keras_attention.ops.masking import as_bool_mask, large_negative
+from keras_attention.ops.masking import as_bool_mask, large_negative, with_bias_mask
 
 _HALF_DTYPES = ("float16", "bfloat16")
 
@@ -127,9 +127,12 @@ def full_attention(query, key, value, mask=None, bias=None, dropout_rate=0.0, dr
 
 def _weights(q, k, bias, mask, dtype):
     """The masked softmax of `q kᵀ + bias`, `(B, H, Tq, Tv)` in `dtype`."""
+    if dtype == "float16":  # scores past 65,504 would be inf, and the softmax NaN
+        q, k = ops.cast(q, "float32"), ops.cast(k, "float32")
+    mask = with_bias_mask(mask, bias)
     scores = ops.matmul(q, ops.swapaxes(k, -1, -2))  # only the d-wide factor is transposed
     if bias is not None:
-        scores = scores + bias
+        scores = scores + ops.cast(bias, scores.dtype)
     if dtype in _HALF_DTYPES:
         scores = ops.cast(scores, "float32")
     if bias is not None:  # a bias of -inf (or one that overflowed in half precision): finite

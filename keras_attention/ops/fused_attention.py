@@ -15,7 +15,7 @@ backward pass stays finite, and are zeroed afterwards.
 import keras
 from keras import ops
 
-from keras_attention.ops.masking import as_bool_mask, large_negative
+from keras_attention.ops.masking import as_bool_mask, large_negative, with_bias_mask
 
 
 def use_fused_attention(dtype, need_weights, dropout_active):
@@ -57,6 +57,8 @@ def fused_attention(query, key, value, mask=None, bias=None):
     [[0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0]]
     """
     has_key = None
+    if bias is not None:  # an allowed key with a -inf bias is masked too (it would win the softmax)
+        mask = with_bias_mask(mask, bias)
     if mask is not None:
         mask = as_bool_mask(mask)
         has_key = ops.any(mask, axis=-1, keepdims=True)  # (B, 1|H, Tq, 1)

@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 from keras import random as keras_random
 
+from keras_attention.ops.loops import step_seed
 from keras_attention.ops.masking import as_bool_mask, large_negative
 from keras_attention.ops.softmax import masked_softmax
 
@@ -37,7 +38,9 @@ def gumbel_noise(shape, seed=None):
     >>> bool(np.isfinite(g).all()), round(float(g.mean()), 1)  # mean: Euler's γ ≈ 0.577
     (True, 0.6)
     """
-    uniform = keras_random.uniform(shape, minval=_TINY, maxval=1.0, dtype="float32", seed=seed)
+    uniform = keras_random.uniform(
+        shape, minval=_TINY, maxval=1.0, dtype="float32", seed=step_seed(seed)
+    )
     return -ops.log(-ops.log(uniform))
 
 

@@ -45,7 +45,57 @@ def step_loop(num_steps, body, loop_vars, maximum_iterations=None):
         return tuple(results[1:])
     if num_steps == 0:
         return loop_vars
-    return tuple(fori_loop(0, num_steps, lambda t, state: tuple(body(t, *state)), loop_vars))
+    if keras.backend.backend() != "jax":
+        return tuple(fori_loop(0, num_steps, lambda t, state: tuple(body(t, *state)), loop_vars))
+    # JAX traces the body once: its random draws take per-step seeds (`step_seed`), and each
+    # generator they read is advanced once, after the loop, outside the trace.
+    generators = {}
+
+    def traced_body(t, state):
+        _STEP_SCOPES.append((t, generators, {}))
+        try:
+            return tuple(body(t, *state))
+        finally:
+            _STEP_SCOPES.pop()
+
+    results = tuple(fori_loop(0, num_steps, traced_body, loop_vars))
+    for generator in generators.values():
+        generator.next()
+    return results
+
+
+# Trace-time scopes of the JAX step loops being traced: `(t, generators read, draws per generator)`.
+_STEP_SCOPES = []
+
+
+def step_seed(seed):
+    """The seed a random op draws with: `seed`, or inside a JAX `step_loop` one for this step.
+
+    A `keras.random.SeedGenerator` advances its state variable at each draw; inside
+    the loop JAX traces once, that gives every step the same numbers and leaves a
+    traced value in the variable (the next call fails with `UnexpectedTracerError`).
+    There, the generator's state is read (not written) and folded with the step
+    and the draw's number within the step; `step_loop` advances the generator once
+    after the loop, so the next call draws other numbers. Everywhere else (other
+    seeds, other backends, outside a step loop) `seed` is returned unchanged.
+
+    Example:
+
+    >>> import keras
+    >>> generator = keras.random.SeedGenerator(1)
+    >>> step_seed(generator) is generator  # outside a JAX step loop
+    True
+    """
+    if not _STEP_SCOPES or not isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    import jax  # noqa: PLC0415 (JAX only)
+
+    t, generators, draws = _STEP_SCOPES[-1]
+    generators[id(seed)] = seed
+    index = draws.get(id(seed), 0)
+    draws[id(seed)] = index + 1
+    key = jax.numpy.asarray(seed.state.value, "uint32")
+    return jax.random.fold_in(jax.random.fold_in(key, t), index)
 
 
 def fori_loop(lower, upper, body, init_val):

@@ -154,3 +154,24 @@ def large_negative(dtype):
     if name == "bfloat16":
         return float(ml_dtypes.finfo(ml_dtypes.bfloat16).min)
     return float(np.finfo(np.dtype(name)).min)
+
+
+def with_bias_mask(mask, bias):
+    """`mask` with the positions where `bias` is `-inf` masked too (`None`: no mask, no bias).
+
+    An additive `-inf` bias means "never attend here" (e.g. a mask folded into a
+    bias): treated as a masked position, a row whose allowed keys all carry `-inf`
+    gives zeros with a zero gradient, as a fully masked row does, on every path
+    (full, chunked, fused) and backend, instead of the softmax of clamped scores.
+
+    Example:
+
+    >>> import numpy as np
+    >>> bias = np.array([[0.0, -np.inf, 1.0]], "float32")
+    >>> np.asarray(with_bias_mask(np.array([[True, True, False]]), bias)).tolist()
+    [[True, False, False]]
+    """
+    if bias is None:
+        return mask
+    allowed = ops.not_equal(bias, float("-inf"))
+    return allowed if mask is None else ops.logical_and(as_bool_mask(mask), allowed)

@@ -521,3 +521,110 @@ def test_implicit_masks_reach_stacked_layers_in_a_functional_model(tmp_path):
     np.testing.assert_allclose(predicted["pooled"], _np(expected_pooled), rtol=0, atol=1e-5)
     dropped = [str(w.message) for w in caught if "destroy the mask" in str(w.message)]
     assert not dropped, dropped[:3]
+
+
+# -- random draws inside step loops --------------------------------------------------------------
+
+
+def test_random_draws_in_a_step_loop_differ_per_step_and_training_runs():
+    # JAX traces a step loop's body once: a seed generator advanced inside it gave every step
+    # the same noise and left a tracer in its state (the next call and `fit` failed).
+    from keras_attention.layers import AttentionDecoder, HardAttention
+    from keras_attention.models import seq2seq_translator
+
+    rng = np.random.default_rng(0)
+    inputs = rng.random((2, 12, 4)).astype("float32")
+    memory = rng.random((2, 9, 8)).astype("float32")
+    score = HardAttention(seed=1)
+    decoder = AttentionDecoder(8, score=score)
+    decoder(inputs, memory)
+    for weight in score.weights:  # flat scores: the sampled position is the noise's alone
+        weight.assign(np.zeros(weight.shape, "float32"))
+    calls = [
+        _np(decoder(inputs, memory, training=True, return_attention_scores=True)[1]).argmax(-1)
+        for _ in range(2)
+    ]
+    for positions in calls:
+        assert all(len(set(row)) >= 4 for row in positions.tolist()), positions  # 12 draws of 9
+    assert not np.array_equal(calls[0], calls[1])  # the generator moved on between calls
+    assert isinstance(_np(score.seed_generator.state.value), np.ndarray)  # no tracer left
+    source = rng.integers(1, 30, (16, 7)).astype("int32")
+    target = rng.integers(1, 20, (16, 5)).astype("int32")
+    for attention in ("hard", AdditiveAttention(units=8, dropout=0.1)):
+        model = seq2seq_translator(30, 20, embedding_dim=8, units=16, score=attention)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        history = model.fit({"source": source, "target_in": target}, target, epochs=2, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"]))
+
+
+# -- -inf biases and float16 scores on every path -------------------------------------------------
+
+
+@pytest.mark.parametrize("padded", [True, False], ids=["value_mask", "no_mask"])
+def test_a_minus_inf_bias_masks_on_every_path(padded):
+    # A query row whose allowed keys all carry a -inf bias gives zeros (a fully masked row),
+    # and a padded key never changes any output: full, chunked and fused paths alike (the fused
+    # kernel let padded keys win the row; the full path spread it over the keys; the chunked one
+    # averaged the first chunk).
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 8)).astype("float32")
+    bias = np.zeros((1, 2, 4, 4), "float32")
+    bias[:, :, 1, :3] = -np.inf  # row 1: every unpadded key
+    bias[:, :, 2, 0] = -np.inf  # row 2: one key
+    mask = np.array([[True, True, True, False]]) if padded else None
+    if not padded:
+        bias[:, :, 1, 3] = -np.inf
+    layer = MultiHeadAttention(2, 4, seed=0)
+    outputs = {}
+    for name, kwargs in (("full", {}), ("weights", {"return_attention_scores": True}),
+                         ("chunked", {"chunk_size": 2})):  # fmt: skip
+        layer.chunk_size = kwargs.pop("chunk_size", None)
+        moved = x.copy()
+        moved[0, 3] += 10.0  # the padded key's value
+        for inputs, key in ((x, name), (moved, name + "_moved")):
+            result = layer(inputs, inputs, value_mask=mask, attention_bias=bias, **kwargs)
+            outputs[key] = _np(result[0] if isinstance(result, tuple) else result)
+    reference = outputs["weights"]
+    assert np.all(np.isfinite(reference))
+    np.testing.assert_array_equal(reference[0, 1], 0.0)  # no key left for row 1
+    for name in ("full", "weights", "chunked"):
+        np.testing.assert_allclose(outputs[name], reference, rtol=0, atol=1e-5, err_msg=name)
+        if padded:  # the padded key (the 4th) changes no other position's output
+            np.testing.assert_allclose(outputs[name + "_moved"][0, :3], outputs[name][0, :3],
+                                       rtol=0, atol=1e-5, err_msg=name)  # fmt: skip
+    _, weights = layer(x, x, value_mask=mask, attention_bias=bias, return_attention_scores=True)
+    weights = _np(weights)
+    np.testing.assert_array_equal(weights[0, :, 1], 0.0)
+    np.testing.assert_array_equal(weights[0, :, 2, 0], 0.0)
+    np.testing.assert_allclose(weights[0, :, 2].sum(-1), 1.0, rtol=1e-6)
+
+
+def test_float16_scores_past_its_range_stay_finite_on_every_path():
+    # Scores of about 30 * 30 * 4 per head overflow float16 (65,504): computed in float32.
+    x = np.tile(np.array([30.0, -30.0], "float32"), (1, 3, 2))
+    layer = MultiHeadAttention(2, 4, dtype="mixed_float16", kernel_initializer="ones", seed=0)
+    results = {}
+    for chunk_size in (None, 2):
+        layer.chunk_size = chunk_size
+        results[chunk_size] = _np(layer(x, x)).astype("float32")
+        assert np.all(np.isfinite(results[chunk_size])), chunk_size
+    np.testing.assert_allclose(results[None], results[2], rtol=1e-2, atol=1e-2)
+
+
+def test_positions_and_ids_known_at_call_time_are_checked():
+    # A tensor `start_index` with a value known now is checked like an int (JAX returned NaN
+    # rows past the table); concrete JAX ids are checked like NumPy ones.
+    from keras_attention.layers import PositionEmbedding, TokenAndPositionEmbedding
+
+    layer = PositionEmbedding(8)
+    x = np.zeros((1, 3, 2), "float32")
+    assert _np(layer(x, start_index=keras.ops.convert_to_tensor(5))).shape == (1, 3, 2)
+    with pytest.raises(ValueError, match="up to 8, beyond the `sequence_length`"):
+        layer(x, start_index=keras.ops.convert_to_tensor(6))
+    embedding = TokenAndPositionEmbedding(10, 4, 3)
+    ids = keras.ops.convert_to_tensor(np.array([[1, 2, 3]], "int32"))
+    assert _np(embedding(ids)).shape == (1, 3, 3)  # vocabulary 10, 4 positions, width 3
+    if keras.backend.backend() == "jax":
+        for bad in ([[1, -1, 2]], [[1, 12, 2]]):
+            with pytest.raises(ValueError, match=r"must lie in \[0, vocabulary_size\)"):
+                embedding(keras.ops.convert_to_tensor(np.array(bad, "int32")))
