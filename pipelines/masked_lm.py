@@ -829,6 +829,15 @@ def _corpus_sources(files_or_texts, progress):
                 raise ValueError(
                     f"`files_or_texts` must hold paths. Received: files_or_texts[{i}]={item!r}"
                 )
+        found = next(i for i, item in enumerate(items) if isinstance(item, os.PathLike)
+                     or os.path.isfile(item))  # fmt: skip
+        for i, item in enumerate(items):
+            if not os.path.exists(item):
+                raise FileNotFoundError(
+                    f"`files_or_texts[{i}]`: no such file: {os.fspath(item)!r} (the list is read "
+                    f"as paths since files_or_texts[{found}]={os.fspath(items[found])!r} is one; "
+                    "to train on lines of text, pass them as one document: [lines])"
+                )
         return [read_lines(item, progress) for item in items]
     for i, item in enumerate(items):
         if not isinstance(item, str):

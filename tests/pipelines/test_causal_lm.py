@@ -212,11 +212,18 @@ def test_count_words(tmp_path):
 def test_words_are_the_predicted_tokens_when_each_word_is_one_piece():
     # Per-word perplexity divides the same loss by the words: with one piece per word the two
     # counts, and so the two perplexities, are equal (paragraph ends are no tokens).
-    documents = [["a b a", "b b"], ["a"], ["b a", "a", "b b b"]]
     vocab = list(text.RESERVED_TOKENS) + ["a", "b"]
-    dataset = causal_lm.make_dataset(documents, text.TextTokenizer(vocab), 8, batch_size=4)
-    predicted = sum(float(weights.numpy().sum()) for _, _, weights in dataset)
-    assert causal_lm.count_words(documents) == predicted == 13 + 3
+
+    def predicted(documents):
+        dataset = causal_lm.make_dataset(documents, text.TextTokenizer(vocab), 8, batch_size=4)
+        return sum(float(weights.numpy().sum()) for _, _, weights in dataset)
+
+    one = [["a b a", "b b", "a", "b a", "a", "b b b"]]  # 12 words, 6 paragraphs, 1 [END]
+    assert causal_lm.count_words(one) == predicted(one) == 12 + 1
+    # Several documents: each [END] is a word; the [START] that follows it is predicted too
+    # (free once learned) but is no word.
+    three = [["a b a", "b b"], ["a"], ["b a", "a", "b b b"]]
+    assert causal_lm.count_words(three) == 12 + 3 == predicted(three) - 2
 
 
 # -- CausalLMPreprocessor -------------------------------------------------------------------------

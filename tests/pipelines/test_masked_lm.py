@@ -467,8 +467,14 @@ def test_errors(tmp_path, tokenizer):
             masked_lm.make_dataset(corpus, tokenizer, 16)
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         masked_lm.read_corpus(tmp_path / "missing.txt")
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
+    with pytest.raises(FileNotFoundError, match=r"files_or_texts\[1\]`: no such file: .*missing.txt"):
         masked_lm.read_corpus([empty, tmp_path / "missing.txt"])
+    # A line of text that happens to name a file: the list is read as paths, and the error says
+    # why.
+    with pytest.raises(FileNotFoundError, match=r"files_or_texts\[1\]`: no such file: 'the cat sat'"
+                                                r" \(the list is read as paths since "
+                                                r"files_or_texts\[0\]=.*empty.txt' is one"):  # fmt: skip
+        masked_lm.read_corpus([str(empty), "the cat sat"])
     with pytest.raises(ValueError, match=r"`sequence_length` must be an integer >= 8. .*=7"):
         MaskedLMPreprocessor(tokenizer, 7)
     with pytest.raises(ValueError, match=r"Received: sequence_length=7"):
