@@ -251,6 +251,7 @@ def finetune_only(args):
     options.update({key: value for key, value in current.items()
                     if key in FINETUNE_OPTIONS or key.startswith("finetune")})  # fmt: skip
     args = argparse.Namespace(**{**current, **options})
+    results["args"] = dict(vars(args))  # the run's options, with this command's fine-tuning ones
     vocab_path = os.path.join(task_dir, "assets", "vocabulary.txt")
     if not os.path.isfile(vocab_path):
         raise SystemExit(f"--finetune-only: the pre-trained run has no vocabulary at "

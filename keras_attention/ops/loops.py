@@ -48,8 +48,9 @@ def step_loop(num_steps, body, loop_vars, maximum_iterations=None):
     if keras.backend.backend() != "jax":
         return tuple(fori_loop(0, num_steps, lambda t, state: tuple(body(t, *state)), loop_vars))
     # JAX traces the body once: its random draws take per-step seeds (`step_seed`), and each
-    # generator they read is advanced once, after the loop, outside the trace.
-    generators = {}
+    # generator they read is advanced once, after the outermost step loop, outside its trace.
+    outermost = not _STEP_SCOPES
+    generators = {} if outermost else _STEP_SCOPES[0][1]
 
     def traced_body(t, state):
         _STEP_SCOPES.append((t, generators, {}))
@@ -59,8 +60,9 @@ def step_loop(num_steps, body, loop_vars, maximum_iterations=None):
             _STEP_SCOPES.pop()
 
     results = tuple(fori_loop(0, num_steps, traced_body, loop_vars))
-    for generator in generators.values():
-        generator.next()
+    if outermost:
+        for generator in generators.values():
+            generator.next()
     return results
 
 
@@ -75,8 +77,9 @@ def step_seed(seed):
     the loop JAX traces once, that gives every step the same numbers and leaves a
     traced value in the variable (the next call fails with `UnexpectedTracerError`).
     There, the generator's state is read (not written) and folded with the step
-    and the draw's number within the step; `step_loop` advances the generator once
-    after the loop, so the next call draws other numbers. Everywhere else (other
+    and the draw's number within the step (and the steps of enclosing step loops);
+    the outermost `step_loop` advances the generator once after its loop, so the
+    next call draws other numbers. Everywhere else (other
     seeds, other backends, outside a step loop) `seed` is returned unchanged.
 
     Example:
@@ -90,12 +93,14 @@ def step_seed(seed):
         return seed
     import jax  # noqa: PLC0415 (JAX only)
 
-    t, generators, draws = _STEP_SCOPES[-1]
+    _, generators, draws = _STEP_SCOPES[-1]
     generators[id(seed)] = seed
     index = draws.get(id(seed), 0)
     draws[id(seed)] = index + 1
     key = jax.numpy.asarray(seed.state.value, "uint32")
-    return jax.random.fold_in(jax.random.fold_in(key, t), index)
+    for t, _, _ in _STEP_SCOPES:  # the steps of every enclosing loop, outermost first
+        key = jax.random.fold_in(key, t)
+    return jax.random.fold_in(key, index)
 
 
 def fori_loop(lower, upper, body, init_val):

@@ -548,13 +548,17 @@ def test_random_draws_in_a_step_loop_differ_per_step_and_training_runs():
         assert all(len(set(row)) >= 4 for row in positions.tolist()), positions  # 12 draws of 9
     assert not np.array_equal(calls[0], calls[1])  # the generator moved on between calls
     assert isinstance(_np(score.seed_generator.state.value), np.ndarray)  # no tracer left
+    # Attention dropout in the step loop: a second call after a training one works.
+    dropping = AttentionDecoder(8, score=AdditiveAttention(units=8, dropout=0.5))
+    for _ in range(2):
+        assert np.all(np.isfinite(_np(dropping(inputs, memory, training=True))))
+    # `fit` (a compiled train step, called again for the second batch).
     source = rng.integers(1, 30, (16, 7)).astype("int32")
     target = rng.integers(1, 20, (16, 5)).astype("int32")
-    for attention in ("hard", AdditiveAttention(units=8, dropout=0.1)):
-        model = seq2seq_translator(30, 20, embedding_dim=8, units=16, score=attention)
-        model.compile("adam", "sparse_categorical_crossentropy")
-        history = model.fit({"source": source, "target_in": target}, target, epochs=2, verbose=0)
-        assert np.all(np.isfinite(history.history["loss"]))
+    model = seq2seq_translator(30, 20, embedding_dim=8, units=16, score="hard")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    history = model.fit({"source": source, "target_in": target}, target, batch_size=8, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
 
 
 # -- -inf biases and float16 scores on every path -------------------------------------------------
@@ -628,3 +632,30 @@ def test_positions_and_ids_known_at_call_time_are_checked():
         for bad in ([[1, -1, 2]], [[1, 12, 2]]):
             with pytest.raises(ValueError, match=r"must lie in \[0, vocabulary_size\)"):
                 embedding(keras.ops.convert_to_tensor(np.array(bad, "int32")))
+
+
+def test_nested_step_loops_draw_anew_at_every_inner_and_outer_step():
+    from keras import ops
+
+    from keras_attention.ops import dropout
+    from keras_attention.ops.loops import step_loop
+
+    generator = keras.random.SeedGenerator(3)
+    ones = ops.ones((64,))
+
+    def run():
+        def outer(t, masks):
+            def inner(u, masks):
+                drawn = ops.cast(ops.not_equal(dropout(ones, 0.5, seed=generator), 0), "int32")
+                row = t * 2 + u
+                return (ops.slice_update(masks, (row, 0), ops.expand_dims(drawn, 0)),)
+
+            return step_loop(2, inner, (masks,))
+
+        (masks,) = step_loop(3, outer, (ops.zeros((6, 64), "int32"),))
+        return _np(masks)
+
+    first, second = run(), run()
+    assert len({row.tobytes() for row in first}) == 6  # every (outer, inner) step its own draw
+    assert not np.array_equal(first, second)  # the generator moved on
+    assert isinstance(_np(generator.state.value), np.ndarray)
