@@ -87,7 +87,7 @@ def plot_attention(
             np.ma.masked_invalid(weights), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto"
         )
         # Past `_MAX_TICKS` positions every k-th is labelled (the figure's size is bounded).
-        col_step, row_step = (-(-n // _MAX_TICKS) for n in (cols, rows))
+        col_step, row_step = (max(1, -(-n // _MAX_TICKS)) for n in (cols, rows))
         ax.set_xticks(range(0, cols, col_step))
         ax.set_yticks(range(0, rows, row_step))
         if "source_tokens" in labels:

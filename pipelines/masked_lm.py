@@ -630,7 +630,7 @@ def pack_examples(files_or_texts, tokenizer, sequence_length=None, mode="packed"
             pieces = [[cls_id], chunk, [sep_id]]
             segments = [len(chunk) + 2]
         else:
-            # A short last chunk is halved too: segment B is never empty.
+            # A short last chunk is halved too (B is empty only for a last chunk of one token).
             half = min(first_length, (len(chunk) + 1) // 2)
             a, b = chunk[:half], chunk[half:]
             pieces = [[cls_id], a, [sep_id], b, [sep_id]]
@@ -748,7 +748,10 @@ def _check_mask_inputs(token_ids, seed, max_predictions):
             f"{max_predictions}. Received: shape={token_ids.shape}"
         )
     seed = tf.convert_to_tensor(seed)
-    if not seed.dtype.is_integer or seed.shape.rank != 1 or seed.shape[0] not in (2, None):
+    known_bad = seed.shape.rank is not None and (
+        seed.shape.rank != 1 or seed.shape[0] not in (2, None)
+    )  # a traced seed of unknown rank is left to the random op
+    if not seed.dtype.is_integer or known_bad:
         raise ValueError(
             "mask: `seed` must be an integer tensor of shape (2,) (a stateless random seed). "
             f"Received: dtype={seed.dtype.name}, shape={seed.shape}"

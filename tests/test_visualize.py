@@ -427,3 +427,10 @@ def test_peak_cell_box_lies_inside_an_object_box():
 def test_cell_box_errors_name_the_argument(args, message):
     with pytest.raises(ValueError, match=message):
         cell_box(*args)
+
+
+def test_empty_maps_still_plot(tmp_path):
+    for shape in ((0, 5), (3, 0)):
+        path = tmp_path / f"{shape[0]}x{shape[1]}.png"
+        plot_attention(np.zeros(shape), path=str(path))
+        assert path.read_bytes()[:4] == b"\x89PNG"

@@ -435,11 +435,6 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
             **self._weight_options_config(),
         }
 
-    @classmethod
-    def from_config(cls, config):
-        score = legacy_score(config.get("score"), config.get("dtype"))
-        return super().from_config({**config, "score": score})
-
     # -- helpers --------------------------------------------------------------------------------
 
     def _sequence(
@@ -687,27 +682,8 @@ class AttentionDecoder(WeightOptionsMixin, keras.layers.Layer):
         return inputs_shape, memory_shape
 
 
-# Scores named as strings that are saved as their layer (see `legacy_score`).
+# Scores named as strings that are saved as their layer (the layer's options kept).
 _LOCAL_SCORES = ("local_monotonic", "local_predictive")
-
-
-def legacy_score(score, dtype=None):
-    """A saved config's `score`, as the layer the saving version built.
-
-    Configs written before stop 40 keep a local score as its name; `"local_monotonic"`
-    then built local-m with the Gaussian (stop 39 made the paper's choice, no Gaussian,
-    the default). Such a config gets `LocalAttention(mode="monotonic", gaussian=True)`
-    back, so a model saved then answers as it did. Newer configs save local scores as
-    layers, and every other score unchanged.
-    """
-    if score != "local_monotonic":
-        return score
-    if isinstance(dtype, dict):
-        dtype = keras.dtype_policies.deserialize(dtype)
-    layer = LocalAttention(mode="monotonic", gaussian=True, dtype=dtype, name="attention")
-    config = keras.saving.serialize_keras_object(layer)
-    config.pop("build_config", None)
-    return config
 
 
 def _check_score(layer_name, score):

@@ -56,10 +56,11 @@ class LocalAttention(WeightOptionsMixin, BaseScoreAttention):
         gaussian: bool, multiply the weights by the Gaussian around `p_t`.
             Defaults to `None`: as in the paper, `True` for local-p and
             `False` for local-m. (Before stop 39 local-m applied it too; a
-            layer saved with its config, without this option, keeps doing so,
-            and so does an `AttentionDecoder` or `Seq2SeqTranslator` saved
-            then with `score="local_monotonic"`: from stop 40 they save local
-            scores as layers, the choice included.)
+            layer saved with its config, without this option, keeps doing so.
+            An `AttentionDecoder` or `Seq2SeqTranslator` that named it
+            `score="local_monotonic"` saved the bare name, which now builds the
+            paper's local-m: one saved before stop 39 answers differently. From
+            stop 40 they save local scores as layers, the choice included.)
         kernel_initializer: initializer of every weight. Defaults to
             `"glorot_uniform"`.
         kernel_regularizer: optional regularizer of every weight.

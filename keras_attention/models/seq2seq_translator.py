@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_attention.layers import AttentionDecoder, LocationAttention
 from keras_attention.layers._dropout import Dropout
-from keras_attention.layers.attention_decoder import CELLS, legacy_score
+from keras_attention.layers.attention_decoder import CELLS
 from keras_attention.layers.base_score_attention import has_key_projection
 from keras_attention.models.encoder_decoder_backbone import EncoderDecoderBackbone
 from keras_attention.utils import one_of, positive_int, rate, renamed_argument
@@ -211,11 +211,6 @@ class Seq2SeqTranslator(EncoderDecoderBackbone):
             "input_feeding": self.input_feeding,
             "dropout": self.dropout,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        score = legacy_score(config.get("score"), config.get("dtype"))
-        return super().from_config({**config, "score": score})
 
     @property
     def source_sequence_length(self):

@@ -336,7 +336,7 @@ class _Kernel:
             if self.dropout_rate > 0.0:
                 p = p * self.keep_scale(i_dep, j_dep, ops.shape(p))
             block_out = ops.matmul(p, ops.take(chunks["value"], j_dep, axis=2))  # (B, H, cq, dv)
-            new_shift = ops.maximum(shift, block_lse)
+            new_shift = _coarse(ops.maximum(shift, block_lse))
             keep_old = ops.exp(shift - new_shift)
             take_new = ops.exp(block_lse - new_shift)
             if self.may_block:  # a row with nothing allowed in this block adds nothing
@@ -594,6 +594,18 @@ def _torch_without_gradient(tensors):
     return not torch.is_grad_enabled() or not any(
         getattr(x, "requires_grad", False) for x in tensors
     )
+
+
+def _coarse(shift):
+    """`shift` rounded to a bfloat16 value (kept where it is too large for bfloat16).
+
+    Any shift near the row's maximum works, so the one used is exact in the reduced-precision
+    inputs of a TF32 or bfloat16 matrix product (GPUs): the `-shift` column of the shifted
+    score product is then not rounded, which would bias a whole block against the first.
+    """
+    small = ops.less(ops.abs(shift), 1e38)
+    rounded = ops.cast(ops.cast(ops.where(small, shift, 0.0), "bfloat16"), shift.dtype)
+    return ops.where(small, rounded, shift)
 
 
 def _with_ones(x):

@@ -82,7 +82,10 @@ def full_attention(query, key, value, mask=None, bias=None, dropout_rate=0.0, dr
                 "full_attention: `bias` must have rank 4, broadcastable to "
                 f"`(batch_size, heads, Tq, Tv)`. Received: bias.shape={tuple(bias.shape)}"
             )
-        bias = ops.convert_to_tensor(bias, dtype)
+        # Half precision: the bias stays in float32 (the scores' softmax dtype), so a large
+        # finite bias (-1e9) is not rounded to -inf, which would mask its key on this path only.
+        bias_dtype = "float32" if dtype in _HALF_DTYPES else dtype
+        bias = ops.cast(ops.convert_to_tensor(bias), bias_dtype)
         if None in bias.shape:  # axes to sum its gradient over unknown: leave that to autodiff
             bias = ops.broadcast_to(bias, _scores_shape(query, key))
         tensors.append(bias)
@@ -116,7 +119,7 @@ def full_attention(query, key, value, mask=None, bias=None, dropout_rate=0.0, dr
             d_out = ops.transpose(ops.cast(d_out, dtype), (0, 2, 1, 3))  # (B, H, Tq, dv)
             *grads, d_scores = _backward(q, k, v, (weights, dropped), output, d_out, drop, dtype)
             if has_bias:
-                grads.append(_sum_to(d_scores, tuple(tensors[3].shape)))
+                grads.append(_sum_to(ops.cast(d_scores, tensors[3].dtype), tuple(tensors[3].shape)))
             grads += [None] * (has_mask + has_keep)
             return tuple(grads)
 

@@ -451,3 +451,18 @@ def test_training_with_dropout_and_lengths_unknown_while_tracing(monkeypatch):
             np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-5)
     assert rates == [0.3]  # traced once, in the full branch of the run-time choice
     assert np.abs(got[0].numpy() - full(x)[0].numpy()).max() > 0.05
+
+
+def test_half_precision_keeps_a_large_finite_bias_finite():
+    # A float32 bias of -1e9 on a whole row is finite: the row averages its values on every path
+    # (cast to float16 first it became -inf and masked the row on this path only).
+    from keras_attention.ops import chunked_attention
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 2, 1, 4)).astype("float16") for _ in range(3))
+    bias = np.zeros((1, 1, 2, 2), "float32")
+    bias[:, :, 1, :] = -1e9
+    full = np.asarray(full_attention(q, k, v, bias=bias), "float32")
+    chunked = np.asarray(chunked_attention(q, k, v, bias=bias, chunk_size=1), "float32")
+    np.testing.assert_allclose(full, chunked, atol=2e-3)
+    np.testing.assert_allclose(full[0, 1, 0], v[0, :, 0].astype("float32").mean(0), atol=2e-3)
