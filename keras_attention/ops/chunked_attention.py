@@ -597,13 +597,15 @@ def _torch_without_gradient(tensors):
 
 
 def _coarse(shift):
-    """`shift` rounded to a bfloat16 value (kept where it is too large for bfloat16).
+    """`shift` rounded to a bfloat16 value where `|shift| < 4096` (a change of at most 8).
 
-    Any shift near the row's maximum works, so the one used is exact in the reduced-precision
-    inputs of a TF32 or bfloat16 matrix product (GPUs): the `-shift` column of the shifted
-    score product is then not rounded, which would bias a whole block against the first.
+    A shift near the row's maximum works as well as the maximum, so the one used is exact in
+    the reduced-precision inputs of a TF32 or bfloat16 matrix product (GPUs): the `-shift`
+    column of the shifted score product is then not rounded, which would bias a whole block
+    against the first. Larger shifts are kept: bfloat16's relative rounding would move them
+    past `exp`'s range (such scores lose their precision in those products anyway).
     """
-    small = ops.less(ops.abs(shift), 1e38)
+    small = ops.less(ops.abs(shift), 4096.0)
     rounded = ops.cast(ops.cast(ops.where(small, shift, 0.0), "bfloat16"), shift.dtype)
     return ops.where(small, rounded, shift)
 
