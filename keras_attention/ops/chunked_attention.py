@@ -459,8 +459,7 @@ class _Kernel:
             key_chunk = ops.take(chunks["key"], j_dep, axis=2)  # (B, H, ck, d)
             value_chunk = ops.take(chunks["value"], j_dep, axis=2)  # (B, H, ck, dv)
             key_t = ops.swapaxes(key_chunk, -1, -2)  # (B, H, d, ck)
-            ones = ops.ones_like(ops.take(key_chunk, [0], axis=-1))  # (B, H, ck, 1)
-            value_aug = ops.swapaxes(ops.concatenate([value_chunk, ones], axis=-1), -1, -2)
+            value_aug = ops.swapaxes(_with_ones(value_chunk), -1, -2)  # [v, 1]ᵀ: (B, H, dv + 1, ck)
             if block_log_sum_exps is not None:
                 key_factors = ops.take(row_factors, j_dep, axis=1)  # (nq, B, H, cq, 1)
 
