@@ -77,8 +77,8 @@ def read_corpus(files_or_texts, progress=None):
     Raises:
         FileNotFoundError: a file does not exist (the message names it).
         ValueError: a line is not valid UTF-8 (the file and the 1-based line
-            are named), a list item is not a string, or there is no text at
-            all.
+            are named), a list item is not a string, one file of several
+            holds no text (it is named), or there is no text at all.
 
     Example:
 
@@ -87,8 +87,15 @@ def read_corpus(files_or_texts, progress=None):
     [['A 3.5 kg cat-like .'], ['Dogs bark .']]
     """
     documents = []
-    for lines in _corpus_sources(files_or_texts, progress):
-        documents.extend(_documents(lines))
+    sources = _corpus_sources(files_or_texts, progress)
+    for name, lines in sources:
+        found = _documents(lines)
+        if not found and name is not None and len(sources) > 1:
+            raise ValueError(
+                f"{name!r} holds no text (every line is blank or a heading); remove it from "
+                "`files_or_texts` if that is intended"
+            )
+        documents.extend(found)
     if not documents:
         raise ValueError(
             f"`files_or_texts` holds no text. Received: files_or_texts={_short(files_or_texts)}"
@@ -487,7 +494,10 @@ def make_dataset(
     - `mode="packed"`: `[CLS] chunk [SEP]`, `sequence_length` tokens,
       `segment_ids` all `0`;
     - `mode="pairs"`: a chunk of `sequence_length - 3` tokens split in two
-      consecutive halves, `[CLS] A [SEP] B [SEP]`, segment ids `0` then `1`.
+      consecutive halves, `[CLS] A [SEP] B [SEP]`, segment ids `0` then `1`;
+      where a document ends inside the chunk, A and B are split there
+      instead (at the end nearest the middle), so a segment holds a
+      document boundary only where one row spans three documents.
 
     The packed sequences are held in memory (the cache: tokenizing and
     packing happen once); each epoch shuffles them (seeded), batches them and
@@ -619,20 +629,20 @@ def pack_examples(files_or_texts, tokenizer, sequence_length=None, mode="packed"
     length = preprocessor.sequence_length
     cls_id, sep_id, pad_id = preprocessor.cls_id, preprocessor.sep_id, preprocessor.pad_id
     content = length - 2 if mode == "packed" else length - 3
-    rows = -(-len(stream) // content)
-    chunks = [stream[i * content : (i + 1) * content] for i in range(rows)]
+    if mode == "packed":
+        chunks = [(stream[i : i + content], None) for i in range(0, len(stream), content)]
+    else:
+        chunks = _pair_chunks(stream, content, sep_id)
+    rows = len(chunks)
     token_ids = np.full([rows, length], pad_id, np.int32)
     segment_ids = np.zeros([rows, length], np.int32)
     padding_mask = np.zeros([rows, length], np.int32)
-    first_length = (content + 1) // 2
-    for row, chunk in enumerate(chunks):
+    for row, (chunk, split) in enumerate(chunks):
         if mode == "packed":
             pieces = [[cls_id], chunk, [sep_id]]
             segments = [len(chunk) + 2]
         else:
-            # A short last chunk is halved too (B is empty only for a last chunk of one token).
-            half = min(first_length, (len(chunk) + 1) // 2)
-            a, b = chunk[:half], chunk[half:]
+            a, b = chunk[:split], chunk[split:]
             pieces = [[cls_id], a, [sep_id], b, [sep_id]]
             segments = [len(a) + 2, len(b) + 1]
         sequence = np.concatenate(pieces)
@@ -713,6 +723,37 @@ def _token_stream(files_or_texts, documents, preprocessor, progress):
     separator = np.array([preprocessor.sep_id], np.int32)
     pieces = [piece for ids in token_lists for piece in (ids, separator)][:-1]
     return np.concatenate(pieces)
+
+
+def _pair_chunks(stream, content, sep_id):
+    """`(tokens, split)` per pairs-mode row: A is `tokens[:split]`, B the rest.
+
+    A row's `content` tokens are split in two halves, except where a document
+    boundary (the stream's `[SEP]`) lies inside the row's next `content + 1`
+    tokens with text on both sides: the row then takes those tokens, the
+    boundary becomes the `[SEP]` between A and B (the one nearest the middle,
+    if several), and no segment holds it. A boundary at a row's start is
+    dropped. A short last chunk is halved too (B is empty only for a last
+    chunk of one token).
+    """
+    chunks, start, half = [], 0, (content + 1) // 2
+    boundaries = np.flatnonzero(stream == sep_id)
+    while start < len(stream):
+        if stream[start] == sep_id:
+            start += 1
+            continue
+        window = stream[start : start + content + 1]
+        inside = boundaries[(boundaries > start) & (boundaries < start + len(window) - 1)] - start
+        if len(inside):
+            split = int(inside[np.argmin(np.abs(inside - half))])
+            tokens = np.concatenate([window[:split], window[split + 1 :]])
+            start += len(window)
+        else:
+            tokens = window[:content]
+            split = min(half, (len(tokens) + 1) // 2)
+            start += len(tokens)
+        chunks.append((tokens, split))
+    return chunks
 
 
 def _preprocessor(tokenizer, sequence_length, owner):
@@ -805,9 +846,9 @@ def _check_masking(owner, mask_rate, max_predictions, whole_word, sequence_lengt
 
 
 def _corpus_sources(files_or_texts, progress):
-    """The lines of each file, or one list of the given strings."""
+    """`(file name or None, lines)` for each file, or one pair for the given strings."""
     if isinstance(files_or_texts, str | os.PathLike):
-        return [read_lines(files_or_texts, progress)]
+        return [(os.fspath(files_or_texts), read_lines(files_or_texts, progress))]
     if not isinstance(files_or_texts, list | tuple):
         raise ValueError(
             "`files_or_texts` must be a path, a list of paths or a list of strings. "
@@ -822,7 +863,7 @@ def _corpus_sources(files_or_texts, progress):
                         "`files_or_texts` as documents must hold lists of strings. "
                         f"Received: files_or_texts[{i}][{j}]={paragraph!r}"
                     )
-        return [list(document) for document in items]
+        return [(None, list(document)) for document in items]
     paths = any(isinstance(item, os.PathLike) for item in items) or any(
         isinstance(item, str) and "\n" not in item and os.path.isfile(item) for item in items
     )
@@ -841,7 +882,7 @@ def _corpus_sources(files_or_texts, progress):
                     f"as paths since files_or_texts[{found}]={os.fspath(items[found])!r} is one; "
                     "to train on lines of text, pass them as one document: [lines])"
                 )
-        return [read_lines(item, progress) for item in items]
+        return [(os.fspath(item), read_lines(item, progress)) for item in items]
     for i, item in enumerate(items):
         if not isinstance(item, str):
             raise ValueError(
@@ -853,7 +894,7 @@ def _corpus_sources(files_or_texts, progress):
             "none exists; to train on such lines as text, pass them as one document: "
             "[lines])"
         )
-    return [items]
+    return [(None, items)]
 
 
 def _looks_like_a_path(text):

@@ -183,15 +183,19 @@ def test_packing_keeps_every_token_in_order(corpus, tokenizer):
             assert np.all(packed["segment_ids"] == 0)
         else:
             starts = packed["segment_ids"].argmax(axis=1)  # B's first position
-            content = np.concatenate([
-                np.concatenate([row[1 : b - 1], row[b : n - 1]])
-                for row, b, n in zip(token_ids, starts, lengths, strict=True)
-            ])
-            assert np.all(token_ids[:-1, 16] == 6)  # [CLS] A(15) [SEP] B(14) [SEP]
+            segments = [(row[1 : b - 1], row[b : n - 1])
+                        for row, b, n in zip(token_ids, starts, lengths, strict=True)]  # fmt: skip
+            # No segment holds a document boundary: the 11 boundaries of this corpus (documents
+            # far longer than a row) are each a row's middle [SEP] or fall between two rows.
+            assert not any(np.any(part == 6) for pair in segments for part in pair)
+            split_at_boundary = np.array([b != 17 for b in starts[:-1]])
+            assert 0 < split_at_boundary.sum() <= 11
             np.testing.assert_array_equal(packed["segment_ids"][0], [0] * 17 + [1] * 15)
             # Every B holds a token, the short last chunk's too (it is halved).
             assert np.all(token_ids[np.arange(len(token_ids)), starts - 1] == 6)
             assert np.all(lengths - 1 - starts >= 1)
+            content = np.concatenate([np.concatenate(pair) for pair in segments])
+            stream = stream[stream != 6]
         np.testing.assert_array_equal(content, stream)
     short = masked_lm.pack_examples(["word1 word2 word3"], tokenizer, 16, "pairs")
     word = tokenizer.token_to_id
@@ -199,6 +203,22 @@ def test_packing_keeps_every_token_in_order(corpus, tokenizer):
         short["token_ids"][0, :6], [5, word("word1"), word("word2"), 6, word("word3"), 6]
     )
     np.testing.assert_array_equal(short["segment_ids"][0, :6], [0, 0, 0, 0, 1, 1])
+    # A document ending inside a row splits A from B there: the boundary is the middle [SEP]
+    # (the one nearest the middle of the row), never a token of A or B unless the row spans three
+    # documents.
+    w1, w2, w3, w4, w5, w6, w7, w8 = (word(f"word{i}") for i in range(1, 9))
+    for documents, a, b in (
+        ([["word1 word2 word3"], ["word4 word5"]], [w1, w2, w3], [w4, w5]),
+        ([["word1"], ["word2 word3 word4"], ["word5 word6 word7 word8"]],
+         [w1, 6, w2, w3, w4], [w5, w6, w7, w8]),
+    ):  # fmt: skip
+        rows = masked_lm.pack_examples(None, tokenizer, 16, "pairs", documents=documents)
+        expected = [5, *a, 6, *b, 6]
+        np.testing.assert_array_equal(rows["token_ids"][0], expected + [0] * (16 - len(expected)))
+        np.testing.assert_array_equal(
+            rows["segment_ids"][0, : len(expected)], [0] * (len(a) + 2) + [1] * (len(b) + 1)
+        )
+
 
 
 @pytest.mark.slow
@@ -465,6 +485,11 @@ def test_errors(tmp_path, tokenizer):
     for corpus in (empty, [], ["", "  "]):
         with pytest.raises(ValueError, match="holds no text"):
             masked_lm.make_dataset(corpus, tokenizer, 16)
+    # One file of several with no text (a failed download, a wrong shard) is named, not skipped.
+    full = tmp_path / "full.txt"
+    full.write_text("some text\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"'.*empty\.txt' holds no text"):
+        masked_lm.read_corpus([full, empty])
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         masked_lm.read_corpus(tmp_path / "missing.txt")
     with pytest.raises(FileNotFoundError, match=r"files_or_texts\[1\]`: no such file: .*missing.txt"):
