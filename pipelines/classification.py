@@ -62,18 +62,19 @@ def read_labeled_texts(path_or_rows, labels=None):
     """
     known = None if labels is None else {str(label) for label in labels}
     if not isinstance(path_or_rows, str | os.PathLike):
-        return _labeled_rows(path_or_rows, known)
+        return labeled_rows(path_or_rows, known)
     path = os.fspath(path_or_rows)
     lines = read_lines(path)
     if not any(line.strip() for line in lines):
         raise ValueError(f"'{path}': the file holds no rows.")
     texts, labels = [], []
     header = None  # (number of fields, the text column) when the first line is a header
+    first = next(number for number, line in enumerate(lines, start=1) if line.strip())
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
-        if number == 1 and (header := _header(path, fields)) is not None:
+        if number == first and (header := _header(path, fields, number)) is not None:
             continue
         where = f"'{path}', line {number}"
         if len(fields) < 2:
@@ -127,16 +128,27 @@ def _trailing_tab(fields):
     return hint
 
 
-def _header(path, fields):
-    """`(number of fields, text column)` of a header line, `None` for a data line."""
+def _header(path, fields, number=1):
+    """`(number of fields, text column)` of a header line, `None` for a data line.
+
+    `number` is the line's (the file's first non-blank one)."""
     names = [field.strip().lower() for field in fields]
+    where = f"'{path}', line {number}"
     if names[-1] != "label":
         # SST-2's test.tsv: `index<TAB>sentence`, texts without labels.
         if len(names) > 1 and names[-1] in _TEXT_COLUMNS and set(names[:-1]) <= set(_INDEX_COLUMNS):
             raise ValueError(
-                f"'{path}', line 1: the header names no `label` column (its last one): "
+                f"{where}: the header names no `label` column (its last one): "
                 f"{fields!r}. Texts without labels (such as SST-2's test.tsv) can be "
                 "classified (`predict`), not trained on or evaluated."
+            )
+        # `label<TAB>sentence`: a header whose label column is not the last one would make every
+        # row's text its label and its label its text.
+        used = names[: max(i for i, name in enumerate(names) if name) + 1] if any(names) else []
+        if "label" in used[:-1] and set(used) & set(_TEXT_COLUMNS + _PAIR_COLUMNS):
+            raise ValueError(
+                f"{where}: the header {fields!r} names a `label` column that is not the last "
+                "one: the label must be the last tab-separated field (`sentence<TAB>label`)."
             )
         return None
     columns = names[:-1]
@@ -145,7 +157,7 @@ def _header(path, fields):
     others = [i for i, name in enumerate(columns) if name not in _INDEX_COLUMNS]
     if pairs:
         raise ValueError(
-            f"'{path}', line 1: the columns {pairs} hold sentence pairs (GLUE's QNLI, RTE, MNLI "
+            f"{where}: the columns {pairs} hold sentence pairs (GLUE's QNLI, RTE, MNLI "
             "layouts): one text per row is classified, pairs are not supported."
         )
     if len(named) == 1:
@@ -153,7 +165,7 @@ def _header(path, fields):
     if not named and len(others) == 1:
         return len(fields), others[0]
     raise ValueError(
-        f"'{path}', line 1: expected one text column besides `label` (and an optional index), "
+        f"{where}: expected one text column besides `label` (and an optional index), "
         f"found {[fields[i] for i in others]}: name the one to classify `sentence` or `text`."
     )
 
@@ -190,7 +202,7 @@ def read_tagged_words(path_or_rows, tags=None):
     """
     known = None if tags is None else {str(tag) for tag in tags}
     if not isinstance(path_or_rows, str | os.PathLike):
-        return _tagged_rows(path_or_rows, known)
+        return tagged_rows(path_or_rows, known)
     path = os.fspath(path_or_rows)
     sentences, tags = [], []
     words, word_tags = [], []
@@ -203,7 +215,9 @@ def read_tagged_words(path_or_rows, tags=None):
                 tags.append(word_tags)
                 words, word_tags = [], []
             continue
-        fields = [field.strip() for field in line.split("\t")] if "\t" in line else line.split()
+        # Without a tab, fields are split at ASCII spaces only, as the tagger splits words (a
+        # no-break space stays inside a word: `10\xa0000`).
+        fields = [field.strip() for field in line.split("\t")] if "\t" in line else split_words(line)
         if len(fields) < 2 or not fields[-1]:
             raise ValueError(
                 f"'{path}', line {number}: expected `word<TAB>tag`, found no tag: {line[:80]!r}"
@@ -279,6 +293,7 @@ def make_dataset(texts, labels, preprocessor, label_names, *, batch_size=32, shu
     ([[5, 7, 7, 6], [5, 8, 6, 0]], [1, 0])
     """
     name = "make_dataset"
+    _check_preprocessor(name, preprocessor)
     texts = _strings(name, "texts", texts)
     label_ids = _label_ids(name, labels, label_names, len(texts))
     batch_size, shuffle, seed = _check_batching(name, batch_size, shuffle, seed)
@@ -331,6 +346,7 @@ def make_token_dataset(sentences, tags, preprocessor, tag_names, *, batch_size=3
     ([[5, 7, 8, 6]], [[0, 0, 1, 0]], [[0.0, 1.0, 1.0, 0.0]])
     """
     name = "make_token_dataset"
+    _check_preprocessor(name, preprocessor)
     if not isinstance(sentences, list | tuple) or not isinstance(tags, list | tuple):
         raise ValueError(
             f"{name}: `sentences` and `tags` must be lists of lists. "
@@ -410,11 +426,13 @@ def _width(padding_mask):
     return tf.reduce_max(tf.reduce_sum(padding_mask, axis=1))
 
 
-def _labeled_rows(rows, known=None):
+def labeled_rows(rows, known=None, name="path_or_rows"):
+    """`(texts, labels)` from `(text, label)` pairs, checked as a file's rows are (stripped,
+    non-empty, labels in `known` when given); errors name `name` and the pair's index."""
     if not isinstance(rows, list | tuple):
         raise ValueError(
-            "`path_or_rows` must be a path or a list of (text, label) pairs. "
-            f"Received: path_or_rows={type(rows).__name__}"
+            f"`{name}` must be a path or a list of (text, label) pairs. "
+            f"Received: {name}={type(rows).__name__}"
         )
     texts, labels = [], []
     for i, row in enumerate(rows):
@@ -423,18 +441,19 @@ def _labeled_rows(rows, known=None):
             or len(row) != 2
             or not isinstance(row[0], str)
             or not row[0].strip()
+            or not isinstance(row[1], str | numbers.Number)
             or not str(row[1]).strip()
         ):
             raise ValueError(
-                "`path_or_rows` must hold (text, label) pairs with a non-empty text and label. "
-                f"Received: path_or_rows[{i}]={row!r}"
+                f"`{name}` must hold (text, label) pairs with a non-empty text and label. "
+                f"Received: {name}[{i}]={row!r}"
             )
         label = str(row[1]).strip()
-        check_known("`path_or_rows`", label, known, received=f". Received: path_or_rows[{i}]={row!r}")
+        check_known(f"`{name}`", label, known, received=f". Received: {name}[{i}]={row!r}")
         texts.append(row[0].strip())
         labels.append(label)
     if not texts:
-        raise ValueError("`path_or_rows` holds no rows. Received: path_or_rows=[]")
+        raise ValueError(f"`{name}` holds no rows. Received: {name}=[]")
     return texts, labels
 
 
@@ -458,11 +477,14 @@ def _check_word(where, word, tag, known, received):
     check_known(where, tag, known, "tag", f": {received}")
 
 
-def _tagged_rows(rows, known=None):
+def tagged_rows(rows, known=None, name="path_or_rows"):
+    """`(sentences, tags)` from sentences of `(word, tag)` pairs, checked as a file's lines are
+    (non-empty, no whitespace inside a word, tags in `known` when given); errors name `name`
+    and the pair's indices. Empty sentences are left out."""
     if not isinstance(rows, list | tuple):
         raise ValueError(
-            "`path_or_rows` must be a path or a list of sentences of (word, tag) pairs. "
-            f"Received: path_or_rows={type(rows).__name__}"
+            f"`{name}` must be a path or a list of sentences of (word, tag) pairs. "
+            f"Received: {name}={type(rows).__name__}"
         )
     sentences, tags = [], []
     for i, sentence in enumerate(rows):
@@ -471,21 +493,20 @@ def _tagged_rows(rows, known=None):
             if (
                 not isinstance(pair, list | tuple)
                 or len(pair) != 2
-                or not all(isinstance(field, str) and field for field in pair)
+                or not all(isinstance(field, str) and field.strip() for field in pair)
             ):
                 raise ValueError(
-                    "`path_or_rows` must hold sentences of (word, tag) pairs of non-empty strings. "
-                    f"Received: path_or_rows[{i}][{j}]={pair!r}"
+                    f"`{name}` must hold sentences of (word, tag) pairs of non-empty strings. "
+                    f"Received: {name}[{i}][{j}]={pair!r}"
                 )
-            _check_word("`path_or_rows`", pair[0], pair[1], known,
-                        f"Received: path_or_rows[{i}][{j}]={pair!r}")  # fmt: skip
+            _check_word(f"`{name}`", pair[0], pair[1], known, f"Received: {name}[{i}][{j}]={pair!r}")
             words.append(pair[0])
             word_tags.append(pair[1])
         if words:
             sentences.append(words)
             tags.append(word_tags)
     if not sentences:
-        raise ValueError(f"`path_or_rows` holds no tagged words. Received: {len(rows)} sentences")
+        raise ValueError(f"`{name}` holds no tagged words. Received: {len(rows)} sentences")
     return sentences, tags
 
 
@@ -529,6 +550,17 @@ def _label_ids(owner, labels, label_names, count):
             )
         ids[i] = index[key]
     return ids
+
+
+def _check_preprocessor(owner, preprocessor):
+    from pipelines.masked_lm import MaskedLMPreprocessor  # noqa: PLC0415 (no import cycle)
+
+    if not isinstance(preprocessor, MaskedLMPreprocessor):
+        raise ValueError(
+            f"{owner}: `preprocessor` must be a `pipelines.masked_lm.MaskedLMPreprocessor` (a "
+            "tokenizer frames no `[CLS] text [SEP]`: wrap it, MaskedLMPreprocessor(tokenizer)). "
+            f"Received: preprocessor={type(preprocessor).__name__}"
+        )
 
 
 def _check_batching(owner, batch_size, shuffle, seed):

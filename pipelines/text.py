@@ -617,6 +617,10 @@ class TextTokenizer(tf.Module):
             input.
         """
         if isinstance(token_ids, tf.RaggedTensor):
+            if not token_ids.dtype.is_integer:
+                raise ValueError(
+                    f"`token_ids` must be integers. Received: dtype={token_ids.dtype.name}"
+                )
             ids = tf.cast(token_ids, tf.int32)
             scalar = False
         else:
@@ -629,6 +633,7 @@ class TextTokenizer(tf.Module):
             ids = tf.RaggedTensor.from_tensor(
                 tf.cast(ids, tf.int32)[tf.newaxis] if scalar else tf.cast(ids, tf.int32)
             )
+        ids = self._in_range(ids)
         before_end = tf.equal(tf.math.cumsum(tf.cast(tf.equal(ids, END_ID), tf.int32), axis=1), 0)
         keep = before_end & tf.not_equal(ids, PAD_ID) & tf.not_equal(ids, START_ID)
         kept = tf.ragged.boolean_mask(ids, keep)
@@ -646,6 +651,27 @@ class TextTokenizer(tf.Module):
             for pattern, rewrite in _COMPACT_RULES:
                 texts = tf.strings.regex_replace(texts, pattern, rewrite)
         return texts[0] if scalar else texts
+
+    def _in_range(self, ids):
+        """Ragged `ids`, checked to be vocabulary ids (tensorflow-text crashes the process on
+        others): an error naming `token_ids`, also in a graph or a SavedModel."""
+        size = len(self.vocabulary)
+        flat = ids.flat_values
+        if tf.executing_eagerly():
+            bad = tf.boolean_mask(flat, (flat < 0) | (flat >= size))
+            if tf.size(bad) > 0:
+                raise ValueError(
+                    f"`token_ids` must be in [0, {size}) (the vocabulary's ids). "
+                    f"Received: {bad[:5].numpy().tolist()}"
+                )
+            return ids
+        message = f"`token_ids` must be in [0, {size}) (the vocabulary's ids)"
+        checks = [
+            tf.debugging.assert_non_negative(flat, message=message),
+            tf.debugging.assert_less(flat, size, message=message),
+        ]
+        with tf.control_dependencies(checks):
+            return ids.with_flat_values(tf.identity(flat))
 
 
 def read_vocab(vocab_path):

@@ -51,10 +51,13 @@ class ClassifierPreprocessor(MaskedLMPreprocessor):
     def __init__(self, tokenizer, sequence_length=128, labels=()):
         super().__init__(tokenizer, sequence_length)
         labels = [str(label) for label in labels]
-        if len(labels) < 2 or len(set(labels)) != len(labels):
+        if len(labels) < 2 or len(set(labels)) != len(labels) or not all(
+            label.strip() == label and label for label in labels
+        ):
+            # An empty name would be an answer that reads as no answer (an empty text's).
             raise ValueError(
-                "ClassifierPreprocessor: `labels` must be at least 2 distinct names. "
-                f"Received: labels={labels[:20]}"
+                "ClassifierPreprocessor: `labels` must be at least 2 distinct, non-empty names "
+                f"without surrounding whitespace. Received: labels={labels[:20]}"
             )
         self.labels = tuple(labels)
 
@@ -261,6 +264,7 @@ class TextClassifier(_BertClassification):
 
     def evaluate(self, data, batch_size=64, limit=None):
         """Accuracy and macro F1 on labeled texts (a TSV or `(texts, labels)`)."""
+        positive_int("TextClassifier.evaluate", "batch_size", batch_size)
         texts, labels = self._evaluation_data(data, limit)
         predicted = []
         for start in range(0, len(texts), batch_size):
@@ -317,7 +321,14 @@ class TextClassifier(_BertClassification):
 
     def postprocess_from_device(self, outputs):
         """The `classify` signature's outputs -> the most likely label of each row."""
-        return [self.labels[int(i)] for i in np.argmax(outputs["probabilities"], -1)]
+        probabilities = np.asarray(outputs["probabilities"])
+        if probabilities.ndim != 2 or probabilities.shape[1] != len(self.labels):
+            raise ValueError(
+                f"The `probabilities` output must be (batch_size, {len(self.labels)}), a column "
+                f"per label of this task; is the `.tflite` file another model's? Received: "
+                f"shape={probabilities.shape}"
+            )
+        return [self.labels[int(i)] for i in np.argmax(probabilities, -1)]
 
     # -- training -------------------------------------------------------------------------------
 
@@ -335,11 +346,9 @@ class TextClassifier(_BertClassification):
                     f"TextClassifier: `texts` and `labels` must be aligned. Received: "
                     f"{len(texts)} texts, {len(given)} labels"
                 )
-            known = None if labels is None else set(labels)
-            for i, label in enumerate(given):
-                classification.check_known("TextClassifier", str(label), known,
-                                           received=f". Received: labels[{i}]={label!r}")  # fmt: skip
-            return [str(t) for t in texts], [str(label) for label in given]
+            known = None if labels is None else {str(label) for label in labels}
+            # Checked as a file's rows are: texts of `str`, stripped, nothing empty.
+            return classification.labeled_rows(list(zip(texts, given, strict=True)), known, "data")
         return classification.read_labeled_texts(data, labels)
 
     def make_dataset(self, data, batch_size=32, shuffle=False, seed=None):
@@ -444,6 +453,7 @@ class TokenClassifier(_BertClassification):
 
     def evaluate(self, data, batch_size=64, limit=None):
         """Word-level accuracy and macro F1 over the tags."""
+        positive_int("TokenClassifier.evaluate", "batch_size", batch_size)
         sentences, tags = self._evaluation_data(data, limit)
         predicted, gold = [], []
         for start in range(0, len(sentences), batch_size):
@@ -452,7 +462,7 @@ class TokenClassifier(_BertClassification):
                 got = [t for _, t in row] + [""] * (len(expected) - len(row))
                 predicted += got[: len(expected)]
                 gold += expected
-        # Words past the sequence length get no tag (""): wrong for the accuracy, and counted.
+        # Words past the sequence length (or with no piece) get no tag (""): wrong, and counted.
         return {"sentences": len(sentences), "words": len(gold),
                 "untagged_words": sum(1 for tag in predicted if tag == ""),
                 **label_scores(predicted, gold, self.labels)}  # fmt: skip
@@ -463,8 +473,9 @@ class TokenClassifier(_BertClassification):
             f"{split}: {result['sentences']} sentences, {result['words']} words, accuracy "
             f"{result['accuracy']:.2%}, macro F1 {result['macro_f1']:.2%}"
             + (
-                f" ({untagged} words past the sequence length left untagged, counted as wrong; "
-                "a longer `sequence_length` tags them)"
+                f" ({untagged} words left untagged, counted as wrong: past the sequence "
+                "length, where a longer `sequence_length` tags them, or with no piece left after "
+                "normalisation)"
                 if untagged
                 else ""
             )
@@ -479,12 +490,18 @@ class TokenClassifier(_BertClassification):
         """
         if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], list):
             sentences, tags = [list(s) for s in data[0]], [list(t) for t in data[1]]
-            known = None if labels is None else set(labels)
-            for i, row in enumerate(tags):
-                for j, tag in enumerate(row):
-                    classification.check_known("TokenClassifier", str(tag), known, "tag",
-                                               f". Received: tags[{i}][{j}]={tag!r}")  # fmt: skip
-            return sentences, tags
+            if len(sentences) != len(tags) or any(
+                len(words) != len(row) for words, row in zip(sentences, tags, strict=False)
+            ):
+                raise ValueError(
+                    "TokenClassifier: `sentences` and `tags` must be aligned, a tag per word. "
+                    f"Received: {len(sentences)} sentences, {len(tags)} tag rows"
+                )
+            known = None if labels is None else {str(tag) for tag in labels}
+            # Checked as a file's lines are: no whitespace inside a word (the export splits its
+            # text on whitespace), nothing empty.
+            rows = [list(zip(words, row, strict=True)) for words, row in zip(sentences, tags, strict=True)]
+            return classification.tagged_rows(rows, known, "data")
         return classification.read_tagged_words(data, labels)
 
     def make_dataset(self, data, batch_size=32, shuffle=False, seed=None):
@@ -519,9 +536,10 @@ class TokenClassifier(_BertClassification):
             tf.fill(tf.shape(dense_words), ""), at, tf.gather_nd(predicted, where)
         )
         tags = tf.where(tf.equal(dense_words, ""), "", tags)
+        # Untagged words (past the sequence length, or with no piece) are left out.
         tagged = tf.strings.reduce_join(
-            tf.where(tf.equal(tags, ""), "", tf.strings.join([dense_words, "/", tags])), axis=1,
-            separator=" ",
+            tf.ragged.boolean_mask(tf.strings.join([dense_words, "/", tags]), tf.not_equal(tags, "")),
+            axis=1, separator=" ",
         )  # fmt: skip
         return {
             "words": dense_words,

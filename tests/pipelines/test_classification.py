@@ -79,6 +79,11 @@ def test_read_labeled_texts_headers_pick_one_text_column(tmp_path):
         ("index\tsentence\n0\ta fine film\n", r"line 1: the header names no `label` column"),
         ("sentence\tlabel\ngood\t1\n7\tgood\t1\n", r"line 3: expected the header's 2"),
         ("good\t1\n \t0\n", r"line 2: the text is empty"),
+        # A label column first would swap every row's text and label.
+        ("label\tsentence\n1\tgood\n", r"line 1: the header \['label', 'sentence'\] names a "
+                                        r"`label` column that is not the last one"),
+        # The header is the first non-blank line, not line 1.
+        ("\n  \nindex\tsentence\n0\tgood\n", r"line 3: the header names no `label` column"),
     ],
 )
 def test_read_labeled_texts_refuses_what_it_would_misread(tmp_path, content, message):
@@ -101,7 +106,20 @@ def test_read_labeled_texts_checks_labels_against_a_models(tmp_path):
         classification.read_labeled_texts([(" ", 1)])
 
 
+def test_a_header_after_blank_lines_is_a_header(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("\n   \nsentence\tlabel\ngood film\t1\nbad\t0\n", encoding="utf-8")
+    texts, labels = classification.read_labeled_texts(path)
+    assert texts == ["good film", "bad"] and classification.label_vocabulary(labels) == ["0", "1"]
+
+
 def test_read_labeled_texts_bad_rows():
+    for row in (("a", None), (b"a", "1"), ("a", b"1")):  # never the label 'None' or "b'a'"
+        with pytest.raises(ValueError, match=r"non-empty text and label.*path_or_rows\[0\]"):
+            classification.read_labeled_texts([row])
+    assert classification.labeled_rows([(" a ", 1)], name="data") == (["a"], ["1"])
+    with pytest.raises(ValueError, match=r"`data` must hold .*Received: data\[0\]"):
+        classification.labeled_rows([("a", "")], name="data")
     with pytest.raises(ValueError, match=r"Received: path_or_rows\[1\]=\('x', ''\)"):
         classification.read_labeled_texts([("a", "1"), ("x", "")])
     with pytest.raises(FileNotFoundError):
@@ -147,9 +165,12 @@ def test_read_tagged_words(tmp_path):
         classification.read_tagged_words(bad)
     with pytest.raises(ValueError, match=r"holds whitespace.*path_or_rows\[0\]\[0\]"):
         classification.read_tagged_words([[("New York", "B-LOC")]])
-    # A no-break space is not where a tagger splits (`tf.strings.split`): one word.
+    # A no-break space is not where a tagger splits (`tf.strings.split`): one word, with tabs
+    # and in a space-separated (CoNLL) line alike.
     bad.write_text("the\tDET\n10\xa0000\tCD\n", encoding="utf-8")
     assert classification.read_tagged_words(bad)[0] == [["the", "10\xa0000"]]
+    bad.write_text("the DT O\n10\xa0000 CD O\n", encoding="utf-8")
+    assert classification.read_tagged_words(bad) == ([["the", "10\xa0000"]], [["O", "O"]])
     # Tags a model knows.
     assert classification.read_tagged_words(path, tags=["B-ORG", "O", "B-PER", "I-PER"])[1][0] == [
         "B-ORG", "O"]  # fmt: skip
@@ -213,3 +234,12 @@ def test_make_token_dataset_tags_first_pieces(preprocessor):
         classification.make_token_dataset([["a", "b"]], [["O", "X"]], preprocessor, ["O"])
     with pytest.raises(ValueError, match=r"sentence 0 has 2 words but 1 tags"):
         classification.make_token_dataset([["a", "b"]], [["O"]], preprocessor, ["O"])
+
+
+def test_make_datasets_refuse_a_tokenizer_for_the_preprocessor(preprocessor):
+    for make, data in ((classification.make_dataset, (["good"], ["1"])),
+                       (classification.make_token_dataset, ([["good"]], [["O"]]))):  # fmt: skip
+        with pytest.raises(ValueError, match=r"`preprocessor` must be a .*MaskedLMPreprocessor.*"
+                                             r"Received: preprocessor=TextTokenizer"):  # fmt: skip
+            make(*data, preprocessor.tokenizer, ["0", "1"] if make is classification.make_dataset
+                 else ["O"], shuffle=False)  # fmt: skip

@@ -141,6 +141,25 @@ def test_detokenize_reserved_tokens_and_spacing():
     assert hashes.detokenize(hashes.tokenize(["## #b"]).to_tensor()[0]).numpy() == b"# # # b"
 
 
+def test_detokenize_refuses_ids_outside_the_vocabulary():
+    # tensorflow-text's detokenizer crashes the process (a segfault) on such ids.
+    tokenizer = text.TextTokenizer(list(text.RESERVED_TOKENS) + ["a", "##b"])
+    size = tokenizer.vocabulary_size
+    for ids in ([[6, 100]], [[6, -1]], [[size]], tf.ragged.constant([[5], [size + 3]])):
+        with pytest.raises(ValueError, match=rf"`token_ids` must be in \[0, {size}\)"):
+            tokenizer.detokenize(ids)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    def detokenize(ids):
+        return tokenizer.detokenize(ids)
+
+    assert detokenize(tf.constant([[size - 1]])).numpy().tolist() == [b"b"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`token_ids` must be in \[0, "):
+        detokenize(tf.constant([[6, size]]))
+    with pytest.raises(ValueError, match="`token_ids` must be integers"):
+        tokenizer.detokenize(tf.ragged.constant([[6.7]]))
+
+
 def test_works_in_tf_function_and_tf_data(vocab_dir):
     tokenizer = text.load_tokenizer(vocab_dir / "cased.txt")
 

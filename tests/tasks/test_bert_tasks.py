@@ -201,8 +201,56 @@ def test_token_classifier_tags_every_word_from_its_first_piece():
     scores = task.evaluate(([["the"] * 40], [gold]))
     assert scores["untagged_words"] == untagged
     assert scores["accuracy"] == pytest.approx((40 - untagged) / 40)
-    assert f"{untagged} words past the sequence length" in task.summarize(scores)[0]
+    assert f"{untagged} words left untagged" in task.summarize(scores)[0]
     assert "past the sequence" not in task.summarize(task.evaluate(([["the"]], [["A"]])))[0]
+
+
+def test_classifier_data_in_memory_is_checked_as_a_files_rows(classifier):
+    # In-memory `(texts, labels)` get a file's checks: a bytes text would train on "b'...'",
+    # `None` would become the label 'None', an empty label a class.
+    assert TextClassifier.read_data((["good ", "bad"], [" positive", "negative"])) == (
+        ["good", "bad"], ["positive", "negative"])  # fmt: skip
+    for texts, labels, index in ((["a", b"b"], ["x", "y"], 1), (["a", "b"], ["x", None], 1),
+                                 (["a", " "], ["x", "y"], 1), (["a", "b"], ["", "y"], 0)):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"`data` must hold .*Received: data\[{index}\]"):
+            TextClassifier.read_data((texts, labels))
+    with pytest.raises(ValueError, match=r"label 'z' is not one of the model's labels"):
+        TextClassifier.read_data((["a"], ["z"]), labels=["x", "y"])
+    with pytest.raises(ValueError, match=r"must be aligned. Received: 2 texts, 1 labels"):
+        TextClassifier.read_data((["a", "b"], ["x"]))
+    # Tagged words in memory: no word with a space (the export splits on whitespace), no empty
+    # tag, a tag per word.
+    assert TokenClassifier.read_data(([["New", "York"]], [["B", "I"]])) == ([["New", "York"]],
+                                                                          [["B", "I"]])  # fmt: skip
+    for sentences, tags, where in (([["New York", "is"]], [["B", "O"]], r"data\[0\]\[0\]"),
+                                   ([["a", "b"]], [["O", ""]], r"data\[0\]\[1\]")):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"`data`.*Received: {where}"):
+            TokenClassifier.read_data((sentences, tags))
+    with pytest.raises(ValueError, match="a tag per word"):
+        TokenClassifier.read_data(([["a", "b"]], [["O"]]))
+    # Label names: an empty one would read as no answer.
+    for labels in (("", "pos"), (" neg", "pos"), ("pos", "pos")):
+        with pytest.raises(ValueError, match=r"`labels` must be at least 2 distinct, non-empty"):
+            ClassifierPreprocessor(tokenizer(), SEQUENCE_LENGTH, labels)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=rf"batch_size.*{bad}"):
+            classifier.evaluate((["the cat"], ["positive"]), batch_size=bad)
+    with pytest.raises(ValueError, match=r"must be \(batch_size, 2\).*shape=\(1, 3\)"):
+        classifier.postprocess_from_device({"probabilities": np.ones((1, 3), "float32")})
+
+
+def test_token_classifier_export_joins_only_tagged_words():
+    # A word with no piece after normalisation (a zero-width space) is left untagged: the
+    # served `tagged` string leaves it out as `predict` does (no double space).
+    keras.utils.set_random_seed(2)
+    task = TokenClassifier(
+        bert_token_classifier(3, vocabulary_size=len(VOCABULARY), **SIZES),
+        ClassifierPreprocessor(tokenizer(), SEQUENCE_LENGTH, ("A", "B", "C")),
+    )
+    texts = ["the \u200b cat", "the \u00a0 cat"]
+    served = task.predict_with_status(texts)
+    assert served["outputs"] == task.predict(texts)
+    assert all("  " not in tagged and tagged.count("/") == 2 for tagged in served["outputs"])
 
 
 # -- training, init_from, the CLI -----------------------------------------------------------------
