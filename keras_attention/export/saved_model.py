@@ -131,7 +131,7 @@ def export_saved_model(
     model_dir = base_dir / name
     _check_target(base_dir, model_dir)  # before any tracing: a bad target fails in milliseconds
     version = _check_version(version, model_dir)
-    path = model_dir / str(version)
+    path = pathlib.Path(files.version_folder(model_dir, version))  # `0001` too: TF Serving's 1
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"export_saved_model: version {version} of model {name!r} exists at {str(path)!r}; "

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_attention.utils.validation import positive_int, rate
+
 PAD_ID = 0
 
 
@@ -14,7 +16,8 @@ class MaskedCrossEntropy(keras.losses.Loss):
     cross-entropy against `(1 - e) * one_hot + e / vocabulary_size` (label
     smoothing `e`, Szegedy et al. 2016). The loss of a batch is the mean over
     the tokens whose label is not `pad_id` (times `sample_weight` when
-    given), so it does not depend on how much padding the batch holds.
+    given: `(batch_size, T)` per token, or `(batch_size,)` per example), so
+    it does not depend on how much padding the batch holds.
 
     Args:
         label_smoothing: float in `[0, 1)`. Defaults to `0.0`.
@@ -33,13 +36,8 @@ class MaskedCrossEntropy(keras.losses.Loss):
 
     def __init__(self, label_smoothing=0.0, pad_id=PAD_ID, name="masked_loss", **kwargs):
         super().__init__(name=name, **kwargs)
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise ValueError(
-                "MaskedCrossEntropy: `label_smoothing` must be a float in [0, 1). "
-                f"Received: label_smoothing={label_smoothing!r}"
-            )
-        self.label_smoothing = float(label_smoothing)
-        self.pad_id = int(pad_id)
+        self.label_smoothing = rate("MaskedCrossEntropy", "label_smoothing", label_smoothing)
+        self.pad_id = positive_int("MaskedCrossEntropy", "pad_id", pad_id, minimum=-(2**31))
 
     def call(self, y_true, y_pred):
         """The per-token loss `(batch_size, T)` (padding included; `__call__` masks it).
@@ -72,8 +70,10 @@ class MaskedCrossEntropy(keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         weights = ops.cast(ops.not_equal(ops.cast(y_true, "int32"), self.pad_id), "float32")
         if sample_weight is not None:
-            weights = weights * ops.cast(sample_weight, "float32")
-        losses = self.call(y_true, y_pred) * weights
+            weights = weights * _per_token(sample_weight, weights)
+        # Padding's loss is left out, not multiplied by 0: a -inf logit for the padding label
+        # (a model that never predicts it) makes that loss inf, and inf * 0 is NaN.
+        losses = ops.where(weights > 0, self.call(y_true, y_pred), 0.0) * weights
         return ops.divide_no_nan(ops.sum(losses), _all_replicas_sum(ops.sum(weights)))
 
     def get_config(self):
@@ -112,7 +112,7 @@ class MaskedTokenAccuracy(keras.metrics.Metric):
 
     def __init__(self, name="accuracy", pad_id=PAD_ID, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.pad_id = int(pad_id)
+        self.pad_id = positive_int("MaskedTokenAccuracy", "pad_id", pad_id, minimum=-(2**31))
         self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
@@ -121,7 +121,7 @@ class MaskedTokenAccuracy(keras.metrics.Metric):
         predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
         real = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
         if sample_weight is not None:
-            real = real * ops.cast(sample_weight, "float32")
+            real = real * _per_token(sample_weight, real)
         hits = ops.cast(ops.equal(predicted, y_true), "float32") * real
         self.correct.assign_add(ops.sum(hits))
         self.count.assign_add(ops.sum(real))
@@ -154,7 +154,7 @@ class TargetTokens(keras.metrics.Metric):
 
     def __init__(self, name="target_tokens", pad_id=PAD_ID, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.pad_id = int(pad_id)
+        self.pad_id = positive_int("TargetTokens", "pad_id", pad_id, minimum=-(2**31))
         self.count = self.add_variable((), initializer="zeros", dtype="float32", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
@@ -186,3 +186,13 @@ def _all_replicas_sum(value):
     if context is None or context.num_replicas_in_sync == 1:
         return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def _per_token(sample_weight, labels):
+    """`sample_weight` as float32 weights for `(batch_size, T)` labels: a `(batch_size,)`
+    weight (one per example, as `fit(sample_weight=...)` gives it) weighs each of its tokens
+    (Keras's own losses would broadcast it along `T` instead)."""
+    weights = ops.cast(sample_weight, "float32")
+    if len(weights.shape) == 1 and len(labels.shape) == 2:
+        weights = ops.expand_dims(weights, -1)
+    return weights

@@ -56,4 +56,15 @@ def latest_version(path):
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
     versions = saved_model_versions(path)
-    return os.path.join(path, str(versions[-1])) if versions else path
+    return version_folder(path, versions[-1]) if versions else path
+
+
+def version_folder(model_dir, version):
+    """The folder of `version` in `model_dir`: an existing one that TF Serving reads as that
+    version (`0001` is version 1), else `<model_dir>/<version>`."""
+    model_dir = os.fspath(model_dir)
+    if os.path.isdir(model_dir):
+        for name in sorted(os.listdir(model_dir)):
+            if name.isascii() and name.isdigit() and int(name) == int(version):
+                return os.path.join(model_dir, name)
+    return os.path.join(model_dir, str(int(version)))

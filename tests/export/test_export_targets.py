@@ -181,6 +181,18 @@ def test_only_ascii_digit_folders_are_versions(model, tmp_path):
     assert path == str(tmp_path / "m" / "2")
 
 
+def test_zero_padded_version_folders_are_their_versions(model, tmp_path):
+    # TF Serving reads `0001` as version 1: the latest version is that folder, and exporting
+    # version 1 again refuses to overwrite it (or replaces it, not a second folder for 1).
+    (tmp_path / "m" / "0001").mkdir(parents=True)
+    (tmp_path / "m" / "0001" / "saved_model.pb").write_bytes(b"")
+    assert files.latest_version(tmp_path / "m") == str(tmp_path / "m" / "0001")
+    with pytest.raises(FileExistsError, match=r"version 1 of model 'm' exists at .*0001"):
+        export_saved_model(model, tmp_path, name="m", version=1)
+    path = export_saved_model(model, tmp_path, name="m", version=1, overwrite=True)
+    assert path == str(tmp_path / "m" / "0001") and sorted(os.listdir(tmp_path / "m")) == ["0001"]
+
+
 def test_latest_version_resolves_a_model_folder(model, tmp_path):
     first = export_saved_model(model, tmp_path, name="m")
     second = export_saved_model(model, tmp_path, name="m")

@@ -19,6 +19,7 @@ from keras_attention.training import (
     WallClockBudget,
     WeightAverage,
 )
+from keras_attention.tasks.losses import MaskedTokenAccuracy
 from keras_attention.training.callbacks import keep_backup_until_saved
 
 
@@ -119,6 +120,47 @@ def test_the_loss_masks_padding_labels_even_without_a_keras_mask():
     )
     with pytest.raises(ValueError, match="Received: label_smoothing=1.0"):
         MaskedCrossEntropy(1.0)
+    for bad in ("abc", None):
+        with pytest.raises(ValueError, match=rf"`label_smoothing` must be .*={bad!r}"):
+            MaskedCrossEntropy(bad)
+    for bad in ("abc", None, 0.5):
+        with pytest.raises(ValueError, match=rf"`pad_id` must be .*={bad!r}"):
+            MaskedCrossEntropy(pad_id=bad)
+        with pytest.raises(ValueError, match=rf"`pad_id` must be .*={bad!r}"):
+            MaskedTokenAccuracy(pad_id=bad)
+    # One weight per example (`fit(sample_weight=...)`'s shape) weighs that example's tokens,
+    # also where the batch size equals the length (Keras's losses broadcast it along T).
+    square = labels[:, :3]
+    per_example = np.array([1.0, 0.0, 0.0], "float32")
+    expected = nll[0, :3][square[0] > 0].mean()
+    np.testing.assert_allclose(
+        float(MaskedCrossEntropy()(square, logits[:, :3], sample_weight=per_example)), expected,
+        rtol=1e-5,
+    )
+    metric = MaskedTokenAccuracy()
+    metric.update_state(square, logits[:, :3], sample_weight=per_example)
+    hits = logits[0, :3].argmax(-1) == square[0]
+    assert float(metric.result()) == pytest.approx(hits[square[0] > 0].mean())
+
+
+def test_the_loss_leaves_padding_out_when_its_logit_is_minus_inf():
+    # A model that never predicts padding (a -inf logit for it): padded positions' loss is
+    # inf, left out rather than multiplied by 0 (which gives NaN).
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    labels = np.array([[1, 2, 0], [3, 0, 0], [4, 4, 4]])
+    logits = rng.normal(size=(3, 3, 6)).astype("float32")
+    logits[..., 0] = -np.inf
+    finite = logits[..., 1:]
+    log_probs = finite - np.log(np.exp(finite).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_probs, (labels - 1).clip(0)[..., None], -1)[..., 0]
+    logits = tf.constant(logits)
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = MaskedCrossEntropy()(labels, logits)
+    np.testing.assert_allclose(float(loss), nll[labels > 0].mean(), rtol=1e-5)
+    assert np.isfinite(tape.gradient(loss, logits).numpy()).all()
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
