@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from keras_attention.generation import _common, _options
 from keras_attention.generation.beam import length_penalty as _penalty
-from keras_attention.generation.sampling import _gumbel_argmax
+from keras_attention.generation.sampling import _gumbel_argmax, _in_token_order
 from keras_attention.layers.multi_head_attention import fast_decoding
 from keras_attention.utils import describe, positive_int
 
@@ -92,8 +92,12 @@ def _filtered_draw(logits, seed, temperature, top_k, top_p):
     # `top_p` outside (0, 1), NaN included, keeps every token.
     in_range = tf.logical_and(top_p > 0.0, top_p < 1.0)
     nucleus = tf.logical_or(tf.logical_not(in_range), mass_before < top_p)
-    values = tf.where(nucleus, values, float("-inf"))
-    return tf.gather(indices, _gumbel_argmax(values, seed), batch_dims=1)
+    kept = tf.logical_and(tf.broadcast_to(keep, tf.shape(values)), nucleus)
+    # The noise is drawn per token id, not per rank: logits that differ in rounding only (XLA
+    # against eager) and swap two ranks would otherwise swap those tokens' noise.
+    kept = _in_token_order(kept, indices, vocabulary_size)
+    return _gumbel_argmax(tf.where(kept, scaled, float("-inf")), seed)
+
 
 
 # -- the loops ------------------------------------------------------------------------------------

@@ -152,18 +152,22 @@ def sample_choice(temperature, top_k, top_p, seed):
 
     def choose(logits, index):
         order = np.argsort(-logits, axis=-1, kind="stable")  # descending, lower id first on ties
-        values = np.take_along_axis(logits, order, axis=-1) / np.float32(temperature)
+        scaled = logits / np.float32(temperature)
+        values = np.take_along_axis(scaled, order, axis=-1)
+        kept = np.ones(values.shape, bool)
         if top_k > 0:
+            kept[:, top_k:] = False
             values[:, top_k:] = -np.inf
         if 0.0 < top_p < 1.0:
             probs = np.exp(values - values[:, :1])  # the first value is the finite maximum
             probs /= probs.sum(axis=-1, keepdims=True)
-            mass_before = np.cumsum(probs, axis=-1) - probs
-            values = np.where(mass_before < top_p, values, -np.inf)
+            kept &= np.cumsum(probs, axis=-1) - probs < top_p
+        # The noise is drawn per token id, not per rank (as TensorFlow's `sample_next`).
+        in_token_order = np.zeros(kept.shape, bool)
+        np.put_along_axis(in_token_order, order, kept, axis=-1)
         generator = np.random.Generator(np.random.Philox(key=[seed & 0xFFFFFFFFFFFFFFFF, index]))
-        gumbel = -np.log(-np.log(generator.uniform(np.finfo("float32").tiny, 1.0, values.shape)))
-        picked = np.argmax(values + gumbel, axis=-1)
-        return order[np.arange(len(order)), picked].astype("int32")
+        gumbel = -np.log(-np.log(generator.uniform(np.finfo("float32").tiny, 1.0, scaled.shape)))
+        return np.argmax(np.where(in_token_order, scaled, -np.inf) + gumbel, axis=-1).astype("int32")
 
     return choose
 

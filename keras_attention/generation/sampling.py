@@ -127,11 +127,25 @@ def _sample_logits(logits, seed, top_k=None, top_p=None, temperature=1.0):
     else:
         k = vocab_size if top_k is None else min(top_k, vocab_size)
     values, indices = tf.math.top_k(logits, k=k)  # (B, k), sorted, lower id first on ties
+    kept = tf.ones_like(indices, tf.bool)
     if top_p is not None:
         probs = tf.nn.softmax(values)
         mass_before = tf.cumsum(probs, axis=-1, exclusive=True)  # 0 for the most likely
-        values = tf.where(mass_before < top_p, values, float("-inf"))
-    return tf.gather(indices, _gumbel_argmax(values, seed), batch_dims=1)
+        kept = mass_before < top_p
+    # The noise is drawn per token id, as without a filter: logits that differ in rounding only
+    # (XLA against eager) and swap two ranks would otherwise swap those tokens' noise.
+    kept = _in_token_order(kept, indices, tf.shape(logits)[-1])
+    return _gumbel_argmax(tf.where(kept, logits, float("-inf")), seed)
+
+
+def _in_token_order(kept, indices, vocabulary_size):
+    """`kept`, a bool `(B, k)` per rank, as a bool `(B, vocabulary_size)` per token id:
+    `indices` are the ranked ids (`tf.math.top_k`'s); ids outside the top k are not kept."""
+    shape = tf.shape(indices)
+    rows = tf.broadcast_to(tf.range(shape[0])[:, None], shape)
+    where = tf.stack([rows, indices], axis=-1)
+    counts = tf.scatter_nd(where, tf.cast(kept, tf.int32), [shape[0], vocabulary_size])
+    return counts > 0
 
 
 def _gumbel_argmax(logits, seed):

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_attention.tasks.losses import MaskedTokenAccuracy
 from keras_attention.training import (
     BestValue,
     LearningRateSchedule,
@@ -19,7 +20,6 @@ from keras_attention.training import (
     WallClockBudget,
     WeightAverage,
 )
-from keras_attention.tasks.losses import MaskedTokenAccuracy
 from keras_attention.training.callbacks import keep_backup_until_saved
 
 
