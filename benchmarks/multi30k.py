@@ -676,7 +676,7 @@ def dataset(args, data, split, source_tokenizer, target_tokenizer, shuffle, kind
         source_sequence_length=max_length(kind),
         target_sequence_length=max_length(kind),
         shuffle=len(sources) if shuffle else None,
-        seed=args.seed,
+        seed=args.seed if shuffle else None,
         bucket_boundaries=None if recipe else BUCKET_BOUNDARIES,
         cache=True,
     )

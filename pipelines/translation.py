@@ -308,6 +308,12 @@ def make_dataset(
         raise TypeError(f"{name}() got unexpected arguments {sorted(kwargs)}")
     positive_int(name, "batch_size", batch_size)
     optional_positive_int(name, "shuffle", shuffle)
+    optional_positive_int(name, "seed", seed, minimum=0)
+    if seed is not None and shuffle is None:
+        raise ValueError(
+            f"{name}: `seed` seeds the shuffle, and `shuffle` is None (no shuffle). "
+            f"Received: seed={seed!r}, shuffle=None"
+        )
     if bucket_boundaries is not None:
         bucket_boundaries = _check_boundaries(bucket_boundaries)
     if tokens_per_batch is not None:

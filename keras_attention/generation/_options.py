@@ -46,6 +46,7 @@ def check_options(model, max_length, sampler, stop_token_ids, suppress_token_ids
     sampler = one_of(NAME, "sampler", sampler, samplers)
     stop_token_ids = token_list("stop_token_ids", stop_token_ids)
     suppress_token_ids = token_list("suppress_token_ids", suppress_token_ids)
+    pad_id = positive_int(NAME, "pad_id", pad_id, minimum=0)
     vocabulary_size = getattr(model, "vocabulary_size", None)
     if isinstance(vocabulary_size, bool) or not isinstance(vocabulary_size, int):
         raise ValueError(
@@ -65,7 +66,7 @@ def check_options(model, max_length, sampler, stop_token_ids, suppress_token_ids
         "sampler": sampler,
         "stop_token_ids": stop_token_ids,
         "suppress_token_ids": suppress_token_ids,
-        "pad_id": positive_int(NAME, "pad_id", pad_id, minimum=0),
+        "pad_id": pad_id,
         "beam_width": positive_int(NAME, "beam_width", beam_width),
         "length_penalty": number(NAME, "length_penalty", length_penalty, low=0.0,
                                  what="a non-negative float"),  # fmt: skip

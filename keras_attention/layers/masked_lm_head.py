@@ -172,6 +172,12 @@ class MaskedLMHead(keras.layers.Layer):
                     ("mask_positions", mask_positions, ("batch_size", "P")),
                 ],
             )
+            if "int" not in str(mask_positions.dtype):  # a float 0.7 would be position 0
+                raise ValueError(
+                    f"{type(self).__name__}: `mask_positions` must be integers (e.g. an "
+                    f"`Input(dtype='int32')`). Received: mask_positions of dtype "
+                    f"{mask_positions.dtype}"
+                )
             # A one-hot product rather than a gather: exact, empty batches work, and a position
             # outside the sequence gives zeros instead of another row's encoding (built from a
             # comparison: PyTorch's `one_hot` refuses positions outside the sequence).

@@ -155,7 +155,9 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         return self._token_embedding.embeddings
 
     def __call__(self, inputs, *args, **kwargs):
-        if isinstance(inputs, np.ndarray | list | tuple) or _concrete_jax(inputs):
+        if isinstance(inputs, list | tuple):  # Keras takes tensors and arrays only
+            inputs = np.asarray(inputs)
+        if isinstance(inputs, np.ndarray) or _concrete_jax(inputs):
             _check_ids(np.asarray(inputs), self.vocabulary_size)  # values known now
         return super().__call__(inputs, *args, **kwargs)
 
@@ -207,6 +209,16 @@ def _concrete_jax(x):
 
 
 def _check_ids(ids, vocabulary_size):
+    if not (np.issubdtype(ids.dtype, np.integer) or np.issubdtype(ids.dtype, np.floating)):
+        raise ValueError(
+            "TokenAndPositionEmbedding: `inputs` must be token ids (integers). "
+            f"Received: inputs of dtype {ids.dtype}"
+        )
+    if np.issubdtype(ids.dtype, np.floating) and ids.size and not np.all(ids == np.round(ids)):
+        raise ValueError(  # the lookup would truncate 2.7 to 2
+            "TokenAndPositionEmbedding: token ids in `inputs` must be whole numbers. "
+            f"Received: inputs with the ids {ids[ids != np.round(ids)][:5].tolist()}"
+        )
     if ids.size and (ids.min() < 0 or ids.max() >= vocabulary_size):
         bad = ids[(ids < 0) | (ids >= vocabulary_size)]
         raise ValueError(

@@ -189,6 +189,14 @@ class CaptioningConfig:
                 f"{_OWNER}: `estimator` trains hard attention (attention='hard'). "
                 f"Received: estimator={self.estimator!r}, attention='soft'"
             )
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        for name in ("use_gating", "doubly_stochastic_regularization"):
+            if self.attention == "hard" and getattr(self, name) != defaults[name]:
+                raise ValueError(
+                    f"{_OWNER}: `{name}` applies to soft attention (attention='soft'); hard "
+                    f"attention takes no gate or attention penalty. Received: {name}="
+                    f"{getattr(self, name)!r}, attention='hard'"
+                )
         if self.encoder_weights is not None and self.encoder == "small_cnn":
             raise ValueError(
                 f"{_OWNER}: `encoder_weights` loads a keras.applications encoder (--encoder "
@@ -238,10 +246,14 @@ class CaptioningData:
         flag = prefix.replace("_", "-")
         received = f"Received: {prefix}images={self.images!r}, {prefix}captions={self.captions!r}"
         if self.captions is None:
-            if self.images is not None:
+            given = [f"--{flag}{name.replace('_', '-')}" for name in ("images", "image_list")
+                     if getattr(self, name) is not None]  # fmt: skip
+            if self.skip_bad_images:
+                given.append(f"--{flag}skip-bad-images")
+            if given:
                 raise ValueError(
-                    f"--{flag}images needs --{flag}captions (the file naming the images and "
-                    f"their captions). {received}"
+                    f"{' and '.join(given)} needs --{flag}captions (the file naming the images "
+                    f"and their captions). {received}"
                 )
             if required:
                 raise ValueError(

@@ -511,7 +511,7 @@ class Translator(Task):
             self.preprocessor,
             batch_size=batch_size,
             shuffle=min(len(sources), 100_000) if shuffle else None,
-            seed=seed,
+            seed=seed if shuffle else None,
             cache=True,
         )
         counts = dataset.reduce(

@@ -484,6 +484,8 @@ def test_bad_prompts_raise(learned):
         ({"stop_token_ids": -1}, r"Received: stop_token_ids=-1"),
         ({"suppress_token_ids": [99]}, r"Received: suppress_token_ids=99"),
         ({"pad_id": 24}, r"Received: pad_id=24"),
+        ({"pad_id": "0"}, r"`pad_id` must be an integer >= 0. Received: pad_id='0'"),
+        ({"pad_id": None}, r"`pad_id` must be an integer >= 0. Received: pad_id=None"),
         ({"sampler": "beam", "beam_width": 25}, r"Received: beam_width=25"),
         ({"sampler": "beam", "beam_width": 0}, r"Received: beam_width=0"),
         ({"temperature": -1.0}, r"Received: temperature=-1.0"),

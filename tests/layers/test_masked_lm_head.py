@@ -174,3 +174,11 @@ def test_gathered_inputs_without_mask_positions():
     assert head.compute_output_shape((2, 3, 8)) == (2, 3, 30)
     with pytest.raises(ValueError, match=r"`inputs` must have shape `\(batch_size, P, 8\)`"):
         head(rand(2, 3, 5))
+
+
+def test_float_mask_positions_are_refused_not_truncated():
+    head = MaskedLMHead(vocabulary_size=10)
+    encodings = rand(2, 5, 8)
+    assert head(encodings, mask_positions=np.array([[1, 3], [0, 2]])).shape == (2, 2, 10)
+    with pytest.raises(ValueError, match=r"`mask_positions` must be integers.*float"):
+        head(encodings, mask_positions=np.array([[0.7, 1.0], [0.0, 2.0]]))

@@ -265,6 +265,10 @@ def test_argument_errors(tokenizer):
         (dict(cache=3), r"Received: cache=3"),
         (dict(drop_remainder=1), r"Received: drop_remainder=1"),
         (dict(tokens_per_batch=0), r"Received: tokens_per_batch=0"),
+        (dict(shuffle=10, seed="abc"), r"`seed` must be .*Received: seed='abc'"),
+        (dict(shuffle=10, seed=1.5), r"`seed` must be .*Received: seed=1.5"),
+        (dict(shuffle=10, seed=-1), r"`seed` must be .*Received: seed=-1"),
+        (dict(seed=3), r"`seed` seeds the shuffle, and `shuffle` is None"),
         (dict(tokens_per_batch=64), r"needs `bucket_boundaries`"),
         (
             dict(tokens_per_batch=64, bucket_boundaries=[8], source_sequence_length=9),

@@ -186,6 +186,21 @@ def test_split_lists_pick_the_images_and_shared_images_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"no such file: .*Received: valid_image_list="):
         CaptioningData(files["images"], files["flickr8k"],
                        image_list=str(tmp_path / "absent.txt")).resolve(prefix="valid_")  # fmt: skip
+    # A split list (or --skip-bad-images) without its captions file is refused, not dropped
+    # (training would run with no validation data and no message).
+    with pytest.raises(ValueError, match=r"--valid-image-list needs --valid-captions"):
+        CaptioningData(image_list=str(tmp_path / "dev.txt")).resolve("valid_", required=False)
+    with pytest.raises(ValueError, match=r"--valid-skip-bad-images needs --valid-captions"):
+        CaptioningData(skip_bad_images=True).resolve("valid_", required=False)
+    assert CaptioningData().resolve("valid_", required=False) is None
+
+
+@pytest.mark.parametrize("option", [{"use_gating": False}, {"doubly_stochastic_regularization": 0.5}])
+def test_soft_attention_options_are_refused_with_hard_attention(option):
+    name, value = next(iter(option.items()))
+    with pytest.raises(ValueError, match=rf"`{name}` applies to soft attention.*{name}={value}"):
+        CaptioningConfig(attention="hard", **option)
+    CaptioningConfig(attention="soft", **option)  # where it applies
 
 
 @pytest.mark.slow
