@@ -42,6 +42,7 @@ def associative_recall(num_examples, min_pairs=4, max_pairs=10, num_keys=20, num
     >>> bool(np.all(inputs["values"][np.arange(3), positions] == labels))
     True
     """
+    positive_int("associative_recall", "num_examples", num_examples, minimum=0)
     _check_lengths(min_pairs, max_pairs)
     if num_keys < max_pairs:
         raise ValueError(
@@ -80,6 +81,7 @@ def positional_recall(num_examples, min_length=4, max_length=10, num_values=10, 
     >>> bool(np.all(inputs["values"][np.arange(4), inputs["query"]] == labels))
     True
     """
+    positive_int("positional_recall", "num_examples", num_examples, minimum=0)
     _check_lengths(min_length, max_length)
     rng = np.random.default_rng(seed)
     lengths = rng.integers(min_length, max_length + 1, size=num_examples)
@@ -157,6 +159,7 @@ def key_sentence_documents(
     >>> bool(sentence[marker + 1] == 3 + 10 + labels[0])  # the class word after the marker
     True
     """
+    positive_int("key_sentence_documents", "num_examples", num_examples, minimum=0)
     _check_lengths(min_sentences, max_sentences)
     _check_lengths(min_words, max_words)
     for name, value, low in (
@@ -164,7 +167,7 @@ def key_sentence_documents(
         ("min_words", min_words, 3),
         ("num_filler", num_filler, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
     for name, value in (("distractor_rate", distractor_rate), ("mention_rate", mention_rate)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
@@ -320,6 +323,7 @@ def number_lists(num_examples, min_length=4, max_length=10, num_values=100, seed
     >>> [row[p[row > 0]].tolist() == sorted(row[row > 0]) for row, p in zip(values, pointers)]
     [True, True]
     """
+    positive_int("number_lists", "num_examples", num_examples, minimum=0)
     _check_lengths(min_length, max_length)
     if num_values < max_length:
         raise ValueError(
@@ -383,6 +387,7 @@ def colored_grid_lookup(
     >>> bool(np.all(inputs["properties"][n, rows, cols] == labels))
     True
     """
+    positive_int("colored_grid_lookup", "num_examples", num_examples, minimum=0)
     _check_lengths(min_size, max_size)
     if num_queries < 1 or num_queries > min_size * min_size:
         raise ValueError(
@@ -460,6 +465,7 @@ def window_max(num_examples, min_length=4, max_length=12, radius=1, num_values=2
     >>> bool(np.all(np.abs(positions - np.arange(6))[real] <= 1))
     True
     """
+    positive_int("window_max", "num_examples", num_examples, minimum=0)
     _check_lengths(min_length, max_length)
     positive_int(None, "radius", radius, minimum=0)
     if num_values < max_length:
@@ -517,6 +523,7 @@ def offset_lookup(num_examples, min_length=8, max_length=16, num_queries=4, num_
     >>> bool(np.all(labels > 0))
     True
     """
+    positive_int("offset_lookup", "num_examples", num_examples, minimum=0)
     _check_lengths(min_length, max_length)
     positive_int(None, "num_queries", num_queries)
     positive_int(None, "num_values", num_values)
@@ -569,6 +576,7 @@ def run_length_decoding(
     >>> inputs["decoder_inputs"][0, :7]
     array([9, 8, 8, 8, 5, 2, 0], dtype=int32)
     """
+    positive_int("run_length_decoding", "num_examples", num_examples, minimum=0)
     _check_lengths(min_length, max_length)
     positive_int(None, "max_repeat", max_repeat)
     positive_int(None, "num_values", num_values, minimum=2)

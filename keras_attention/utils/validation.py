@@ -11,6 +11,8 @@ where `owner` (a class or function name) is left out when it is `None`.
 import math
 import numbers
 
+import numpy as np
+
 
 def positive_int(owner, name, value, minimum=1):
     """`value` as an `int` if it is an integer `>= minimum` (bools are not integers), else raises.
@@ -102,9 +104,22 @@ def one_of(owner, name, value, choices):
     'lstm'
     """
     choices = tuple(choices)
-    if isinstance(value, list | dict | set) or value not in choices:
+    if isinstance(value, list | dict | set) or not any(
+        value == choice and _kind(value) == _kind(choice) for choice in choices
+    ):  # `1.0` or `True` is not the choice `1`: used as a count, it would fail later
         raise ValueError(_message(owner, name, value, f"one of {choices}"))
     return value
+
+
+def _kind(value):
+    """What `one_of` compares besides equality: bools, integers, other numbers, the rest."""
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, numbers.Integral):
+        return "int"
+    if isinstance(value, numbers.Number):
+        return "number"
+    return "other"
 
 
 def boolean(owner, name, value):

@@ -44,6 +44,16 @@ def test_numbers_rates_choices_and_bools():
     assert one_of(None, "cell", "gru", ("gru", "lstm")) == "gru"
     with pytest.raises(ValueError, match=r"one of \('gru', 'lstm'\)\. Received: cell=\['gru'\]"):
         one_of(None, "cell", ["gru"], ("gru", "lstm"))
+    # A choice of another kind that compares equal is not that choice (it fails later as a count).
+    assert one_of(None, "n", np.int64(2), (1, 2)) == 2
+    for value in (1.0, True):
+        with pytest.raises(ValueError, match=rf"one of \(1, 2\)\. Received: n={value}"):
+            one_of(None, "n", value, (1, 2))
+    from pipelines import synthetic
+
+    for make in (synthetic.window_max, synthetic.associative_recall, synthetic.number_lists):
+        with pytest.raises(ValueError, match=r"`num_examples` must be an integer >= 0. Rec"):
+            make(-1)
     assert boolean(None, "flag", np.bool_(True)) is True
     with pytest.raises(ValueError, match="must be a bool. Received: flag=1"):
         boolean(None, "flag", 1)
