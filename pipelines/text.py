@@ -48,6 +48,9 @@ from keras_attention.utils.files import read_json, write_json
 from pipelines import wordpiece_learner
 
 PAD, UNK, START, END, MASK = "[PAD]", "[UNK]", "[START]", "[END]", "[MASK]"
+# A longer word is one `[UNK]`: BERT's limit of 100 characters, in bytes for a character of any
+# script (tensorflow-text's default of 100 bytes makes a 34-character Thai word `[UNK]`).
+MAX_BYTES_PER_WORD = 400
 RESERVED_TOKENS = (PAD, UNK, START, END, MASK)
 PAD_ID, UNK_ID, START_ID, END_ID, MASK_ID = range(len(RESERVED_TOKENS))
 NORMALIZATIONS = (None, "NFC", "NFKC")
@@ -216,7 +219,8 @@ def build_wordpiece_vocab(
     `compute_word_piece_vocabulary` gives, ~30x faster) picks the word
     pieces. A piece must occur at least 10 times to be learned (the
     learner's floor); every character seen is kept, so any text made of
-    known characters can be spelled. The vocabulary is deterministic for a
+    known characters can be spelled (a word longer than `MAX_BYTES_PER_WORD`
+    UTF-8 bytes, BERT's 100 characters in any script, is one `[UNK]`). The vocabulary is deterministic for a
     given text and size.
 
     Two files are written: `vocab_path`, one token per line (UTF-8), the
@@ -422,6 +426,29 @@ def load_tokenizer(vocab_path, compact_punctuation=None):
     )
 
 
+def _warn_unlike_sidecar(vocab_path, lowercase, normalization, strip_accents):
+    """Warns when a vocabulary's options file says it was built with other options."""
+    options_path = sidecar_path(os.fspath(vocab_path))
+    if not os.path.isfile(options_path):
+        return
+    try:
+        options = read_json(options_path, _SIDECAR_FORMAT, "a keras_attention WordPiece options file")
+    except ValueError:
+        return  # not ours: nothing to compare
+    given = {"lowercase": bool(lowercase), "normalization": normalization,
+             "strip_accents": bool(strip_accents)}  # fmt: skip
+    differ = {name: options[name] for name, value in given.items()
+              if name in options and options[name] != value}  # fmt: skip
+    if differ:
+        warnings.warn(
+            f"'{os.fspath(vocab_path)}' was built with {differ} (its options file "
+            f"'{options_path}'), this tokenizer with "
+            f"{ {name: given[name] for name in differ} }: text is not preprocessed as the "
+            "vocabulary was learned. `load_tokenizer(vocab_path)` takes the file's options.",
+            stacklevel=3,
+        )
+
+
 class TextTokenizer(tf.Module):
     """WordPiece tokenizer and detokenizer on tensorflow-text, savable in a SavedModel.
 
@@ -486,6 +513,7 @@ class TextTokenizer(tf.Module):
         super().__init__(name=name)
         _check_options(lowercase, normalization, strip_accents)
         if isinstance(vocabulary, str | os.PathLike):
+            _warn_unlike_sidecar(vocabulary, lowercase, normalization, strip_accents)
             vocabulary = read_vocab(vocabulary)
         vocabulary = [str(token) for token in vocabulary]
         reserved_tokens = list(reserved_tokens)
@@ -503,6 +531,12 @@ class TextTokenizer(tf.Module):
             )
         if len(set(vocabulary)) != len(vocabulary):
             raise ValueError("`vocabulary` holds duplicate tokens.")
+        for i, token in enumerate(vocabulary):  # one token per line of a vocabulary file
+            if not token or "\n" in token or "\r" in token:
+                raise ValueError(
+                    "`vocabulary` tokens must be non-empty and hold no line break. "
+                    f"Received: vocabulary[{i}]={token!r}"
+                )
         self.vocabulary = tuple(vocabulary)
         self.lowercase = bool(lowercase)
         self.normalization = normalization
@@ -522,6 +556,7 @@ class TextTokenizer(tf.Module):
             no_pretokenization=True,
             support_detokenization=True,
             token_out_type=tf.int32,
+            max_bytes_per_word=MAX_BYTES_PER_WORD,
         )
 
     @property

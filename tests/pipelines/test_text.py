@@ -378,3 +378,31 @@ def test_classic_mac_line_ends_are_refused_not_read_as_one_line(tmp_path):
         text.read_lines(tmp_path / "mac.txt")
     (tmp_path / "dos.txt").write_bytes(b"eins\r\nzwei\r\n")
     assert text.read_lines(tmp_path / "dos.txt") == ["eins", "zwei"]
+
+
+def test_long_words_are_spelled_up_to_berts_100_characters_in_any_script():
+    tokenizer = text.TextTokenizer(list(text.RESERVED_TOKENS) + ["a", "##a", "ก", "##ก"])
+    a, a_cont, ko, ko_cont = (tokenizer.token_to_id(t) for t in ("a", "##a", "ก", "##ก"))
+    assert tokenizer.tokenize("a" * 101).numpy().tolist() == [a] + [a_cont] * 100
+    # 100 Thai characters are 300 bytes: pieces, not one [UNK] (tensorflow-text's 100 bytes).
+    assert tokenizer.tokenize("ก" * 100).numpy().tolist() == [ko] + [ko_cont] * 99
+    assert tokenizer.tokenize("a" * (text.MAX_BYTES_PER_WORD + 1)).numpy().tolist() == [text.UNK_ID]
+
+
+def test_a_vocabulary_path_with_other_options_than_its_file_warns(tmp_path):
+    path = str(tmp_path / "vocab.txt")
+    text.build_wordpiece_vocab(["The Cat sat ."] * 20, path, vocab_size=60, lowercase=True)
+    with pytest.warns(UserWarning, match=r"was built with \{'lowercase': True\}.*load_tokenizer"):
+        tokenizer = text.TextTokenizer(path)
+    assert tokenizer.tokenize("The Cat").numpy().tolist() == [text.UNK_ID] * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = text.load_tokenizer(path)  # the file's options: no warning
+        text.TextTokenizer(path, lowercase=True)
+    assert text.UNK_ID not in same.tokenize("The Cat").numpy().tolist()
+
+
+def test_vocabulary_tokens_that_a_file_cannot_hold_are_refused():
+    for bad in ("", "a\nb", "c\r"):
+        with pytest.raises(ValueError, match=r"non-empty and hold no line break. Received: voc"):
+            text.TextTokenizer([*text.RESERVED_TOKENS, "x", bad])
