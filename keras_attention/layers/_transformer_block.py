@@ -60,7 +60,7 @@ class TransformerBlock(WeightOptionsMixin, keras.layers.Layer):
                 f"{layer}: `num_heads` must be a multiple of `num_key_value_heads`. "
                 f"Received: num_heads={num_heads}, num_key_value_heads={num_key_value_heads}"
             )
-        self.dropout = rate(None, "dropout", dropout)
+        self.dropout = rate(layer, "dropout", dropout)
         if attention_dropout is None:
             self.attention_dropout = self.dropout
         else:

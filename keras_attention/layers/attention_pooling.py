@@ -94,7 +94,7 @@ class AttentionPooling(WeightOptionsMixin, keras.layers.Layer):
             units = positive_int(name, "units", units)
         if not isinstance(use_bias, bool):
             raise ValueError(f"{name}: `use_bias` must be a bool. Received: use_bias={use_bias!r}")
-        dropout = rate(None, "dropout", dropout)
+        dropout = rate(name, "dropout", dropout)
         super().__init__(**kwargs)
         self.units = units
         self.use_bias = use_bias

@@ -92,7 +92,7 @@ class BaseScoreAttention(keras.layers.Layer):
 
     def __init__(self, dropout=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.dropout = rate(None, "dropout", dropout)
+        self.dropout = rate(type(self).__name__, "dropout", dropout)
         self.seed = seed
         self.supports_masking = True
 

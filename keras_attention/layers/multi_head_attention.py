@@ -202,7 +202,7 @@ class MultiHeadAttention(WeightOptionsMixin, keras.layers.Layer):
                 "`num_heads` must be a multiple of `num_key_value_heads`. "
                 f"Received: num_heads={num_heads}, num_key_value_heads={num_key_value_heads}"
             )
-        self.dropout = rate(None, "dropout", dropout)
+        self.dropout = rate(type(self).__name__, "dropout", dropout)
         self.use_bias = bool(use_bias)
         self.output_dim = (
             None
