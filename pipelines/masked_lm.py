@@ -743,11 +743,14 @@ def _pair_chunks(stream, content, sep_id):
             start += 1
             continue
         window = stream[start : start + content + 1]
-        inside = boundaries[(boundaries > start) & (boundaries < start + len(window) - 1)] - start
+        first, last = np.searchsorted(boundaries, [start + 1, start + len(window) - 1])
+        inside = boundaries[first:last] - start  # boundaries with text on both sides
         if len(inside):
             split = int(inside[np.argmin(np.abs(inside - half))])
             tokens = np.concatenate([window[:split], window[split + 1 :]])
             start += len(window)
+            if tokens[-1] == sep_id:  # a boundary in the window's last slot: the next row's
+                tokens = tokens[:-1]
         else:
             tokens = window[:content]
             split = min(half, (len(tokens) + 1) // 2)

@@ -90,7 +90,8 @@ def export_saved_model(
             else `"/models"` (`docker run -v "$PWD/saved_models:/models" ...`).
 
     Returns:
-        The export path `<base_dir>/<name>/<version>` as a string.
+        The export path `<base_dir>/<name>/<version>` as a string (an existing
+        zero-padded folder of that version, e.g. `0001`, when `overwrite=True`).
 
     Raises:
         FileExistsError: the version exists and `overwrite=False`.

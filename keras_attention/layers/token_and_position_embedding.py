@@ -159,6 +159,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             inputs = np.asarray(inputs)
         if isinstance(inputs, np.ndarray) or _concrete_jax(inputs):
             _check_ids(np.asarray(inputs), self.vocabulary_size)  # values known now
+        elif _eager_float(inputs):  # a float tensor's values are known now too: 2.7 is not id 2
+            _check_ids(keras.ops.convert_to_numpy(inputs), self.vocabulary_size)
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, start_index=0):
@@ -206,6 +208,15 @@ def _concrete_jax(x):
     import jax  # noqa: PLC0415 (JAX only)
 
     return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+
+
+def _eager_float(inputs):
+    """An eager TensorFlow float tensor: its values are known (not a traced or Keras tensor)."""
+    if keras.backend.backend() != "tensorflow" or "float" not in str(getattr(inputs, "dtype", "")):
+        return False
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow only on its own backend)
+
+    return tf.executing_eagerly() and isinstance(inputs, tf.Tensor) and hasattr(inputs, "numpy")
 
 
 def _check_ids(ids, vocabulary_size):

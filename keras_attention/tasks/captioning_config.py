@@ -191,7 +191,9 @@ class CaptioningConfig:
             )
         defaults = {field.name: field.default for field in dataclasses.fields(self)}
         for name in ("use_gating", "doubly_stochastic_regularization"):
-            if self.attention == "hard" and getattr(self, name) != defaults[name]:
+            value = getattr(self, name)
+            off = name == "doubly_stochastic_regularization" and value == 0  # no penalty: fine
+            if self.attention == "hard" and value != defaults[name] and not off:
                 raise ValueError(
                     f"{_OWNER}: `{name}` applies to soft attention (attention='soft'); hard "
                     f"attention takes no gate or attention penalty. Received: {name}="

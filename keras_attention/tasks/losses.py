@@ -73,7 +73,7 @@ class MaskedCrossEntropy(keras.losses.Loss):
             weights = weights * _per_token(sample_weight, weights)
         # Padding's loss is left out, not multiplied by 0: a -inf logit for the padding label
         # (a model that never predicts it) makes that loss inf, and inf * 0 is NaN.
-        losses = ops.where(weights > 0, self.call(y_true, y_pred), 0.0) * weights
+        losses = ops.where(ops.not_equal(weights, 0.0), self.call(y_true, y_pred), 0.0) * weights
         return ops.divide_no_nan(ops.sum(losses), _all_replicas_sum(ops.sum(weights)))
 
     def get_config(self):

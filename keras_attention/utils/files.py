@@ -56,15 +56,23 @@ def latest_version(path):
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
     versions = saved_model_versions(path)
-    return version_folder(path, versions[-1]) if versions else path
+    return version_folder(path, versions[-1], loadable=True) if versions else path
 
 
-def version_folder(model_dir, version):
-    """The folder of `version` in `model_dir`: an existing one that TF Serving reads as that
-    version (`0001` is version 1), else `<model_dir>/<version>`."""
+def version_folder(model_dir, version, loadable=False):
+    """The folder of `version` in `model_dir`: an existing folder that TF Serving reads as that
+    version (`0001` is version 1; with `loadable`, one holding `saved_model.pb`), else
+    `<model_dir>/<version>`."""
     model_dir = os.fspath(model_dir)
     if os.path.isdir(model_dir):
         for name in sorted(os.listdir(model_dir)):
-            if name.isascii() and name.isdigit() and int(name) == int(version):
-                return os.path.join(model_dir, name)
+            folder = os.path.join(model_dir, name)
+            if (
+                name.isascii()
+                and name.isdigit()
+                and int(name) == int(version)
+                and os.path.isdir(folder)
+                and (not loadable or os.path.isfile(os.path.join(folder, "saved_model.pb")))
+            ):
+                return folder
     return os.path.join(model_dir, str(int(version)))

@@ -191,6 +191,13 @@ def test_zero_padded_version_folders_are_their_versions(model, tmp_path):
         export_saved_model(model, tmp_path, name="m", version=1)
     path = export_saved_model(model, tmp_path, name="m", version=1, overwrite=True)
     assert path == str(tmp_path / "m" / "0001") and sorted(os.listdir(tmp_path / "m")) == ["0001"]
+    # The loadable folder wins over an empty leftover of the same version; a file is no folder.
+    (tmp_path / "n" / "2").mkdir(parents=True)
+    (tmp_path / "n" / "2" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "n" / "02").mkdir()
+    (tmp_path / "n" / "0003").write_bytes(b"")
+    assert files.latest_version(tmp_path / "n") == str(tmp_path / "n" / "2")
+    assert files.version_folder(tmp_path / "n", 3) == str(tmp_path / "n" / "3")
 
 
 def test_latest_version_resolves_a_model_folder(model, tmp_path):

@@ -217,7 +217,8 @@ def test_python_lists_are_ids_and_fractional_ids_are_refused():
     layer = TokenAndPositionEmbedding(20, 10, 6)
     np.testing.assert_allclose(layer([[1, 2, 3]]), layer(np.array([[1, 2, 3]])))
     np.testing.assert_allclose(layer(np.array([[1.0, 2.0, 3.0]])), layer(np.array([[1, 2, 3]])))
-    with pytest.raises(ValueError, match=r"must be whole numbers. Received: .*\[1.5\]"):
-        layer(np.array([[1.5, 2.0, 3.0]]))
+    for ids in (np.array([[1.5, 2.0, 3.0]]), tf.constant([[1.5, 2.0, 3.0]])):
+        with pytest.raises(ValueError, match=r"must be whole numbers. Received: .*\[1.5\]"):
+            layer(ids)
     with pytest.raises(ValueError, match=r"must lie in \[0, vocabulary_size\).*\[20\]"):
         layer([[1, 20]])

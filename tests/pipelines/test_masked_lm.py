@@ -211,6 +211,9 @@ def test_packing_keeps_every_token_in_order(corpus, tokenizer):
         ([["word1 word2 word3"], ["word4 word5"]], [w1, w2, w3], [w4, w5]),
         ([["word1"], ["word2 word3 word4"], ["word5 word6 word7 word8"]],
          [w1, 6, w2, w3, w4], [w5, w6, w7, w8]),
+        # A boundary in the row's last slot (after B) is not kept in B.
+        ([["word1 word2"], ["word3 word4 word5 word6 word7 word8 word1 word2 word3 word4"],
+          ["word5"]], [w1, w2], [w3, w4, w5, w6, w7, w8, w1, w2, w3, w4]),
     ):  # fmt: skip
         rows = masked_lm.pack_examples(None, tokenizer, 16, "pairs", documents=documents)
         expected = [5, *a, 6, *b, 6]

@@ -158,6 +158,11 @@ def test_detokenize_refuses_ids_outside_the_vocabulary():
         detokenize(tf.constant([[6, size]]))
     with pytest.raises(ValueError, match="`token_ids` must be integers"):
         tokenizer.detokenize(tf.ragged.constant([[6.7]]))
+    # An int64 id past int32 is refused, not wrapped (2**32 + 5 would read id 5); ids after
+    # [END] (junk padding) never reach the detokenizer and pass as before.
+    with pytest.raises(ValueError, match=r"`token_ids` must be in"):
+        tokenizer.detokenize(tf.constant([[5, 2**32 + 5]], tf.int64))
+    assert tokenizer.detokenize([[5, text.END_ID, 100, -1]]).numpy().tolist() == [b"a"]
 
 
 def test_works_in_tf_function_and_tf_data(vocab_dir):

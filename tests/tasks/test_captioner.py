@@ -201,6 +201,7 @@ def test_soft_attention_options_are_refused_with_hard_attention(option):
     with pytest.raises(ValueError, match=rf"`{name}` applies to soft attention.*{name}={value}"):
         CaptioningConfig(attention="hard", **option)
     CaptioningConfig(attention="soft", **option)  # where it applies
+    CaptioningConfig(attention="hard", doubly_stochastic_regularization=0)  # no penalty: fine
 
 
 @pytest.mark.slow
