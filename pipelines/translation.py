@@ -307,13 +307,7 @@ def make_dataset(
     if kwargs:
         raise TypeError(f"{name}() got unexpected arguments {sorted(kwargs)}")
     positive_int(name, "batch_size", batch_size)
-    optional_positive_int(name, "shuffle", shuffle)
-    optional_positive_int(name, "seed", seed, minimum=0)
-    if seed is not None and shuffle is None:
-        raise ValueError(
-            f"{name}: `seed` seeds the shuffle, and `shuffle` is None (no shuffle). "
-            f"Received: seed={seed!r}, shuffle=None"
-        )
+    _check_shuffle(name, shuffle, seed)
     if bucket_boundaries is not None:
         bucket_boundaries = _check_boundaries(bucket_boundaries)
     if tokens_per_batch is not None:
@@ -508,6 +502,16 @@ def _check_boundaries(boundaries):
 
 def _is_path(value):
     return isinstance(value, str | os.PathLike)
+
+
+def _check_shuffle(name, shuffle, seed):
+    optional_positive_int(name, "shuffle", shuffle)
+    optional_positive_int(name, "seed", seed, minimum=0)
+    if seed is not None and shuffle is None:
+        raise ValueError(
+            f"{name}: `seed` seeds the shuffle, and `shuffle` is None (no shuffle). "
+            f"Received: seed={seed!r}, shuffle=None"
+        )
 
 
 def _cache_path(prefix, sources, targets, preprocessor):
