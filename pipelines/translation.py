@@ -315,8 +315,12 @@ def make_dataset(
     if not isinstance(prefetch, bool):
         positive_int(name, "prefetch", prefetch)
     boolean(name, "drop_remainder", drop_remainder)
-    if not isinstance(cache, bool | str | os.PathLike):
-        raise ValueError(f"`cache` must be a bool or a file path prefix. Received: cache={cache!r}")
+    if not isinstance(cache, bool | str | os.PathLike) or (
+        not isinstance(cache, bool) and not os.fspath(cache)
+    ):  # "" would be a disk cache named `-<digest>` in the working folder
+        raise ValueError(
+            f"`cache` must be a bool or a non-empty file path prefix. Received: cache={cache!r}"
+        )
     preprocessor = _as_preprocessor(
         source_tokenizer, target_tokenizer, source_sequence_length, target_sequence_length
     )

@@ -263,6 +263,7 @@ def test_argument_errors(tokenizer):
         (dict(bucket_boundaries=[]), r"Received: bucket_boundaries=\[\]"),
         (dict(prefetch=0), r"Received: prefetch=0"),
         (dict(cache=3), r"Received: cache=3"),
+        (dict(cache=""), r"non-empty file path prefix. Received: cache=''"),
         (dict(drop_remainder=1), r"Received: drop_remainder=1"),
         (dict(tokens_per_batch=0), r"Received: tokens_per_batch=0"),
         (dict(shuffle=10, seed="abc"), r"`seed` must be .*Received: seed='abc'"),
