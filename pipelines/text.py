@@ -312,6 +312,11 @@ def build_wordpiece_vocab(
         word_counts = wordpiece_tokenizer_learner_lib.count_words(dataset)
     except StopIteration:  # the counter's way of saying it counted no word
         raise ValueError("`texts` holds no words to learn a vocabulary from.") from None
+    except UnicodeDecodeError as error:  # a dataset's bytes (a list's strings are text already)
+        raise ValueError(
+            "`texts`: the dataset yields a text that is not valid UTF-8, at the bytes "
+            f"{error.object[max(0, error.start - 20) : error.end + 20]!r}"
+        ) from None
     vocab = wordpiece_learner.learn(
         word_counts, int(vocabulary_size), list(reserved), joiner=SUFFIX_INDICATOR
     )

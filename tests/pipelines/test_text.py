@@ -411,3 +411,10 @@ def test_vocabulary_tokens_that_a_file_cannot_hold_are_refused():
     for bad in ("", "a\nb", "c\r"):
         with pytest.raises(ValueError, match=r"non-empty and hold no line break. Received: voc"):
             text.TextTokenizer([*text.RESERVED_TOKENS, "x", bad])
+
+
+def test_a_dataset_of_bytes_that_are_not_utf8_is_named(tmp_path):
+    texts = tf.data.Dataset.from_tensor_slices(tf.constant([b"good text", b"bad \xff text"]))
+    with pytest.raises(ValueError, match=r"`texts`: the dataset yields a text that is not valid "
+                                         r"UTF-8, at the bytes b'\\xff'"):  # fmt: skip
+        text.build_wordpiece_vocab(texts, str(tmp_path / "vocab.txt"), vocab_size=40)
