@@ -198,6 +198,15 @@ def read_task_file(directory):
 
 
 def _umask():
+    """The process's umask, read without changing it where Linux shows it (setting it to 0 and
+    back, the portable way, would let a file another thread creates meanwhile be world-writable)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0)
     os.umask(umask)
     return umask

@@ -73,3 +73,22 @@ def test_loading_an_unknown_or_newer_task_file_is_refused(tmp_path):
     path.write_text(json.dumps({"format": "keras_attention.task", "version": 99, "task": "x"}))
     with pytest.raises(ValueError, match="written by a newer keras-attention"):
         Task.load(tmp_path)
+
+
+def test_the_umask_is_read_without_changing_it(monkeypatch):
+    import os
+    import sys
+
+    from keras_attention.tasks.task import _umask
+
+    old = os.umask(0o027)
+    try:
+        if sys.platform.startswith("linux"):  # read from /proc: never set, not even briefly
+            def refuse(mask):
+                raise AssertionError(f"os.umask({mask:#o}) called")
+
+            monkeypatch.setattr(os, "umask", refuse)
+        assert _umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
