@@ -2,16 +2,24 @@
 
 import json
 import os
+import secrets
 
 
 def write_json(path, value):
     """Writes `value` as indented UTF-8 JSON through a temporary file renamed into place."""
     path = os.fspath(path)
-    staged = f"{path}.tmp"
-    with open(staged, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(staged, path)
+    # A staging name of its own (two processes writing one file never share one), created as
+    # `open` creates files (the umask's mode).
+    staged = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        with open(staged, "x", encoding="utf-8") as f:
+            json.dump(value, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(staged, path)
+    except BaseException:
+        if os.path.exists(staged):
+            os.remove(staged)
+        raise
 
 
 def read_json(path, expected_format, what):

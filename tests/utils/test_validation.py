@@ -1,5 +1,7 @@
 """The shared argument checks: one wording, the value converted, bools are not numbers."""
 
+import json
+import os
 import warnings
 
 import numpy as np
@@ -70,3 +72,18 @@ def test_renamed_arguments_warn_once_and_refuse_two_values():
         assert renamed_argument("f", {}, "vocab_size", "vocabulary_size", 7) == 7
     with pytest.raises(ValueError, match="give one of them. Received: vocab_size=10, vocabulary_size=7"):
         renamed_argument("f", {"vocab_size": 10}, "vocab_size", "vocabulary_size", 7)
+
+
+def test_write_json_stages_under_its_own_name_and_cleans_up(tmp_path):
+    from keras_attention.utils.files import write_json
+
+    path = tmp_path / "run.json"
+    write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})  # not JSON: the old file stays, nothing staged is left
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(os.listdir(tmp_path)) == ["run.json"]
+    (tmp_path / "run.json.tmp").write_text("another writer's staging file")
+    write_json(path, {"a": 2})  # another process's `<path>.tmp` is neither used nor removed
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert (tmp_path / "run.json.tmp").read_text() == "another writer's staging file"
