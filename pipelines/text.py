@@ -435,7 +435,7 @@ def load_tokenizer(vocab_path, compact_punctuation=None):
 def _to_int32(ids):
     """Integer `ids` as int32, ids past int32 (which a cast would wrap: 2**32 + 5 to 5) set to
     -1, which `detokenize` then refuses."""
-    if ids.dtype in (tf.int32,):
+    if ids.dtype == tf.int32:
         return ids
     if isinstance(ids, tf.RaggedTensor):
         return ids.with_flat_values(_to_int32(ids.flat_values))

@@ -99,7 +99,6 @@ def _filtered_draw(logits, seed, temperature, top_k, top_p):
     return _gumbel_argmax(tf.where(kept, scaled, float("-inf")), seed)
 
 
-
 # -- the loops ------------------------------------------------------------------------------------
 
 

@@ -189,16 +189,10 @@ class CaptioningConfig:
                 f"{_OWNER}: `estimator` trains hard attention (attention='hard'). "
                 f"Received: estimator={self.estimator!r}, attention='soft'"
             )
-        defaults = {field.name: field.default for field in dataclasses.fields(self)}
-        for name in ("use_gating", "doubly_stochastic_regularization"):
-            value = getattr(self, name)
-            off = name == "doubly_stochastic_regularization" and value == 0  # no penalty: fine
-            if self.attention == "hard" and value != defaults[name] and not off:
-                raise ValueError(
-                    f"{_OWNER}: `{name}` applies to soft attention (attention='soft'); hard "
-                    f"attention takes no gate or attention penalty. Received: {name}="
-                    f"{getattr(self, name)!r}, attention='hard'"
-                )
+        # Hard attention takes no gate and no attention penalty (leave both at their defaults).
+        refuse_inapplicable(_OWNER, self, "attention", {
+            "soft": ("use_gating", "doubly_stochastic_regularization"),
+        })  # fmt: skip
         if self.encoder_weights is not None and self.encoder == "small_cnn":
             raise ValueError(
                 f"{_OWNER}: `encoder_weights` loads a keras.applications encoder (--encoder "
